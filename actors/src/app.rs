@@ -1,0 +1,237 @@
+//! The application: everything one `nodegrid serve` process runs, built from its settings.
+//!
+//! [`Application::build`] connects to Postgres (fatal if it cannot), applies migrations, starts
+//! the Redis connections (never fatal: Redis may come later), starts the actors, and binds the
+//! HTTP listener. [`Application::run_until_stopped`] serves until the [`ShutdownTrigger`] fires
+//! (on SIGTERM/SIGINT in the binary, by hand in tests), then shuts down in order: stop accepting
+//! and drain in-flight requests (bounded by the shutdown timeout), stop the actors, close Redis,
+//! close the pool.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix::Addr;
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use metrics_exporter_prometheus::PrometheusHandle;
+use nodegrid_services::bus::{BusError, RedisBus};
+use nodegrid_services::config::Settings;
+use nodegrid_services::db::{Database, DbError};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::bridge::{RedisBridge, ShutdownBridge};
+use crate::http;
+use crate::telemetry;
+
+/// How often the Prometheus recorder drains its histograms' buffers.
+const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How long start-up waits for Redis before going on without it.
+const REDIS_START_WAIT: Duration = Duration::from_secs(2);
+
+/// What the HTTP handlers share.
+pub struct AppState {
+    pub instance_id: Uuid,
+    pub database: Database,
+    pub bus: RedisBus,
+    pub prometheus: PrometheusHandle,
+    pub process_collector: metrics_process::Collector,
+    pub ready_timeout: Duration,
+}
+
+/// Why the application could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Database(#[from] DbError),
+    #[error(transparent)]
+    Redis(#[from] BusError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot set up metrics: {0}")]
+    Metrics(String),
+}
+
+/// Fires the graceful shutdown of one [`Application`]. Cheap to clone; firing twice is harmless.
+#[derive(Clone)]
+pub struct ShutdownTrigger(watch::Sender<bool>);
+
+impl ShutdownTrigger {
+    pub fn fire(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+pub struct Application {
+    instance_id: Uuid,
+    port: u16,
+    server: Server,
+    database: Database,
+    bus: RedisBus,
+    bridge: Addr<RedisBridge>,
+    shutdown: ShutdownTrigger,
+}
+
+impl Application {
+    /// Builds and binds everything; the server starts serving when [`Self::run_until_stopped`]
+    /// is polled. Must be called inside an actix System.
+    pub async fn build(settings: Settings) -> Result<Application, StartError> {
+        Application::build_with_routes(settings, |_| {}).await
+    }
+
+    /// [`Self::build`], with `extra_routes` mounted beside the server's own. Tests use it to
+    /// add routes whose behaviour they control (a slow request, for the drain on shutdown).
+    pub async fn build_with_routes(
+        settings: Settings,
+        extra_routes: fn(&mut web::ServiceConfig),
+    ) -> Result<Application, StartError> {
+        let instance_id = Uuid::new_v4();
+        let prometheus = telemetry::prometheus().map_err(StartError::Metrics)?;
+        let process_collector = metrics_process::Collector::default();
+        process_collector.describe();
+
+        let database =
+            Database::connect(&settings.database_url, settings.database_pool_size).await?;
+        let report = database.migrate().await?;
+        if !report.applied.is_empty() {
+            tracing::info!(versions = ?report.applied, "applied migrations");
+        }
+
+        let bus = RedisBus::start(&settings.redis_url, &settings.redis_prefix)?;
+        // Give Redis a moment so that a healthy deployment is ready as soon as it listens; a
+        // Redis that is down does not stop the start, `/ready` reports it until it is back.
+        if !bus.wait_connected(REDIS_START_WAIT).await {
+            tracing::warn!(url = %redacted_url(&settings.redis_url), "Redis is not reachable yet; starting anyway and retrying in the background");
+        }
+        let bridge = RedisBridge::start_supervised(bus.clone());
+
+        let listener =
+            TcpListener::bind(settings.http_addr).map_err(|source| StartError::Bind {
+                addr: settings.http_addr,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: settings.http_addr,
+            source,
+        })?;
+
+        let state = web::Data::new(AppState {
+            instance_id,
+            database: database.clone(),
+            bus: bus.clone(),
+            prometheus,
+            process_collector,
+            ready_timeout: settings.ready_timeout,
+        });
+        let max_body_bytes = settings.max_body_bytes;
+        let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(max_body_bytes)
+                        .error_handler(http::error::json_error),
+                )
+                .app_data(web::PayloadConfig::new(max_body_bytes))
+                .app_data(web::QueryConfig::default().error_handler(http::error::query_error))
+                .app_data(web::PathConfig::default().error_handler(http::error::path_error))
+                .wrap(from_fn(http::observe::observe_request))
+                .configure(http::routes)
+                .configure(extra_routes)
+                .default_service(web::to(http::not_found))
+        })
+        .listen(listener)
+        .map_err(|source| StartError::Bind {
+            addr: settings.http_addr,
+            source,
+        })?
+        .shutdown_timeout(settings.shutdown_timeout.as_secs())
+        .shutdown_signal(async move {
+            let _ = shutdown_rx.wait_for(|stop| *stop).await;
+        });
+        if let Some(workers) = settings.http_workers {
+            server = server.workers(workers);
+        }
+        let server = server.run();
+
+        tracing::info!(addr = %local_addr, instance = %instance_id, "listening");
+        Ok(Application {
+            instance_id,
+            port: local_addr.port(),
+            server,
+            database,
+            bus,
+            bridge,
+            shutdown: ShutdownTrigger(shutdown_tx),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn instance_id(&self) -> Uuid {
+        self.instance_id
+    }
+
+    /// The handle that starts a graceful shutdown of this application.
+    pub fn shutdown_trigger(&self) -> ShutdownTrigger {
+        self.shutdown.clone()
+    }
+
+    /// The HTTP server's handle (to stop it without the trigger, e.g. forcefully).
+    pub fn server_handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    pub fn bus(&self) -> &RedisBus {
+        &self.bus
+    }
+
+    pub fn bridge(&self) -> Addr<RedisBridge> {
+        self.bridge.clone()
+    }
+
+    /// Serves until the shutdown trigger fires, then shuts down in order.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let upkeep = actix_web::rt::spawn(metrics_upkeep());
+        let served = self.server.await;
+        tracing::info!("HTTP server stopped; stopping actors");
+        upkeep.abort();
+        if let Err(error) = self.bridge.send(ShutdownBridge).await {
+            tracing::warn!(%error, "RedisBridge did not acknowledge shutdown");
+        }
+        self.bus.quit().await;
+        self.database.close();
+        tracing::info!(instance = %self.instance_id, "shutdown complete");
+        served
+    }
+}
+
+async fn metrics_upkeep() {
+    let Ok(handle) = telemetry::prometheus() else {
+        return;
+    };
+    let mut interval = tokio::time::interval(METRICS_UPKEEP_INTERVAL);
+    loop {
+        interval.tick().await;
+        handle.run_upkeep();
+    }
+}
+
+/// The URL without its password, for logs.
+fn redacted_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://***@{host}"),
+            None => url.to_owned(),
+        },
+        None => "(unparsable URL)".to_owned(),
+    }
+}

@@ -1,0 +1,205 @@
+//! The RedisBridge actor: the instance's one Redis subscriber, and the dispatcher of the
+//! deployment's control channel.
+//!
+//! It subscribes to `<prefix>:control` (retrying until Redis answers), decodes each message into
+//! a [`ControlEnvelope`], and forwards it to every actor that registered with
+//! [`RegisterControlListener`]. The subscriber client re-subscribes by itself after a reconnect.
+//! The bridge runs under `actix::Supervisor`, which restarts it, with its state, if it stops.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use nodegrid_protocol::control::ControlEnvelope;
+use nodegrid_services::bus::{RedisBus, RedisMessage};
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+
+use crate::telemetry::{
+    ACTOR_RESTARTS_TOTAL, BUS_MESSAGES_LAGGED_TOTAL, CONTROL_EVENTS_INVALID_TOTAL,
+    CONTROL_EVENTS_TOTAL, REDIS_RECONNECTS_TOTAL,
+};
+
+/// How long to wait before trying a failed SUBSCRIBE again.
+const SUBSCRIBE_RETRY: Duration = Duration::from_secs(1);
+
+/// A control event, delivered to every registered listener.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct ControlMessage(pub Arc<ControlEnvelope>);
+
+/// Adds a listener of the control channel.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RegisterControlListener(pub Recipient<ControlMessage>);
+
+/// Asks whether the control channel subscription is in place.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct IsControlSubscribed;
+
+/// The first step of shutdown: unsubscribe and stop dispatching.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ShutdownBridge;
+
+pub struct RedisBridge {
+    bus: RedisBus,
+    control_channel: String,
+    listeners: Vec<Recipient<ControlMessage>>,
+    control_subscribed: bool,
+    shutting_down: bool,
+}
+
+impl RedisBridge {
+    pub fn new(bus: RedisBus) -> RedisBridge {
+        let control_channel = bus.keys().control_channel();
+        RedisBridge {
+            bus,
+            control_channel,
+            listeners: Vec::new(),
+            control_subscribed: false,
+            shutting_down: false,
+        }
+    }
+
+    /// Starts the bridge under a Supervisor on the current arbiter.
+    pub fn start_supervised(bus: RedisBus) -> Addr<RedisBridge> {
+        Supervisor::start(move |_| RedisBridge::new(bus))
+    }
+
+    fn subscribe_control(&mut self, ctx: &mut Context<Self>) {
+        let bus = self.bus.clone();
+        let channel = self.control_channel.clone();
+        async move { bus.subscribe(&channel).await }
+            .into_actor(self)
+            .map(|outcome, bridge, ctx| match outcome {
+                Ok(()) => {
+                    tracing::info!(channel = %bridge.control_channel, "subscribed to control channel");
+                    bridge.control_subscribed = true;
+                }
+                Err(error) => {
+                    tracing::warn!(channel = %bridge.control_channel, %error, "control subscription failed; retrying");
+                    if !bridge.shutting_down {
+                        ctx.run_later(SUBSCRIBE_RETRY, |bridge, ctx| bridge.subscribe_control(ctx));
+                    }
+                }
+            })
+            .spawn(ctx);
+    }
+
+    fn dispatch_control(&mut self, message: &RedisMessage) {
+        let Some(text) = message.value.as_str() else {
+            metrics::counter!(CONTROL_EVENTS_INVALID_TOTAL).increment(1);
+            tracing::warn!("control message is not text");
+            return;
+        };
+        let envelope: ControlEnvelope = match serde_json::from_str(&text) {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                metrics::counter!(CONTROL_EVENTS_INVALID_TOTAL).increment(1);
+                tracing::warn!(%error, "control message cannot be decoded");
+                return;
+            }
+        };
+        metrics::counter!(CONTROL_EVENTS_TOTAL, "kind" => envelope.event.kind()).increment(1);
+        let message = ControlMessage(Arc::new(envelope));
+        self.listeners.retain(|listener| listener.connected());
+        for listener in &self.listeners {
+            listener.do_send(message.clone());
+        }
+    }
+}
+
+impl Actor for RedisBridge {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.add_stream(BroadcastStream::new(self.bus.messages()));
+        let reconnects = BroadcastStream::new(self.bus.subscriber_reconnects());
+        ctx.add_stream(reconnects.map(|_| SubscriberReconnected));
+        if !self.control_subscribed {
+            self.subscribe_control(ctx);
+        }
+    }
+}
+
+impl Supervised for RedisBridge {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        metrics::counter!(ACTOR_RESTARTS_TOTAL, "actor" => "redis_bridge").increment(1);
+        tracing::warn!("RedisBridge restarting");
+    }
+}
+
+impl StreamHandler<Result<RedisMessage, BroadcastStreamRecvError>> for RedisBridge {
+    fn handle(
+        &mut self,
+        item: Result<RedisMessage, BroadcastStreamRecvError>,
+        _: &mut Context<Self>,
+    ) {
+        match item {
+            Ok(message) if self.shutting_down => drop(message),
+            Ok(message) if message.channel == self.control_channel.as_str() => {
+                self.dispatch_control(&message);
+            }
+            Ok(message) => {
+                tracing::debug!(channel = %message.channel, "message on a channel nobody handles");
+            }
+            Err(BroadcastStreamRecvError::Lagged(missed)) => {
+                metrics::counter!(BUS_MESSAGES_LAGGED_TOTAL).increment(missed);
+                tracing::warn!(missed, "bridge fell behind its Redis subscriber");
+            }
+        }
+    }
+
+    // The stream ends only when the subscriber client is dropped; there is nothing to restart.
+    fn finished(&mut self, _: &mut Context<Self>) {}
+}
+
+struct SubscriberReconnected;
+
+impl StreamHandler<SubscriberReconnected> for RedisBridge {
+    fn handle(&mut self, _: SubscriberReconnected, _: &mut Context<Self>) {
+        metrics::counter!(REDIS_RECONNECTS_TOTAL).increment(1);
+        tracing::info!("Redis subscriber reconnected; subscriptions restored");
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {}
+}
+
+impl Handler<RegisterControlListener> for RedisBridge {
+    type Result = ();
+
+    fn handle(&mut self, message: RegisterControlListener, _: &mut Context<Self>) {
+        self.listeners.push(message.0);
+    }
+}
+
+impl Handler<IsControlSubscribed> for RedisBridge {
+    type Result = bool;
+
+    fn handle(&mut self, _: IsControlSubscribed, _: &mut Context<Self>) -> bool {
+        self.control_subscribed
+    }
+}
+
+impl Handler<ShutdownBridge> for RedisBridge {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: ShutdownBridge, _: &mut Context<Self>) -> Self::Result {
+        self.shutting_down = true;
+        self.listeners.clear();
+        let bus = self.bus.clone();
+        let channel = self.control_channel.clone();
+        Box::pin(
+            async move {
+                if let Err(error) = bus.unsubscribe(&channel).await {
+                    tracing::debug!(%error, "unsubscribe at shutdown failed");
+                }
+            }
+            .into_actor(self)
+            .map(|_, bridge, _| bridge.control_subscribed = false),
+        )
+    }
+}

@@ -1,0 +1,119 @@
+//! The one error type of the HTTP boundary.
+//!
+//! Every error answers with [`ErrorBody`] `{"code","message"}` and the status that goes with the
+//! code. Internal failures are logged with their whole chain and answered with a generic
+//! message, so that nothing about the server's insides reaches a client.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use nodegrid_protocol::error::{ErrorBody, ErrorCode};
+
+use crate::telemetry::HTTP_ERRORS_TOTAL;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The client's mistake, or a state the client must know about.
+    #[error("{message}")]
+    Client { code: ErrorCode, message: String },
+    /// The server's failure; the cause is logged, not shown.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError::Client {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::BadRequest, message)
+    }
+
+    pub fn validation(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::ValidationFailed, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::NotFound, message)
+    }
+
+    pub fn method_not_allowed() -> ApiError {
+        ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            "this route does not accept that method",
+        )
+    }
+
+    pub fn internal(error: impl Into<anyhow::Error>) -> ApiError {
+        ApiError::Internal(error.into())
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ApiError::Client { code, .. } => *code,
+            ApiError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.code().http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let code = self.code();
+        metrics::counter!(HTTP_ERRORS_TOTAL, "code" => code.as_str()).increment(1);
+        let message = match self {
+            ApiError::Client { message, .. } => message.clone(),
+            ApiError::Internal(error) => {
+                tracing::error!(error = format!("{error:#}"), "request failed");
+                "the server failed to handle this request; it has been logged".to_owned()
+            }
+        };
+        HttpResponse::build(self.status_code()).json(ErrorBody {
+            code: code.as_str().to_owned(),
+            message,
+        })
+    }
+}
+
+/// Turns actix's JSON body errors into ours: unreadable JSON is `bad_request`, JSON of the wrong
+/// shape is `validation_failed`, an oversized body is `payload_too_large`.
+pub fn json_error(error: actix_web::error::JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+    use actix_web::error::JsonPayloadError;
+    let api_error = match &error {
+        JsonPayloadError::Overflow { limit }
+        | JsonPayloadError::OverflowKnownLength { limit, .. } => ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("the body is larger than {limit} bytes"),
+        ),
+        JsonPayloadError::ContentType => {
+            ApiError::bad_request("the body must be JSON (Content-Type: application/json)")
+        }
+        JsonPayloadError::Deserialize(inner) if inner.is_data() => {
+            ApiError::validation(inner.to_string())
+        }
+        JsonPayloadError::Deserialize(inner) => {
+            ApiError::bad_request(format!("the body is not valid JSON: {inner}"))
+        }
+        other => ApiError::bad_request(other.to_string()),
+    };
+    api_error.into()
+}
+
+/// Turns query-string errors into `bad_request`.
+pub fn query_error(
+    error: actix_web::error::QueryPayloadError,
+    _: &HttpRequest,
+) -> actix_web::Error {
+    ApiError::bad_request(format!("the query string is not valid: {error}")).into()
+}
+
+/// Turns path-segment errors into `bad_request`.
+pub fn path_error(error: actix_web::error::PathError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::bad_request(format!("the path is not valid: {error}")).into()
+}

@@ -1,0 +1,48 @@
+//! Request observation: one counter, one latency histogram and one log line per request.
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+
+use crate::telemetry::{HTTP_REQUEST_DURATION_SECONDS, HTTP_REQUESTS_TOTAL};
+
+/// The route label of requests that matched no route, so that random paths cannot grow the
+/// number of metric series without bound.
+const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// Middleware (for `actix_web::middleware::from_fn`) that records every request.
+pub async fn observe_request(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let path = request.path().to_owned();
+    let outcome = next.call(request).await;
+    let elapsed = started.elapsed();
+    let (status, route) = match &outcome {
+        Ok(response) => (
+            response.status().as_u16(),
+            response.request().match_pattern(),
+        ),
+        Err(error) => (error.as_response_error().status_code().as_u16(), None),
+    };
+    let route = route.unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
+    let labels = [
+        ("method", method.clone()),
+        ("route", route.clone()),
+        ("status", status.to_string()),
+    ];
+    metrics::counter!(HTTP_REQUESTS_TOTAL, &labels).increment(1);
+    metrics::histogram!(HTTP_REQUEST_DURATION_SECONDS, &labels).record(elapsed.as_secs_f64());
+    let latency_ms = elapsed.as_secs_f64() * 1_000.0;
+    // Probes and scrapes arrive every few seconds; keep them out of the info log.
+    if matches!(route.as_str(), "/health" | "/ready" | "/metrics") && status < 500 {
+        tracing::debug!(%method, %route, %path, status, latency_ms, "request");
+    } else {
+        tracing::info!(%method, %route, %path, status, latency_ms, "request");
+    }
+    outcome
+}

@@ -1,0 +1,19 @@
+//! nodegrid's runtime: actix actors, their registries, the HTTP routes, and the `nodegrid`
+//! binary.
+//!
+//! # Layout
+//!
+//! - [`app`]: [`app::Application`] builds everything from [`Settings`](nodegrid_services::config::Settings),
+//!   binds the listener, runs until told to stop, and shuts down in order.
+//! - [`bridge`]: the [`bridge::RedisBridge`] actor that owns the Redis subscriber and dispatches
+//!   the control channel to the actors that registered for it.
+//! - [`http`]: routes, the JSON error type, and the request-observing middleware.
+//! - [`telemetry`]: tracing set-up and the Prometheus recorder.
+//!
+//! **Architecture invariant:** only this crate knows actix. It talks to Postgres and Redis
+//! through `nodegrid-services`, never directly.
+
+pub mod app;
+pub mod bridge;
+pub mod http;
+pub mod telemetry;

@@ -1,0 +1,91 @@
+//! The one JSON error body of the HTTP API.
+
+use serde::{Deserialize, Serialize};
+
+/// Every HTTP error answers with this body. Clients match on `code`, which never changes once
+/// published; `message` is for people and may be reworded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+}
+
+/// The stable error codes and the HTTP status each one answers with.
+///
+/// Codes are `snake_case` and are part of the public contract: add new ones, never rename.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The request is malformed: unreadable JSON, a wrong content type, a bad query string.
+    BadRequest,
+    /// The request is well formed but a field breaks a rule.
+    ValidationFailed,
+    /// No route answers this path.
+    NotFound,
+    /// The route exists but not for this method.
+    MethodNotAllowed,
+    /// The body is larger than the configured limit.
+    PayloadTooLarge,
+    /// A dependency (Postgres, Redis) does not answer; retry later.
+    NotReady,
+    /// Something failed inside the server; the details are in its log, not in the response.
+    Internal,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 7] = [
+        ErrorCode::BadRequest,
+        ErrorCode::ValidationFailed,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::NotReady,
+        ErrorCode::Internal,
+    ];
+
+    /// The wire spelling of the code.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::ValidationFailed => "validation_failed",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::NotReady => "not_ready",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status that goes with the code.
+    pub const fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest | ErrorCode::ValidationFailed => 400,
+            ErrorCode::NotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::NotReady => 503,
+            ErrorCode::Internal => 500,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            let text = code.as_str();
+            assert!(seen.insert(text), "duplicate code {text}");
+            assert!(text.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+            assert!((400..600).contains(&code.http_status()));
+        }
+    }
+}

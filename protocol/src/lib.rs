@@ -1,0 +1,15 @@
+//! nodegrid's wire types, shared by the server, its agents and its tests.
+//!
+//! # Layout
+//!
+//! - [`error`]: the JSON error body every HTTP error answers with, and the stable codes in it.
+//! - [`health`]: the bodies of `/health` and `/ready`.
+//! - [`control`]: the events that travel on a deployment's Redis control channel, so that a
+//!   change made on one instance takes effect on all of them.
+//!
+//! **Architecture invariant:** this crate does no IO and knows nothing of actix, Postgres or
+//! Redis. Clients depend on it alone.
+
+pub mod control;
+pub mod error;
+pub mod health;

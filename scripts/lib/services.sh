@@ -1,0 +1,150 @@
+# shellcheck shell=bash
+# Brings up what nodegrid needs on this machine, without Docker: PostgreSQL and Redis on
+# loopback (the running ones when they answer, else started from Debian's packages, installed
+# when missing), and promtool for the metrics check. Sourced by scripts/up.sh and
+# scripts/test.sh; exports the URLs it settled on:
+#   NODEGRID_PG_BASE            postgres://postgres@127.0.0.1:<port>   (no database name)
+#   NODEGRID_TEST_DATABASE_URL  $NODEGRID_PG_BASE/postgres
+#   NODEGRID_TEST_REDIS_URL     redis://127.0.0.1:<port>
+#   NODEGRID_PROMTOOL           path of promtool (ensure_promtool)
+
+NODEGRID_ROOT=${NODEGRID_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+NODEGRID_DATA_DIR=${NODEGRID_DATA_DIR:-$NODEGRID_ROOT/.data}
+# Port of the private PostgreSQL cluster used when the machine's own does not let the
+# `postgres` user in over TCP without a password.
+NODEGRID_PRIVATE_PG_PORT=${NODEGRID_PRIVATE_PG_PORT:-54329}
+NODEGRID_REDIS_PORT=${NODEGRID_REDIS_PORT:-6379}
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else die "need root to run: $*"
+  fi
+}
+
+_apt_updated=0
+apt_install() {
+  command -v apt-get >/dev/null 2>&1 || die "apt-get not found: install $* by hand"
+  if [ "$_apt_updated" -eq 0 ]; then
+    say "apt-get update"
+    as_root apt-get update -qq >&2
+    _apt_updated=1
+  fi
+  say "installing $*"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2
+}
+
+pg_answers() { # port
+  psql "postgres://postgres@127.0.0.1:$1/postgres" -Atqc 'SELECT 1' >/dev/null 2>&1
+}
+
+ensure_postgres() {
+  local port=5432
+  command -v psql >/dev/null 2>&1 || apt_install postgresql postgresql-client
+  if ! pg_answers "$port"; then
+    command -v pg_ctlcluster >/dev/null 2>&1 || apt_install postgresql
+    # Start the machine's clusters if they are down; Debian's trust set-up lets us in.
+    if command -v pg_lsclusters >/dev/null 2>&1; then
+      while read -r version name _port status _rest; do
+        if [ "$status" = "down" ]; then
+          say "starting PostgreSQL cluster $version/$name"
+          as_root pg_ctlcluster --skip-systemctl-redirect "$version" "$name" start >&2 || true
+        fi
+      done < <(pg_lsclusters --no-header 2>/dev/null)
+    fi
+    for _ in $(seq 1 20); do pg_answers "$port" && break; sleep 0.5; done
+  fi
+  if ! pg_answers "$port"; then
+    port=$NODEGRID_PRIVATE_PG_PORT
+    pg_answers "$port" || start_private_postgres "$port"
+  fi
+  export NODEGRID_PG_BASE="postgres://postgres@127.0.0.1:$port"
+  export NODEGRID_TEST_DATABASE_URL="$NODEGRID_PG_BASE/postgres"
+  say "PostgreSQL answers at 127.0.0.1:$port"
+}
+
+# A cluster of our own with trust authentication on loopback, for machines whose own cluster
+# wants a password. PostgreSQL refuses to run as root, so as root it runs as `postgres`.
+start_private_postgres() { # port
+  local port=$1 bin datadir run=()
+  bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$bin" ] || die "PostgreSQL binaries not found under /usr/lib/postgresql"
+  if [ "$(id -u)" -eq 0 ]; then
+    datadir=/var/lib/postgresql/nodegrid-$port
+    run=(runuser -u postgres --)
+    install -d -o postgres -g postgres "$datadir"
+  else
+    datadir=$NODEGRID_DATA_DIR/postgres-$port
+    mkdir -p "$datadir"
+  fi
+  if [ ! -f "$datadir/PG_VERSION" ]; then
+    say "initialising a private PostgreSQL cluster in $datadir"
+    "${run[@]}" "$bin/initdb" -D "$datadir" -U postgres -A trust >/dev/null
+  fi
+  say "starting the private PostgreSQL cluster on port $port"
+  "${run[@]}" "$bin/pg_ctl" -D "$datadir" -w -l "$datadir/server.log" \
+    -o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$datadir" start >&2
+  pg_answers "$port" || die "PostgreSQL did not start (see $datadir/server.log)"
+}
+
+redis_answers() { # port
+  local reply
+  { exec 9<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null || return 1
+  printf 'PING\r\n' >&9
+  IFS= read -r -t 2 reply <&9 || reply=
+  exec 9>&-
+  [ "${reply%$'\r'}" = "+PONG" ]
+}
+
+ensure_redis() {
+  local port=$NODEGRID_REDIS_PORT
+  if ! redis_answers "$port"; then
+    command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+    mkdir -p "$NODEGRID_DATA_DIR/redis"
+    say "starting Redis on 127.0.0.1:$port"
+    redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
+      --dir "$NODEGRID_DATA_DIR/redis" --logfile "$NODEGRID_DATA_DIR/redis/redis.log" >&2
+    for _ in $(seq 1 20); do redis_answers "$port" && break; sleep 0.25; done
+    redis_answers "$port" || die "Redis did not start (see $NODEGRID_DATA_DIR/redis/redis.log)"
+  fi
+  export NODEGRID_TEST_REDIS_URL="redis://127.0.0.1:$port"
+  say "Redis answers at 127.0.0.1:$port"
+}
+
+# promtool checks the /metrics exposition in the tests. Debian ships it in the `prometheus`
+# package; only the one binary is unpacked (installing the package would start a Prometheus).
+ensure_promtool() {
+  local tools=$NODEGRID_DATA_DIR/tools tmp
+  if command -v promtool >/dev/null 2>&1; then
+    NODEGRID_PROMTOOL=$(command -v promtool)
+  elif [ -x "$tools/promtool" ]; then
+    NODEGRID_PROMTOOL=$tools/promtool
+  else
+    tmp=$(mktemp -d)
+    say "fetching promtool from Debian's prometheus package"
+    if ! (cd "$tmp" && apt-get download prometheus >/dev/null 2>&1); then
+      [ "$_apt_updated" -eq 1 ] || { as_root apt-get update -qq >&2 && _apt_updated=1; }
+      (cd "$tmp" && apt-get download prometheus >/dev/null 2>&1) || true
+    fi
+    if ls "$tmp"/prometheus_*.deb >/dev/null 2>&1; then
+      dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x"
+      mkdir -p "$tools"
+      cp "$tmp/x/usr/bin/promtool" "$tools/promtool"
+      NODEGRID_PROMTOOL=$tools/promtool
+    fi
+    rm -rf "$tmp"
+  fi
+  if [ -n "${NODEGRID_PROMTOOL:-}" ]; then
+    export NODEGRID_PROMTOOL NODEGRID_REQUIRE_PROMTOOL=1
+    say "promtool: $NODEGRID_PROMTOOL"
+  else
+    say "warning: promtool is not available; /metrics is checked by the tests' own parser only"
+  fi
+}
+
+ensure_cargo() {
+  command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust 1.95 or newer (rustup.rs)"
+}

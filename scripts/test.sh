@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs everything CI runs: starts PostgreSQL and Redis if needed, then formatting, clippy and the
+# whole test suite against them.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/services.sh"
+cd "$NODEGRID_ROOT"
+
+ensure_cargo
+ensure_postgres
+ensure_redis
+ensure_promtool
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+say "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+say "cargo test"
+cargo test --workspace --locked "$@"

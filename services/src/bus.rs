@@ -1,0 +1,196 @@
+//! Redis: the deployment's bus.
+//!
+//! Two connections per instance, because RESP2 cannot publish and subscribe on one: a
+//! publisher/command client, and a dedicated subscriber client that re-subscribes on its own
+//! after a reconnect. Both reconnect forever with capped exponential backoff, and neither makes
+//! start-up wait: an instance starts while Redis is down and `/ready` says so until it is back.
+//!
+//! Every key and channel of a deployment starts with its prefix (see [`RedisKeys`]), so
+//! deployments and test runs that share one Redis never see each other.
+
+use std::time::Duration;
+
+use fred::prelude::{ClientLike, Config, EventInterface, PubsubInterface, ReconnectPolicy, Server};
+use fred::types::Builder;
+use nodegrid_protocol::control::ControlEnvelope;
+
+pub use fred::clients::{Client as RedisClient, SubscriberClient};
+pub use fred::types::Message as RedisMessage;
+
+/// How long one Redis command may take before it fails, so that a request never hangs on a
+/// Redis that is gone.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Reconnect backoff: from 100 ms, doubling, capped at 5 s, forever.
+const RECONNECT_MIN_DELAY_MS: u32 = 100;
+const RECONNECT_MAX_DELAY_MS: u32 = 5_000;
+
+/// What can go wrong at the Redis boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("Redis URL is not valid: {0}")]
+    InvalidUrl(String),
+    #[error("Redis command failed: {0}")]
+    Command(#[from] fred::error::Error),
+    #[error("cannot encode a bus message: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// The names of a deployment's keys and channels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisKeys {
+    prefix: String,
+}
+
+impl RedisKeys {
+    pub fn new(prefix: impl Into<String>) -> RedisKeys {
+        RedisKeys {
+            prefix: prefix.into(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The channel that every instance listens to for deployment-wide changes.
+    pub fn control_channel(&self) -> String {
+        format!("{}:control", self.prefix)
+    }
+
+    /// The key that holds the named leader lease, and the counter of its fencing tokens.
+    pub fn lease(&self, name: &str) -> (String, String) {
+        (
+            format!("{}:lease:{name}", self.prefix),
+            format!("{}:lease:{name}:fence", self.prefix),
+        )
+    }
+}
+
+/// The instance's Redis connections.
+#[derive(Clone)]
+pub struct RedisBus {
+    publisher: RedisClient,
+    subscriber: SubscriberClient,
+    keys: RedisKeys,
+}
+
+impl RedisBus {
+    /// Builds both clients and starts connecting in the background; returns at once.
+    pub fn start(url: &str, prefix: &str) -> Result<RedisBus, BusError> {
+        let builder = builder(url)?;
+        let publisher = builder.build()?;
+        let subscriber = builder.build_subscriber_client()?;
+        // The connection tasks run until `quit`; their handles are not needed to stop them.
+        drop(publisher.connect());
+        drop(subscriber.connect());
+        // Re-subscribes to every channel after each reconnect, for as long as the client lives.
+        drop(subscriber.manage_subscriptions());
+        Ok(RedisBus {
+            publisher,
+            subscriber,
+            keys: RedisKeys::new(prefix),
+        })
+    }
+
+    pub fn keys(&self) -> &RedisKeys {
+        &self.keys
+    }
+
+    /// The command and publish client.
+    pub fn publisher(&self) -> &RedisClient {
+        &self.publisher
+    }
+
+    /// The dedicated subscriber client.
+    pub fn subscriber(&self) -> &SubscriberClient {
+        &self.subscriber
+    }
+
+    /// One PING round trip on the command connection.
+    pub async fn ping(&self) -> Result<(), BusError> {
+        let _: String = self.publisher.ping(None).await?;
+        Ok(())
+    }
+
+    /// Waits until both connections are up, at most `timeout`; tells whether they are.
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        let both = async {
+            let _ = self.publisher.wait_for_connect().await;
+            let _ = self.subscriber.wait_for_connect().await;
+        };
+        let _ = tokio::time::timeout(timeout, both).await;
+        self.is_connected()
+    }
+
+    /// Whether both connections are up right now.
+    pub fn is_connected(&self) -> bool {
+        self.publisher.is_connected() && self.subscriber.is_connected()
+    }
+
+    /// Publishes one control event to every instance of the deployment, this one included.
+    /// Returns how many subscriber connections received it.
+    pub async fn publish_control(&self, envelope: &ControlEnvelope) -> Result<u64, BusError> {
+        let payload = serde_json::to_string(envelope)?;
+        let receivers: u64 = self
+            .publisher
+            .publish(self.keys.control_channel(), payload)
+            .await?;
+        Ok(receivers)
+    }
+
+    /// Subscribes the dedicated connection to a channel; it stays subscribed across reconnects.
+    pub async fn subscribe(&self, channel: &str) -> Result<(), BusError> {
+        self.subscriber.subscribe(channel).await?;
+        Ok(())
+    }
+
+    /// Unsubscribes the dedicated connection from a channel.
+    pub async fn unsubscribe(&self, channel: &str) -> Result<(), BusError> {
+        self.subscriber.unsubscribe(channel).await?;
+        Ok(())
+    }
+
+    /// Every message that arrives on the subscriber connection.
+    pub fn messages(&self) -> tokio::sync::broadcast::Receiver<RedisMessage> {
+        self.subscriber.message_rx()
+    }
+
+    /// One item per successful reconnect of the subscriber connection.
+    pub fn subscriber_reconnects(&self) -> tokio::sync::broadcast::Receiver<Server> {
+        self.subscriber.reconnect_rx()
+    }
+
+    /// Closes both connections.
+    pub async fn quit(&self) {
+        let _ = self.subscriber.quit().await;
+        let _ = self.publisher.quit().await;
+    }
+}
+
+fn builder(url: &str) -> Result<Builder, BusError> {
+    let mut config =
+        Config::from_url(url).map_err(|error| BusError::InvalidUrl(error.to_string()))?;
+    // Without this, a Redis that is down at start-up would make the first connect fail for
+    // good instead of following the reconnect policy.
+    config.fail_fast = false;
+    let mut builder = Builder::from_config(config);
+    builder
+        .with_connection_config(|connection| {
+            connection.connection_timeout = CONNECT_TIMEOUT;
+            connection.internal_command_timeout = COMMAND_TIMEOUT;
+            // Commands sent while disconnected wait for the reconnect, then are retried once.
+            connection.max_command_attempts = 2;
+        })
+        .with_performance_config(|performance| {
+            performance.default_command_timeout = COMMAND_TIMEOUT;
+        })
+        .set_policy(ReconnectPolicy::new_exponential(
+            0,
+            RECONNECT_MIN_DELAY_MS,
+            RECONNECT_MAX_DELAY_MS,
+            2,
+        ));
+    Ok(builder)
+}

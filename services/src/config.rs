@@ -1,0 +1,355 @@
+//! Server settings.
+//!
+//! Every option has a flag, an environment variable (`NODEGRID_…`) and a key of the same name in
+//! the optional TOML file given by `--config`. Precedence, highest first: flag, environment
+//! variable, file, built-in default. The defaults are documented on each option and in the
+//! README.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/nodegrid";
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+pub const DEFAULT_REDIS_PREFIX: &str = "nodegrid";
+const DEFAULT_DATABASE_POOL_SIZE: usize = 16;
+const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
+const DEFAULT_READY_TIMEOUT_MS: u64 = 1_000;
+const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line per event, for a terminal.
+    #[default]
+    Human,
+    /// One JSON object per line, for a log collector.
+    Json,
+}
+
+/// Where the server runs. Production refuses settings that are only acceptable on a laptop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    #[default]
+    Development,
+    Production,
+}
+
+/// The options of `nodegrid serve` and `nodegrid migrate`, as given on the command line, in the
+/// environment, or in the TOML file. Every field is optional here; [`ServeOptions::resolve`]
+/// applies the file and the defaults.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeOptions {
+    /// TOML file with any of these options (keys as the long flag names, with `_` for `-`).
+    #[arg(long, env = "NODEGRID_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Address the HTTP server listens on [default: 127.0.0.1:8080]. Port 0 picks a free port.
+    #[arg(long, env = "NODEGRID_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+
+    /// Number of HTTP worker threads [default: one per core].
+    #[arg(long, env = "NODEGRID_HTTP_WORKERS")]
+    pub http_workers: Option<usize>,
+
+    /// Largest accepted request body, in bytes [default: 262144].
+    #[arg(long, env = "NODEGRID_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+
+    /// Postgres connection URL [default: postgres://postgres@127.0.0.1:5432/nodegrid].
+    #[arg(long, env = "NODEGRID_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Largest number of pooled Postgres connections [default: 16].
+    #[arg(long, env = "NODEGRID_DATABASE_POOL_SIZE")]
+    pub database_pool_size: Option<usize>,
+
+    /// Redis connection URL [default: redis://127.0.0.1:6379].
+    #[arg(long, env = "NODEGRID_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key and channel of this deployment [default: nodegrid].
+    #[arg(long, env = "NODEGRID_REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
+
+    /// Key that signs access tokens. Prefer the environment variable or the file to the flag,
+    /// which other users of the machine can read in the process list.
+    #[arg(long, env = "NODEGRID_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<SecretString>,
+
+    /// Username of the administrator that exists after start-up.
+    #[arg(long, env = "NODEGRID_ADMIN_USERNAME")]
+    pub admin_username: Option<String>,
+
+    /// Password of that administrator.
+    #[arg(long, env = "NODEGRID_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<SecretString>,
+
+    /// Development or production [default: development].
+    #[arg(long, env = "NODEGRID_ENVIRONMENT", value_enum)]
+    pub environment: Option<Environment>,
+
+    /// Log line format [default: human].
+    #[arg(long, env = "NODEGRID_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+
+    /// Log filter in tracing's `EnvFilter` syntax [default: info].
+    #[arg(long, env = "NODEGRID_LOG")]
+    pub log: Option<String>,
+
+    /// Seconds that in-flight requests get to finish after SIGTERM/SIGINT [default: 30].
+    #[arg(long, env = "NODEGRID_SHUTDOWN_TIMEOUT_SECS")]
+    pub shutdown_timeout_secs: Option<u64>,
+
+    /// Milliseconds each `/ready` dependency check may take before it counts as failed
+    /// [default: 1000].
+    #[arg(long, env = "NODEGRID_READY_TIMEOUT_MS")]
+    pub ready_timeout_ms: Option<u64>,
+}
+
+/// Resolved settings: every option has its value.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub http_addr: SocketAddr,
+    pub http_workers: Option<usize>,
+    pub max_body_bytes: usize,
+    pub database_url: String,
+    pub database_pool_size: usize,
+    pub redis_url: String,
+    pub redis_prefix: String,
+    pub jwt_secret: Option<SecretString>,
+    pub admin_username: Option<String>,
+    pub admin_password: Option<SecretString>,
+    pub environment: Environment,
+    pub log_format: LogFormat,
+    pub log: String,
+    pub shutdown_timeout: Duration,
+    pub ready_timeout: Duration,
+}
+
+/// Settings that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {source}")]
+    ParseFile {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid setting {name}: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+impl ServeOptions {
+    /// Applies the TOML file (when `--config` names one) under the flags and environment, then
+    /// the defaults under both, and validates the result.
+    pub fn resolve(self) -> Result<Settings, ConfigError> {
+        let file = match &self.config {
+            Some(path) => Self::read_file(path)?,
+            None => ServeOptions::default(),
+        };
+        self.over(file).into_settings()
+    }
+
+    fn read_file(path: &Path) -> Result<ServeOptions, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::ParseFile {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Every option that is set in `self` wins over the one in `lower`.
+    fn over(self, lower: ServeOptions) -> ServeOptions {
+        ServeOptions {
+            config: self.config,
+            http_addr: self.http_addr.or(lower.http_addr),
+            http_workers: self.http_workers.or(lower.http_workers),
+            max_body_bytes: self.max_body_bytes.or(lower.max_body_bytes),
+            database_url: self.database_url.or(lower.database_url),
+            database_pool_size: self.database_pool_size.or(lower.database_pool_size),
+            redis_url: self.redis_url.or(lower.redis_url),
+            redis_prefix: self.redis_prefix.or(lower.redis_prefix),
+            jwt_secret: self.jwt_secret.or(lower.jwt_secret),
+            admin_username: self.admin_username.or(lower.admin_username),
+            admin_password: self.admin_password.or(lower.admin_password),
+            environment: self.environment.or(lower.environment),
+            log_format: self.log_format.or(lower.log_format),
+            log: self.log.or(lower.log),
+            shutdown_timeout_secs: self.shutdown_timeout_secs.or(lower.shutdown_timeout_secs),
+            ready_timeout_ms: self.ready_timeout_ms.or(lower.ready_timeout_ms),
+        }
+    }
+
+    fn into_settings(self) -> Result<Settings, ConfigError> {
+        let http_addr = match self.http_addr {
+            Some(addr) => addr,
+            None => DEFAULT_HTTP_ADDR
+                .parse()
+                .map_err(|_| ConfigError::Invalid {
+                    name: "http_addr",
+                    reason: "built-in default does not parse".into(),
+                })?,
+        };
+        let settings = Settings {
+            http_addr,
+            http_workers: self.http_workers,
+            max_body_bytes: self.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            database_url: self
+                .database_url
+                .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
+            database_pool_size: self
+                .database_pool_size
+                .unwrap_or(DEFAULT_DATABASE_POOL_SIZE),
+            redis_url: self
+                .redis_url
+                .unwrap_or_else(|| DEFAULT_REDIS_URL.to_owned()),
+            redis_prefix: self
+                .redis_prefix
+                .unwrap_or_else(|| DEFAULT_REDIS_PREFIX.to_owned()),
+            jwt_secret: self.jwt_secret,
+            admin_username: self.admin_username,
+            admin_password: self.admin_password,
+            environment: self.environment.unwrap_or_default(),
+            log_format: self.log_format.unwrap_or_default(),
+            log: self.log.unwrap_or_else(|| "info".to_owned()),
+            shutdown_timeout: Duration::from_secs(
+                self.shutdown_timeout_secs
+                    .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT_SECS),
+            ),
+            ready_timeout: Duration::from_millis(
+                self.ready_timeout_ms.unwrap_or(DEFAULT_READY_TIMEOUT_MS),
+            ),
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+}
+
+impl Settings {
+    /// The built-in defaults, as `nodegrid serve` uses them with no option given.
+    pub fn defaults() -> Result<Settings, ConfigError> {
+        ServeOptions::default().into_settings()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        validate_redis_prefix(&self.redis_prefix)?;
+        if self.database_pool_size == 0 {
+            return Err(ConfigError::Invalid {
+                name: "database_pool_size",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.http_workers == Some(0) {
+            return Err(ConfigError::Invalid {
+                name: "http_workers",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.max_body_bytes == 0 {
+            return Err(ConfigError::Invalid {
+                name: "max_body_bytes",
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A prefix is 1 to 64 characters of `[A-Za-z0-9_.-]`, so that it cannot collide with the `:`
+/// that separates the parts of a key.
+fn validate_redis_prefix(prefix: &str) -> Result<(), ConfigError> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+    if prefix.is_empty() || prefix.len() > 64 || !prefix.chars().all(allowed) {
+        return Err(ConfigError::Invalid {
+            name: "redis_prefix",
+            reason: format!("{prefix:?} must be 1 to 64 characters of [A-Za-z0-9_.-]"),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_contract() {
+        let settings = Settings::defaults().unwrap();
+        assert_eq!(settings.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(
+            settings.database_url,
+            "postgres://postgres@127.0.0.1:5432/nodegrid"
+        );
+        assert_eq!(settings.redis_url, "redis://127.0.0.1:6379");
+        assert_eq!(settings.redis_prefix, "nodegrid");
+        assert_eq!(settings.log_format, LogFormat::Human);
+    }
+
+    #[test]
+    fn flags_win_over_file_and_file_over_defaults() {
+        let dir = std::env::temp_dir().join(format!("nodegrid-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("nodegrid.toml");
+        std::fs::write(
+            &path,
+            "redis_prefix = \"from-file\"\nhttp_addr = \"127.0.0.1:9000\"\nlog_format = \"json\"\n",
+        )
+        .unwrap();
+        let options = ServeOptions {
+            config: Some(path),
+            http_addr: Some("127.0.0.1:9100".parse().unwrap()),
+            ..ServeOptions::default()
+        };
+        let settings = options.resolve().unwrap();
+        assert_eq!(settings.http_addr.to_string(), "127.0.0.1:9100");
+        assert_eq!(settings.redis_prefix, "from-file");
+        assert_eq!(settings.log_format, LogFormat::Json);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn unknown_file_keys_and_bad_prefixes_are_refused() {
+        let dir = std::env::temp_dir().join(format!("nodegrid-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("nodegrid.toml");
+        std::fs::write(&path, "http_adr = \"127.0.0.1:9000\"\n").unwrap();
+        let options = ServeOptions {
+            config: Some(path),
+            ..ServeOptions::default()
+        };
+        assert!(matches!(
+            options.resolve(),
+            Err(ConfigError::ParseFile { .. })
+        ));
+        std::fs::remove_dir_all(dir).unwrap();
+
+        let options = ServeOptions {
+            redis_prefix: Some("bad:prefix".into()),
+            ..ServeOptions::default()
+        };
+        assert!(matches!(
+            options.resolve(),
+            Err(ConfigError::Invalid {
+                name: "redis_prefix",
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,17 @@
+//! nodegrid's services: everything that talks to the outside world or holds domain rules, without
+//! actors.
+//!
+//! # Layout
+//!
+//! - [`config`]: the server's settings, from flags, environment variables and a TOML file.
+//! - [`db`]: the Postgres pool, start-up checks and migrations.
+//! - [`bus`]: the Redis connections (publisher and dedicated subscriber) and the key scheme.
+//! - [`lease`]: the leader lease that makes once-only work happen on exactly one instance.
+//!
+//! **Architecture invariant:** only this crate talks to Postgres and Redis, and it knows nothing
+//! of actix. The `actors` crate calls it; it never calls `actors`.
+
+pub mod bus;
+pub mod config;
+pub mod db;
+pub mod lease;

@@ -1,0 +1,18 @@
+//! nodegrid's integration tests: real servers on real sockets, against the real Postgres and
+//! Redis of the machine. Each test gets its own database and its own Redis prefix, so the tests
+//! run in parallel without seeing each other.
+//!
+//! One test binary (faster to link than one per file); one module per area.
+
+// A failed unwrap is how a test reports an unexpected error; the rule against it is for the
+// server's code, where the input comes from outside.
+#![allow(clippy::unwrap_used)]
+
+mod helpers;
+
+mod binary;
+mod bus;
+mod lease;
+mod migrations;
+mod probes;
+mod shutdown;
