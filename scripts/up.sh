@@ -29,6 +29,11 @@ if [ -z "${NODEGRID_DATABASE_URL:-}" ]; then
   fi
 fi
 export NODEGRID_REDIS_URL=${NODEGRID_REDIS_URL:-$NODEGRID_TEST_REDIS_URL}
+# A local admin to try the admin API with; set both variables to choose your own.
+if [ -z "${NODEGRID_ADMIN_USERNAME:-}" ] && [ -z "${NODEGRID_ADMIN_PASSWORD:-}" ]; then
+  export NODEGRID_ADMIN_USERNAME=admin NODEGRID_ADMIN_PASSWORD=admin-password
+  say "local admin: admin / admin-password"
+fi
 
 say "building nodegrid (release)"
 cargo build --release --locked --bin nodegrid

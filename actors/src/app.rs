@@ -18,9 +18,12 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use nodegrid_services::bus::{BusError, RedisBus};
 use nodegrid_services::config::Settings;
 use nodegrid_services::db::{Database, DbError};
+use nodegrid_services::identity::{Identity, IdentityError};
+use secrecy::ExposeSecret;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::access::AccessWatcher;
 use crate::bridge::{RedisBridge, ShutdownBridge};
 use crate::http;
 use crate::telemetry;
@@ -39,6 +42,8 @@ pub struct AppState {
     pub prometheus: PrometheusHandle,
     pub process_collector: metrics_process::Collector,
     pub ready_timeout: Duration,
+    pub identity: Identity,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Why the application could not start.
@@ -55,6 +60,8 @@ pub enum StartError {
     },
     #[error("cannot set up metrics: {0}")]
     Metrics(String),
+    #[error("identity: {0}")]
+    Identity(#[from] IdentityError),
 }
 
 /// Fires the graceful shutdown of one [`Application`]. Cheap to clone; firing twice is harmless.
@@ -74,6 +81,7 @@ pub struct Application {
     database: Database,
     bus: RedisBus,
     bridge: Addr<RedisBridge>,
+    identity: Identity,
     shutdown: ShutdownTrigger,
 }
 
@@ -110,6 +118,33 @@ impl Application {
         }
         let bridge = RedisBridge::start_supervised(bus.clone());
 
+        if settings.jwt_secret.is_none() {
+            tracing::warn!(
+                "NODEGRID_JWT_SECRET is not set: signing tokens with the development secret; never do this in production"
+            );
+        }
+        let identity = Identity::new(
+            &settings.identity(),
+            database.clone(),
+            bus.clone(),
+            instance_id,
+        )?;
+        identity.reload_access().await?;
+        if let (Some(username), Some(password)) =
+            (&settings.admin_username, &settings.admin_password)
+            && identity
+                .ensure_user(
+                    username,
+                    password.expose_secret(),
+                    nodegrid_protocol::auth::Role::Admin,
+                    "NODEGRID_ADMIN_USERNAME",
+                )
+                .await?
+        {
+            tracing::info!(username = %username, "created the configured admin");
+        }
+        AccessWatcher::start_supervised(identity.clone(), bridge.clone());
+
         let listener =
             TcpListener::bind(settings.http_addr).map_err(|source| StartError::Bind {
                 addr: settings.http_addr,
@@ -127,6 +162,8 @@ impl Application {
             prometheus,
             process_collector,
             ready_timeout: settings.ready_timeout,
+            identity: identity.clone(),
+            trusted_proxies: settings.trusted_proxies.clone(),
         });
         let max_body_bytes = settings.max_body_bytes;
         let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
@@ -168,6 +205,7 @@ impl Application {
             database,
             bus,
             bridge,
+            identity,
             shutdown: ShutdownTrigger(shutdown_tx),
         })
     }
@@ -196,6 +234,10 @@ impl Application {
 
     pub fn bridge(&self) -> Addr<RedisBridge> {
         self.bridge.clone()
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
     }
 
     /// Serves until the shutdown trigger fires, then shuts down in order.

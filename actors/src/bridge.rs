@@ -34,6 +34,17 @@ pub struct ControlMessage(pub Arc<ControlEnvelope>);
 #[rtype(result = "()")]
 pub struct RegisterControlListener(pub Recipient<ControlMessage>);
 
+/// Adds a listener of subscriber reconnects: whatever it learned from the channel may have
+/// missed events while the connection was down, so it should reload.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RegisterReconnectListener(pub Recipient<BusReconnected>);
+
+/// The subscriber connection (re)connected and its subscriptions are restored.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct BusReconnected;
+
 /// Asks whether the control channel subscription is in place.
 #[derive(Message)]
 #[rtype(result = "bool")]
@@ -48,6 +59,7 @@ pub struct RedisBridge {
     bus: RedisBus,
     control_channel: String,
     listeners: Vec<Recipient<ControlMessage>>,
+    reconnect_listeners: Vec<Recipient<BusReconnected>>,
     control_subscribed: bool,
     shutting_down: bool,
 }
@@ -59,6 +71,7 @@ impl RedisBridge {
             bus,
             control_channel,
             listeners: Vec::new(),
+            reconnect_listeners: Vec::new(),
             control_subscribed: false,
             shutting_down: false,
         }
@@ -162,7 +175,12 @@ struct SubscriberReconnected;
 impl StreamHandler<SubscriberReconnected> for RedisBridge {
     fn handle(&mut self, _: SubscriberReconnected, _: &mut Context<Self>) {
         metrics::counter!(REDIS_RECONNECTS_TOTAL).increment(1);
-        tracing::info!("Redis subscriber reconnected; subscriptions restored");
+        tracing::info!("Redis subscriber connected; subscriptions restored");
+        self.reconnect_listeners
+            .retain(|listener| listener.connected());
+        for listener in &self.reconnect_listeners {
+            listener.do_send(BusReconnected);
+        }
     }
 
     fn finished(&mut self, _: &mut Context<Self>) {}
@@ -173,6 +191,14 @@ impl Handler<RegisterControlListener> for RedisBridge {
 
     fn handle(&mut self, message: RegisterControlListener, _: &mut Context<Self>) {
         self.listeners.push(message.0);
+    }
+}
+
+impl Handler<RegisterReconnectListener> for RedisBridge {
+    type Result = ();
+
+    fn handle(&mut self, message: RegisterReconnectListener, _: &mut Context<Self>) {
+        self.reconnect_listeners.push(message.0);
     }
 }
 
@@ -190,6 +216,7 @@ impl Handler<ShutdownBridge> for RedisBridge {
     fn handle(&mut self, _: ShutdownBridge, _: &mut Context<Self>) -> Self::Result {
         self.shutting_down = true;
         self.listeners.clear();
+        self.reconnect_listeners.clear();
         let bus = self.bus.clone();
         let channel = self.control_channel.clone();
         Box::pin(

@@ -5,8 +5,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use nodegrid_actors::app::{Application, ShutdownTrigger};
 use nodegrid_actors::telemetry;
-use nodegrid_services::config::ServeOptions;
+use nodegrid_protocol::auth::Role;
+use nodegrid_services::bus::RedisBus;
+use nodegrid_services::config::{ServeOptions, Settings};
 use nodegrid_services::db::Database;
+use nodegrid_services::identity::Identity;
 
 /// nodegrid: an actor-model runtime for IoT streams, pNode analytics and licensed child nodes.
 #[derive(Parser)]
@@ -22,14 +25,66 @@ enum Command {
     Serve(ServeOptions),
     /// Apply pending database migrations and exit.
     Migrate(ServeOptions),
+    /// Administration from the command line.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Make sure a user exists (an admin by default). The password is read from the first line
+    /// of standard input, so that it never appears in the process list:
+    /// `echo "$PASSWORD" | nodegrid admin create-user --username root`.
+    CreateUser {
+        #[arg(long)]
+        username: String,
+        #[arg(long, value_enum, default_value = "admin")]
+        role: RoleArg,
+        #[command(flatten)]
+        options: ServeOptions,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RoleArg {
+    Admin,
+    Producer,
+    Consumer,
+}
+
+impl From<RoleArg> for Role {
+    fn from(role: RoleArg) -> Role {
+        match role {
+            RoleArg::Admin => Role::Admin,
+            RoleArg::Producer => Role::Producer,
+            RoleArg::Consumer => Role::Consumer,
+        }
+    }
+}
+
+enum Task {
+    Serve,
+    Migrate,
+    CreateUser { username: String, role: Role },
 }
 
 /// Exit codes: 0 after a clean shutdown, 1 when start-up or serving fails, 2 for bad options.
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (options, serve) = match cli.command {
-        Command::Serve(options) => (options, true),
-        Command::Migrate(options) => (options, false),
+    let (options, task) = match cli.command {
+        Command::Serve(options) => (options, Task::Serve),
+        Command::Migrate(options) => (options, Task::Migrate),
+        Command::Admin(AdminCommand::CreateUser {
+            username,
+            role,
+            options,
+        }) => (
+            options,
+            Task::CreateUser {
+                username,
+                role: role.into(),
+            },
+        ),
     };
     let settings = match options.resolve() {
         Ok(settings) => settings,
@@ -41,7 +96,10 @@ fn main() -> ExitCode {
     telemetry::init_tracing(settings.log_format, &settings.log);
     let system = actix_web::rt::System::new();
     let outcome: Result<(), String> = system.block_on(async move {
-        if serve {
+        if let Task::CreateUser { username, role } = task {
+            return create_user(settings, &username, role).await;
+        }
+        if matches!(task, Task::Serve) {
             // Listen for signals before announcing the listener, so that a signal sent right
             // after start-up is never missed.
             let signals = TerminationSignals::listen()
@@ -73,6 +131,35 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn create_user(settings: Settings, username: &str, role: Role) -> Result<(), String> {
+    let mut password = String::new();
+    std::io::stdin()
+        .read_line(&mut password)
+        .map_err(|error| format!("cannot read the password from standard input: {error}"))?;
+    let password = password.trim_end_matches(['\r', '\n']);
+    let database = Database::connect(&settings.database_url, 2)
+        .await
+        .map_err(|error| error.to_string())?;
+    database
+        .migrate()
+        .await
+        .map_err(|error| error.to_string())?;
+    let bus = RedisBus::start(&settings.redis_url, &settings.redis_prefix)
+        .map_err(|error| error.to_string())?;
+    let identity = Identity::new(&settings.identity(), database, bus, uuid::Uuid::new_v4())
+        .map_err(|error| error.to_string())?;
+    let created = identity
+        .ensure_user(username, password, role, "nodegrid admin create-user")
+        .await
+        .map_err(|error| error.to_string())?;
+    if created {
+        println!("created {role} {username}");
+    } else {
+        println!("{role} {username} exists already; its password is unchanged");
+    }
+    Ok(())
 }
 
 /// SIGTERM and SIGINT, both of which start a graceful shutdown.

@@ -145,4 +145,24 @@ fn describe_metrics() {
         "nodegrid_lease_transitions_total",
         "Changes of leadership of the named lease seen by this instance."
     );
+    describe_counter!(
+        "nodegrid_auth_events_total",
+        "Identity events: register, login, login_failed, login_blocked, refresh, refresh_reuse, logout, forbidden, block, unblock."
+    );
+    describe_counter!(
+        "nodegrid_auth_token_rejections_total",
+        "Access tokens refused, by reason (expired, invalid, blocked)."
+    );
+    describe_counter!(
+        "nodegrid_rate_limited_total",
+        "Requests refused by a rate limit, by scope and key kind (ip, user)."
+    );
+    describe_counter!(
+        "nodegrid_rate_limit_errors_total",
+        "Rate-limit checks that failed (Redis unavailable); those requests were allowed."
+    );
+    describe_counter!(
+        "nodegrid_audit_write_errors_total",
+        "Audit entries that could not be written."
+    );
 }

@@ -23,6 +23,11 @@ pub enum ControlEvent {
     /// A liveness probe of the control path itself, used by tests and operators to check that
     /// every instance hears the channel.
     Ping { nonce: String },
+    /// An admin blocked the user: refuse their tokens older than `token_version`, close their
+    /// sockets.
+    UserBlocked { user_id: i64, token_version: i32 },
+    /// An admin unblocked the user; tokens older than `token_version` stay refused.
+    UserUnblocked { user_id: i64, token_version: i32 },
 }
 
 impl ControlEvent {
@@ -30,6 +35,8 @@ impl ControlEvent {
     pub fn kind(&self) -> &'static str {
         match self {
             ControlEvent::Ping { .. } => "ping",
+            ControlEvent::UserBlocked { .. } => "user_blocked",
+            ControlEvent::UserUnblocked { .. } => "user_unblocked",
         }
     }
 }

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 /// Every HTTP error answers with this body. Clients match on `code`, which never changes once
 /// published; `message` is for people and may be reworded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub code: String,
     pub message: String,
@@ -25,6 +26,22 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// The body is larger than the configured limit.
     PayloadTooLarge,
+    /// No credentials: the route needs an access token.
+    Unauthenticated,
+    /// Wrong username or password.
+    InvalidCredentials,
+    /// The access or refresh token has expired.
+    TokenExpired,
+    /// The token is malformed, tampered with, signed otherwise, revoked, or already used.
+    TokenInvalid,
+    /// Authenticated, but the role does not allow this.
+    Forbidden,
+    /// The user is blocked by an admin.
+    UserBlocked,
+    /// The username exists already (compared without case).
+    UsernameTaken,
+    /// Too many requests; retry after the `Retry-After` header's seconds.
+    RateLimited,
     /// A dependency (Postgres, Redis) does not answer; retry later.
     NotReady,
     /// Something failed inside the server; the details are in its log, not in the response.
@@ -32,8 +49,16 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 7] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::BadRequest,
+        ErrorCode::Unauthenticated,
+        ErrorCode::InvalidCredentials,
+        ErrorCode::TokenExpired,
+        ErrorCode::TokenInvalid,
+        ErrorCode::Forbidden,
+        ErrorCode::UserBlocked,
+        ErrorCode::UsernameTaken,
+        ErrorCode::RateLimited,
         ErrorCode::ValidationFailed,
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
@@ -50,6 +75,14 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::InvalidCredentials => "invalid_credentials",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::TokenInvalid => "token_invalid",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::UserBlocked => "user_blocked",
+            ErrorCode::UsernameTaken => "username_taken",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::NotReady => "not_ready",
             ErrorCode::Internal => "internal",
         }
@@ -59,6 +92,13 @@ impl ErrorCode {
     pub const fn http_status(self) -> u16 {
         match self {
             ErrorCode::BadRequest | ErrorCode::ValidationFailed => 400,
+            ErrorCode::Unauthenticated
+            | ErrorCode::InvalidCredentials
+            | ErrorCode::TokenExpired
+            | ErrorCode::TokenInvalid => 401,
+            ErrorCode::Forbidden | ErrorCode::UserBlocked => 403,
+            ErrorCode::UsernameTaken => 409,
+            ErrorCode::RateLimited => 429,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::PayloadTooLarge => 413,

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //!
+//! - [`auth`]: identity: users, tokens, roles, the admin views, the audit log.
 //! - [`error`]: the JSON error body every HTTP error answers with, and the stable codes in it.
 //! - [`health`]: the bodies of `/health` and `/ready`.
 //! - [`control`]: the events that travel on a deployment's Redis control channel, so that a
@@ -10,6 +11,7 @@
 //! **Architecture invariant:** this crate does no IO and knows nothing of actix, Postgres or
 //! Redis. Clients depend on it alone.
 
+pub mod auth;
 pub mod control;
 pub mod error;
 pub mod health;

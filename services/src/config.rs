@@ -10,8 +10,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use ipnet::IpNet;
 use secrecy::SecretString;
 use serde::Deserialize;
+
+use crate::identity::IdentitySettings;
+use crate::identity::passwords::PasswordCost;
+use crate::identity::tokens::{
+    DEVELOPMENT_JWT_SECRET, MIN_PRODUCTION_SECRET_BYTES, is_strong_secret,
+};
+use crate::ratelimit::RateRule;
 
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/nodegrid";
@@ -21,6 +29,12 @@ const DEFAULT_DATABASE_POOL_SIZE: usize = 16;
 const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
 const DEFAULT_READY_TIMEOUT_MS: u64 = 1_000;
 const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
+const DEFAULT_ACCESS_TOKEN_TTL_SECS: u64 = 3_600;
+const DEFAULT_REFRESH_TOKEN_TTL_SECS: u64 = 7 * 24 * 3_600;
+const DEFAULT_AUTH_IP_PER_MINUTE: u32 = 60;
+const DEFAULT_AUTH_IP_BURST: u32 = 30;
+const DEFAULT_AUTH_USERNAME_PER_MINUTE: u32 = 10;
+const DEFAULT_AUTH_USERNAME_BURST: u32 = 10;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
@@ -114,6 +128,45 @@ pub struct ServeOptions {
     /// [default: 1000].
     #[arg(long, env = "NODEGRID_READY_TIMEOUT_MS")]
     pub ready_timeout_ms: Option<u64>,
+
+    /// Lifetime of access tokens, in seconds [default: 3600].
+    #[arg(long, env = "NODEGRID_ACCESS_TOKEN_TTL_SECS")]
+    pub access_token_ttl_secs: Option<u64>,
+
+    /// Lifetime of refresh tokens, in seconds [default: 604800, 7 days].
+    #[arg(long, env = "NODEGRID_REFRESH_TOKEN_TTL_SECS")]
+    pub refresh_token_ttl_secs: Option<u64>,
+
+    /// Argon2id memory cost of password hashes, in KiB [default: 19456].
+    #[arg(long, env = "NODEGRID_PASSWORD_MEMORY_KIB")]
+    pub password_memory_kib: Option<u32>,
+
+    /// Argon2id passes of password hashes [default: 2].
+    #[arg(long, env = "NODEGRID_PASSWORD_ITERATIONS")]
+    pub password_iterations: Option<u32>,
+
+    /// Sustained login/register/refresh requests per client IP per minute; 0 turns the limit
+    /// off [default: 60].
+    #[arg(long, env = "NODEGRID_AUTH_IP_PER_MINUTE")]
+    pub auth_ip_per_minute: Option<u32>,
+
+    /// Burst of login/register/refresh requests per client IP [default: 30].
+    #[arg(long, env = "NODEGRID_AUTH_IP_BURST")]
+    pub auth_ip_burst: Option<u32>,
+
+    /// Sustained login/register requests per username per minute; 0 turns the limit off
+    /// [default: 10].
+    #[arg(long, env = "NODEGRID_AUTH_USERNAME_PER_MINUTE")]
+    pub auth_username_per_minute: Option<u32>,
+
+    /// Burst of login/register requests per username [default: 10].
+    #[arg(long, env = "NODEGRID_AUTH_USERNAME_BURST")]
+    pub auth_username_burst: Option<u32>,
+
+    /// Proxies whose `X-Forwarded-For` is believed, as IPs or CIDRs, comma-separated
+    /// [default: none: the peer address is the client].
+    #[arg(long, env = "NODEGRID_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 /// Resolved settings: every option has its value.
@@ -134,6 +187,12 @@ pub struct Settings {
     pub log: String,
     pub shutdown_timeout: Duration,
     pub ready_timeout: Duration,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub password_cost: PasswordCost,
+    pub auth_ip_rule: RateRule,
+    pub auth_username_rule: RateRule,
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 /// Settings that cannot be used.
@@ -194,6 +253,17 @@ impl ServeOptions {
             log: self.log.or(lower.log),
             shutdown_timeout_secs: self.shutdown_timeout_secs.or(lower.shutdown_timeout_secs),
             ready_timeout_ms: self.ready_timeout_ms.or(lower.ready_timeout_ms),
+            access_token_ttl_secs: self.access_token_ttl_secs.or(lower.access_token_ttl_secs),
+            refresh_token_ttl_secs: self.refresh_token_ttl_secs.or(lower.refresh_token_ttl_secs),
+            password_memory_kib: self.password_memory_kib.or(lower.password_memory_kib),
+            password_iterations: self.password_iterations.or(lower.password_iterations),
+            auth_ip_per_minute: self.auth_ip_per_minute.or(lower.auth_ip_per_minute),
+            auth_ip_burst: self.auth_ip_burst.or(lower.auth_ip_burst),
+            auth_username_per_minute: self
+                .auth_username_per_minute
+                .or(lower.auth_username_per_minute),
+            auth_username_burst: self.auth_username_burst.or(lower.auth_username_burst),
+            trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
         }
     }
 
@@ -236,6 +306,42 @@ impl ServeOptions {
             ready_timeout: Duration::from_millis(
                 self.ready_timeout_ms.unwrap_or(DEFAULT_READY_TIMEOUT_MS),
             ),
+            access_token_ttl: Duration::from_secs(
+                self.access_token_ttl_secs
+                    .unwrap_or(DEFAULT_ACCESS_TOKEN_TTL_SECS),
+            ),
+            refresh_token_ttl: Duration::from_secs(
+                self.refresh_token_ttl_secs
+                    .unwrap_or(DEFAULT_REFRESH_TOKEN_TTL_SECS),
+            ),
+            password_cost: PasswordCost {
+                memory_kib: self
+                    .password_memory_kib
+                    .unwrap_or(PasswordCost::default().memory_kib),
+                iterations: self
+                    .password_iterations
+                    .unwrap_or(PasswordCost::default().iterations),
+            },
+            auth_ip_rule: RateRule {
+                per_minute: self
+                    .auth_ip_per_minute
+                    .unwrap_or(DEFAULT_AUTH_IP_PER_MINUTE),
+                burst: self.auth_ip_burst.unwrap_or(DEFAULT_AUTH_IP_BURST),
+            },
+            auth_username_rule: RateRule {
+                per_minute: self
+                    .auth_username_per_minute
+                    .unwrap_or(DEFAULT_AUTH_USERNAME_PER_MINUTE),
+                burst: self
+                    .auth_username_burst
+                    .unwrap_or(DEFAULT_AUTH_USERNAME_BURST),
+            },
+            trusted_proxies: self
+                .trusted_proxies
+                .unwrap_or_default()
+                .iter()
+                .map(|text| parse_proxy(text))
+                .collect::<Result<_, _>>()?,
         };
         settings.validate()?;
         Ok(settings)
@@ -248,8 +354,46 @@ impl Settings {
         ServeOptions::default().into_settings()
     }
 
+    /// The identity part of the settings. Without a configured secret, development uses a
+    /// fixed one (and says so); production never gets here without a strong secret.
+    pub fn identity(&self) -> IdentitySettings {
+        IdentitySettings {
+            jwt_secret: self
+                .jwt_secret
+                .clone()
+                .unwrap_or_else(|| SecretString::from(DEVELOPMENT_JWT_SECRET)),
+            access_ttl: self.access_token_ttl,
+            refresh_ttl: self.refresh_token_ttl,
+            password_cost: self.password_cost,
+            ip_rule: self.auth_ip_rule,
+            username_rule: self.auth_username_rule,
+        }
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         validate_redis_prefix(&self.redis_prefix)?;
+        if self.environment == Environment::Production
+            && !self.jwt_secret.as_ref().is_some_and(is_strong_secret)
+        {
+            return Err(ConfigError::Invalid {
+                name: "jwt_secret",
+                reason: format!(
+                    "production needs NODEGRID_JWT_SECRET of at least {MIN_PRODUCTION_SECRET_BYTES} bytes, not the development default"
+                ),
+            });
+        }
+        if self.access_token_ttl.is_zero() || self.refresh_token_ttl.is_zero() {
+            return Err(ConfigError::Invalid {
+                name: "access_token_ttl_secs",
+                reason: "token lifetimes must be at least 1 second".into(),
+            });
+        }
+        if self.admin_username.is_some() != self.admin_password.is_some() {
+            return Err(ConfigError::Invalid {
+                name: "admin_username",
+                reason: "NODEGRID_ADMIN_USERNAME and NODEGRID_ADMIN_PASSWORD go together".into(),
+            });
+        }
         if self.database_pool_size == 0 {
             return Err(ConfigError::Invalid {
                 name: "database_pool_size",
@@ -270,6 +414,17 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// A trusted proxy: an IP address or a CIDR network.
+fn parse_proxy(text: &str) -> Result<IpNet, ConfigError> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| ConfigError::Invalid {
+            name: "trusted_proxies",
+            reason: format!("{text:?} is neither an IP address nor a CIDR network"),
+        })
 }
 
 /// A prefix is 1 to 64 characters of `[A-Za-z0-9_.-]`, so that it cannot collide with the `:`
@@ -322,6 +477,48 @@ mod tests {
         assert_eq!(settings.redis_prefix, "from-file");
         assert_eq!(settings.log_format, LogFormat::Json);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn production_refuses_a_missing_or_weak_jwt_secret() {
+        for secret in [None, Some("short"), Some(DEVELOPMENT_JWT_SECRET)] {
+            let options = ServeOptions {
+                environment: Some(Environment::Production),
+                jwt_secret: secret.map(SecretString::from),
+                ..ServeOptions::default()
+            };
+            assert!(
+                matches!(
+                    options.resolve(),
+                    Err(ConfigError::Invalid {
+                        name: "jwt_secret",
+                        ..
+                    })
+                ),
+                "{secret:?} accepted"
+            );
+        }
+        let options = ServeOptions {
+            environment: Some(Environment::Production),
+            jwt_secret: Some(SecretString::from("0123456789abcdef0123456789abcdef")),
+            ..ServeOptions::default()
+        };
+        assert!(options.resolve().is_ok());
+    }
+
+    #[test]
+    fn trusted_proxies_take_addresses_and_networks() {
+        let options = ServeOptions {
+            trusted_proxies: Some(vec!["10.0.0.0/8".into(), "127.0.0.1".into()]),
+            ..ServeOptions::default()
+        };
+        let settings = options.resolve().unwrap();
+        assert_eq!(settings.trusted_proxies.len(), 2);
+        let options = ServeOptions {
+            trusted_proxies: Some(vec!["proxy.local".into()]),
+            ..ServeOptions::default()
+        };
+        assert!(options.resolve().is_err());
     }
 
     #[test]

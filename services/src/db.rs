@@ -93,9 +93,14 @@ impl Database {
         &self.pool
     }
 
+    /// A pooled connection.
+    pub async fn client(&self) -> Result<deadpool_postgres::Client, DbError> {
+        self.pool.get().await.map_err(|error| self.explain(error))
+    }
+
     /// One round trip to the database through the pool.
     pub async fn ping(&self) -> Result<(), DbError> {
-        let client = self.pool.get().await.map_err(|error| self.explain(error))?;
+        let client = self.client().await?;
         client.simple_query("SELECT 1").await?;
         Ok(())
     }

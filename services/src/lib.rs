@@ -14,4 +14,6 @@
 pub mod bus;
 pub mod config;
 pub mod db;
+pub mod identity;
 pub mod lease;
+pub mod ratelimit;

@@ -135,3 +135,62 @@ async fn sigint_also_shuts_down_gracefully() {
     assert!(log.contains("SIGINT"), "{log}");
     assert!(log.contains("shutdown complete"), "{log}");
 }
+
+#[tokio::test]
+async fn admin_create_user_reads_the_password_from_stdin_and_stores_only_a_hash() {
+    use std::process::Stdio;
+    let database = fresh_database().await;
+    let run = || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_nodegrid"))
+            .args(["admin", "create-user", "--username", "cli-root"])
+            .args(["--database-url", &database.url, "--log", "off"])
+            .env("NODEGRID_REDIS_URL", redis_url())
+            .env("NODEGRID_REDIS_PREFIX", unique_prefix())
+            .env("NODEGRID_PASSWORD_MEMORY_KIB", "1024")
+            .env("NODEGRID_PASSWORD_ITERATIONS", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"cli-password-1\n")
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let first = run();
+    assert!(first.status.success(), "{first:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&first.stdout).trim(),
+        "created admin cli-root"
+    );
+    let second = run();
+    assert!(second.status.success());
+    assert!(String::from_utf8_lossy(&second.stdout).contains("exists already"));
+
+    let client = crate::helpers::connect(&database.url).await;
+    let row = client
+        .query_one(
+            "SELECT role, password_hash FROM users WHERE username = 'cli-root'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let role: String = row.get(0);
+    let hash: String = row.get(1);
+    assert_eq!(role, "admin");
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    assert!(!hash.contains("cli-password-1"));
+    let audit: i64 = client
+        .query_one(
+            "SELECT count(*) FROM audit_log WHERE action = 'admin.create' AND actor = 'system'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(audit, 1);
+}

@@ -9,8 +9,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nodegrid_actors::app::{Application, ShutdownTrigger};
 use nodegrid_actors::telemetry;
+use nodegrid_protocol::auth::{Role, TokenResponse, UserIdentity};
 use nodegrid_services::bus::RedisBus;
 use nodegrid_services::config::{LogFormat, Settings};
+use nodegrid_services::identity::passwords::PasswordCost;
+use nodegrid_services::ratelimit::RateRule;
+use serde_json::{Value, json};
 
 /// Where the tests find a Postgres they may create databases in.
 pub fn admin_database_url() -> String {
@@ -139,8 +143,31 @@ pub fn test_settings(database_url: &str) -> Settings {
     settings.redis_url = redis_url();
     settings.redis_prefix = unique_prefix();
     settings.shutdown_timeout = Duration::from_secs(5);
+    settings.jwt_secret = Some(TEST_JWT_SECRET.into());
+    // Cheap hashes keep the suite fast; the production cost is a setting, not a code path.
+    settings.password_cost = PasswordCost {
+        memory_kib: 1024,
+        iterations: 1,
+    };
+    // Generous limits: only the rate-limit tests want to hit them.
+    settings.auth_ip_rule = RateRule {
+        per_minute: 100_000,
+        burst: 100_000,
+    };
+    settings.auth_username_rule = settings.auth_ip_rule;
+    settings.admin_username = Some(TEST_ADMIN.to_owned());
+    settings.admin_password = Some(TEST_ADMIN_PASSWORD.into());
     settings
 }
+
+/// The signing key of every test server.
+pub const TEST_JWT_SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
+/// The admin every test server creates at start-up.
+pub const TEST_ADMIN: &str = "root";
+pub const TEST_ADMIN_PASSWORD: &str = "root-password";
+
+/// The password of every user the tests register.
+pub const PASSWORD: &str = "a-good-password";
 
 /// A server running inside the test's actix System.
 pub struct TestApp {
@@ -206,6 +233,75 @@ impl TestApp {
             .send()
             .await
             .unwrap_or_else(|error| panic!("GET {path}: {error}"))
+    }
+
+    pub async fn post(&self, path: &str, body: &Value, token: Option<&str>) -> reqwest::Response {
+        let mut request = self.http.post(format!("{}{path}", self.address)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("POST {path}: {error}"))
+    }
+
+    pub async fn get_with(&self, path: &str, token: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.address))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("GET {path}: {error}"))
+    }
+
+    /// Registers a user and returns it; panics unless the answer is 201.
+    pub async fn register(&self, username: &str, role: Role) -> UserIdentity {
+        let response = self
+            .post(
+                "/api/auth/register",
+                &json!({"username": username, "password": PASSWORD, "role": role}),
+                None,
+            )
+            .await;
+        assert_eq!(response.status(), 201, "register {username}");
+        response.json().await.unwrap()
+    }
+
+    /// Logs in with the test password; panics unless the answer is 200.
+    pub async fn login(&self, username: &str, password: &str) -> TokenResponse {
+        let response = self
+            .post(
+                "/api/auth/login",
+                &json!({"username": username, "password": password}),
+                None,
+            )
+            .await;
+        assert_eq!(response.status(), 200, "login {username}");
+        response.json().await.unwrap()
+    }
+
+    /// An access token of the configured admin.
+    pub async fn admin_token(&self) -> String {
+        self.login(TEST_ADMIN, TEST_ADMIN_PASSWORD)
+            .await
+            .access_token
+    }
+
+    /// The actions of the audit log, newest first, matching `query` (e.g. `action=user.block`).
+    pub async fn audit(&self, query: &str) -> Vec<Value> {
+        let token = self.admin_token().await;
+        self.audit_with(&token, query).await
+    }
+
+    /// [`Self::audit`] with a token the test already has.
+    pub async fn audit_with(&self, token: &str, query: &str) -> Vec<Value> {
+        let response = self
+            .get_with(&format!("/api/admin/audit?per_page=200&{query}"), token)
+            .await;
+        assert_eq!(response.status(), 200);
+        let page: Value = response.json().await.unwrap();
+        page["items"].as_array().unwrap().clone()
     }
 
     /// Fires the graceful shutdown and waits for it to finish.

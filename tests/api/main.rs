@@ -12,6 +12,7 @@ mod helpers;
 
 mod binary;
 mod bus;
+mod identity;
 mod lease;
 mod migrations;
 mod probes;

@@ -7,6 +7,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use nodegrid_protocol::error::{ErrorBody, ErrorCode};
+use nodegrid_services::identity::{IdentityError, retry_after_secs};
 
 use crate::telemetry::HTTP_ERRORS_TOTAL;
 
@@ -15,6 +16,12 @@ pub enum ApiError {
     /// The client's mistake, or a state the client must know about.
     #[error("{message}")]
     Client { code: ErrorCode, message: String },
+    /// Too many requests: answered with `Retry-After`.
+    #[error("{message}")]
+    RateLimited {
+        retry_after_secs: u64,
+        message: String,
+    },
     /// The server's failure; the cause is logged, not shown.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -54,6 +61,7 @@ impl ApiError {
     pub fn code(&self) -> ErrorCode {
         match self {
             ApiError::Client { code, .. } => *code,
+            ApiError::RateLimited { .. } => ErrorCode::RateLimited,
             ApiError::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -67,17 +75,51 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let code = self.code();
         metrics::counter!(HTTP_ERRORS_TOTAL, "code" => code.as_str()).increment(1);
+        let mut response = HttpResponse::build(self.status_code());
         let message = match self {
             ApiError::Client { message, .. } => message.clone(),
+            ApiError::RateLimited {
+                retry_after_secs,
+                message,
+            } => {
+                response.insert_header(("Retry-After", retry_after_secs.to_string()));
+                message.clone()
+            }
             ApiError::Internal(error) => {
                 tracing::error!(error = format!("{error:#}"), "request failed");
                 "the server failed to handle this request; it has been logged".to_owned()
             }
         };
-        HttpResponse::build(self.status_code()).json(ErrorBody {
+        response.json(ErrorBody {
             code: code.as_str().to_owned(),
             message,
         })
+    }
+}
+
+impl From<IdentityError> for ApiError {
+    fn from(error: IdentityError) -> ApiError {
+        let code = match &error {
+            IdentityError::Validation(_) => ErrorCode::ValidationFailed,
+            IdentityError::InvalidCredentials => ErrorCode::InvalidCredentials,
+            IdentityError::TokenExpired => ErrorCode::TokenExpired,
+            IdentityError::TokenInvalid(_) => ErrorCode::TokenInvalid,
+            IdentityError::Unauthenticated => ErrorCode::Unauthenticated,
+            IdentityError::Forbidden(_) => ErrorCode::Forbidden,
+            IdentityError::UserBlocked => ErrorCode::UserBlocked,
+            IdentityError::UsernameTaken => ErrorCode::UsernameTaken,
+            IdentityError::NotFound(_) => ErrorCode::NotFound,
+            IdentityError::RateLimited { retry_after } => {
+                return ApiError::RateLimited {
+                    retry_after_secs: retry_after_secs(*retry_after),
+                    message: error.to_string(),
+                };
+            }
+            IdentityError::Database(_) | IdentityError::Bus(_) | IdentityError::Internal(_) => {
+                return ApiError::internal(error);
+            }
+        };
+        ApiError::new(code, error.to_string())
     }
 }
 

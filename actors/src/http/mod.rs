@@ -1,7 +1,11 @@
 //! The HTTP surface: routes, the one error type, and request observation.
 
+pub mod admin;
+pub mod auth;
 pub mod error;
+pub mod identity;
 pub mod observe;
+pub mod openapi;
 pub mod probes;
 
 use actix_web::{HttpResponse, web};
@@ -13,20 +17,25 @@ pub fn routes(config: &mut web::ServiceConfig) {
     config
         .service(get_only("/health", probes::health))
         .service(get_only("/ready", probes::ready))
-        .service(get_only("/metrics", probes::metrics));
+        .service(get_only("/metrics", probes::metrics))
+        .configure(identity::routes)
+        .configure(admin::routes)
+        .configure(openapi::routes);
 }
 
-/// A resource that answers GET (and HEAD) with `handler` and any other method with a JSON
-/// `method_not_allowed`.
+/// A resource whose unrouted methods answer with a JSON `method_not_allowed`.
+pub fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+/// A resource that answers GET (and HEAD) with `handler`.
 fn get_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
 where
     F: actix_web::Handler<Args>,
     Args: actix_web::FromRequest + 'static,
     F::Output: actix_web::Responder + 'static,
 {
-    web::resource(path)
-        .route(web::get().to(handler))
-        .default_service(web::to(method_not_allowed))
+    resource(path).route(web::get().to(handler))
 }
 
 /// Answers paths that no route matches.

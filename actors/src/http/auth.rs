@@ -1,0 +1,194 @@
+//! Who is asking: the client's address and the access-token extractors.
+
+use std::future::{Ready, ready};
+use std::net::IpAddr;
+
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpRequest, web};
+use futures_util::future::LocalBoxFuture;
+use ipnet::IpNet;
+use nodegrid_protocol::auth::Role;
+use nodegrid_services::identity::{AuthUser, Caller, IdentityError};
+
+use crate::app::AppState;
+use crate::http::error::ApiError;
+
+/// The client's address. `X-Forwarded-For` is believed only when the peer is a trusted proxy;
+/// then the client is the rightmost address in the header that is not itself a trusted proxy.
+pub fn client_ip(request: &HttpRequest, trusted_proxies: &[IpNet]) -> IpAddr {
+    let peer = request
+        .peer_addr()
+        .map(|addr| addr.ip())
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let is_trusted = |ip: &IpAddr| trusted_proxies.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let forwarded: Vec<IpAddr> = request
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|part| part.trim().parse().ok())
+        .collect();
+    forwarded
+        .iter()
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .or(forwarded.first())
+        .copied()
+        .unwrap_or(peer)
+}
+
+/// The [`Caller`] of a request.
+pub fn caller(request: &HttpRequest, state: &AppState) -> Caller {
+    Caller {
+        ip: client_ip(request, &state.trusted_proxies),
+    }
+}
+
+/// The access token: `Authorization: Bearer …`, or `?token=…` (how Motience devices open
+/// sockets).
+pub fn access_token(request: &HttpRequest) -> Option<String> {
+    if let Some(header) = request
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+    {
+        let value = header.to_str().ok()?;
+        let (scheme, token) = value.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_owned());
+    }
+    #[derive(serde::Deserialize)]
+    struct TokenQuery {
+        token: Option<String>,
+    }
+    web::Query::<TokenQuery>::from_query(request.query_string())
+        .ok()
+        .and_then(|query| query.into_inner().token)
+}
+
+fn state(request: &HttpRequest) -> Result<web::Data<AppState>, ApiError> {
+    request
+        .app_data::<web::Data<AppState>>()
+        .cloned()
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("application state is missing")))
+}
+
+fn authenticate(request: &HttpRequest) -> Result<AuthUser, ApiError> {
+    let state = state(request)?;
+    let token = access_token(request).ok_or(IdentityError::Unauthenticated)?;
+    let user = state.identity.authenticate(&token).inspect_err(|error| {
+        let reason = match error {
+            IdentityError::TokenExpired => "expired",
+            IdentityError::UserBlocked => "blocked",
+            _ => "invalid",
+        };
+        metrics::counter!("nodegrid_auth_token_rejections_total", "reason" => reason).increment(1);
+    })?;
+    Ok(user)
+}
+
+/// A request with a valid access token.
+#[derive(Debug, Clone)]
+pub struct Authenticated(pub AuthUser);
+
+impl FromRequest for Authenticated {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authenticate(request).map(Authenticated))
+    }
+}
+
+/// A request that may carry an access token; one that carries a bad token is refused.
+#[derive(Debug, Clone)]
+pub struct MaybeAuthenticated(pub Option<AuthUser>);
+
+impl FromRequest for MaybeAuthenticated {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        if access_token(request).is_none() {
+            return ready(Ok(MaybeAuthenticated(None)));
+        }
+        ready(authenticate(request).map(|user| MaybeAuthenticated(Some(user))))
+    }
+}
+
+/// A request from an admin. Anyone else with a valid token gets `forbidden`, and the attempt
+/// is audited.
+#[derive(Debug, Clone)]
+pub struct Admin(pub AuthUser);
+
+impl FromRequest for Admin {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let request = request.clone();
+        Box::pin(async move {
+            let user = authenticate(&request)?;
+            if user.role == Role::Admin {
+                return Ok(Admin(user));
+            }
+            let state = state(&request)?;
+            let route = request
+                .match_pattern()
+                .unwrap_or_else(|| request.path().to_owned());
+            state
+                .identity
+                .record_denied(caller(&request, &state), &user, &route)
+                .await;
+            Err(IdentityError::Forbidden("this route is for admins").into())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    fn request(peer: &str, forwarded: Option<&str>) -> HttpRequest {
+        let mut builder = TestRequest::default().peer_addr(peer.parse().unwrap());
+        if let Some(forwarded) = forwarded {
+            builder = builder.insert_header(("X-Forwarded-For", forwarded));
+        }
+        builder.to_http_request()
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        // Untrusted peer: its header is ignored.
+        let ip = client_ip(&request("203.0.113.9:5000", Some("1.2.3.4")), &trusted);
+        assert_eq!(ip.to_string(), "203.0.113.9");
+        // Trusted peer: the rightmost untrusted address is the client.
+        let ip = client_ip(
+            &request("10.0.0.2:5000", Some("6.6.6.6, 198.51.100.7, 10.0.0.3")),
+            &trusted,
+        );
+        assert_eq!(ip.to_string(), "198.51.100.7");
+        // Trusted peer without a header: the peer.
+        let ip = client_ip(&request("10.0.0.2:5000", None), &trusted);
+        assert_eq!(ip.to_string(), "10.0.0.2");
+    }
+
+    #[test]
+    fn tokens_come_from_the_header_or_the_query() {
+        let request = TestRequest::default()
+            .insert_header(("Authorization", "Bearer abc.def"))
+            .to_http_request();
+        assert_eq!(access_token(&request).as_deref(), Some("abc.def"));
+        let request = TestRequest::with_uri("/producer?token=xyz").to_http_request();
+        assert_eq!(access_token(&request).as_deref(), Some("xyz"));
+        let request = TestRequest::default()
+            .insert_header(("Authorization", "Basic Zm9v"))
+            .to_http_request();
+        assert_eq!(access_token(&request), None);
+    }
+}

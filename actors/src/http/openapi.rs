@@ -1,0 +1,62 @@
+//! The OpenAPI description (`/api-docs/openapi.json`) and Swagger UI (`/api-docs/`).
+
+use actix_web::{HttpResponse, web};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::http::{admin, identity};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "nodegrid", description = "IoT streams, pNode analytics and licensed child nodes."),
+    paths(
+        identity::register,
+        identity::login,
+        identity::refresh,
+        identity::verify,
+        identity::logout,
+        admin::list_users,
+        admin::block_user,
+        admin::unblock_user,
+        admin::audit_log,
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "auth", description = "Accounts and tokens (Motience-compatible)"),
+        (name = "admin", description = "Users, blocks and the audit log; admins only"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .route(
+            "/api-docs",
+            web::get().to(|| async {
+                HttpResponse::PermanentRedirect()
+                    .insert_header(("Location", "/api-docs/"))
+                    .finish()
+            }),
+        )
+        .service(
+            SwaggerUi::new("/api-docs/{_:.*}").url("/api-docs/openapi.json", ApiDoc::openapi()),
+        );
+}

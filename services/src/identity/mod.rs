@@ -1,0 +1,864 @@
+//! Identity and access: users, passwords, access and refresh tokens, blocking, the audit log,
+//! and the rate limits of the auth routes.
+//!
+//! [`Identity`] holds the rules; the HTTP handlers in `actors` only translate. All durable state
+//! is in Postgres; what every instance must learn at once (a block) goes on the control channel;
+//! checking an access token costs no IO ([`access::AccessGate`]).
+
+pub mod access;
+pub mod passwords;
+pub mod store;
+pub mod tokens;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use nodegrid_protocol::auth::{
+    AuditEntry, LoginRequest, Page, RefreshRequest, RegisterRequest, Role, TokenResponse,
+    UserIdentity, UserSummary,
+};
+use nodegrid_protocol::control::{ControlEnvelope, ControlEvent};
+use serde_json::json;
+
+use self::access::{AccessGate, Refusal, UserAccess};
+use self::passwords::{PasswordCost, PasswordHasher};
+use self::store::{AuditFilter, AuditRecord, UserFilter, UserRow};
+use self::tokens::{AccessTokens, TokenError, TokenSubject};
+use crate::bus::{BusError, RedisBus};
+use crate::db::{Database, DbError};
+use crate::ratelimit::{Decision, RateLimiter, RateRule};
+
+pub use self::tokens::TokenSubject as AuthUser;
+
+/// The identity settings, resolved from the server's options.
+#[derive(Debug, Clone)]
+pub struct IdentitySettings {
+    pub jwt_secret: secrecy::SecretString,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub password_cost: PasswordCost,
+    /// Per client IP, on login, register and refresh together.
+    pub ip_rule: RateRule,
+    /// Per username, on login and register.
+    pub username_rule: RateRule,
+}
+
+/// What went wrong, in terms a client can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("{0}")]
+    Validation(String),
+    #[error("wrong username or password")]
+    InvalidCredentials,
+    #[error("the token has expired")]
+    TokenExpired,
+    #[error("{0}")]
+    TokenInvalid(&'static str),
+    #[error("this route needs an access token (Authorization: Bearer …)")]
+    Unauthenticated,
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("this user is blocked")]
+    UserBlocked,
+    #[error("this username is taken")]
+    UsernameTaken,
+    #[error("too many requests; retry in {} s", retry_after_secs(*.retry_after))]
+    RateLimited { retry_after: Duration },
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Database(#[from] DbError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Whole seconds for a `Retry-After` header: rounded up, at least 1.
+pub fn retry_after_secs(retry_after: Duration) -> u64 {
+    retry_after.as_millis().div_ceil(1000).max(1) as u64
+}
+
+/// Who is asking, as far as the network says.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub ip: IpAddr,
+}
+
+/// A page request: 1-based page, 1 to 200 items per page (50 by default).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PageRequest {
+    pub page: Option<u32>,
+    pub per_page: Option<u32>,
+}
+
+impl PageRequest {
+    const DEFAULT_PER_PAGE: u32 = 50;
+    const MAX_PER_PAGE: u32 = 200;
+
+    fn resolve(self) -> Result<(u32, u32), IdentityError> {
+        let page = self.page.unwrap_or(1);
+        let per_page = self.per_page.unwrap_or(Self::DEFAULT_PER_PAGE);
+        if page == 0 || page > 1_000_000 {
+            return Err(IdentityError::Validation(
+                "page must be 1 to 1000000".into(),
+            ));
+        }
+        if per_page == 0 || per_page > Self::MAX_PER_PAGE {
+            return Err(IdentityError::Validation(format!(
+                "per_page must be 1 to {}",
+                Self::MAX_PER_PAGE
+            )));
+        }
+        Ok((page, per_page))
+    }
+}
+
+#[derive(Clone)]
+pub struct Identity {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    database: Database,
+    bus: RedisBus,
+    passwords: PasswordHasher,
+    tokens: AccessTokens,
+    refresh_ttl: Duration,
+    gate: AccessGate,
+    limiter: RateLimiter,
+    ip_rule: RateRule,
+    username_rule: RateRule,
+    instance_id: uuid::Uuid,
+}
+
+impl Identity {
+    pub fn new(
+        settings: &IdentitySettings,
+        database: Database,
+        bus: RedisBus,
+        instance_id: uuid::Uuid,
+    ) -> Result<Identity, IdentityError> {
+        let passwords = PasswordHasher::new(settings.password_cost)
+            .map_err(|error| IdentityError::Internal(error.to_string()))?;
+        Ok(Identity {
+            inner: Arc::new(Inner {
+                limiter: RateLimiter::new(&bus),
+                database,
+                bus,
+                passwords,
+                tokens: AccessTokens::new(&settings.jwt_secret, settings.access_ttl),
+                refresh_ttl: settings.refresh_ttl,
+                gate: AccessGate::default(),
+                ip_rule: settings.ip_rule,
+                username_rule: settings.username_rule,
+                instance_id,
+            }),
+        })
+    }
+
+    /// The access-token signer, for tests that need tokens with chosen times.
+    pub fn access_tokens(&self) -> &AccessTokens {
+        &self.inner.tokens
+    }
+
+    /// Checks an access token: signature, algorithm, expiry, and the user's blocks and token
+    /// version. No IO.
+    pub fn authenticate(&self, token: &str) -> Result<AuthUser, IdentityError> {
+        let subject = self
+            .inner
+            .tokens
+            .verify(token)
+            .map_err(|error| match error {
+                TokenError::Expired => IdentityError::TokenExpired,
+                TokenError::Invalid => IdentityError::TokenInvalid("the access token is not valid"),
+            })?;
+        match self
+            .inner
+            .gate
+            .check(subject.user_id, subject.token_version)
+        {
+            Ok(()) => Ok(subject),
+            Err(Refusal::Blocked) => Err(IdentityError::UserBlocked),
+            Err(Refusal::Revoked) => Err(IdentityError::TokenInvalid(
+                "the access token has been revoked",
+            )),
+        }
+    }
+
+    pub async fn register(
+        &self,
+        caller: Caller,
+        creator: Option<&AuthUser>,
+        request: RegisterRequest,
+    ) -> Result<UserIdentity, IdentityError> {
+        let username = validate_username(&request.username)?;
+        validate_password(&request.password)?;
+        let device_id = request
+            .device_id
+            .as_deref()
+            .map(validate_device_id)
+            .transpose()?;
+        if request.role == Role::Admin && creator.is_none_or(|creator| creator.role != Role::Admin)
+        {
+            return Err(IdentityError::Forbidden(
+                "only an admin may create an admin",
+            ));
+        }
+        self.limit(caller, "register", Some(&username)).await?;
+
+        let client = self.inner.database.client().await?;
+        if store::user_by_username(&client, &username).await?.is_some() {
+            return Err(IdentityError::UsernameTaken);
+        }
+        drop(client);
+        let password_hash = self.hash_password(request.password).await?;
+        let client = self.inner.database.client().await?;
+        let user = store::insert_user(
+            &client,
+            &username,
+            &password_hash,
+            request.role,
+            device_id.as_deref(),
+        )
+        .await?
+        .ok_or(IdentityError::UsernameTaken)?;
+
+        let action = if user.role == Role::Admin {
+            "admin.create"
+        } else {
+            "user.register"
+        };
+        let (actor_id, actor) = match creator {
+            Some(creator) => (Some(creator.user_id), creator.username.clone()),
+            None => (Some(user.id), user.username.clone()),
+        };
+        self.record(AuditRecord {
+            actor_id,
+            actor: Some(actor),
+            action,
+            target: Some(user_target(&user)),
+            source_ip: Some(caller.ip.to_string()),
+            details: json!({"role": user.role}),
+        })
+        .await?;
+        metrics::counter!("nodegrid_auth_events_total", "event" => "register").increment(1);
+        Ok(identity_of(&user))
+    }
+
+    pub async fn login(
+        &self,
+        caller: Caller,
+        request: LoginRequest,
+    ) -> Result<TokenResponse, IdentityError> {
+        let username = request.username.trim().to_owned();
+        let well_formed = validate_username(&username).ok();
+        self.limit(caller, "login", well_formed.as_deref()).await?;
+
+        let user = match &well_formed {
+            Some(name) => {
+                let client = self.inner.database.client().await?;
+                store::user_by_username(&client, name).await?
+            }
+            None => None,
+        };
+        let matches = self.check_password(request.password, user.clone()).await?;
+        let Some(user) = user.filter(|_| matches) else {
+            self.record_quietly(AuditRecord {
+                actor_id: None,
+                actor: Some(truncate(&username, 64)),
+                action: "auth.login_failed",
+                target: None,
+                source_ip: Some(caller.ip.to_string()),
+                details: json!({"reason": "invalid_credentials"}),
+            })
+            .await;
+            metrics::counter!("nodegrid_auth_events_total", "event" => "login_failed").increment(1);
+            return Err(IdentityError::InvalidCredentials);
+        };
+        if user.blocked_at.is_some() {
+            self.record_quietly(AuditRecord {
+                actor_id: Some(user.id),
+                actor: Some(user.username.clone()),
+                action: "auth.login_failed",
+                target: Some(user_target(&user)),
+                source_ip: Some(caller.ip.to_string()),
+                details: json!({"reason": "user_blocked"}),
+            })
+            .await;
+            metrics::counter!("nodegrid_auth_events_total", "event" => "login_blocked")
+                .increment(1);
+            return Err(IdentityError::UserBlocked);
+        }
+
+        let session_id = uuid::Uuid::new_v4();
+        let refresh_token = tokens::new_refresh_token();
+        let client = self.inner.database.client().await?;
+        store::insert_refresh_token(
+            &client,
+            session_id,
+            user.id,
+            &tokens::refresh_token_hash(&refresh_token),
+            self.refresh_expiry()?,
+        )
+        .await?;
+        self.record(AuditRecord {
+            actor_id: Some(user.id),
+            actor: Some(user.username.clone()),
+            action: "auth.login",
+            target: Some(user_target(&user)),
+            source_ip: Some(caller.ip.to_string()),
+            details: json!({"session": session_id}),
+        })
+        .await?;
+        metrics::counter!("nodegrid_auth_events_total", "event" => "login").increment(1);
+        self.token_response(&user, session_id, refresh_token)
+    }
+
+    pub async fn refresh(
+        &self,
+        caller: Caller,
+        request: RefreshRequest,
+    ) -> Result<TokenResponse, IdentityError> {
+        self.limit(caller, "refresh", None).await?;
+        if request.refresh_token.is_empty() || request.refresh_token.len() > 256 {
+            return Err(IdentityError::TokenInvalid(
+                "the refresh token is not valid",
+            ));
+        }
+        let token_hash = tokens::refresh_token_hash(&request.refresh_token);
+        let mut client = self.inner.database.client().await?;
+        let transaction = client.transaction().await.map_err(DbError::from)?;
+        let Some(presented) = store::refresh_token_for_update(&transaction, &token_hash).await?
+        else {
+            return Err(IdentityError::TokenInvalid(
+                "the refresh token is not valid",
+            ));
+        };
+        let user = store::user_by_id(&transaction, presented.user_id)
+            .await?
+            .ok_or(IdentityError::TokenInvalid(
+                "the refresh token is not valid",
+            ))?;
+        // A block also revokes the user's tokens; say why rather than just "revoked".
+        if user.blocked_at.is_some() {
+            return Err(IdentityError::UserBlocked);
+        }
+        if presented.revoked_at.is_some() {
+            return Err(IdentityError::TokenInvalid(
+                "the refresh token has been revoked",
+            ));
+        }
+        if presented.used_at.is_some() {
+            // Someone holds a copy of a token that was already exchanged: end the session for
+            // everyone who has any of its tokens.
+            let revoked = store::revoke_family(&transaction, presented.family_id).await?;
+            store::insert_audit(
+                &transaction,
+                &AuditRecord {
+                    actor_id: Some(user.id),
+                    actor: Some(user.username.clone()),
+                    action: "auth.refresh_reuse",
+                    target: Some(user_target(&user)),
+                    source_ip: Some(caller.ip.to_string()),
+                    details: json!({"session": presented.family_id, "revoked_tokens": revoked}),
+                },
+            )
+            .await?;
+            transaction.commit().await.map_err(DbError::from)?;
+            metrics::counter!("nodegrid_auth_events_total", "event" => "refresh_reuse")
+                .increment(1);
+            return Err(IdentityError::TokenInvalid(
+                "the refresh token was already used; the session has been revoked",
+            ));
+        }
+        if presented.expires_at <= Utc::now() {
+            return Err(IdentityError::TokenExpired);
+        }
+        let refresh_token = tokens::new_refresh_token();
+        store::mark_refresh_token_used(&transaction, presented.id).await?;
+        store::insert_refresh_token(
+            &transaction,
+            presented.family_id,
+            user.id,
+            &tokens::refresh_token_hash(&refresh_token),
+            self.refresh_expiry()?,
+        )
+        .await?;
+        store::insert_audit(
+            &transaction,
+            &AuditRecord {
+                actor_id: Some(user.id),
+                actor: Some(user.username.clone()),
+                action: "auth.refresh",
+                target: Some(user_target(&user)),
+                source_ip: Some(caller.ip.to_string()),
+                details: json!({"session": presented.family_id}),
+            },
+        )
+        .await?;
+        transaction.commit().await.map_err(DbError::from)?;
+        metrics::counter!("nodegrid_auth_events_total", "event" => "refresh").increment(1);
+        self.token_response(&user, presented.family_id, refresh_token)
+    }
+
+    /// Ends the session the access token belongs to: its refresh tokens stop working. The
+    /// access token itself lives until it expires.
+    pub async fn logout(&self, caller: Caller, user: &AuthUser) -> Result<(), IdentityError> {
+        let client = self.inner.database.client().await?;
+        let revoked = store::revoke_family(&client, user.session_id).await?;
+        self.record(AuditRecord {
+            actor_id: Some(user.user_id),
+            actor: Some(user.username.clone()),
+            action: "auth.logout",
+            target: Some(format!("user:{}", user.user_id)),
+            source_ip: Some(caller.ip.to_string()),
+            details: json!({"session": user.session_id, "revoked_tokens": revoked}),
+        })
+        .await?;
+        metrics::counter!("nodegrid_auth_events_total", "event" => "logout").increment(1);
+        Ok(())
+    }
+
+    /// Records that an authenticated user was refused a route their role does not allow.
+    pub async fn record_denied(&self, caller: Caller, user: &AuthUser, route: &str) {
+        metrics::counter!("nodegrid_auth_events_total", "event" => "forbidden").increment(1);
+        self.record_quietly(AuditRecord {
+            actor_id: Some(user.user_id),
+            actor: Some(user.username.clone()),
+            action: "access.denied",
+            target: Some(truncate(route, 200)),
+            source_ip: Some(caller.ip.to_string()),
+            details: json!({"role": user.role}),
+        })
+        .await;
+    }
+
+    pub async fn list_users(
+        &self,
+        filter: UserFilter,
+        page: PageRequest,
+    ) -> Result<Page<UserSummary>, IdentityError> {
+        let (page, per_page) = page.resolve()?;
+        let client = self.inner.database.client().await?;
+        let (users, total) = store::list_users(
+            &client,
+            &filter,
+            i64::from(per_page),
+            i64::from(page - 1) * i64::from(per_page),
+        )
+        .await?;
+        Ok(Page {
+            items: users.iter().map(UserRow::summary).collect(),
+            page,
+            per_page,
+            total,
+        })
+    }
+
+    /// Blocks a user everywhere: their refresh tokens are revoked, their access tokens refused
+    /// on every instance, and (through the control event) their sockets closed.
+    pub async fn block(
+        &self,
+        caller: Caller,
+        admin: &AuthUser,
+        user_id: i64,
+        reason: &str,
+    ) -> Result<UserSummary, IdentityError> {
+        let reason = reason.trim();
+        if reason.is_empty() || reason.chars().count() > 500 {
+            return Err(IdentityError::Validation(
+                "reason must be 1 to 500 characters".into(),
+            ));
+        }
+        if user_id == admin.user_id {
+            return Err(IdentityError::Validation(
+                "an admin cannot block themselves".into(),
+            ));
+        }
+        let audit = AuditRecord {
+            actor_id: Some(admin.user_id),
+            actor: Some(admin.username.clone()),
+            action: "user.block",
+            target: Some(format!("user:{user_id}")),
+            source_ip: Some(caller.ip.to_string()),
+            details: json!({"reason": reason}),
+        };
+        let mut client = self.inner.database.client().await?;
+        let user = store::block_user(&mut client, user_id, reason, &audit)
+            .await?
+            .ok_or_else(|| IdentityError::NotFound(format!("no user {user_id}")))?;
+        self.announce(
+            user.id,
+            UserAccess {
+                token_version: user.token_version,
+                blocked: true,
+            },
+        )
+        .await;
+        metrics::counter!("nodegrid_auth_events_total", "event" => "block").increment(1);
+        Ok(user.summary())
+    }
+
+    pub async fn unblock(
+        &self,
+        caller: Caller,
+        admin: &AuthUser,
+        user_id: i64,
+    ) -> Result<UserSummary, IdentityError> {
+        let audit = AuditRecord {
+            actor_id: Some(admin.user_id),
+            actor: Some(admin.username.clone()),
+            action: "user.unblock",
+            target: Some(format!("user:{user_id}")),
+            source_ip: Some(caller.ip.to_string()),
+            details: json!({}),
+        };
+        let mut client = self.inner.database.client().await?;
+        let user = store::unblock_user(&mut client, user_id, &audit)
+            .await?
+            .ok_or_else(|| IdentityError::NotFound(format!("no user {user_id}")))?;
+        self.announce(
+            user.id,
+            UserAccess {
+                token_version: user.token_version,
+                blocked: false,
+            },
+        )
+        .await;
+        metrics::counter!("nodegrid_auth_events_total", "event" => "unblock").increment(1);
+        Ok(user.summary())
+    }
+
+    pub async fn audit_log(
+        &self,
+        filter: AuditFilter,
+        page: PageRequest,
+    ) -> Result<Page<AuditEntry>, IdentityError> {
+        let (page, per_page) = page.resolve()?;
+        let client = self.inner.database.client().await?;
+        let (entries, total) = store::list_audit(
+            &client,
+            &filter,
+            i64::from(per_page),
+            i64::from(page - 1) * i64::from(per_page),
+        )
+        .await?;
+        Ok(Page {
+            items: entries,
+            page,
+            per_page,
+            total,
+        })
+    }
+
+    /// Makes sure a user called `username` with `role` exists; creates it with `password` if
+    /// not. Returns whether it was created. An existing user keeps its password; one with
+    /// another role is an error.
+    pub async fn ensure_user(
+        &self,
+        username: &str,
+        password: &str,
+        role: Role,
+        source: &str,
+    ) -> Result<bool, IdentityError> {
+        let username = validate_username(username)?;
+        validate_password(password)?;
+        let client = self.inner.database.client().await?;
+        if let Some(existing) = store::user_by_username(&client, &username).await? {
+            if existing.role != role {
+                return Err(IdentityError::Validation(format!(
+                    "user {username:?} exists with role {}",
+                    existing.role
+                )));
+            }
+            return Ok(false);
+        }
+        drop(client);
+        let password_hash = self.hash_password(password.to_owned()).await?;
+        let client = self.inner.database.client().await?;
+        let Some(user) = store::insert_user(&client, &username, &password_hash, role, None).await?
+        else {
+            // Another instance created it at the same moment.
+            return Ok(false);
+        };
+        self.record(AuditRecord {
+            actor_id: None,
+            actor: Some("system".into()),
+            action: if role == Role::Admin {
+                "admin.create"
+            } else {
+                "user.register"
+            },
+            target: Some(user_target(&user)),
+            source_ip: None,
+            details: json!({"source": source, "role": role}),
+        })
+        .await?;
+        Ok(true)
+    }
+
+    /// Reloads the access gate from Postgres.
+    pub async fn reload_access(&self) -> Result<usize, IdentityError> {
+        let client = self.inner.database.client().await?;
+        let entries = store::revocations(&client).await?;
+        let count = entries.len();
+        self.inner
+            .gate
+            .replace_all(entries.into_iter().map(|(id, token_version, blocked)| {
+                (
+                    id,
+                    UserAccess {
+                        token_version,
+                        blocked,
+                    },
+                )
+            }));
+        Ok(count)
+    }
+
+    /// Applies a control event from any instance to this instance's access gate.
+    pub fn apply_control(&self, event: &ControlEvent) {
+        match *event {
+            ControlEvent::UserBlocked {
+                user_id,
+                token_version,
+            } => self.inner.gate.apply(
+                user_id,
+                UserAccess {
+                    token_version,
+                    blocked: true,
+                },
+            ),
+            ControlEvent::UserUnblocked {
+                user_id,
+                token_version,
+            } => self.inner.gate.apply(
+                user_id,
+                UserAccess {
+                    token_version,
+                    blocked: false,
+                },
+            ),
+            ControlEvent::Ping { .. } => {}
+        }
+    }
+
+    /// Updates this instance at once and tells the others.
+    async fn announce(&self, user_id: i64, access: UserAccess) {
+        self.inner.gate.apply(user_id, access);
+        let event = if access.blocked {
+            ControlEvent::UserBlocked {
+                user_id,
+                token_version: access.token_version,
+            }
+        } else {
+            ControlEvent::UserUnblocked {
+                user_id,
+                token_version: access.token_version,
+            }
+        };
+        let envelope = ControlEnvelope {
+            origin: self.inner.instance_id,
+            event,
+        };
+        // The change is committed; if Redis is down the other instances catch up on their next
+        // reload of the gate (after their reconnect, or on the periodic reload).
+        if let Err(error) = self.inner.bus.publish_control(&envelope).await {
+            tracing::warn!(%error, user_id, "could not publish an access change; instances will reload it");
+        }
+    }
+
+    async fn limit(
+        &self,
+        caller: Caller,
+        scope: &'static str,
+        username: Option<&str>,
+    ) -> Result<(), IdentityError> {
+        let ip = caller.ip.to_string();
+        let mut checks = vec![("ip", ip.clone(), self.inner.ip_rule)];
+        if let Some(username) = username {
+            checks.push(("user", username.to_lowercase(), self.inner.username_rule));
+        }
+        for (kind, key, rule) in checks {
+            let bucket = format!("{scope}:{kind}");
+            match self.inner.limiter.check(&bucket, &key, rule).await {
+                Ok(Decision::Allowed) => {}
+                Ok(Decision::Denied {
+                    retry_after,
+                    first_denial,
+                }) => {
+                    metrics::counter!("nodegrid_rate_limited_total", "scope" => scope, "key" => kind)
+                        .increment(1);
+                    // One audit entry per episode, so a flood cannot fill the log.
+                    if first_denial {
+                        self.record_quietly(AuditRecord {
+                            actor_id: None,
+                            actor: username.map(|name| truncate(name, 64)),
+                            action: "auth.rate_limited",
+                            target: Some(format!("{scope}:{kind}")),
+                            source_ip: Some(ip.clone()),
+                            details: json!({"retry_after_ms": retry_after.as_millis() as u64}),
+                        })
+                        .await;
+                    }
+                    return Err(IdentityError::RateLimited { retry_after });
+                }
+                Err(error) => {
+                    // Fail open: an unavailable Redis must not lock everyone out of logging in.
+                    metrics::counter!("nodegrid_rate_limit_errors_total").increment(1);
+                    tracing::warn!(%error, scope, "rate limiter unavailable; allowing the request");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn hash_password(&self, password: String) -> Result<String, IdentityError> {
+        let hasher = self.inner.passwords.clone();
+        tokio::task::spawn_blocking(move || hasher.hash(&password))
+            .await
+            .map_err(|error| IdentityError::Internal(error.to_string()))?
+            .map_err(|error| IdentityError::Internal(error.to_string()))
+    }
+
+    async fn check_password(
+        &self,
+        password: String,
+        user: Option<UserRow>,
+    ) -> Result<bool, IdentityError> {
+        let hasher = self.inner.passwords.clone();
+        tokio::task::spawn_blocking(move || match user {
+            Some(user) => hasher.verify(&password, &user.password_hash),
+            None => hasher.verify_decoy(&password),
+        })
+        .await
+        .map_err(|error| IdentityError::Internal(error.to_string()))
+    }
+
+    fn refresh_expiry(&self) -> Result<chrono::DateTime<Utc>, IdentityError> {
+        chrono::Duration::from_std(self.inner.refresh_ttl)
+            .map(|ttl| Utc::now() + ttl)
+            .map_err(|error| IdentityError::Internal(error.to_string()))
+    }
+
+    fn token_response(
+        &self,
+        user: &UserRow,
+        session_id: uuid::Uuid,
+        refresh_token: String,
+    ) -> Result<TokenResponse, IdentityError> {
+        let access_token = self
+            .inner
+            .tokens
+            .issue(&TokenSubject {
+                user_id: user.id,
+                username: user.username.clone(),
+                role: user.role,
+                token_version: user.token_version,
+                session_id,
+            })
+            .map_err(|error| IdentityError::Internal(error.to_string()))?;
+        Ok(TokenResponse {
+            access_token,
+            refresh_token,
+            token_type: "Bearer".to_owned(),
+            expires_in: self.inner.tokens.ttl().as_secs(),
+            user_id: user.id,
+            role: user.role,
+        })
+    }
+
+    async fn record(&self, record: AuditRecord) -> Result<(), IdentityError> {
+        let client = self.inner.database.client().await?;
+        store::insert_audit(&client, &record).await?;
+        Ok(())
+    }
+
+    /// For events on a path that already fails: a lost audit entry is logged and counted, and
+    /// the caller still gets its error.
+    async fn record_quietly(&self, record: AuditRecord) {
+        if let Err(error) = self.record(record.clone()).await {
+            metrics::counter!("nodegrid_audit_write_errors_total").increment(1);
+            tracing::error!(%error, action = record.action, "audit entry lost");
+        }
+    }
+}
+
+/// A username: 3 to 32 characters of `[A-Za-z0-9_.-]`, starting with a letter or digit.
+pub fn validate_username(username: &str) -> Result<String, IdentityError> {
+    let username = username.trim();
+    let valid_chars = username
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    let starts_well = username
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    if !(3..=32).contains(&username.len()) || !valid_chars || !starts_well {
+        return Err(IdentityError::Validation(
+            "username must be 3 to 32 characters of letters, digits, '_', '.', '-', starting with a letter or digit".into(),
+        ));
+    }
+    Ok(username.to_owned())
+}
+
+fn validate_password(password: &str) -> Result<(), IdentityError> {
+    let length = password.chars().count();
+    if !(8..=128).contains(&length) {
+        return Err(IdentityError::Validation(
+            "password must be 8 to 128 characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_device_id(device_id: &str) -> Result<String, IdentityError> {
+    let device_id = device_id.trim();
+    if device_id.is_empty() || device_id.len() > 128 || device_id.chars().any(char::is_control) {
+        return Err(IdentityError::Validation(
+            "device_id must be 1 to 128 printable characters".into(),
+        ));
+    }
+    Ok(device_id.to_owned())
+}
+
+fn identity_of(user: &UserRow) -> UserIdentity {
+    UserIdentity {
+        user_id: user.id,
+        username: user.username.clone(),
+        role: user.role,
+    }
+}
+
+fn user_target(user: &UserRow) -> String {
+    format!("user:{}", user.id)
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    text.chars().take(max_chars).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_are_checked_at_the_edge() {
+        assert_eq!(validate_username(" ada_l ").unwrap(), "ada_l");
+        for bad in ["ab", "-ada", "ada lovelace", "ädä", &"a".repeat(33)] {
+            assert!(validate_username(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(validate_password("short").is_err());
+        assert!(validate_password("long enough").is_ok());
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1001)), 2);
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+    }
+}

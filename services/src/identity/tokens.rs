@@ -1,0 +1,217 @@
+//! Access tokens (JWT, HS256) and refresh tokens (opaque, stored as hashes).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use nodegrid_protocol::auth::{AccessClaims, Role};
+use rand::RngCore as _;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+
+/// The secret used when none is configured, in development only. Production refuses it.
+pub const DEVELOPMENT_JWT_SECRET: &str = "nodegrid-development-secret-do-not-use-in-production";
+/// The shortest secret production accepts, in bytes.
+pub const MIN_PRODUCTION_SECRET_BYTES: usize = 32;
+/// Clock skew tolerated between the instance that issued a token and the one checking it.
+const LEEWAY_SECS: u64 = 5;
+
+/// Why a token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid")]
+    Invalid,
+}
+
+/// Signs and checks access tokens.
+#[derive(Clone)]
+pub struct AccessTokens {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    ttl: Duration,
+}
+
+/// What the server knows about a token holder, once the token is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSubject {
+    pub user_id: i64,
+    pub username: String,
+    pub role: Role,
+    pub token_version: i32,
+    pub session_id: uuid::Uuid,
+}
+
+impl AccessTokens {
+    pub fn new(secret: &SecretString, ttl: Duration) -> AccessTokens {
+        let bytes = secret.expose_secret().as_bytes();
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_aud = false;
+        validation.set_required_spec_claims(&["exp", "iat", "sub"]);
+        AccessTokens {
+            encoding: EncodingKey::from_secret(bytes),
+            decoding: DecodingKey::from_secret(bytes),
+            validation,
+            ttl,
+        }
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// A signed token for `subject`, valid for the configured lifetime from now.
+    pub fn issue(&self, subject: &TokenSubject) -> Result<String, jsonwebtoken::errors::Error> {
+        let now = unix_now();
+        self.issue_at(subject, now, now + self.ttl.as_secs())
+    }
+
+    /// A signed token with explicit times (tests use it for expired tokens).
+    pub fn issue_at(
+        &self,
+        subject: &TokenSubject,
+        issued_at: u64,
+        expires_at: u64,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let claims = AccessClaims {
+            sub: subject.user_id.to_string(),
+            name: subject.username.clone(),
+            role: subject.role,
+            iat: issued_at,
+            exp: expires_at,
+            jti: uuid::Uuid::new_v4().to_string(),
+            ver: subject.token_version,
+            sid: subject.session_id.to_string(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+    }
+
+    /// Checks signature, algorithm (HS256 only) and expiry; no IO.
+    pub fn verify(&self, token: &str) -> Result<TokenSubject, TokenError> {
+        let data = jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &self.validation)
+            .map_err(|error| match error.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid,
+            })?;
+        let claims = data.claims;
+        Ok(TokenSubject {
+            user_id: claims.sub.parse().map_err(|_| TokenError::Invalid)?,
+            username: claims.name,
+            role: claims.role,
+            token_version: claims.ver,
+            session_id: claims.sid.parse().map_err(|_| TokenError::Invalid)?,
+        })
+    }
+}
+
+/// A new refresh token: 256 random bits, base64url. Only its hash is stored.
+pub fn new_refresh_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The stored form of a refresh token. A fast hash is enough: the token has 256 bits of
+/// entropy, so it cannot be guessed from its hash.
+pub fn refresh_token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or(0)
+}
+
+/// Whether a secret is acceptable in production: long enough and not the development one.
+pub fn is_strong_secret(secret: &SecretString) -> bool {
+    let text = secret.expose_secret();
+    text.len() >= MIN_PRODUCTION_SECRET_BYTES && text != DEVELOPMENT_JWT_SECRET
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subject() -> TokenSubject {
+        TokenSubject {
+            user_id: 42,
+            username: "ada".into(),
+            role: Role::Consumer,
+            token_version: 3,
+            session_id: uuid::Uuid::new_v4(),
+        }
+    }
+
+    fn tokens(secret: &str) -> AccessTokens {
+        AccessTokens::new(&SecretString::from(secret), Duration::from_secs(3600))
+    }
+
+    #[test]
+    fn a_token_round_trips() {
+        let tokens = tokens("a-test-secret-that-is-long-enough!!");
+        let token = tokens.issue(&subject()).unwrap();
+        assert_eq!(
+            tokens.verify(&token).unwrap(),
+            subject_with(&tokens, &token)
+        );
+    }
+
+    fn subject_with(tokens: &AccessTokens, token: &str) -> TokenSubject {
+        tokens.verify(token).unwrap()
+    }
+
+    #[test]
+    fn expired_tampered_foreign_and_other_algorithms_are_refused() {
+        let tokens = tokens("a-test-secret-that-is-long-enough!!");
+        let now = unix_now();
+        let expired = tokens.issue_at(&subject(), now - 7200, now - 3600).unwrap();
+        assert_eq!(tokens.verify(&expired), Err(TokenError::Expired));
+
+        let token = tokens.issue(&subject()).unwrap();
+        let mut tampered = token.clone();
+        tampered.replace_range(tampered.len() - 4.., "AAAA");
+        assert_eq!(tokens.verify(&tampered), Err(TokenError::Invalid));
+
+        let foreign = self::tokens("another-secret-entirely-of-some-length")
+            .issue(&subject())
+            .unwrap();
+        assert_eq!(tokens.verify(&foreign), Err(TokenError::Invalid));
+
+        let claims = serde_json::json!({"sub": "42", "name": "ada", "role": "admin", "iat": now,
+            "exp": now + 60, "jti": "x", "ver": 3, "sid": uuid::Uuid::new_v4().to_string()});
+        let hs512 = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS512),
+            &claims,
+            &EncodingKey::from_secret(b"a-test-secret-that-is-long-enough!!"),
+        )
+        .unwrap();
+        assert_eq!(tokens.verify(&hs512), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn refresh_tokens_are_random_and_hashed() {
+        let first = new_refresh_token();
+        assert_eq!(first.len(), 43);
+        assert_ne!(first, new_refresh_token());
+        assert_eq!(refresh_token_hash(&first), refresh_token_hash(&first));
+        assert_eq!(refresh_token_hash(&first).len(), 32);
+    }
+
+    #[test]
+    fn weak_secrets_are_recognised() {
+        assert!(!is_strong_secret(&SecretString::from(
+            DEVELOPMENT_JWT_SECRET
+        )));
+        assert!(!is_strong_secret(&SecretString::from("short")));
+        assert!(is_strong_secret(&SecretString::from(
+            "0123456789abcdef0123456789abcdef"
+        )));
+    }
+}
