@@ -8,24 +8,32 @@
 //! close the pool.
 
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Addr;
+use actix::{Addr, Supervisor};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use metrics_exporter_prometheus::PrometheusHandle;
+use nodegrid_protocol::stream::close;
 use nodegrid_services::bus::{BusError, RedisBus};
 use nodegrid_services::config::Settings;
+use nodegrid_services::config::StreamLimits;
 use nodegrid_services::db::{Database, DbError};
 use nodegrid_services::identity::{Identity, IdentityError};
+use nodegrid_services::shared_state::SharedState;
+use nodegrid_services::streams::publisher::StreamPublisher;
+use nodegrid_services::streams::subscriptions::Subscriptions;
 use secrecy::ExposeSecret;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::access::AccessWatcher;
 use crate::bridge::{RedisBridge, ShutdownBridge};
 use crate::http;
+use crate::state_watcher::StateWatcher;
+use crate::stream::registry::{CloseAll, ConnectionRegistry, SocketRole};
+use crate::stream::report::ConnectionsReporter;
 use crate::telemetry;
 
 /// How often the Prometheus recorder drains its histograms' buffers.
@@ -44,6 +52,12 @@ pub struct AppState {
     pub ready_timeout: Duration,
     pub identity: Identity,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub bridge: Addr<RedisBridge>,
+    pub publisher: StreamPublisher,
+    pub subscriptions: Subscriptions,
+    pub producer_registry: Addr<ConnectionRegistry>,
+    pub session_registry: Addr<ConnectionRegistry>,
+    pub stream_limits: StreamLimits,
 }
 
 /// Why the application could not start.
@@ -62,6 +76,8 @@ pub enum StartError {
     Metrics(String),
     #[error("identity: {0}")]
     Identity(#[from] IdentityError),
+    #[error("cannot load {0}")]
+    SharedState(String),
 }
 
 /// Fires the graceful shutdown of one [`Application`]. Cheap to clone; firing twice is harmless.
@@ -143,7 +159,34 @@ impl Application {
         {
             tracing::info!(username = %username, "created the configured admin");
         }
-        AccessWatcher::start_supervised(identity.clone(), bridge.clone());
+        let subscriptions = Subscriptions::new(database.clone(), bus.clone(), instance_id);
+        let shared: Vec<Arc<dyn SharedState>> =
+            vec![Arc::new(identity.clone()), Arc::new(subscriptions.clone())];
+        for state in &shared {
+            state
+                .reload()
+                .await
+                .map_err(|error| StartError::SharedState(format!("{}: {error}", state.name())))?;
+        }
+        StateWatcher::start_supervised(shared, bridge.clone());
+        let producer_registry = ConnectionRegistry::start(
+            SocketRole::Producer,
+            instance_id.to_string(),
+            bridge.clone(),
+        );
+        let session_registry = ConnectionRegistry::start(
+            SocketRole::Consumer,
+            instance_id.to_string(),
+            bridge.clone(),
+        );
+        let reporter = ConnectionsReporter {
+            instance: instance_id.to_string(),
+            bus: bus.clone(),
+            producers: producer_registry.clone(),
+            sessions: session_registry.clone(),
+        };
+        Supervisor::start(move |_| reporter);
+        let publisher = StreamPublisher::new(bus.clone(), database.clone());
 
         let listener =
             TcpListener::bind(settings.http_addr).map_err(|source| StartError::Bind {
@@ -164,6 +207,12 @@ impl Application {
             ready_timeout: settings.ready_timeout,
             identity: identity.clone(),
             trusted_proxies: settings.trusted_proxies.clone(),
+            bridge: bridge.clone(),
+            publisher,
+            subscriptions: subscriptions.clone(),
+            producer_registry: producer_registry.clone(),
+            session_registry: session_registry.clone(),
+            stream_limits: settings.stream,
         });
         let max_body_bytes = settings.max_body_bytes;
         let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
@@ -189,8 +238,18 @@ impl Application {
             source,
         })?
         .shutdown_timeout(settings.shutdown_timeout.as_secs())
-        .shutdown_signal(async move {
-            let _ = shutdown_rx.wait_for(|stop| *stop).await;
+        .shutdown_signal({
+            let (producers, sessions) = (producer_registry.clone(), session_registry.clone());
+            async move {
+                let _ = shutdown_rx.wait_for(|stop| *stop).await;
+                // Sockets live until closed; close them first so the HTTP drain can finish.
+                for registry in [&producers, &sessions] {
+                    match registry.send(CloseAll(close::GOING_AWAY)).await {
+                        Ok(count) if count > 0 => tracing::info!(count, "closing sockets"),
+                        _ => {}
+                    }
+                }
+            }
         });
         if let Some(workers) = settings.http_workers {
             server = server.workers(workers);
@@ -248,6 +307,13 @@ impl Application {
         upkeep.abort();
         if let Err(error) = self.bridge.send(ShutdownBridge).await {
             tracing::warn!(%error, "RedisBridge did not acknowledge shutdown");
+        }
+        if let Err(error) = self
+            .bus
+            .remove_instance_report(&self.instance_id.to_string())
+            .await
+        {
+            tracing::debug!(%error, "could not withdraw the connections report");
         }
         self.bus.quit().await;
         self.database.close();

@@ -6,6 +6,7 @@
 //! [`RegisterControlListener`]. The subscriber client re-subscribes by itself after a reconnect.
 //! The bridge runs under `actix::Supervisor`, which restarts it, with its state, if it stops.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
+use crate::stream::{ConnectionId, Deliver, StreamItem, metrics as stream_metrics};
 use crate::telemetry::{
     ACTOR_RESTARTS_TOTAL, BUS_MESSAGES_LAGGED_TOTAL, CONTROL_EVENTS_INVALID_TOTAL,
     CONTROL_EVENTS_TOTAL, REDIS_RECONNECTS_TOTAL,
@@ -33,6 +35,46 @@ pub struct ControlMessage(pub Arc<ControlEnvelope>);
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct RegisterControlListener(pub Recipient<ControlMessage>);
+
+/// A local session wants a producer's messages. The bridge subscribes to the producer's channel
+/// when the first local session asks, and answers `ready` once Redis has confirmed it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SubscribeLocal {
+    pub producer_id: i64,
+    pub session: ConnectionId,
+    pub deliver: Recipient<Deliver>,
+    pub ready: Recipient<ChannelReady>,
+}
+
+/// A local session no longer wants a producer's messages; the last one to leave unsubscribes
+/// the channel.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UnsubscribeLocal {
+    pub producer_id: i64,
+    pub session: ConnectionId,
+}
+
+/// The producer's channel is subscribed: its messages reach the session from now on.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct ChannelReady {
+    pub producer_id: i64,
+}
+
+/// How many producer channels this instance is subscribed to (for tests and the admin view).
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct ProducerChannelCount;
+
+/// One producer channel and the local sessions that want it.
+#[derive(Default)]
+struct ProducerChannel {
+    sessions: HashMap<ConnectionId, Recipient<Deliver>>,
+    subscribed: bool,
+    waiting: Vec<Recipient<ChannelReady>>,
+}
 
 /// Adds a listener of subscriber reconnects: whatever it learned from the channel may have
 /// missed events while the connection was down, so it should reload.
@@ -60,6 +102,7 @@ pub struct RedisBridge {
     control_channel: String,
     listeners: Vec<Recipient<ControlMessage>>,
     reconnect_listeners: Vec<Recipient<BusReconnected>>,
+    producers: HashMap<i64, ProducerChannel>,
     control_subscribed: bool,
     shutting_down: bool,
 }
@@ -72,6 +115,7 @@ impl RedisBridge {
             control_channel,
             listeners: Vec::new(),
             reconnect_listeners: Vec::new(),
+            producers: HashMap::new(),
             control_subscribed: false,
             shutting_down: false,
         }
@@ -100,6 +144,66 @@ impl RedisBridge {
                 }
             })
             .spawn(ctx);
+    }
+
+    fn subscribe_producer(&mut self, producer_id: i64, ctx: &mut Context<Self>) {
+        let bus = self.bus.clone();
+        let channel = self.bus.keys().producer_channel(producer_id);
+        async move { bus.subscribe(&channel).await }
+            .into_actor(self)
+            .map(move |outcome, bridge, ctx| {
+                let Some(state) = bridge.producers.get_mut(&producer_id) else {
+                    // Nobody wants it any more; the unsubscribe that followed has been sent.
+                    return;
+                };
+                match outcome {
+                    Ok(()) => {
+                        state.subscribed = true;
+                        for ready in state.waiting.drain(..) {
+                            ready.do_send(ChannelReady { producer_id });
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(producer_id, %error, "producer channel subscription failed; retrying");
+                        if !bridge.shutting_down {
+                            ctx.run_later(SUBSCRIBE_RETRY, move |bridge, ctx| {
+                                if bridge
+                                    .producers
+                                    .get(&producer_id)
+                                    .is_some_and(|state| !state.subscribed)
+                                {
+                                    bridge.subscribe_producer(producer_id, ctx);
+                                }
+                            });
+                        }
+                    }
+                }
+            })
+            .spawn(ctx);
+    }
+
+    fn dispatch_stream(&mut self, producer_id: i64, message: &RedisMessage) {
+        let Some(state) = self.producers.get(&producer_id) else {
+            return;
+        };
+        let Some(text) = message.value.as_bytes_str() else {
+            metrics::counter!(CONTROL_EVENTS_INVALID_TOTAL).increment(1);
+            return;
+        };
+        let Ok(json) = bytestring::ByteString::try_from(text.into_inner()) else {
+            return;
+        };
+        let item = Arc::new(StreamItem::new(producer_id, json));
+        stream_metrics::STREAM.bus_messages.increment(1);
+        if let Some(ts) = item.ts_millis() {
+            let latency_ms = crate::stream::now_millis().saturating_sub(ts).max(0);
+            stream_metrics::STREAM
+                .delivery_seconds
+                .record(latency_ms as f64 / 1_000.0);
+        }
+        for deliver in state.sessions.values() {
+            deliver.do_send(Deliver(item.clone()));
+        }
     }
 
     fn dispatch_control(&mut self, message: &RedisMessage) {
@@ -156,9 +260,12 @@ impl StreamHandler<Result<RedisMessage, BroadcastStreamRecvError>> for RedisBrid
             Ok(message) if message.channel == self.control_channel.as_str() => {
                 self.dispatch_control(&message);
             }
-            Ok(message) => {
-                tracing::debug!(channel = %message.channel, "message on a channel nobody handles");
-            }
+            Ok(message) => match self.bus.keys().producer_of_channel(&message.channel) {
+                Some(producer_id) => self.dispatch_stream(producer_id, &message),
+                None => {
+                    tracing::debug!(channel = %message.channel, "message on a channel nobody handles");
+                }
+            },
             Err(BroadcastStreamRecvError::Lagged(missed)) => {
                 metrics::counter!(BUS_MESSAGES_LAGGED_TOTAL).increment(missed);
                 tracing::warn!(missed, "bridge fell behind its Redis subscriber");
@@ -194,6 +301,59 @@ impl Handler<RegisterControlListener> for RedisBridge {
     }
 }
 
+impl Handler<SubscribeLocal> for RedisBridge {
+    type Result = ();
+
+    fn handle(&mut self, message: SubscribeLocal, ctx: &mut Context<Self>) {
+        let state = self.producers.entry(message.producer_id).or_default();
+        let first = state.sessions.is_empty();
+        state.sessions.insert(message.session, message.deliver);
+        if state.subscribed {
+            message.ready.do_send(ChannelReady {
+                producer_id: message.producer_id,
+            });
+        } else {
+            state.waiting.push(message.ready);
+        }
+        if first {
+            self.subscribe_producer(message.producer_id, ctx);
+        }
+    }
+}
+
+impl Handler<UnsubscribeLocal> for RedisBridge {
+    type Result = ();
+
+    fn handle(&mut self, message: UnsubscribeLocal, ctx: &mut Context<Self>) {
+        let Some(state) = self.producers.get_mut(&message.producer_id) else {
+            return;
+        };
+        state.sessions.remove(&message.session);
+        if !state.sessions.is_empty() {
+            return;
+        }
+        self.producers.remove(&message.producer_id);
+        let bus = self.bus.clone();
+        let channel = self.bus.keys().producer_channel(message.producer_id);
+        ctx.spawn(
+            async move {
+                if let Err(error) = bus.unsubscribe(&channel).await {
+                    tracing::debug!(%error, channel, "producer channel unsubscribe failed");
+                }
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+impl Handler<ProducerChannelCount> for RedisBridge {
+    type Result = usize;
+
+    fn handle(&mut self, _: ProducerChannelCount, _: &mut Context<Self>) -> usize {
+        self.producers.len()
+    }
+}
+
 impl Handler<RegisterReconnectListener> for RedisBridge {
     type Result = ();
 
@@ -217,6 +377,7 @@ impl Handler<ShutdownBridge> for RedisBridge {
         self.shutting_down = true;
         self.listeners.clear();
         self.reconnect_listeners.clear();
+        self.producers.clear();
         let bus = self.bus.clone();
         let channel = self.control_channel.clone();
         Box::pin(

@@ -5,7 +5,9 @@
 //!
 //! - [`app`]: [`app::Application`] builds everything from [`Settings`](nodegrid_services::config::Settings),
 //!   binds the listener, runs until told to stop, and shuts down in order.
-//! - [`access`]: the [`access::AccessWatcher`] actor that keeps the access gate current.
+//! - [`state_watcher`]: the [`state_watcher::StateWatcher`] actor that keeps the in-memory
+//!   shared state (access gate, subscription index) current.
+//! - [`stream`]: producer connections, consumer sessions, their registries and routes.
 //! - [`bridge`]: the [`bridge::RedisBridge`] actor that owns the Redis subscriber and dispatches
 //!   the control channel to the actors that registered for it.
 //! - [`http`]: routes, the JSON error type, and the request-observing middleware.
@@ -14,8 +16,9 @@
 //! **Architecture invariant:** only this crate knows actix. It talks to Postgres and Redis
 //! through `nodegrid-services`, never directly.
 
-pub mod access;
 pub mod app;
 pub mod bridge;
 pub mod http;
+pub mod state_watcher;
+pub mod stream;
 pub mod telemetry;

@@ -72,6 +72,18 @@ fn install_recorder() -> Result<PrometheusHandle, String> {
                 LATENCY_BUCKETS,
             )
         })
+        .and_then(|builder| {
+            builder.set_buckets_for_metric(
+                Matcher::Full(crate::stream::metrics::PUBLISH_SECONDS.to_owned()),
+                LATENCY_BUCKETS,
+            )
+        })
+        .and_then(|builder| {
+            builder.set_buckets_for_metric(
+                Matcher::Full(crate::stream::metrics::DELIVERY_SECONDS.to_owned()),
+                LATENCY_BUCKETS,
+            )
+        })
         .map_err(|error| error.to_string())?
         .build_recorder();
     let handle = recorder.handle();
@@ -137,6 +149,7 @@ fn describe_metrics() {
         "Restarts of supervised actors, by actor."
     );
     describe_gauge!(BUILD_INFO, "Always 1; the version label names the build.");
+    crate::stream::metrics::describe();
     describe_gauge!(
         "nodegrid_lease_leader",
         "1 while this instance holds the named leader lease, else 0."

@@ -28,6 +28,13 @@ pub enum ControlEvent {
     UserBlocked { user_id: i64, token_version: i32 },
     /// An admin unblocked the user; tokens older than `token_version` stay refused.
     UserUnblocked { user_id: i64, token_version: i32 },
+    /// A subscription was created (`active`) or removed: instances update their subscriber
+    /// counts and the live sessions of `consumer_id`.
+    SubscriptionChanged {
+        consumer_id: i64,
+        producer_id: i64,
+        active: bool,
+    },
 }
 
 impl ControlEvent {
@@ -37,6 +44,7 @@ impl ControlEvent {
             ControlEvent::Ping { .. } => "ping",
             ControlEvent::UserBlocked { .. } => "user_blocked",
             ControlEvent::UserUnblocked { .. } => "user_unblocked",
+            ControlEvent::SubscriptionChanged { .. } => "subscription_changed",
         }
     }
 }

@@ -20,8 +20,10 @@ pub enum ErrorCode {
     BadRequest,
     /// The request is well formed but a field breaks a rule.
     ValidationFailed,
-    /// No route answers this path.
+    /// No route answers this path, or the thing it names does not exist.
     NotFound,
+    /// The producer named in the request does not exist.
+    ProducerNotFound,
     /// The route exists but not for this method.
     MethodNotAllowed,
     /// The body is larger than the configured limit.
@@ -49,7 +51,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthenticated,
         ErrorCode::InvalidCredentials,
@@ -61,6 +63,7 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::ValidationFailed,
         ErrorCode::NotFound,
+        ErrorCode::ProducerNotFound,
         ErrorCode::MethodNotAllowed,
         ErrorCode::PayloadTooLarge,
         ErrorCode::NotReady,
@@ -73,6 +76,7 @@ impl ErrorCode {
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::ValidationFailed => "validation_failed",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::ProducerNotFound => "producer_not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::Unauthenticated => "unauthenticated",
@@ -99,7 +103,7 @@ impl ErrorCode {
             ErrorCode::Forbidden | ErrorCode::UserBlocked => 403,
             ErrorCode::UsernameTaken => 409,
             ErrorCode::RateLimited => 429,
-            ErrorCode::NotFound => 404,
+            ErrorCode::NotFound | ErrorCode::ProducerNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::NotReady => 503,

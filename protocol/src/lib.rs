@@ -5,6 +5,7 @@
 //! - [`auth`]: identity: users, tokens, roles, the admin views, the audit log.
 //! - [`error`]: the JSON error body every HTTP error answers with, and the stable codes in it.
 //! - [`health`]: the bodies of `/health` and `/ready`.
+//! - [`stream`]: the WebSocket frames, subscription bodies and the admin connections view.
 //! - [`control`]: the events that travel on a deployment's Redis control channel, so that a
 //!   change made on one instance takes effect on all of them.
 //!
@@ -15,3 +16,4 @@ pub mod auth;
 pub mod control;
 pub mod error;
 pub mod health;
+pub mod stream;

@@ -10,7 +10,10 @@
 
 use std::time::Duration;
 
-use fred::prelude::{ClientLike, Config, EventInterface, PubsubInterface, ReconnectPolicy, Server};
+use fred::prelude::{
+    ClientLike, Config, EventInterface, Expiration, KeysInterface, PubsubInterface,
+    ReconnectPolicy, Server, SetsInterface,
+};
 use fred::types::Builder;
 use nodegrid_protocol::control::ControlEnvelope;
 
@@ -57,6 +60,35 @@ impl RedisKeys {
     /// The channel that every instance listens to for deployment-wide changes.
     pub fn control_channel(&self) -> String {
         format!("{}:control", self.prefix)
+    }
+
+    /// The channel a producer's messages are published on.
+    pub fn producer_channel(&self, producer_id: i64) -> String {
+        format!("{}:p:{producer_id}", self.prefix)
+    }
+
+    /// The producer id of a channel named by [`Self::producer_channel`].
+    pub fn producer_of_channel(&self, channel: &str) -> Option<i64> {
+        channel
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(":p:")?
+            .parse()
+            .ok()
+    }
+
+    /// The counter of a producer's sequence numbers.
+    pub fn producer_seq(&self, producer_id: i64) -> String {
+        format!("{}:seq:{producer_id}", self.prefix)
+    }
+
+    /// The key where an instance reports its live connections.
+    pub fn instance_connections(&self, instance_id: &str) -> String {
+        format!("{}:connections:{instance_id}", self.prefix)
+    }
+
+    /// The set of instances that report connections.
+    pub fn instances(&self) -> String {
+        format!("{}:instances", self.prefix)
     }
 
     /// The key that holds the named leader lease, and the counter of its fencing tokens.
@@ -160,6 +192,67 @@ impl RedisBus {
     /// One item per successful reconnect of the subscriber connection.
     pub fn subscriber_reconnects(&self) -> tokio::sync::broadcast::Receiver<Server> {
         self.subscriber.reconnect_rx()
+    }
+
+    /// Stores this instance's report of its live connections, for `ttl`.
+    pub async fn put_instance_report(
+        &self,
+        instance_id: &str,
+        report: &str,
+        ttl: Duration,
+    ) -> Result<(), BusError> {
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        let _: () = self
+            .publisher
+            .set(
+                self.keys.instance_connections(instance_id),
+                report,
+                Some(Expiration::PX(ttl_ms)),
+                None,
+                false,
+            )
+            .await?;
+        let _: i64 = self
+            .publisher
+            .sadd(self.keys.instances(), instance_id)
+            .await?;
+        Ok(())
+    }
+
+    /// Every instance's latest report, `(instance id, report)`; instances whose report expired
+    /// are forgotten.
+    pub async fn instance_reports(&self) -> Result<Vec<(String, String)>, BusError> {
+        let instances: Vec<String> = self.publisher.smembers(self.keys.instances()).await?;
+        let mut reports = Vec::with_capacity(instances.len());
+        for instance in instances {
+            let report: Option<String> = self
+                .publisher
+                .get(self.keys.instance_connections(&instance))
+                .await?;
+            match report {
+                Some(report) => reports.push((instance, report)),
+                None => {
+                    let _: i64 = self
+                        .publisher
+                        .srem(self.keys.instances(), &instance)
+                        .await?;
+                }
+            }
+        }
+        Ok(reports)
+    }
+
+    /// Withdraws this instance's report (at shutdown).
+    pub async fn remove_instance_report(&self, instance_id: &str) -> Result<(), BusError> {
+        let _: i64 = self
+            .publisher
+            .del(self.keys.instance_connections(instance_id))
+            .await?;
+        let _: i64 = self
+            .publisher
+            .srem(self.keys.instances(), instance_id)
+            .await?;
+        Ok(())
     }
 
     /// Closes both connections.

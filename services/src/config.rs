@@ -35,6 +35,32 @@ const DEFAULT_AUTH_IP_PER_MINUTE: u32 = 60;
 const DEFAULT_AUTH_IP_BURST: u32 = 30;
 const DEFAULT_AUTH_USERNAME_PER_MINUTE: u32 = 10;
 const DEFAULT_AUTH_USERNAME_BURST: u32 = 10;
+const DEFAULT_WS_MAX_FRAME_BYTES: usize = 64 * 1024;
+const DEFAULT_PRODUCER_RATE_PER_SEC: u32 = 100;
+const DEFAULT_PRODUCER_BURST: u32 = 200;
+const DEFAULT_CONSUMER_BUFFER_MESSAGES: usize = 1_000;
+const DEFAULT_CONSUMER_BUFFER_BYTES: u64 = 1024 * 1024;
+const DEFAULT_WS_PING_INTERVAL_SECS: u64 = 25;
+const DEFAULT_WS_IDLE_TIMEOUT_SECS: u64 = 60;
+
+/// The limits of the streaming sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Frames larger than this get a `too_large` error and are dropped.
+    pub max_frame_bytes: usize,
+    /// Sustained data messages per second per producer connection.
+    pub producer_rate_per_sec: u32,
+    /// Burst of the same.
+    pub producer_burst: u32,
+    /// Frames a socket may have waiting to be written before it is closed as slow.
+    pub buffer_messages: usize,
+    /// Bytes of the same.
+    pub buffer_bytes: u64,
+    /// How often the server pings each socket.
+    pub ping_interval: Duration,
+    /// A socket silent (no frame, no pong) this long is closed.
+    pub idle_timeout: Duration,
+}
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
@@ -167,6 +193,36 @@ pub struct ServeOptions {
     /// [default: none: the peer address is the client].
     #[arg(long, env = "NODEGRID_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Option<Vec<String>>,
+
+    /// Largest accepted WebSocket frame, in bytes; larger ones get `too_large` [default: 65536].
+    #[arg(long, env = "NODEGRID_WS_MAX_FRAME_BYTES")]
+    pub ws_max_frame_bytes: Option<usize>,
+
+    /// Sustained data messages per second per producer connection [default: 100].
+    #[arg(long, env = "NODEGRID_PRODUCER_RATE_PER_SEC")]
+    pub producer_rate_per_sec: Option<u32>,
+
+    /// Burst of data messages per producer connection [default: 200].
+    #[arg(long, env = "NODEGRID_PRODUCER_BURST")]
+    pub producer_burst: Option<u32>,
+
+    /// Frames a socket may have waiting to be written before it is closed with 4008
+    /// slow_consumer [default: 1000].
+    #[arg(long, env = "NODEGRID_CONSUMER_BUFFER_MESSAGES")]
+    pub consumer_buffer_messages: Option<usize>,
+
+    /// Bytes a socket may have waiting to be written before it is closed with 4008
+    /// slow_consumer [default: 1048576].
+    #[arg(long, env = "NODEGRID_CONSUMER_BUFFER_BYTES")]
+    pub consumer_buffer_bytes: Option<u64>,
+
+    /// Seconds between the server's pings on each socket [default: 25].
+    #[arg(long, env = "NODEGRID_WS_PING_INTERVAL_SECS")]
+    pub ws_ping_interval_secs: Option<u64>,
+
+    /// Seconds without a frame or pong after which a socket is closed [default: 60].
+    #[arg(long, env = "NODEGRID_WS_IDLE_TIMEOUT_SECS")]
+    pub ws_idle_timeout_secs: Option<u64>,
 }
 
 /// Resolved settings: every option has its value.
@@ -193,6 +249,7 @@ pub struct Settings {
     pub auth_ip_rule: RateRule,
     pub auth_username_rule: RateRule,
     pub trusted_proxies: Vec<IpNet>,
+    pub stream: StreamLimits,
 }
 
 /// Settings that cannot be used.
@@ -264,6 +321,15 @@ impl ServeOptions {
                 .or(lower.auth_username_per_minute),
             auth_username_burst: self.auth_username_burst.or(lower.auth_username_burst),
             trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
+            ws_max_frame_bytes: self.ws_max_frame_bytes.or(lower.ws_max_frame_bytes),
+            producer_rate_per_sec: self.producer_rate_per_sec.or(lower.producer_rate_per_sec),
+            producer_burst: self.producer_burst.or(lower.producer_burst),
+            consumer_buffer_messages: self
+                .consumer_buffer_messages
+                .or(lower.consumer_buffer_messages),
+            consumer_buffer_bytes: self.consumer_buffer_bytes.or(lower.consumer_buffer_bytes),
+            ws_ping_interval_secs: self.ws_ping_interval_secs.or(lower.ws_ping_interval_secs),
+            ws_idle_timeout_secs: self.ws_idle_timeout_secs.or(lower.ws_idle_timeout_secs),
         }
     }
 
@@ -342,6 +408,29 @@ impl ServeOptions {
                 .iter()
                 .map(|text| parse_proxy(text))
                 .collect::<Result<_, _>>()?,
+            stream: StreamLimits {
+                max_frame_bytes: self
+                    .ws_max_frame_bytes
+                    .unwrap_or(DEFAULT_WS_MAX_FRAME_BYTES),
+                producer_rate_per_sec: self
+                    .producer_rate_per_sec
+                    .unwrap_or(DEFAULT_PRODUCER_RATE_PER_SEC),
+                producer_burst: self.producer_burst.unwrap_or(DEFAULT_PRODUCER_BURST),
+                buffer_messages: self
+                    .consumer_buffer_messages
+                    .unwrap_or(DEFAULT_CONSUMER_BUFFER_MESSAGES),
+                buffer_bytes: self
+                    .consumer_buffer_bytes
+                    .unwrap_or(DEFAULT_CONSUMER_BUFFER_BYTES),
+                ping_interval: Duration::from_secs(
+                    self.ws_ping_interval_secs
+                        .unwrap_or(DEFAULT_WS_PING_INTERVAL_SECS),
+                ),
+                idle_timeout: Duration::from_secs(
+                    self.ws_idle_timeout_secs
+                        .unwrap_or(DEFAULT_WS_IDLE_TIMEOUT_SECS),
+                ),
+            },
         };
         settings.validate()?;
         Ok(settings)
@@ -386,6 +475,20 @@ impl Settings {
             return Err(ConfigError::Invalid {
                 name: "access_token_ttl_secs",
                 reason: "token lifetimes must be at least 1 second".into(),
+            });
+        }
+        let stream = &self.stream;
+        if stream.max_frame_bytes == 0
+            || stream.producer_rate_per_sec == 0
+            || stream.producer_burst == 0
+            || stream.buffer_messages == 0
+            || stream.buffer_bytes == 0
+            || stream.ping_interval.is_zero()
+            || stream.idle_timeout <= stream.ping_interval
+        {
+            return Err(ConfigError::Invalid {
+                name: "ws limits",
+                reason: "stream limits must be positive and the idle timeout longer than the ping interval".into(),
             });
         }
         if self.admin_username.is_some() != self.admin_password.is_some() {

@@ -6,6 +6,10 @@
 //! - [`config`]: the server's settings, from flags, environment variables and a TOML file.
 //! - [`db`]: the Postgres pool, start-up checks and migrations.
 //! - [`bus`]: the Redis connections (publisher and dedicated subscriber) and the key scheme.
+//! - [`identity`]: users, tokens, blocks, the audit log.
+//! - [`streams`]: subscriptions and the stream publisher.
+//! - [`shared_state`]: in-memory state that control events keep current on every instance.
+//! - [`ratelimit`]: token buckets in Redis.
 //! - [`lease`]: the leader lease that makes once-only work happen on exactly one instance.
 //!
 //! **Architecture invariant:** only this crate talks to Postgres and Redis, and it knows nothing
@@ -17,3 +21,5 @@ pub mod db;
 pub mod identity;
 pub mod lease;
 pub mod ratelimit;
+pub mod shared_state;
+pub mod streams;

@@ -17,3 +17,5 @@ mod lease;
 mod migrations;
 mod probes;
 mod shutdown;
+mod streaming;
+mod ws;

@@ -20,6 +20,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .service(get_only("/metrics", probes::metrics))
         .configure(identity::routes)
         .configure(admin::routes)
+        .configure(crate::stream::routes::routes)
         .configure(openapi::routes);
 }
 

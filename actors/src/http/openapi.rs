@@ -6,6 +6,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::http::{admin, identity};
+use crate::stream::routes as stream;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,11 +21,18 @@ use crate::http::{admin, identity};
         admin::block_user,
         admin::unblock_user,
         admin::audit_log,
+        stream::subscribe,
+        stream::unsubscribe,
+        stream::unsubscribe_by_body,
+        stream::subscriptions_of,
+        stream::subscribers_of,
+        stream::connections,
     ),
     modifiers(&BearerAuth),
     tags(
         (name = "auth", description = "Accounts and tokens (Motience-compatible)"),
-        (name = "admin", description = "Users, blocks and the audit log; admins only"),
+        (name = "admin", description = "Users, blocks, the audit log, live connections; admins only"),
+        (name = "streams", description = "Durable subscriptions (Motience-compatible); the sockets are /producer and /consumer"),
     )
 )]
 pub struct ApiDoc;

@@ -600,6 +600,11 @@ impl Identity {
         Ok(true)
     }
 
+    /// Whether a user is blocked right now, as this instance knows it. No IO.
+    pub fn is_blocked(&self, user_id: i64) -> bool {
+        self.inner.gate.check(user_id, i32::MAX) == Err(Refusal::Blocked)
+    }
+
     /// Reloads the access gate from Postgres.
     pub async fn reload_access(&self) -> Result<usize, IdentityError> {
         let client = self.inner.database.client().await?;
@@ -642,7 +647,7 @@ impl Identity {
                     blocked: false,
                 },
             ),
-            ControlEvent::Ping { .. } => {}
+            ControlEvent::Ping { .. } | ControlEvent::SubscriptionChanged { .. } => {}
         }
     }
 
@@ -839,6 +844,25 @@ fn user_target(user: &UserRow) -> String {
 
 fn truncate(text: &str, max_chars: usize) -> String {
     text.chars().take(max_chars).collect()
+}
+
+impl crate::shared_state::SharedState for Identity {
+    fn name(&self) -> &'static str {
+        "access_gate"
+    }
+
+    fn apply(&self, event: &ControlEvent) {
+        self.apply_control(event);
+    }
+
+    fn reload(&self) -> futures_util::future::BoxFuture<'static, Result<usize, String>> {
+        let this = self.clone();
+        Box::pin(async move {
+            this.reload_access()
+                .await
+                .map_err(|error| error.to_string())
+        })
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,96 @@
+//! The streaming metrics. Handles are created once, so the hot path only bumps atomics.
+
+use std::sync::LazyLock;
+
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use nodegrid_protocol::stream::StreamErrorCode;
+
+pub const CONNECTIONS: &str = "nodegrid_ws_connections";
+pub const FRAMES_IN: &str = "nodegrid_ws_frames_in_total";
+pub const FRAMES_OUT: &str = "nodegrid_ws_frames_out_total";
+pub const BYTES_IN: &str = "nodegrid_ws_bytes_in_total";
+pub const BYTES_OUT: &str = "nodegrid_ws_bytes_out_total";
+pub const ERRORS: &str = "nodegrid_ws_errors_total";
+pub const CLOSES: &str = "nodegrid_ws_closes_total";
+pub const PUBLISH_SECONDS: &str = "nodegrid_stream_publish_duration_seconds";
+pub const DELIVERY_SECONDS: &str = "nodegrid_stream_delivery_latency_seconds";
+pub const BUS_MESSAGES: &str = "nodegrid_stream_bus_messages_total";
+
+pub struct RoleMetrics {
+    pub connections: Gauge,
+    pub frames_in: Counter,
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+}
+
+impl RoleMetrics {
+    fn new(role: &'static str) -> RoleMetrics {
+        RoleMetrics {
+            connections: gauge!(CONNECTIONS, "role" => role),
+            frames_in: counter!(FRAMES_IN, "role" => role),
+            bytes_in: counter!(BYTES_IN, "role" => role),
+            bytes_out: counter!(BYTES_OUT, "role" => role),
+        }
+    }
+}
+
+pub struct StreamMetrics {
+    pub producer: RoleMetrics,
+    pub consumer: RoleMetrics,
+    pub acks: Counter,
+    pub data_out: Counter,
+    pub publish_seconds: Histogram,
+    pub delivery_seconds: Histogram,
+    pub bus_messages: Counter,
+}
+
+pub static STREAM: LazyLock<StreamMetrics> = LazyLock::new(|| StreamMetrics {
+    producer: RoleMetrics::new("producer"),
+    consumer: RoleMetrics::new("consumer"),
+    acks: counter!(FRAMES_OUT, "role" => "producer", "type" => "ack"),
+    data_out: counter!(FRAMES_OUT, "role" => "consumer", "type" => "data"),
+    publish_seconds: histogram!(PUBLISH_SECONDS),
+    delivery_seconds: histogram!(DELIVERY_SECONDS),
+    bus_messages: counter!(BUS_MESSAGES),
+});
+
+/// Counts an error frame sent on a socket (a rare path: no cached handle).
+pub fn error(role: &'static str, code: StreamErrorCode) {
+    counter!(ERRORS, "role" => role, "code" => code.as_str()).increment(1);
+}
+
+/// Counts a close the server initiated, by reason.
+pub fn closed(role: &'static str, reason: &'static str) {
+    counter!(CLOSES, "role" => role, "reason" => reason).increment(1);
+}
+
+pub fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(CONNECTIONS, "Open WebSocket connections, by role.");
+    describe_counter!(FRAMES_IN, "Frames received on sockets, by role.");
+    describe_counter!(
+        FRAMES_OUT,
+        "Frames sent on sockets, by role and type (ack, data)."
+    );
+    describe_counter!(BYTES_IN, Unit::Bytes, "Bytes received on sockets, by role.");
+    describe_counter!(BYTES_OUT, Unit::Bytes, "Bytes queued to sockets, by role.");
+    describe_counter!(ERRORS, "Error frames sent, by role and code.");
+    describe_counter!(
+        CLOSES,
+        "Connections the server closed, by role and reason (slow_consumer, user_blocked, idle_timeout, too_many_errors, too_large, server_shutdown)."
+    );
+    describe_histogram!(
+        PUBLISH_SECONDS,
+        Unit::Seconds,
+        "Time to stamp and publish one producer message on Redis."
+    );
+    describe_histogram!(
+        DELIVERY_SECONDS,
+        Unit::Seconds,
+        "From a message's server timestamp to its arrival at this instance's fan-out."
+    );
+    describe_counter!(
+        BUS_MESSAGES,
+        "Producer messages received from Redis for local fan-out."
+    );
+}

@@ -1,0 +1,290 @@
+//! The socket upgrades (`/producer`, `/consumer`), the subscription REST API, and the admin
+//! view of live connections.
+
+use actix::{Actor, Addr};
+use actix_web::{HttpRequest, HttpResponse, web};
+use nodegrid_protocol::auth::Role;
+use nodegrid_protocol::error::{ErrorBody, ErrorCode};
+use nodegrid_protocol::stream::{
+    ConnectionsResponse, SubscribeRequest, SubscribeResponse, SubscribersResponse,
+    SubscriptionsResponse, UnsubscribeResponse,
+};
+use nodegrid_services::identity::AuthUser;
+use nodegrid_services::streams::subscriptions::SubscriptionError;
+
+use crate::app::AppState;
+use crate::http::auth::{Admin, Authenticated};
+use crate::http::error::ApiError;
+use crate::http::resource;
+use crate::stream::consumer::{ConsumerParts, ConsumerSession};
+use crate::stream::outbox::Outbox;
+use crate::stream::producer::{ProducerConnection, ProducerParts};
+use crate::stream::report;
+
+/// The WebSocket codec's own limit, past which a frame closes the socket (1009): well above
+/// the configured frame limit, which answers `too_large` and keeps the socket open.
+fn hard_frame_limit(max_frame_bytes: usize) -> usize {
+    max_frame_bytes.saturating_mul(16).max(1024 * 1024)
+}
+
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .service(resource("/producer").route(web::get().to(producer_socket)))
+        .service(resource("/consumer").route(web::get().to(consumer_socket)))
+        .service(
+            resource("/api/subscribe")
+                .route(web::post().to(subscribe))
+                .route(web::delete().to(unsubscribe_by_body)),
+        )
+        .service(resource("/api/subscribe/{producer_id}").route(web::delete().to(unsubscribe)))
+        .service(resource("/api/unsubscribe").route(web::delete().to(unsubscribe_by_body)))
+        .service(
+            resource("/api/subscriptions/{consumer_id}").route(web::get().to(subscriptions_of)),
+        )
+        .service(resource("/api/subscribers/{producer_id}").route(web::get().to(subscribers_of)))
+        .service(resource("/api/admin/connections").route(web::get().to(connections)));
+}
+
+fn require_role(user: &AuthUser, role: Role) -> Result<(), ApiError> {
+    if user.role == role {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("this route is for {role}s"),
+        ))
+    }
+}
+
+fn open_socket(
+    request: &HttpRequest,
+    body: web::Payload,
+    state: &AppState,
+) -> Result<(HttpResponse, Outbox, actix_ws::AggregatedMessageStream), ApiError> {
+    let limits = state.stream_limits;
+    let (response, session, stream) = actix_ws::handle(request, body)
+        .map_err(|error| ApiError::bad_request(format!("not a WebSocket upgrade: {error}")))?;
+    let hard_limit = hard_frame_limit(limits.max_frame_bytes);
+    let stream = stream
+        .max_frame_size(hard_limit)
+        .aggregate_continuations()
+        .max_continuation_size(hard_limit);
+    let outbox = Outbox::start(session, limits.buffer_messages, limits.buffer_bytes);
+    Ok((response, outbox, stream))
+}
+
+/// `GET /producer`: a producer's socket. The token comes as `Authorization: Bearer` or
+/// `?token=`; a bad token or another role is refused before the upgrade.
+pub async fn producer_socket(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    body: web::Payload,
+    user: Authenticated,
+) -> Result<HttpResponse, ApiError> {
+    let user = user.0;
+    require_role(&user, Role::Producer)?;
+    let seq_floor = state
+        .publisher
+        .seq_floor(user.user_id)
+        .await
+        .map_err(ApiError::internal)?;
+    let (response, outbox, stream) = open_socket(&request, body, &state)?;
+    ProducerConnection::new(ProducerParts {
+        user,
+        outbox,
+        stream,
+        publisher: state.publisher.clone(),
+        subscriptions: state.subscriptions.clone(),
+        registry: state.producer_registry.clone(),
+        limits: state.stream_limits,
+        seq_floor,
+    })
+    .start();
+    Ok(response)
+}
+
+/// `GET /consumer`: a consumer's socket; it receives every producer the consumer subscribes to,
+/// and changes take effect on the open socket.
+pub async fn consumer_socket(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    body: web::Payload,
+    user: Authenticated,
+) -> Result<HttpResponse, ApiError> {
+    let user = user.0;
+    require_role(&user, Role::Consumer)?;
+    let (response, outbox, stream) = open_socket(&request, body, &state)?;
+    let _: Addr<ConsumerSession> = ConsumerSession::new(ConsumerParts {
+        user,
+        outbox,
+        stream,
+        bridge: state.bridge.clone(),
+        registry: state.session_registry.clone(),
+        subscriptions: state.subscriptions.clone(),
+        limits: state.stream_limits,
+    })
+    .start();
+    Ok(response)
+}
+
+impl From<SubscriptionError> for ApiError {
+    fn from(error: SubscriptionError) -> ApiError {
+        match error {
+            SubscriptionError::ProducerNotFound(producer_id) => ApiError::new(
+                ErrorCode::ProducerNotFound,
+                format!("no producer {producer_id}"),
+            ),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+/// Subscribes the calling consumer to a producer; open sockets of the consumer, on any
+/// instance, start receiving it.
+#[utoipa::path(post, path = "/api/subscribe", tag = "streams",
+    request_body = SubscribeRequest,
+    responses(
+        (status = 201, description = "Subscribed", body = SubscribeResponse),
+        (status = 200, description = "Already subscribed", body = SubscribeResponse),
+        (status = 403, description = "`forbidden`: not a consumer", body = ErrorBody),
+        (status = 404, description = "`producer_not_found`", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn subscribe(
+    state: web::Data<AppState>,
+    user: Authenticated,
+    body: web::Json<SubscribeRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let user = user.0;
+    require_role(&user, Role::Consumer)?;
+    let producer_id = body.producer_id;
+    let created = state
+        .subscriptions
+        .subscribe(user.user_id, producer_id)
+        .await?;
+    let body = SubscribeResponse {
+        consumer_id: user.user_id,
+        producer_id,
+        created,
+    };
+    Ok(if created {
+        HttpResponse::Created().json(body)
+    } else {
+        HttpResponse::Ok().json(body)
+    })
+}
+
+async fn unsubscribe_producer(
+    state: &AppState,
+    user: &AuthUser,
+    producer_id: i64,
+) -> Result<HttpResponse, ApiError> {
+    require_role(user, Role::Consumer)?;
+    let removed = state
+        .subscriptions
+        .unsubscribe(user.user_id, producer_id)
+        .await?;
+    Ok(HttpResponse::Ok().json(UnsubscribeResponse {
+        consumer_id: user.user_id,
+        producer_id,
+        removed,
+    }))
+}
+
+/// Unsubscribes the calling consumer; delivery to its open sockets stops.
+#[utoipa::path(delete, path = "/api/subscribe/{producer_id}", tag = "streams",
+    params(("producer_id" = i64, Path, description = "The producer")),
+    responses(
+        (status = 200, description = "Done (`removed` says whether it existed)", body = UnsubscribeResponse),
+        (status = 403, description = "`forbidden`: not a consumer", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn unsubscribe(
+    state: web::Data<AppState>,
+    user: Authenticated,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    unsubscribe_producer(&state, &user.0, path.into_inner()).await
+}
+
+/// Motience's form of the same: `DELETE /api/unsubscribe` with `{"producer_id"}`.
+#[utoipa::path(delete, path = "/api/unsubscribe", tag = "streams",
+    request_body = SubscribeRequest,
+    responses(
+        (status = 200, description = "Done (`removed` says whether it existed)", body = UnsubscribeResponse),
+        (status = 403, description = "`forbidden`: not a consumer", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn unsubscribe_by_body(
+    state: web::Data<AppState>,
+    user: Authenticated,
+    body: web::Json<SubscribeRequest>,
+) -> Result<HttpResponse, ApiError> {
+    unsubscribe_producer(&state, &user.0, body.producer_id).await
+}
+
+/// The producers a consumer subscribes to: the consumer itself or an admin.
+#[utoipa::path(get, path = "/api/subscriptions/{consumer_id}", tag = "streams",
+    params(("consumer_id" = i64, Path, description = "The consumer")),
+    responses(
+        (status = 200, description = "Its subscriptions", body = SubscriptionsResponse),
+        (status = 403, description = "`forbidden`: another consumer's", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn subscriptions_of(
+    state: web::Data<AppState>,
+    user: Authenticated,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let consumer_id = path.into_inner();
+    if user.0.user_id != consumer_id && user.0.role != Role::Admin {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "only the consumer itself or an admin may list its subscriptions",
+        ));
+    }
+    let list = state.subscriptions.list_for_consumer(consumer_id).await?;
+    Ok(HttpResponse::Ok().json(list))
+}
+
+/// The consumers subscribed to a producer: the producer itself or an admin.
+#[utoipa::path(get, path = "/api/subscribers/{producer_id}", tag = "streams",
+    params(("producer_id" = i64, Path, description = "The producer")),
+    responses(
+        (status = 200, description = "Its subscribers", body = SubscribersResponse),
+        (status = 403, description = "`forbidden`: another producer's", body = ErrorBody),
+        (status = 404, description = "`producer_not_found`", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn subscribers_of(
+    state: web::Data<AppState>,
+    user: Authenticated,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let producer_id = path.into_inner();
+    if user.0.user_id != producer_id && user.0.role != Role::Admin {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "only the producer itself or an admin may list its subscribers",
+        ));
+    }
+    let list = state.subscriptions.list_for_producer(producer_id).await?;
+    Ok(HttpResponse::Ok().json(list))
+}
+
+/// Live producer connections and consumer sessions of every instance.
+#[utoipa::path(get, path = "/api/admin/connections", tag = "admin",
+    responses(
+        (status = 200, description = "Every instance's sockets", body = ConnectionsResponse),
+        (status = 403, description = "`forbidden`: not an admin", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn connections(
+    state: web::Data<AppState>,
+    _admin: Admin,
+) -> Result<HttpResponse, ApiError> {
+    let view = report::all_instances(&state)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok().json(view))
+}

@@ -1,0 +1,717 @@
+//! Live streaming over real sockets, Redis and Postgres: producers, consumers, subscriptions,
+//! fan-out across instances, limits and failures.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nodegrid_protocol::auth::Role;
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    PASSWORD, TestApp, eventually, fresh_database, spawn_app, spawn_app_with, test_settings,
+};
+use crate::ws::{Frame, Token, Ws, connect, connect_with_buffer};
+
+/// A user of `role` and an access token of theirs.
+async fn user(app: &TestApp, username: &str, role: Role) -> (i64, String) {
+    let user = app.register(username, role).await;
+    let tokens = app.login(username, PASSWORD).await;
+    (user.user_id, tokens.access_token)
+}
+
+async fn subscribe(app: &TestApp, token: &str, producer_id: i64) -> u16 {
+    app.post(
+        "/api/subscribe",
+        &json!({"producer_id": producer_id}),
+        Some(token),
+    )
+    .await
+    .status()
+    .as_u16()
+}
+
+/// Opens a consumer socket and waits until it receives each of `producers`.
+async fn consumer(app: &TestApp, token: &str, producers: &[i64]) -> Ws {
+    let mut socket = connect(app, "/consumer", Token::Query(token))
+        .await
+        .unwrap();
+    for _ in producers {
+        let frame = socket.next_of_type("subscribed").await;
+        assert!(producers.contains(&frame["producer_id"].as_i64().unwrap()));
+    }
+    socket
+}
+
+async fn send_data(producer: &mut Ws, payload: Value) -> Value {
+    producer
+        .send_json(&json!({"type": "data", "payload": payload}))
+        .await;
+    producer.next_of_type("ack").await
+}
+
+/// Two instances sharing one database and one Redis prefix.
+async fn two_instances() -> (TestApp, TestApp) {
+    let database = Arc::new(fresh_database().await);
+    let a = test_settings(&database.url);
+    let mut b = test_settings(&database.url);
+    b.redis_prefix = a.redis_prefix.clone();
+    (
+        spawn_app_with(database.clone(), a).await,
+        spawn_app_with(database, b).await,
+    )
+}
+
+#[actix_web::test]
+async fn a_motience_client_streams_to_a_subscribed_consumer() {
+    let app = spawn_app().await;
+    let (producer_id, producer_token) = user(&app, "pi-1", Role::Producer).await;
+    let (consumer_id, consumer_token) = user(&app, "dashboard", Role::Consumer).await;
+    assert_eq!(subscribe(&app, &consumer_token, producer_id).await, 201);
+    assert_eq!(subscribe(&app, &consumer_token, producer_id).await, 200);
+
+    let mut dashboard = consumer(&app, &consumer_token, &[producer_id]).await;
+    // Exactly what a Motience device does: token in the query, a bare data frame.
+    let mut device = connect(&app, "/producer", Token::Query(&producer_token))
+        .await
+        .unwrap();
+    device
+        .send_text(r#"{"type":"data","payload":{"cpu":12.5,"temp":48}}"#)
+        .await;
+    let ack = device.next_of_type("ack").await;
+    assert_eq!(ack, json!({"type": "ack", "subscriberCount": 1, "seq": 1}));
+
+    let data = dashboard.next_of_type("data").await;
+    assert_eq!(data["producer_id"], producer_id);
+    assert_eq!(data["seq"], 1);
+    assert_eq!(data["payload"], json!({"cpu": 12.5, "temp": 48}));
+    let ts = data["ts"].as_i64().unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    assert!((now - 60_000..=now).contains(&ts), "ts {ts} is server time");
+
+    // The REST views.
+    let response = app
+        .get_with(
+            &format!("/api/subscriptions/{consumer_id}"),
+            &consumer_token,
+        )
+        .await;
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["producers"][0]["user_id"], producer_id);
+    let response = app
+        .get_with(&format!("/api/subscribers/{producer_id}"), &producer_token)
+        .await;
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["subscriberCount"], 1);
+    assert_eq!(body["consumers"][0]["username"], "dashboard");
+    app.shut_down().await.unwrap();
+}
+
+#[actix_web::test]
+async fn messages_cross_instances_in_json_and_messagepack() {
+    let (a, b) = two_instances().await;
+    let (producer_id, producer_token) = user(&a, "sensor", Role::Producer).await;
+    let (_, json_token) = user(&a, "json-app", Role::Consumer).await;
+    let (_, msgpack_token) = user(&a, "msgpack-app", Role::Consumer).await;
+    assert_eq!(subscribe(&a, &json_token, producer_id).await, 201);
+    assert_eq!(subscribe(&a, &msgpack_token, producer_id).await, 201);
+
+    let mut json_app = consumer(&b, &json_token, &[producer_id]).await;
+    let mut msgpack_app = consumer(&b, &msgpack_token, &[producer_id]).await;
+    // A binary frame switches the session to MessagePack (subscribing again is harmless).
+    msgpack_app
+        .send_msgpack(&json!({"type": "subscribe", "producer_id": producer_id}))
+        .await;
+    match msgpack_app.next().await {
+        Frame::MessagePack(value) => assert_eq!(value["type"], "subscribed"),
+        other => panic!("expected a MessagePack frame, got {other:?}"),
+    }
+
+    let mut producer = connect(&a, "/producer", Token::Header(&producer_token))
+        .await
+        .unwrap();
+    producer
+        .send_msgpack(&json!({"type": "data", "payload": {"v": [1, 2, 3]}, "id": "m-1"}))
+        .await;
+    match producer.next().await {
+        Frame::MessagePack(ack) => {
+            assert_eq!(
+                ack,
+                json!({"type": "ack", "subscriberCount": 2, "seq": 1, "id": "m-1"})
+            );
+        }
+        other => panic!("expected a MessagePack ack, got {other:?}"),
+    }
+    match json_app.next().await {
+        Frame::Json(data) => {
+            assert_eq!(data["payload"], json!({"v": [1, 2, 3]}));
+            assert_eq!(data["seq"], 1);
+        }
+        other => panic!("expected JSON data, got {other:?}"),
+    }
+    match msgpack_app.next().await {
+        Frame::MessagePack(data) => {
+            assert_eq!(data["type"], "data");
+            assert_eq!(data["producer_id"], producer_id);
+            assert_eq!(data["payload"], json!({"v": [1, 2, 3]}));
+        }
+        other => panic!("expected MessagePack data, got {other:?}"),
+    }
+    a.shut_down().await.unwrap();
+    b.shut_down().await.unwrap();
+}
+
+#[actix_web::test]
+async fn subscriber_counts_follow_subscribe_and_unsubscribe() {
+    let (a, b) = two_instances().await;
+    let (producer_id, producer_token) = user(&a, "meter", Role::Producer).await;
+    let (_, first) = user(&a, "first", Role::Consumer).await;
+    let (_, second) = user(&a, "second", Role::Consumer).await;
+    let mut producer = connect(&a, "/producer", Token::Query(&producer_token))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        send_data(&mut producer, json!(1)).await["subscriberCount"],
+        0
+    );
+    assert_eq!(subscribe(&a, &first, producer_id).await, 201);
+    assert_eq!(
+        send_data(&mut producer, json!(2)).await["subscriberCount"],
+        1
+    );
+    assert_eq!(subscribe(&a, &second, producer_id).await, 201);
+    assert_eq!(
+        send_data(&mut producer, json!(3)).await["subscriberCount"],
+        2
+    );
+    let response = a
+        .http
+        .delete(format!("{}/api/subscribe/{producer_id}", a.address))
+        .bearer_auth(&first)
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["removed"], true);
+    assert_eq!(
+        send_data(&mut producer, json!(4)).await["subscriberCount"],
+        1
+    );
+
+    // A change made on the other instance reaches this one through the control channel.
+    let response = b
+        .http
+        .delete(format!("{}/api/unsubscribe", b.address))
+        .bearer_auth(&second)
+        .json(&json!({"producer_id": producer_id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut count = 1;
+    for _ in 0..100 {
+        count = send_data(&mut producer, json!("probe")).await["subscriberCount"]
+            .as_u64()
+            .unwrap();
+        if count == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(count, 0);
+    a.shut_down().await.unwrap();
+    b.shut_down().await.unwrap();
+}
+
+#[actix_web::test]
+async fn subscriptions_take_effect_on_an_open_socket_of_another_instance() {
+    let (a, b) = two_instances().await;
+    let (producer_id, producer_token) = user(&a, "cam", Role::Producer).await;
+    let (_, consumer_token) = user(&a, "viewer", Role::Consumer).await;
+    let mut viewer = consumer(&b, &consumer_token, &[]).await;
+    let mut producer = connect(&a, "/producer", Token::Query(&producer_token))
+        .await
+        .unwrap();
+
+    // REST on a, socket on b: no reconnect needed.
+    assert_eq!(subscribe(&a, &consumer_token, producer_id).await, 201);
+    let subscribed = viewer.next_of_type("subscribed").await;
+    assert_eq!(subscribed["producer_id"], producer_id);
+    let ack = send_data(&mut producer, json!({"frame": 1})).await;
+    assert_eq!(viewer.next_of_type("data").await["seq"], ack["seq"]);
+
+    // Unsubscribed (Motience's form): delivery stops.
+    let response = a
+        .http
+        .delete(format!("{}/api/unsubscribe", a.address))
+        .bearer_auth(&consumer_token)
+        .json(&json!({"producer_id": producer_id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        viewer.next_of_type("unsubscribed").await["producer_id"],
+        producer_id
+    );
+    let missed = send_data(&mut producer, json!({"frame": 2})).await;
+
+    // Subscribed again, live, from the socket itself: the next data is newer than the missed one.
+    viewer
+        .send_json(&json!({"type": "subscribe", "producer_id": producer_id}))
+        .await;
+    viewer.next_of_type("subscribed").await;
+    let ack = send_data(&mut producer, json!({"frame": 3})).await;
+    let data = viewer.next_of_type("data").await;
+    assert_eq!(data["seq"], ack["seq"]);
+    assert!(data["seq"].as_u64() > missed["seq"].as_u64());
+    assert_eq!(data["payload"], json!({"frame": 3}));
+    a.shut_down().await.unwrap();
+    b.shut_down().await.unwrap();
+}
+
+#[actix_web::test]
+async fn sequence_numbers_keep_order_across_reconnects_and_restarts() {
+    let database = Arc::new(fresh_database().await);
+    let settings = test_settings(&database.url);
+    let app = spawn_app_with(database.clone(), settings.clone()).await;
+    let (producer_id, producer_token) = user(&app, "ordered", Role::Producer).await;
+    let (_, consumer_token) = user(&app, "reader", Role::Consumer).await;
+    assert_eq!(subscribe(&app, &consumer_token, producer_id).await, 201);
+    let mut reader = consumer(&app, &consumer_token, &[producer_id]).await;
+
+    let mut producer = connect(&app, "/producer", Token::Query(&producer_token))
+        .await
+        .unwrap();
+    for index in 0..50 {
+        producer
+            .send_json(&json!({"type": "data", "payload": index, "id": format!("m{index}")}))
+            .await;
+    }
+    for index in 0..50u64 {
+        let ack = producer.next_of_type("ack").await;
+        assert_eq!(ack["seq"], index + 1);
+        assert_eq!(ack["id"], format!("m{index}"));
+    }
+    for index in 0..50u64 {
+        let data = reader.next_of_type("data").await;
+        assert_eq!(data["seq"], index + 1);
+        assert_eq!(data["payload"], index);
+    }
+    producer.close().await;
+
+    // A new connection continues the sequence.
+    let mut producer = connect(&app, "/producer", Token::Query(&producer_token))
+        .await
+        .unwrap();
+    assert_eq!(
+        send_data(&mut producer, json!("after reconnect")).await["seq"],
+        51
+    );
+    producer.close().await;
+    reader.close().await;
+    app.shut_down().await.unwrap();
+
+    // So does a new server on the same database and Redis.
+    let app = spawn_app_with(database.clone(), settings).await;
+    let producer_token = app.login("ordered", PASSWORD).await.access_token;
+    let mut producer = connect(&app, "/producer", Token::Query(&producer_token))
+        .await
+        .unwrap();
+    assert_eq!(
+        send_data(&mut producer, json!("after restart")).await["seq"],
+        52
+    );
+    app.shut_down().await.unwrap();
+}
+
+#[actix_web::test]
+async fn bad_frames_get_typed_errors_and_the_socket_stays_open() {
+    let database = Arc::new(fresh_database().await);
+    let mut settings = test_settings(&database.url);
+    settings.stream.max_frame_bytes = 1024;
+    settings.stream.producer_rate_per_sec = 1;
+    settings.stream.producer_burst = 3;
+    let app = spawn_app_with(database, settings).await;
+    let (_, producer_token) = user(&app, "noisy", Role::Producer).await;
+    let (_, consumer_token) = user(&app, "picky", Role::Consumer).await;
+    let mut producer = connect(&app, "/producer", Token::Query(&producer_token))
+        .await
+        .unwrap();
+
+    async fn error_code(socket: &mut Ws) -> String {
+        let frame = socket.next_of_type("error").await;
+        assert!(
+            frame["message"]
+                .as_str()
+                .is_some_and(|text| !text.is_empty())
+        );
+        frame["code"].as_str().unwrap().to_owned()
+    }
+    producer.send_text("{not json").await;
+    assert_eq!(error_code(&mut producer).await, "bad_frame");
+    producer.send_json(&json!({"type": "data"})).await;
+    assert_eq!(error_code(&mut producer).await, "bad_frame");
+    producer
+        .send_json(&json!({"type": "telemetry", "payload": 1}))
+        .await;
+    assert_eq!(error_code(&mut producer).await, "unknown_type");
+    producer
+        .send_json(&json!({"type": "data", "payload": "x".repeat(2048)}))
+        .await;
+    assert_eq!(error_code(&mut producer).await, "too_large");
+    producer
+        .send_json(&json!({"type": "subscribe", "producer_id": 1}))
+        .await;
+    assert_eq!(error_code(&mut producer).await, "forbidden");
+    // The burst is 3: the fourth message in a row is refused, with its id.
+    for index in 0..3 {
+        assert_eq!(send_data(&mut producer, json!(index)).await["type"], "ack");
+    }
+    producer
+        .send_json(&json!({"type": "data", "payload": 4, "id": "too-fast"}))
+        .await;
+    let refused = producer.next_of_type("error").await;
+    assert_eq!(refused["code"], "rate_limited");
+    assert_eq!(refused["id"], "too-fast");
+
+    let mut consumer = connect(&app, "/consumer", Token::Query(&consumer_token))
+        .await
+        .unwrap();
+    consumer
+        .send_json(&json!({"type": "data", "payload": 1}))
+        .await;
+    assert_eq!(error_code(&mut consumer).await, "forbidden");
+    consumer
+        .send_json(&json!({"type": "subscribe", "producer_id": 999_999}))
+        .await;
+    assert_eq!(error_code(&mut consumer).await, "producer_not_found");
+    assert_eq!(
+        app.post(
+            "/api/subscribe",
+            &json!({"producer_id": 999_999}),
+            Some(&consumer_token)
+        )
+        .await
+        .status(),
+        404
+    );
+
+    // Sustained abuse closes the socket with 4002.
+    for _ in 0..30 {
+        consumer.send_text("garbage").await;
+    }
+    assert_eq!(consumer.closed().await, (4002, "too_many_errors".into()));
+
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    for code in [
+        "bad_frame",
+        "unknown_type",
+        "too_large",
+        "rate_limited",
+        "forbidden",
+    ] {
+        assert!(
+            metrics.contains(&format!("code=\"{code}\"")),
+            "no {code} in metrics"
+        );
+    }
+    app.shut_down().await.unwrap();
+}
+
+#[actix_web::test]
+async fn sockets_refuse_bad_tokens_and_wrong_roles_before_the_upgrade() {
+    let app = spawn_app().await;
+    let (_, producer_token) = user(&app, "dev-x", Role::Producer).await;
+    let (_, consumer_token) = user(&app, "app-x", Role::Consumer).await;
+    assert_eq!(
+        connect(&app, "/producer", Token::Query("not-a-token"))
+            .await
+            .err(),
+        Some(401)
+    );
+    assert_eq!(
+        connect(&app, "/producer", Token::Query(&consumer_token))
+            .await
+            .err(),
+        Some(403)
+    );
+    assert_eq!(
+        connect(&app, "/consumer", Token::Header(&producer_token))
+            .await
+            .err(),
+        Some(403)
+    );
+    let response = app
+        .post(
+            "/api/subscribe",
+            &json!({"producer_id": 1}),
+            Some(&producer_token),
+        )
+        .await;
+    assert_eq!(response.status(), 403);
+    app.shut_down().await.unwrap();
+}
+
+#[actix_web::test]
+async fn a_slow_consumer_is_cut_off_while_others_get_everything() {
+    let database = Arc::new(fresh_database().await);
+    let mut settings = test_settings(&database.url);
+    settings.stream.producer_rate_per_sec = 100_000;
+    settings.stream.producer_burst = 100_000;
+    settings.stream.buffer_messages = 64;
+    settings.stream.buffer_bytes = 64 * 1024;
+    let app = spawn_app_with(database, settings).await;
+    let (producer_id, producer_token) = user(&app, "firehose", Role::Producer).await;
+    let (_, fast_token) = user(&app, "fast", Role::Consumer).await;
+    let (_, slow_token) = user(&app, "slow", Role::Consumer).await;
+    assert_eq!(subscribe(&app, &fast_token, producer_id).await, 201);
+    assert_eq!(subscribe(&app, &slow_token, producer_id).await, 201);
+
+    let mut slow = connect_with_buffer(&app, "/consumer", Token::Query(&slow_token), Some(4096))
+        .await
+        .unwrap();
+    slow.next_of_type("subscribed").await;
+    // From here on the slow consumer reads nothing until the server gives up on it.
+    let mut fast = consumer(&app, &fast_token, &[producer_id]).await;
+    let mut producer = connect(&app, "/producer", Token::Query(&producer_token))
+        .await
+        .unwrap();
+
+    const MESSAGES: u64 = 1_500;
+    let reader = tokio::spawn(async move {
+        let mut expected = 1;
+        while expected <= MESSAGES {
+            let data = fast.next_of_type("data").await;
+            assert_eq!(data["seq"], expected, "the fast consumer misses nothing");
+            expected += 1;
+        }
+        fast
+    });
+    let filler = "x".repeat(4_000);
+    // In batches, reading the acks in between: the producer is a reader too, with the same
+    // outbound limit.
+    for batch in 0..MESSAGES / 30 {
+        for index in batch * 30..(batch + 1) * 30 {
+            producer
+                .send_json(&json!({"type": "data", "payload": {"n": index, "fill": filler}}))
+                .await;
+        }
+        for _ in 0..30 {
+            assert_eq!(producer.next_of_type("ack").await["type"], "ack");
+        }
+    }
+    let fast = tokio::time::timeout(Duration::from_secs(60), reader)
+        .await
+        .expect("the fast consumer gets everything")
+        .unwrap();
+
+    eventually(
+        "the slow consumer is cut off",
+        Duration::from_secs(20),
+        || async {
+            let metrics = app.get("/metrics").await.text().await.unwrap();
+            metrics
+                .contains(r#"nodegrid_ws_closes_total{role="consumer",reason="slow_consumer"}"#)
+                .then_some(())
+        },
+    )
+    .await;
+    // Reading now, it finds what was already on the wire, then the close.
+    assert_eq!(slow.closed().await, (4008, "slow_consumer".into()));
+    fast.close().await;
+    app.shut_down().await.unwrap();
+}
+
+#[actix_web::test]
+async fn blocking_a_user_closes_their_sockets_on_every_instance() {
+    let (a, b) = two_instances().await;
+    let (producer_id, producer_token) = user(&a, "stolen", Role::Producer).await;
+    let (consumer_id, consumer_token) = user(&a, "leaker", Role::Consumer).await;
+    assert_eq!(subscribe(&a, &consumer_token, producer_id).await, 201);
+    let mut producer_on_a = connect(&a, "/producer", Token::Query(&producer_token))
+        .await
+        .unwrap();
+    let mut producer_on_b = connect(&b, "/producer", Token::Query(&producer_token))
+        .await
+        .unwrap();
+    let mut consumer_on_b = consumer(&b, &consumer_token, &[producer_id]).await;
+    send_data(&mut producer_on_a, json!(1)).await;
+
+    let admin = a.admin_token().await;
+    for user_id in [producer_id, consumer_id] {
+        let response = a
+            .post(
+                &format!("/api/admin/users/{user_id}/block"),
+                &json!({"reason": "compromised"}),
+                Some(&admin),
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+    }
+    for socket in [&mut producer_on_a, &mut producer_on_b, &mut consumer_on_b] {
+        assert_eq!(socket.closed().await, (4003, "user_blocked".into()));
+    }
+    // And they cannot come back.
+    assert_eq!(
+        connect(&b, "/producer", Token::Query(&producer_token))
+            .await
+            .err(),
+        Some(403)
+    );
+    a.shut_down().await.unwrap();
+    b.shut_down().await.unwrap();
+}
+
+#[actix_web::test]
+async fn admins_see_live_connections_of_every_instance() {
+    let (a, b) = two_instances().await;
+    let (producer_id, producer_token) = user(&a, "visible-dev", Role::Producer).await;
+    let (_, consumer_token) = user(&a, "visible-app", Role::Consumer).await;
+    assert_eq!(subscribe(&a, &consumer_token, producer_id).await, 201);
+    let mut producer = connect(&a, "/producer", Token::Query(&producer_token))
+        .await
+        .unwrap();
+    let _consumer = consumer(&b, &consumer_token, &[producer_id]).await;
+    send_data(&mut producer, json!("hello")).await;
+
+    let admin = a.admin_token().await;
+    let view = eventually("both instances report", Duration::from_secs(10), || async {
+        let view: Value = a
+            .get_with("/api/admin/connections", &admin)
+            .await
+            .json()
+            .await
+            .unwrap();
+        (view["producers"] == 1 && view["consumers"] == 1).then_some(view)
+    })
+    .await;
+    let instances = view["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 2, "{view:#}");
+    let connections: Vec<&Value> = instances
+        .iter()
+        .flat_map(|instance| instance["connections"].as_array().unwrap())
+        .collect();
+    let producer_view = connections
+        .iter()
+        .find(|connection| connection["kind"] == "producer")
+        .unwrap();
+    assert_eq!(producer_view["username"], "visible-dev");
+    assert_eq!(producer_view["frames_in"], 1);
+    let consumer_view = connections
+        .iter()
+        .find(|connection| connection["kind"] == "consumer")
+        .unwrap();
+    assert_eq!(consumer_view["subscriptions"], 1);
+    assert_ne!(producer_view["instance"], consumer_view["instance"]);
+
+    let (_, curious) = user(&a, "not-admin", Role::Consumer).await;
+    assert_eq!(
+        a.get_with("/api/admin/connections", &curious)
+            .await
+            .status(),
+        403
+    );
+    a.shut_down().await.unwrap();
+    b.shut_down().await.unwrap();
+}
+
+/// A Redis of the test's own, on its own port, that the test can stop and start again.
+struct OwnRedis {
+    process: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    async fn start(port: u16) -> OwnRedis {
+        let process = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/test.sh installs it)");
+        eventually("redis-server answers", Duration::from_secs(10), || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(|_| ())
+        })
+        .await;
+        OwnRedis {
+            process: Some(process),
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[actix_web::test]
+async fn delivery_survives_redis_going_away_and_coming_back() {
+    let port = crate::helpers::closed_port();
+    let mut redis = OwnRedis::start(port).await;
+    let database = Arc::new(fresh_database().await);
+    let mut settings = test_settings(&database.url);
+    settings.redis_url = format!("redis://127.0.0.1:{port}");
+    settings.ready_timeout = Duration::from_millis(500);
+    let app = spawn_app_with(database, settings).await;
+    let (producer_id, producer_token) = user(&app, "steady", Role::Producer).await;
+    let (_, consumer_token) = user(&app, "patient", Role::Consumer).await;
+    assert_eq!(subscribe(&app, &consumer_token, producer_id).await, 201);
+    let mut reader = consumer(&app, &consumer_token, &[producer_id]).await;
+    let mut producer = connect(&app, "/producer", Token::Query(&producer_token))
+        .await
+        .unwrap();
+    let first = send_data(&mut producer, json!("before")).await;
+    assert_eq!(reader.next_of_type("data").await["seq"], first["seq"]);
+
+    redis.stop();
+    eventually("/ready reports Redis", Duration::from_secs(10), || async {
+        let response = app.get("/ready").await;
+        (response.status() == 503).then_some(())
+    })
+    .await;
+    // Never an ack for a message that was not published.
+    producer
+        .send_json(&json!({"type": "data", "payload": "during", "id": "lost"}))
+        .await;
+    let frame = producer.next().await;
+    assert_eq!(frame.value()["type"], "error", "{frame:?}");
+    assert_eq!(frame.value()["code"], "unavailable");
+    assert_eq!(frame.value()["id"], "lost");
+
+    let _redis = OwnRedis::start(port).await;
+    // The producer's socket stayed open; once Redis is back, messages flow again, end to end,
+    // with sequence numbers that went on from where they were.
+    let mut attempt = 0;
+    let delivered = loop {
+        attempt += 1;
+        assert!(attempt < 200, "delivery did not resume");
+        producer
+            .send_json(&json!({"type": "data", "payload": attempt}))
+            .await;
+        let frame = producer.next().await;
+        if frame.value()["type"] != "ack" {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        assert!(frame.value()["seq"].as_u64() > first["seq"].as_u64());
+        if let Some(Frame::Json(data)) = reader.next_within(Duration::from_millis(500)).await
+            && data["type"] == "data"
+        {
+            break data;
+        }
+    };
+    assert!(delivered["seq"].as_u64() > first["seq"].as_u64());
+    assert_eq!(app.get("/ready").await.status(), 200);
+    app.shut_down().await.unwrap();
+}
