@@ -25,6 +25,11 @@ pub use fred::types::Message as RedisMessage;
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Messages the subscriber connection holds for the bridge before the oldest are dropped (and
+/// counted in `nodegrid_bus_messages_lagged_total`). fred's default of 32 drops messages under
+/// bursts of a few thousand per second; this absorbs about a second and a half of 10,000
+/// messages per second.
+const SUBSCRIBER_BUFFER_MESSAGES: usize = 16_384;
 /// Reconnect backoff: from 100 ms, doubling, capped at 5 s, forever.
 const RECONNECT_MIN_DELAY_MS: u32 = 100;
 const RECONNECT_MAX_DELAY_MS: u32 = 5_000;
@@ -278,6 +283,7 @@ fn builder(url: &str) -> Result<Builder, BusError> {
         })
         .with_performance_config(|performance| {
             performance.default_command_timeout = COMMAND_TIMEOUT;
+            performance.broadcast_channel_capacity = SUBSCRIBER_BUFFER_MESSAGES;
         })
         .set_policy(ReconnectPolicy::new_exponential(
             0,

@@ -113,7 +113,7 @@ async fn metrics_expose_http_process_and_dependency_metrics() {
 
 /// Every sample line is `name{labels} value` with a numeric value, every family has HELP and
 /// TYPE, and, when promtool is available, `promtool check metrics` accepts the text.
-fn assert_valid_exposition(text: &str) {
+pub fn assert_valid_exposition(text: &str) {
     let mut typed = std::collections::HashSet::new();
     let mut helped = std::collections::HashSet::new();
     for line in text.lines().filter(|line| !line.is_empty()) {

@@ -715,3 +715,61 @@ async fn delivery_survives_redis_going_away_and_coming_back() {
     assert_eq!(app.get("/ready").await.status(), 200);
     app.shut_down().await.unwrap();
 }
+
+#[actix_web::test]
+async fn silent_sockets_are_closed_after_the_idle_timeout() {
+    let database = Arc::new(fresh_database().await);
+    let mut settings = test_settings(&database.url);
+    settings.stream.ping_interval = Duration::from_millis(300);
+    settings.stream.idle_timeout = Duration::from_secs(1);
+    let app = spawn_app_with(database, settings).await;
+    let (_, consumer_token) = user(&app, "sleepy", Role::Consumer).await;
+    // Not reading means not answering pings.
+    let mut sleepy = connect(&app, "/consumer", Token::Query(&consumer_token))
+        .await
+        .unwrap();
+    eventually(
+        "the idle socket is closed",
+        Duration::from_secs(10),
+        || async {
+            let metrics = app.get("/metrics").await.text().await.unwrap();
+            metrics
+                .contains(r#"nodegrid_ws_closes_total{role="consumer",reason="idle_timeout"}"#)
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(sleepy.closed().await, (4000, "idle_timeout".into()));
+    app.shut_down().await.unwrap();
+}
+
+#[actix_web::test]
+async fn streaming_is_measured() {
+    let app = spawn_app().await;
+    let (producer_id, producer_token) = user(&app, "measured", Role::Producer).await;
+    let (_, consumer_token) = user(&app, "watcher", Role::Consumer).await;
+    assert_eq!(subscribe(&app, &consumer_token, producer_id).await, 201);
+    let mut reader = consumer(&app, &consumer_token, &[producer_id]).await;
+    let mut producer = connect(&app, "/producer", Token::Query(&producer_token))
+        .await
+        .unwrap();
+    send_data(&mut producer, json!({"x": 1})).await;
+    reader.next_of_type("data").await;
+
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    for expected in [
+        r#"nodegrid_ws_connections{role="producer"}"#,
+        r#"nodegrid_ws_connections{role="consumer"}"#,
+        r#"nodegrid_ws_frames_in_total{role="producer",type="data"}"#,
+        r#"nodegrid_ws_frames_out_total{role="producer",type="ack"}"#,
+        r#"nodegrid_ws_frames_out_total{role="consumer",type="data"}"#,
+        r#"nodegrid_ws_bytes_in_total{role="producer"}"#,
+        "nodegrid_stream_publish_duration_seconds_bucket",
+        "nodegrid_stream_delivery_latency_seconds_bucket",
+        "nodegrid_stream_bus_messages_total",
+    ] {
+        assert!(metrics.contains(expected), "/metrics lacks {expected}");
+    }
+    crate::probes::assert_valid_exposition(&metrics);
+    app.shut_down().await.unwrap();
+}

@@ -166,6 +166,7 @@ impl ConsumerSession {
         ctx: &mut Context<Self>,
     ) {
         metrics::error(ROLE, code);
+        STREAM.consumer.frames_in_invalid.increment(1);
         self.send(&error_frame(code, message, id), ctx);
         if !self.errors.try_take() {
             self.close(close::TOO_MANY_ERRORS, ctx);
@@ -184,7 +185,6 @@ impl ConsumerSession {
     fn on_frame(&mut self, bytes: &[u8], encoding: Encoding, ctx: &mut Context<Self>) {
         self.encoding = encoding;
         self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
-        STREAM.consumer.frames_in.increment(1);
         STREAM.consumer.bytes_in.increment(bytes.len() as u64);
         if bytes.len() > self.limits.max_frame_bytes {
             let message = format!(
@@ -230,6 +230,7 @@ impl ConsumerSession {
 
     /// A live `subscribe` / `unsubscribe` frame: the same durable change as the REST call.
     fn change(&mut self, producer_id: i64, active: bool, ctx: &mut Context<Self>) {
+        STREAM.consumer.frames_in_subscription.increment(1);
         let subscriptions = self.subscriptions.clone();
         let consumer_id = self.user.user_id;
         async move {
@@ -324,6 +325,10 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for ConsumerSession
             Ok(AggregatedMessage::Ping(bytes)) => self.push(Outgoing::Pong(bytes), ctx),
             Ok(AggregatedMessage::Pong(_)) => {}
             Ok(AggregatedMessage::Close(_)) => ctx.stop(),
+            Err(ProtocolError::Io(error)) => {
+                tracing::debug!(%error, "consumer socket dropped");
+                ctx.stop();
+            }
             Err(error) => {
                 tracing::debug!(%error, "consumer socket protocol error");
                 self.close(protocol_close(&error), ctx);

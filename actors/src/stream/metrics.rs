@@ -18,7 +18,11 @@ pub const BUS_MESSAGES: &str = "nodegrid_stream_bus_messages_total";
 
 pub struct RoleMetrics {
     pub connections: Gauge,
-    pub frames_in: Counter,
+    /// Frames in, by what they turned out to be: `data`, `subscription`, or `invalid`
+    /// (undecodable, oversized, unknown type, or not allowed for the role).
+    pub frames_in_data: Counter,
+    pub frames_in_subscription: Counter,
+    pub frames_in_invalid: Counter,
     pub bytes_in: Counter,
     pub bytes_out: Counter,
 }
@@ -27,7 +31,9 @@ impl RoleMetrics {
     fn new(role: &'static str) -> RoleMetrics {
         RoleMetrics {
             connections: gauge!(CONNECTIONS, "role" => role),
-            frames_in: counter!(FRAMES_IN, "role" => role),
+            frames_in_data: counter!(FRAMES_IN, "role" => role, "type" => "data"),
+            frames_in_subscription: counter!(FRAMES_IN, "role" => role, "type" => "subscription"),
+            frames_in_invalid: counter!(FRAMES_IN, "role" => role, "type" => "invalid"),
             bytes_in: counter!(BYTES_IN, "role" => role),
             bytes_out: counter!(BYTES_OUT, "role" => role),
         }
@@ -67,7 +73,10 @@ pub fn closed(role: &'static str, reason: &'static str) {
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(CONNECTIONS, "Open WebSocket connections, by role.");
-    describe_counter!(FRAMES_IN, "Frames received on sockets, by role.");
+    describe_counter!(
+        FRAMES_IN,
+        "Frames received on sockets, by role and type (data, subscription, invalid)."
+    );
     describe_counter!(
         FRAMES_OUT,
         "Frames sent on sockets, by role and type (ack, data)."

@@ -115,6 +115,7 @@ impl ProducerConnection {
         ctx: &mut Context<Self>,
     ) {
         metrics::error(ROLE, code);
+        STREAM.producer.frames_in_invalid.increment(1);
         self.send(&error_frame(code, message, id), ctx);
         if !self.errors.try_take() {
             self.close(close::TOO_MANY_ERRORS, ctx);
@@ -133,7 +134,6 @@ impl ProducerConnection {
     fn on_frame(&mut self, bytes: &[u8], encoding: Encoding, ctx: &mut Context<Self>) {
         self.encoding = encoding;
         self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
-        STREAM.producer.frames_in.increment(1);
         STREAM.producer.bytes_in.increment(bytes.len() as u64);
         if bytes.len() > self.limits.max_frame_bytes {
             let message = format!(
@@ -205,6 +205,7 @@ impl ProducerConnection {
                 return self.refuse(StreamErrorCode::BadFrame, &message, id, ctx);
             }
         };
+        STREAM.producer.frames_in_data.increment(1);
         self.pending.push_back(PendingMessage { payload_json, id });
         self.publish_next(ctx);
     }
@@ -351,6 +352,10 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for ProducerConnect
             }
             Ok(AggregatedMessage::Pong(_)) => {}
             Ok(AggregatedMessage::Close(_)) => ctx.stop(),
+            Err(ProtocolError::Io(error)) => {
+                tracing::debug!(%error, "producer socket dropped");
+                ctx.stop();
+            }
             Err(error) => {
                 tracing::debug!(%error, "producer socket protocol error");
                 self.close(crate::stream::consumer::protocol_close(&error), ctx);

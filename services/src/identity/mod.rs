@@ -23,7 +23,7 @@ use nodegrid_protocol::control::{ControlEnvelope, ControlEvent};
 use serde_json::json;
 
 use self::access::{AccessGate, Refusal, UserAccess};
-use self::passwords::{PasswordCost, PasswordHasher};
+use self::passwords::{PasswordCost, PasswordError, PasswordHasher, PasswordWorkers};
 use self::store::{AuditFilter, AuditRecord, UserFilter, UserRow};
 use self::tokens::{AccessTokens, TokenError, TokenSubject};
 use crate::bus::{BusError, RedisBus};
@@ -76,6 +76,18 @@ pub enum IdentityError {
     Internal(String),
 }
 
+/// Password checks that may wait for a worker; past this, logins get `rate_limited`.
+const PASSWORD_QUEUE: usize = 256;
+
+fn password_error(error: PasswordError) -> IdentityError {
+    match error {
+        PasswordError::Busy => IdentityError::RateLimited {
+            retry_after: Duration::from_secs(1),
+        },
+        other => IdentityError::Internal(other.to_string()),
+    }
+}
+
 /// Whole seconds for a `Retry-After` header: rounded up, at least 1.
 pub fn retry_after_secs(retry_after: Duration) -> u64 {
     retry_after.as_millis().div_ceil(1000).max(1) as u64
@@ -124,7 +136,7 @@ pub struct Identity {
 struct Inner {
     database: Database,
     bus: RedisBus,
-    passwords: PasswordHasher,
+    passwords: PasswordWorkers,
     tokens: AccessTokens,
     refresh_ttl: Duration,
     gate: AccessGate,
@@ -141,8 +153,10 @@ impl Identity {
         bus: RedisBus,
         instance_id: uuid::Uuid,
     ) -> Result<Identity, IdentityError> {
-        let passwords = PasswordHasher::new(settings.password_cost)
+        let hasher = PasswordHasher::new(settings.password_cost)
             .map_err(|error| IdentityError::Internal(error.to_string()))?;
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+        let passwords = PasswordWorkers::start(hasher, threads, PASSWORD_QUEUE);
         Ok(Identity {
             inner: Arc::new(Inner {
                 limiter: RateLimiter::new(&bus),
@@ -722,10 +736,11 @@ impl Identity {
     }
 
     async fn hash_password(&self, password: String) -> Result<String, IdentityError> {
-        let hasher = self.inner.passwords.clone();
-        tokio::task::spawn_blocking(move || hasher.hash(&password))
+        self.inner
+            .passwords
+            .run(move |hasher| hasher.hash(&password))
             .await
-            .map_err(|error| IdentityError::Internal(error.to_string()))?
+            .map_err(password_error)?
             .map_err(|error| IdentityError::Internal(error.to_string()))
     }
 
@@ -734,13 +749,14 @@ impl Identity {
         password: String,
         user: Option<UserRow>,
     ) -> Result<bool, IdentityError> {
-        let hasher = self.inner.passwords.clone();
-        tokio::task::spawn_blocking(move || match user {
-            Some(user) => hasher.verify(&password, &user.password_hash),
-            None => hasher.verify_decoy(&password),
-        })
-        .await
-        .map_err(|error| IdentityError::Internal(error.to_string()))
+        self.inner
+            .passwords
+            .run(move |hasher| match user {
+                Some(user) => hasher.verify(&password, &user.password_hash),
+                None => hasher.verify_decoy(&password),
+            })
+            .await
+            .map_err(password_error)
     }
 
     fn refresh_expiry(&self) -> Result<chrono::DateTime<Utc>, IdentityError> {

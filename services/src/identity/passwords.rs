@@ -23,6 +23,10 @@ impl Default for PasswordCost {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PasswordError {
+    #[error("too many password checks are waiting")]
+    Busy,
+    #[error("the password workers are gone")]
+    WorkersGone,
     #[error("invalid Argon2 parameters: {0}")]
     Params(String),
     #[error("password hashing failed: {0}")]
@@ -75,6 +79,69 @@ impl PasswordHasher {
     pub fn verify_decoy(&self, password: &str) -> bool {
         let _ = self.verify(password, &self.decoy_hash);
         false
+    }
+}
+
+type Job = Box<dyn FnOnce(&PasswordHasher) + Send>;
+
+/// A few long-lived threads that do all hashing and verification.
+///
+/// Argon2 needs its memory cost (19 MiB by default) per call. Done on ever-changing blocking
+/// threads, each thread's allocator arena keeps its own copy, and the process grows by that
+/// much per thread; a fixed set of threads reuses theirs. The fixed set also bounds how much
+/// CPU a flood of logins can take, and the bounded queue turns a flood into `Busy` errors
+/// instead of an ever-growing backlog.
+#[derive(Clone)]
+pub struct PasswordWorkers {
+    jobs: std::sync::mpsc::SyncSender<Job>,
+}
+
+impl PasswordWorkers {
+    pub fn start(hasher: PasswordHasher, threads: usize, queue: usize) -> PasswordWorkers {
+        let (jobs, receiver) = std::sync::mpsc::sync_channel::<Job>(queue);
+        let receiver = std::sync::Arc::new(std::sync::Mutex::new(receiver));
+        for index in 0..threads.max(1) {
+            let receiver = receiver.clone();
+            let hasher = hasher.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("password-{index}"))
+                .spawn(move || {
+                    loop {
+                        let job = {
+                            let receiver = receiver
+                                .lock()
+                                .unwrap_or_else(|poisoned| poisoned.into_inner());
+                            receiver.recv()
+                        };
+                        match job {
+                            Ok(job) => job(&hasher),
+                            Err(_) => break,
+                        }
+                    }
+                });
+            if let Err(error) = spawned {
+                tracing::error!(%error, "cannot start a password worker");
+            }
+        }
+        PasswordWorkers { jobs }
+    }
+
+    /// Runs `work` on a worker and returns its result.
+    pub async fn run<T, F>(&self, work: F) -> Result<T, PasswordError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&PasswordHasher) -> T + Send + 'static,
+    {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.jobs
+            .try_send(Box::new(move |hasher| {
+                let _ = reply.send(work(hasher));
+            }))
+            .map_err(|error| match error {
+                std::sync::mpsc::TrySendError::Full(_) => PasswordError::Busy,
+                std::sync::mpsc::TrySendError::Disconnected(_) => PasswordError::WorkersGone,
+            })?;
+        answer.await.map_err(|_| PasswordError::WorkersGone)
     }
 }
 
