@@ -17,11 +17,14 @@ use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use crate::stream::{ConnectionId, Deliver, StreamItem, metrics as stream_metrics};
+use crate::stream::{
+    CloseConnection, ConnectionId, Deliver, StreamItem, metrics as stream_metrics,
+};
 use crate::telemetry::{
     ACTOR_RESTARTS_TOTAL, BUS_MESSAGES_LAGGED_TOTAL, CONTROL_EVENTS_INVALID_TOTAL,
     CONTROL_EVENTS_TOTAL, REDIS_RECONNECTS_TOTAL,
 };
+use nodegrid_protocol::stream::close;
 
 /// How long to wait before trying a failed SUBSCRIBE again.
 const SUBSCRIBE_RETRY: Duration = Duration::from_secs(1);
@@ -45,6 +48,9 @@ pub struct SubscribeLocal {
     pub session: ConnectionId,
     pub deliver: Recipient<Deliver>,
     pub ready: Recipient<ChannelReady>,
+    /// Used when the session's mailbox is full: it is not keeping up, and is closed as a slow
+    /// consumer rather than allowed to queue without bound.
+    pub close: Recipient<CloseConnection>,
 }
 
 /// A local session no longer wants a producer's messages; the last one to leave unsubscribes
@@ -71,9 +77,15 @@ pub struct ProducerChannelCount;
 /// One producer channel and the local sessions that want it.
 #[derive(Default)]
 struct ProducerChannel {
-    sessions: HashMap<ConnectionId, Recipient<Deliver>>,
+    sessions: HashMap<ConnectionId, LocalSession>,
     subscribed: bool,
     waiting: Vec<Recipient<ChannelReady>>,
+}
+
+struct LocalSession {
+    deliver: Recipient<Deliver>,
+    close: Recipient<CloseConnection>,
+    closing: bool,
 }
 
 /// Adds a listener of subscriber reconnects: whatever it learned from the channel may have
@@ -183,7 +195,7 @@ impl RedisBridge {
     }
 
     fn dispatch_stream(&mut self, producer_id: i64, message: &RedisMessage) {
-        let Some(state) = self.producers.get(&producer_id) else {
+        let Some(state) = self.producers.get_mut(&producer_id) else {
             return;
         };
         let Some(text) = message.value.as_bytes_str() else {
@@ -201,8 +213,15 @@ impl RedisBridge {
                 .delivery_seconds
                 .record(latency_ms as f64 / 1_000.0);
         }
-        for deliver in state.sessions.values() {
-            deliver.do_send(Deliver(item.clone()));
+        for session in state.sessions.values_mut() {
+            // try_send respects the session's mailbox capacity: a session that is that far
+            // behind is closed, never queued for without bound.
+            if let Err(SendError::Full(_)) = session.deliver.try_send(Deliver(item.clone()))
+                && !session.closing
+            {
+                session.closing = true;
+                session.close.do_send(CloseConnection(close::SLOW_CONSUMER));
+            }
         }
     }
 
@@ -307,7 +326,14 @@ impl Handler<SubscribeLocal> for RedisBridge {
     fn handle(&mut self, message: SubscribeLocal, ctx: &mut Context<Self>) {
         let state = self.producers.entry(message.producer_id).or_default();
         let first = state.sessions.is_empty();
-        state.sessions.insert(message.session, message.deliver);
+        state.sessions.insert(
+            message.session,
+            LocalSession {
+                deliver: message.deliver,
+                close: message.close,
+                closing: false,
+            },
+        );
         if state.subscribed {
             message.ready.do_send(ChannelReady {
                 producer_id: message.producer_id,

@@ -773,3 +773,26 @@ async fn streaming_is_measured() {
     crate::probes::assert_valid_exposition(&metrics);
     app.shut_down().await.unwrap();
 }
+
+#[actix_web::test]
+async fn shutdown_closes_sockets_with_1001() {
+    let app = spawn_app().await;
+    let (_, consumer_token) = user(&app, "leaving", Role::Consumer).await;
+    let (_, producer_token) = user(&app, "leaving-dev", Role::Producer).await;
+    let mut reader = connect(&app, "/consumer", Token::Query(&consumer_token))
+        .await
+        .unwrap();
+    let mut producer = connect(&app, "/producer", Token::Query(&producer_token))
+        .await
+        .unwrap();
+    // Both sockets are registered once they answer.
+    producer.send_json(&json!({"type": "hello"})).await;
+    producer.next_of_type("error").await;
+    reader.send_json(&json!({"type": "hello"})).await;
+    reader.next_of_type("error").await;
+
+    let shutdown = tokio::spawn(app.shut_down());
+    assert_eq!(reader.closed().await, (1001, "server_shutdown".into()));
+    assert_eq!(producer.closed().await, (1001, "server_shutdown".into()));
+    shutdown.await.unwrap().unwrap();
+}

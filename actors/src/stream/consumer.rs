@@ -106,11 +106,18 @@ impl ConsumerSession {
         self.stats
             .subscriptions
             .store(self.receiving.len() as u64, Ordering::Relaxed);
+        self.ask_bridge(producer_id, ctx);
+    }
+
+    /// Asks the bridge for a producer's messages; it answers with `ChannelReady`.
+    fn ask_bridge(&self, producer_id: i64, ctx: &mut Context<Self>) {
+        let own = ctx.address();
         self.bridge.do_send(SubscribeLocal {
             producer_id,
             session: self.id,
-            deliver: ctx.address().recipient(),
-            ready: ctx.address().recipient(),
+            deliver: own.clone().recipient(),
+            ready: own.clone().recipient(),
+            close: own.recipient(),
         });
     }
 
@@ -119,12 +126,7 @@ impl ConsumerSession {
     fn receive_and_confirm(&mut self, producer_id: i64, ctx: &mut Context<Self>) {
         if self.receiving.contains(&producer_id) {
             // The bridge answers `ready` at once if the channel is subscribed, or when it is.
-            self.bridge.do_send(SubscribeLocal {
-                producer_id,
-                session: self.id,
-                deliver: ctx.address().recipient(),
-                ready: ctx.address().recipient(),
-            });
+            self.ask_bridge(producer_id, ctx);
         } else {
             self.receive(producer_id, ctx);
         }
@@ -277,6 +279,9 @@ impl Actor for ConsumerSession {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // Deliveries queue here before the outbox; the bridge closes a session whose mailbox
+        // is full (see RedisBridge::dispatch_stream).
+        ctx.set_mailbox_capacity(self.limits.buffer_messages);
         if let Some(stream) = self.stream.take() {
             ctx.add_stream(stream);
         }
