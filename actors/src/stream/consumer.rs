@@ -6,45 +6,34 @@
 //! 4008 `slow_consumer`; nobody else waits for it.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use actix::prelude::*;
 use actix_ws::{AggregatedMessage, ProtocolError};
-use nodegrid_protocol::stream::{
-    Encoding, ServerFrame, StreamErrorCode, close, decode_client_frame,
-};
+use nodegrid_protocol::stream::{ClientFrame, Encoding, ServerFrame, StreamErrorCode};
 use nodegrid_services::config::StreamLimits;
 use nodegrid_services::identity::AuthUser;
 use nodegrid_services::streams::subscriptions::{SubscriptionError, Subscriptions};
 
 use crate::bridge::{ChannelReady, RedisBridge, SubscribeLocal, UnsubscribeLocal};
-use crate::stream::metrics::{self, STREAM};
+use crate::stream::metrics::STREAM;
 use crate::stream::outbox::{Outbox, Outgoing};
 use crate::stream::registry::{
-    Register, RegisteredConnection, SessionRegistry, SubscriptionUpdate, Unregister,
+    Register, RegisteredConnection, SessionRegistry, SocketRole, SubscriptionUpdate, Unregister,
 };
-use crate::stream::{
-    CloseConnection, ConnectionId, ConnectionStats, Deliver, TokenBucket, error_budget,
-    error_frame, next_connection_id, outgoing, since,
-};
+use crate::stream::socket::{SocketActor, SocketCore};
+use crate::stream::{CloseConnection, ConnectionId, Deliver, error_frame, next_connection_id};
 
 const ROLE: &str = "consumer";
 
 pub struct ConsumerSession {
     id: ConnectionId,
     user: AuthUser,
-    encoding: Encoding,
-    outbox: Outbox,
+    core: SocketCore,
     bridge: Addr<RedisBridge>,
     registry: Addr<SessionRegistry>,
     subscriptions: Subscriptions,
-    limits: StreamLimits,
     receiving: HashSet<i64>,
-    errors: TokenBucket,
-    last_seen: Instant,
-    stats: Arc<ConnectionStats>,
     stream: Option<actix_ws::AggregatedMessageStream>,
 }
 
@@ -63,16 +52,11 @@ impl ConsumerSession {
         ConsumerSession {
             id: next_connection_id(),
             user: parts.user,
-            encoding: Encoding::Json,
-            outbox: parts.outbox,
+            core: SocketCore::new(SocketRole::Consumer, parts.outbox, parts.limits),
             bridge: parts.bridge,
             registry: parts.registry,
             subscriptions: parts.subscriptions,
-            limits: parts.limits,
             receiving: HashSet::new(),
-            errors: error_budget(),
-            last_seen: Instant::now(),
-            stats: Arc::default(),
             stream: Some(parts.stream),
         }
     }
@@ -103,7 +87,8 @@ impl ConsumerSession {
         if !self.receiving.insert(producer_id) {
             return;
         }
-        self.stats
+        self.core
+            .stats()
             .subscriptions
             .store(self.receiving.len() as u64, Ordering::Relaxed);
         self.ask_bridge(producer_id, ctx);
@@ -137,7 +122,8 @@ impl ConsumerSession {
         if !self.receiving.remove(&producer_id) {
             return;
         }
-        self.stats
+        self.core
+            .stats()
             .subscriptions
             .store(self.receiving.len() as u64, Ordering::Relaxed);
         self.bridge.do_send(UnsubscribeLocal {
@@ -147,61 +133,7 @@ impl ConsumerSession {
         self.send(&ServerFrame::Unsubscribed { producer_id }, ctx);
     }
 
-    fn send(&mut self, frame: &ServerFrame, ctx: &mut Context<Self>) {
-        let Some(outgoing) = outgoing(frame, self.encoding) else {
-            return;
-        };
-        self.push(outgoing, ctx);
-    }
-
-    fn push(&mut self, outgoing: Outgoing, ctx: &mut Context<Self>) {
-        if self.outbox.push(outgoing).is_err() {
-            self.close(close::SLOW_CONSUMER, ctx);
-        }
-    }
-
-    fn refuse(
-        &mut self,
-        code: StreamErrorCode,
-        message: &str,
-        id: Option<String>,
-        ctx: &mut Context<Self>,
-    ) {
-        metrics::error(ROLE, code);
-        STREAM.consumer.frames_in_invalid.increment(1);
-        self.send(&error_frame(code, message, id), ctx);
-        if !self.errors.try_take() {
-            self.close(close::TOO_MANY_ERRORS, ctx);
-        }
-    }
-
-    fn close(&mut self, reason: (u16, &'static str), ctx: &mut Context<Self>) {
-        if ctx.state() == ActorState::Stopping || ctx.state() == ActorState::Stopped {
-            return;
-        }
-        metrics::closed(ROLE, reason.1);
-        self.outbox.close(reason);
-        ctx.stop();
-    }
-
-    fn on_frame(&mut self, bytes: &[u8], encoding: Encoding, ctx: &mut Context<Self>) {
-        self.encoding = encoding;
-        self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
-        STREAM.consumer.bytes_in.increment(bytes.len() as u64);
-        if bytes.len() > self.limits.max_frame_bytes {
-            let message = format!(
-                "frames are limited to {} bytes",
-                self.limits.max_frame_bytes
-            );
-            return self.refuse(StreamErrorCode::TooLarge, &message, None, ctx);
-        }
-        let frame = match decode_client_frame(bytes, encoding) {
-            Ok(frame) => frame,
-            Err(error) => {
-                let message = format!("not a frame: {error}");
-                return self.refuse(StreamErrorCode::BadFrame, &message, None, ctx);
-            }
-        };
+    fn handle_frame(&mut self, frame: ClientFrame, ctx: &mut Context<Self>) {
         match (frame.kind.as_str(), frame.producer_id) {
             ("subscribe", Some(producer_id)) => self.change(producer_id, true, ctx),
             ("unsubscribe", Some(producer_id)) => self.change(producer_id, false, ctx),
@@ -262,7 +194,7 @@ impl ConsumerSession {
             ),
             Err(error) => {
                 tracing::warn!(%error, producer_id, "live subscription change failed");
-                metrics::error(ROLE, StreamErrorCode::Internal);
+                crate::stream::metrics::error(ROLE, StreamErrorCode::Internal);
                 let frame = error_frame(
                     StreamErrorCode::Internal,
                     "the subscription could not be changed",
@@ -281,7 +213,7 @@ impl Actor for ConsumerSession {
     fn started(&mut self, ctx: &mut Context<Self>) {
         // Deliveries queue here before the outbox; the bridge closes a session whose mailbox
         // is full (see RedisBridge::dispatch_stream).
-        ctx.set_mailbox_capacity(self.limits.buffer_messages);
+        ctx.set_mailbox_capacity(self.core.limits().buffer_messages);
         if let Some(stream) = self.stream.take() {
             ctx.add_stream(stream);
         }
@@ -293,16 +225,14 @@ impl Actor for ConsumerSession {
                 connected_at: chrono::Utc::now(),
                 close: ctx.address().recipient(),
                 updates: Some(ctx.address().recipient()),
-                stats: self.stats.clone(),
-                queue: self.outbox.gauge(),
+                stats: self.core.stats().clone(),
+                queue: self.core.outbox().gauge(),
             },
         });
         self.load_subscriptions(ctx);
-        ctx.run_interval(self.limits.ping_interval, |session, ctx| {
-            if since(session.last_seen) > session.limits.idle_timeout {
-                return session.close(close::IDLE_TIMEOUT, ctx);
-            }
-            session.push(Outgoing::Ping, ctx);
+        ctx.run_interval(self.core.limits().ping_interval, |session, ctx| {
+            let outcome = session.core.heartbeat();
+            session.or_close(outcome, ctx);
         });
     }
 
@@ -317,40 +247,23 @@ impl Actor for ConsumerSession {
     }
 }
 
+impl SocketActor for ConsumerSession {
+    fn core(&mut self) -> &mut SocketCore {
+        &mut self.core
+    }
+
+    fn on_frame(&mut self, frame: ClientFrame, ctx: &mut Context<Self>) {
+        self.handle_frame(frame, ctx);
+    }
+}
+
 impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for ConsumerSession {
     fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Context<Self>) {
-        self.last_seen = Instant::now();
-        match item {
-            Ok(AggregatedMessage::Text(text)) => {
-                self.on_frame(text.as_bytes(), Encoding::Json, ctx)
-            }
-            Ok(AggregatedMessage::Binary(bytes)) => {
-                self.on_frame(&bytes, Encoding::MessagePack, ctx);
-            }
-            Ok(AggregatedMessage::Ping(bytes)) => self.push(Outgoing::Pong(bytes), ctx),
-            Ok(AggregatedMessage::Pong(_)) => {}
-            Ok(AggregatedMessage::Close(_)) => ctx.stop(),
-            Err(ProtocolError::Io(error)) => {
-                tracing::debug!(%error, "consumer socket dropped");
-                ctx.stop();
-            }
-            Err(error) => {
-                tracing::debug!(%error, "consumer socket protocol error");
-                self.close(protocol_close(&error), ctx);
-            }
-        }
+        self.on_item(item, ctx);
     }
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
         ctx.stop();
-    }
-}
-
-/// The close for a frame the WebSocket codec itself refused.
-pub fn protocol_close(error: &ProtocolError) -> (u16, &'static str) {
-    match error {
-        ProtocolError::Overflow => (1009, "too_large"),
-        _ => (1002, "protocol_error"),
     }
 }
 
@@ -363,7 +276,7 @@ impl Handler<Deliver> for ConsumerSession {
         if !self.receiving.contains(&item.producer_id) {
             return;
         }
-        let outgoing = match self.encoding {
+        let outgoing = match self.core.encoding() {
             Encoding::Json => Outgoing::Text(item.json.clone()),
             Encoding::MessagePack => match item.msgpack() {
                 Some(bytes) => Outgoing::Binary(bytes),

@@ -16,6 +16,7 @@ pub mod producer;
 pub mod registry;
 pub mod report;
 pub mod routes;
+pub mod socket;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

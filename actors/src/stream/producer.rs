@@ -6,26 +6,24 @@
 //! published gets an `unavailable` error, never an ack.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use actix::prelude::*;
 use actix_ws::{AggregatedMessage, ProtocolError};
-use nodegrid_protocol::stream::{
-    ClientFrame, Encoding, ServerFrame, StreamErrorCode, close, decode_client_frame,
-};
+use nodegrid_protocol::stream::{ClientFrame, ServerFrame, StreamErrorCode};
 use nodegrid_services::config::StreamLimits;
 use nodegrid_services::identity::AuthUser;
 use nodegrid_services::streams::publisher::StreamPublisher;
 use nodegrid_services::streams::subscriptions::Subscriptions;
 
 use crate::stream::metrics::{self, STREAM};
-use crate::stream::outbox::{Outbox, Outgoing};
-use crate::stream::registry::{ProducerRegistry, Register, RegisteredConnection, Unregister};
+use crate::stream::outbox::Outbox;
+use crate::stream::registry::{
+    ProducerRegistry, Register, RegisteredConnection, SocketRole, Unregister,
+};
+use crate::stream::socket::{SocketActor, SocketCore};
 use crate::stream::{
-    CloseConnection, ConnectionId, ConnectionStats, TokenBucket, error_budget, error_frame,
-    next_connection_id, now_millis, outgoing, since,
+    CloseConnection, ConnectionId, TokenBucket, error_frame, next_connection_id, now_millis,
 };
 
 /// Messages accepted but not yet published, per connection. Past this the producer is sending
@@ -43,20 +41,15 @@ struct PendingMessage {
 pub struct ProducerConnection {
     id: ConnectionId,
     user: AuthUser,
-    encoding: Encoding,
-    outbox: Outbox,
+    core: SocketCore,
     publisher: StreamPublisher,
     subscriptions: Subscriptions,
     registry: Addr<ProducerRegistry>,
-    limits: StreamLimits,
     rate: TokenBucket,
-    errors: TokenBucket,
     pending: VecDeque<PendingMessage>,
     publishing: bool,
     seq_seen: u64,
     seq_saved: u64,
-    last_seen: Instant,
-    stats: Arc<ConnectionStats>,
     stream: Option<actix_ws::AggregatedMessageStream>,
 }
 
@@ -77,78 +70,23 @@ impl ProducerConnection {
         ProducerConnection {
             id: next_connection_id(),
             user: parts.user,
-            encoding: Encoding::Json,
-            outbox: parts.outbox,
+            core: SocketCore::new(SocketRole::Producer, parts.outbox, limits),
             publisher: parts.publisher,
             subscriptions: parts.subscriptions,
             registry: parts.registry,
-            limits,
             rate: TokenBucket::new(
                 f64::from(limits.producer_rate_per_sec),
                 f64::from(limits.producer_burst),
             ),
-            errors: error_budget(),
             pending: VecDeque::new(),
             publishing: false,
             seq_seen: parts.seq_floor,
             seq_saved: parts.seq_floor,
-            last_seen: Instant::now(),
-            stats: Arc::default(),
             stream: Some(parts.stream),
         }
     }
 
-    fn send(&mut self, frame: &ServerFrame, ctx: &mut Context<Self>) {
-        let Some(outgoing) = outgoing(frame, self.encoding) else {
-            return;
-        };
-        if self.outbox.push(outgoing).is_err() {
-            self.close(close::SLOW_CONSUMER, ctx);
-        }
-    }
-
-    fn refuse(
-        &mut self,
-        code: StreamErrorCode,
-        message: &str,
-        id: Option<String>,
-        ctx: &mut Context<Self>,
-    ) {
-        metrics::error(ROLE, code);
-        STREAM.producer.frames_in_invalid.increment(1);
-        self.send(&error_frame(code, message, id), ctx);
-        if !self.errors.try_take() {
-            self.close(close::TOO_MANY_ERRORS, ctx);
-        }
-    }
-
-    fn close(&mut self, reason: (u16, &'static str), ctx: &mut Context<Self>) {
-        if ctx.state() == ActorState::Stopping || ctx.state() == ActorState::Stopped {
-            return;
-        }
-        metrics::closed(ROLE, reason.1);
-        self.outbox.close(reason);
-        ctx.stop();
-    }
-
-    fn on_frame(&mut self, bytes: &[u8], encoding: Encoding, ctx: &mut Context<Self>) {
-        self.encoding = encoding;
-        self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
-        STREAM.producer.bytes_in.increment(bytes.len() as u64);
-        if bytes.len() > self.limits.max_frame_bytes {
-            let message = format!(
-                "frames are limited to {} bytes",
-                self.limits.max_frame_bytes
-            );
-            return self.refuse(StreamErrorCode::TooLarge, &message, None, ctx);
-        }
-        let frame = match decode_client_frame(bytes, encoding) {
-            Ok(frame) => frame,
-            Err(error) => {
-                let message = format!("not a frame: {error}");
-                return self.refuse(StreamErrorCode::BadFrame, &message, None, ctx);
-            }
-        };
+    fn handle_frame(&mut self, frame: ClientFrame, ctx: &mut Context<Self>) {
         match frame.kind.as_str() {
             "data" => self.on_data(frame, ctx),
             "subscribe" | "unsubscribe" => self.refuse(
@@ -183,9 +121,10 @@ impl ProducerConnection {
             );
         }
         if !self.rate.try_take() {
+            let limits = self.core.limits();
             let message = format!(
                 "limited to {} messages per second (burst {})",
-                self.limits.producer_rate_per_sec, self.limits.producer_burst
+                limits.producer_rate_per_sec, limits.producer_burst
             );
             return self.refuse(StreamErrorCode::RateLimited, &message, id, ctx);
         }
@@ -308,17 +247,13 @@ impl Actor for ProducerConnection {
                 connected_at: chrono::Utc::now(),
                 close: ctx.address().recipient(),
                 updates: None,
-                stats: self.stats.clone(),
-                queue: self.outbox.gauge(),
+                stats: self.core.stats().clone(),
+                queue: self.core.outbox().gauge(),
             },
         });
-        ctx.run_interval(self.limits.ping_interval, |connection, ctx| {
-            if since(connection.last_seen) > connection.limits.idle_timeout {
-                return connection.close(close::IDLE_TIMEOUT, ctx);
-            }
-            if connection.outbox.push(Outgoing::Ping).is_err() {
-                connection.close(close::SLOW_CONSUMER, ctx);
-            }
+        ctx.run_interval(self.core.limits().ping_interval, |connection, ctx| {
+            let outcome = connection.core.heartbeat();
+            connection.or_close(outcome, ctx);
         });
         ctx.run_interval(SEQ_SAVE_INTERVAL, |connection, ctx| {
             connection.save_seq(ctx)
@@ -337,30 +272,19 @@ impl Actor for ProducerConnection {
     }
 }
 
+impl SocketActor for ProducerConnection {
+    fn core(&mut self) -> &mut SocketCore {
+        &mut self.core
+    }
+
+    fn on_frame(&mut self, frame: ClientFrame, ctx: &mut Context<Self>) {
+        self.handle_frame(frame, ctx);
+    }
+}
+
 impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for ProducerConnection {
     fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Context<Self>) {
-        self.last_seen = Instant::now();
-        match item {
-            Ok(AggregatedMessage::Text(text)) => {
-                self.on_frame(text.as_bytes(), Encoding::Json, ctx)
-            }
-            Ok(AggregatedMessage::Binary(bytes)) => {
-                self.on_frame(&bytes, Encoding::MessagePack, ctx);
-            }
-            Ok(AggregatedMessage::Ping(bytes)) => {
-                let _ = self.outbox.push(Outgoing::Pong(bytes));
-            }
-            Ok(AggregatedMessage::Pong(_)) => {}
-            Ok(AggregatedMessage::Close(_)) => ctx.stop(),
-            Err(ProtocolError::Io(error)) => {
-                tracing::debug!(%error, "producer socket dropped");
-                ctx.stop();
-            }
-            Err(error) => {
-                tracing::debug!(%error, "producer socket protocol error");
-                self.close(crate::stream::consumer::protocol_close(&error), ctx);
-            }
-        }
+        self.on_item(item, ctx);
     }
 
     fn finished(&mut self, ctx: &mut Context<Self>) {

@@ -56,6 +56,18 @@ fn require_role(user: &AuthUser, role: Role) -> Result<(), ApiError> {
     }
 }
 
+/// Lists of a user's subscriptions are for that user and admins only.
+fn require_self_or_admin(user: &AuthUser, user_id: i64) -> Result<(), ApiError> {
+    if user.user_id == user_id || user.role == Role::Admin {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "only that user or an admin may see this",
+        ))
+    }
+}
+
 fn open_socket(
     request: &HttpRequest,
     body: web::Payload,
@@ -237,12 +249,7 @@ pub async fn subscriptions_of(
     path: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let consumer_id = path.into_inner();
-    if user.0.user_id != consumer_id && user.0.role != Role::Admin {
-        return Err(ApiError::new(
-            ErrorCode::Forbidden,
-            "only the consumer itself or an admin may list its subscriptions",
-        ));
-    }
+    require_self_or_admin(&user.0, consumer_id)?;
     let list = state.subscriptions.list_for_consumer(consumer_id).await?;
     Ok(HttpResponse::Ok().json(list))
 }
@@ -262,12 +269,7 @@ pub async fn subscribers_of(
     path: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let producer_id = path.into_inner();
-    if user.0.user_id != producer_id && user.0.role != Role::Admin {
-        return Err(ApiError::new(
-            ErrorCode::Forbidden,
-            "only the producer itself or an admin may list its subscribers",
-        ));
-    }
+    require_self_or_admin(&user.0, producer_id)?;
     let list = state.subscriptions.list_for_producer(producer_id).await?;
     Ok(HttpResponse::Ok().json(list))
 }
