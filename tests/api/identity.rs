@@ -488,6 +488,14 @@ async fn admins_page_and_filter_users_and_the_audit_log() {
         "newest first: {ids:?}"
     );
     assert_eq!(entries[0]["actor"], "consumer-0");
+    // Reading is an admin action too.
+    let reads = app.audit("action=admin.read").await;
+    assert!(
+        reads
+            .iter()
+            .any(|entry| entry["target"] == "/api/admin/users"
+                && entry["details"]["query"] == "role=producer&per_page=2&page=2")
+    );
     let future = "2999-01-01T00:00:00Z";
     assert!(app.audit(&format!("since={future}")).await.is_empty());
     assert!(!app.audit(&format!("until={future}")).await.is_empty());

@@ -132,13 +132,26 @@ impl FromRequest for Admin {
         let request = request.clone();
         Box::pin(async move {
             let user = authenticate(&request)?;
-            if user.role == Role::Admin {
-                return Ok(Admin(user));
-            }
             let state = state(&request)?;
             let route = request
                 .match_pattern()
                 .unwrap_or_else(|| request.path().to_owned());
+            if user.role == Role::Admin {
+                // Changes are audited by the service with what they changed; reads are audited
+                // here, so that every admin action leaves a trace.
+                if request.method() == actix_web::http::Method::GET {
+                    state
+                        .identity
+                        .record_admin_read(
+                            caller(&request, &state),
+                            &user,
+                            &route,
+                            request.query_string(),
+                        )
+                        .await;
+                }
+                return Ok(Admin(user));
+            }
             state
                 .identity
                 .record_denied(caller(&request, &state), &user, &route)

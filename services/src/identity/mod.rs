@@ -450,6 +450,25 @@ impl Identity {
         .await;
     }
 
+    /// Records that an admin read an admin view (`route`, with its query string).
+    pub async fn record_admin_read(
+        &self,
+        caller: Caller,
+        admin: &AuthUser,
+        route: &str,
+        query: &str,
+    ) {
+        self.record_quietly(AuditRecord {
+            actor_id: Some(admin.user_id),
+            actor: Some(admin.username.clone()),
+            action: "admin.read",
+            target: Some(truncate(route, 200)),
+            source_ip: Some(caller.ip.to_string()),
+            details: json!({"query": truncate(query, 500)}),
+        })
+        .await;
+    }
+
     pub async fn list_users(
         &self,
         filter: UserFilter,
