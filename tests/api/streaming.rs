@@ -796,3 +796,51 @@ async fn shutdown_closes_sockets_with_1001() {
     assert_eq!(producer.closed().await, (1001, "server_shutdown".into()));
     shutdown.await.unwrap().unwrap();
 }
+
+#[actix_web::test]
+async fn an_instance_subscribes_each_producer_channel_once_while_it_is_needed() {
+    use fred::prelude::PubsubInterface;
+    let app = spawn_app().await;
+    let (producer_id, _) = user(&app, "shared-dev", Role::Producer).await;
+    let (_, first_token) = user(&app, "first-reader", Role::Consumer).await;
+    let (_, second_token) = user(&app, "second-reader", Role::Consumer).await;
+    assert_eq!(subscribe(&app, &first_token, producer_id).await, 201);
+    assert_eq!(subscribe(&app, &second_token, producer_id).await, 201);
+    let channel = app.bus.keys().producer_channel(producer_id);
+    let subscribers = |app: &TestApp| {
+        let (bus, channel) = (app.bus.clone(), channel.clone());
+        async move {
+            let counts: Vec<(String, i64)> = bus
+                .publisher()
+                .pubsub_numsub(channel.as_str())
+                .await
+                .unwrap();
+            counts[0].1
+        }
+    };
+
+    let first = consumer(&app, &first_token, &[producer_id]).await;
+    assert_eq!(subscribers(&app).await, 1);
+    let second = consumer(&app, &second_token, &[producer_id]).await;
+    assert_eq!(
+        subscribers(&app).await,
+        1,
+        "one Redis subscription for both sessions"
+    );
+    first.close().await;
+    second.close().await;
+    eventually(
+        "the channel is released",
+        Duration::from_secs(10),
+        || async { (subscribers(&app).await == 0).then_some(()) },
+    )
+    .await;
+
+    // Unknown producers are 404 on the REST views too.
+    let admin = app.admin_token().await;
+    let response = app.get_with("/api/subscribers/999999", &admin).await;
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "producer_not_found");
+    app.shut_down().await.unwrap();
+}
