@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use nodegrid_actors::agents::device::{self, DeviceOptions};
 use nodegrid_actors::app::{Application, ShutdownTrigger};
 use nodegrid_actors::telemetry;
 use nodegrid_protocol::auth::Role;
@@ -34,6 +35,8 @@ enum Command {
     /// Administration from the command line.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// The device agent: stream this machine's readings as a producer.
+    Device(DeviceOptions),
 }
 
 #[derive(Subcommand)]
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
     let (options, task) = match cli.command {
         Command::Serve(options) => (options, Task::Serve),
         Command::Migrate(options) => (options, Task::Migrate),
+        Command::Device(options) => return run_device(options),
         Command::Admin(AdminCommand::CreateUser {
             username,
             role,
@@ -135,6 +139,36 @@ fn main() -> ExitCode {
             tracing::error!(error = %message, "nodegrid failed");
             eprintln!("nodegrid: {message}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the device agent on a runtime of its own (it needs no actor system).
+fn run_device(options: DeviceOptions) -> ExitCode {
+    let filter = std::env::var("NODEGRID_LOG").unwrap_or_else(|_| "info".to_owned());
+    telemetry::init_tracing(nodegrid_services::config::LogFormat::Human, &filter);
+    let settings = match options.resolve() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("nodegrid device: {error}");
+            return ExitCode::from(error.exit_code());
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("nodegrid device: cannot start: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(device::run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("nodegrid device: {error}");
+            ExitCode::from(error.exit_code())
         }
     }
 }

@@ -12,6 +12,7 @@ mod helpers;
 
 mod binary;
 mod bus;
+mod device;
 mod identity;
 mod lease;
 mod migrations;
