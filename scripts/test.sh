@@ -8,6 +8,7 @@ cd "$NODEGRID_ROOT"
 ensure_cargo
 ensure_postgres
 ensure_redis
+ensure_mosquitto
 ensure_promtool
 
 say "cargo fmt --check"

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use nodegrid_actors::agents::bench::{self, BenchOptions};
 use nodegrid_actors::agents::device::{self, DeviceOptions};
 use nodegrid_actors::app::{Application, ShutdownTrigger};
 use nodegrid_actors::telemetry;
@@ -37,6 +38,8 @@ enum Command {
     Admin(AdminCommand),
     /// The device agent: stream this machine's readings as a producer.
     Device(DeviceOptions),
+    /// The load generator: drive a deployment (or an MQTT broker) and measure it.
+    Bench(BenchOptions),
 }
 
 #[derive(Subcommand)]
@@ -84,6 +87,7 @@ fn main() -> ExitCode {
         Command::Serve(options) => (options, Task::Serve),
         Command::Migrate(options) => (options, Task::Migrate),
         Command::Device(options) => return run_device(options),
+        Command::Bench(options) => return run_bench(options),
         Command::Admin(AdminCommand::CreateUser {
             username,
             role,
@@ -138,6 +142,29 @@ fn main() -> ExitCode {
         Err(message) => {
             tracing::error!(error = %message, "nodegrid failed");
             eprintln!("nodegrid: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the load generator on a multi-threaded runtime (it is its own load, not the server's).
+fn run_bench(options: BenchOptions) -> ExitCode {
+    let filter = std::env::var("NODEGRID_LOG").unwrap_or_else(|_| "warn".to_owned());
+    telemetry::init_tracing(nodegrid_services::config::LogFormat::Human, &filter);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("nodegrid bench: cannot start: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(bench::run(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("nodegrid bench: {error}");
             ExitCode::FAILURE
         }
     }

@@ -145,6 +145,22 @@ ensure_promtool() {
   fi
 }
 
+# Mosquitto, the MQTT broker `nodegrid bench --compare` measures nodegrid against.
+ensure_mosquitto() {
+  local port=${NODEGRID_MQTT_PORT:-1883} conf=$NODEGRID_DATA_DIR/mosquitto/mosquitto.conf
+  if ! { exec 8<>"/dev/tcp/127.0.0.1/$port"; } 2>/dev/null; then
+    command -v mosquitto >/dev/null 2>&1 || apt_install mosquitto
+    mkdir -p "$NODEGRID_DATA_DIR/mosquitto"
+    printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n' "$port" >"$conf"
+    say "starting Mosquitto on 127.0.0.1:$port"
+    mosquitto -d -c "$conf"
+    for _ in $(seq 1 20); do { exec 8<>"/dev/tcp/127.0.0.1/$port"; } 2>/dev/null && break; sleep 0.25; done
+  fi
+  exec 8>&- 2>/dev/null || true
+  export NODEGRID_TEST_MQTT_URL="mqtt://127.0.0.1:$port"
+  say "Mosquitto answers at 127.0.0.1:$port"
+}
+
 ensure_cargo() {
   command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust 1.95 or newer (rustup.rs)"
 }

@@ -10,6 +10,7 @@
 
 mod helpers;
 
+mod bench;
 mod binary;
 mod bus;
 mod device;

@@ -4,4 +4,5 @@
 //! API, with the types of `nodegrid-protocol`; they use nothing of the server's actors or
 //! services, so they can move to a crate of their own unchanged.
 
+pub mod bench;
 pub mod device;

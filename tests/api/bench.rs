@@ -1,0 +1,129 @@
+//! The load generator (`nodegrid bench`) against a real server and a real MQTT broker. These
+//! check what it counts, never how fast anything is.
+
+use serde_json::Value;
+use tokio::process::Command;
+
+use crate::helpers::spawn_app;
+
+async fn bench(args: &[&str]) -> Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_nodegrid"))
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn mqtt_url() -> String {
+    std::env::var("NODEGRID_TEST_MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into())
+}
+
+#[actix_web::test]
+async fn fleet_against_nodegrid_counts_every_delivery() {
+    let app = spawn_app().await;
+    let pid = std::process::id().to_string();
+    let reports = bench(&[
+        "--target",
+        &app.address,
+        "--scenario",
+        "fleet",
+        "--producers",
+        "2",
+        "--consumers",
+        "3",
+        "--per-consumer",
+        "2",
+        "--rate",
+        "20",
+        "--seconds",
+        "1",
+        "--server-pid",
+        &pid,
+    ])
+    .await;
+    let report = &reports[0];
+    assert_eq!(report["scenario"], "fleet");
+    let sent = report["sent"].as_u64().unwrap();
+    assert!(sent >= 2, "{report:#}");
+    assert_eq!(report["acked"], sent);
+    // Three consumers over two producers, two each: every producer has three subscribers.
+    assert_eq!(report["expected_deliveries"], sent * 3);
+    assert_eq!(report["delivered"], report["expected_deliveries"]);
+    assert_eq!(report["lost"], 0);
+    assert_eq!(report["seq_gaps"], 0);
+    assert!(report["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
+    assert!(report["server_cpu_seconds"].is_number());
+    app.shut_down().await.unwrap();
+}
+
+#[actix_web::test]
+async fn the_same_broadcast_runs_against_mqtt_for_comparison() {
+    let app = spawn_app().await;
+    let reports = bench(&[
+        "--target",
+        &app.address,
+        "--compare",
+        &mqtt_url(),
+        "--scenario",
+        "broadcast",
+        "--consumers",
+        "3",
+        "--rate",
+        "20",
+        "--seconds",
+        "1",
+    ])
+    .await;
+    assert_eq!(reports.as_array().unwrap().len(), 2);
+    for report in reports.as_array().unwrap() {
+        assert_eq!(report["producers"], 1);
+        assert_eq!(
+            report["delivered"], report["expected_deliveries"],
+            "{report:#}"
+        );
+        assert_eq!(report["lost"], 0);
+    }
+    assert!(
+        reports[1]["target"]
+            .as_str()
+            .unwrap()
+            .starts_with("mqtt://")
+    );
+    app.shut_down().await.unwrap();
+}
+
+#[actix_web::test]
+async fn connections_reports_memory_per_idle_connection() {
+    let app = spawn_app().await;
+    let pid = std::process::id().to_string();
+    let reports = bench(&[
+        "--target",
+        &app.address,
+        "--scenario",
+        "connections",
+        "--consumers",
+        "20",
+        "--source-addresses",
+        "2",
+        "--seconds",
+        "1",
+        "--server-pid",
+        &pid,
+    ])
+    .await;
+    let report = &reports[0];
+    assert_eq!(report["consumers"], 20);
+    assert!(
+        report["server_kib_per_connection"].is_number(),
+        "{report:#}"
+    );
+    app.shut_down().await.unwrap();
+}
