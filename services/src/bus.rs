@@ -86,6 +86,15 @@ impl RedisKeys {
         format!("{}:seq:{producer_id}", self.prefix)
     }
 
+    /// A producer's recent client message ids (hash id → seq, and their order).
+    pub fn producer_recent_ids(&self, producer_id: i64) -> String {
+        format!("{}:ids:{producer_id}", self.prefix)
+    }
+
+    pub fn producer_recent_id_order(&self, producer_id: i64) -> String {
+        format!("{}:ids:{producer_id}:order", self.prefix)
+    }
+
     /// The key where an instance reports its live connections.
     pub fn instance_connections(&self, instance_id: &str) -> String {
         format!("{}:connections:{instance_id}", self.prefix)

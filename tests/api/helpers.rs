@@ -350,8 +350,17 @@ pub struct ServerProcess {
 
 /// Starts `nodegrid serve` with JSON logs on port 0 and waits for its "listening" line.
 pub fn spawn_server_process(database_url: &str, redis_prefix: &str) -> ServerProcess {
+    spawn_server_process_on(database_url, redis_prefix, 0)
+}
+
+/// Starts `nodegrid serve` on `port` (0: any) with the test servers' secret and password cost.
+pub fn spawn_server_process_on(database_url: &str, redis_prefix: &str, port: u16) -> ServerProcess {
+    let addr = format!("127.0.0.1:{port}");
     let mut child = Command::new(env!("CARGO_BIN_EXE_nodegrid"))
-        .args(["serve", "--http-addr", "127.0.0.1:0", "--http-workers", "1"])
+        .args(["serve", "--http-addr", &addr, "--http-workers", "1"])
+        .env("NODEGRID_JWT_SECRET", TEST_JWT_SECRET)
+        .env("NODEGRID_PASSWORD_MEMORY_KIB", "1024")
+        .env("NODEGRID_PASSWORD_ITERATIONS", "1")
         .args(["--log-format", "json", "--log", "info"])
         .env("NODEGRID_DATABASE_URL", database_url)
         .env("NODEGRID_REDIS_URL", redis_url())

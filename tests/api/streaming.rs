@@ -844,3 +844,37 @@ async fn an_instance_subscribes_each_producer_channel_once_while_it_is_needed() 
     assert_eq!(body["code"], "producer_not_found");
     app.shut_down().await.unwrap();
 }
+
+#[actix_web::test]
+async fn a_message_resent_with_the_same_id_is_published_once() {
+    let app = spawn_app().await;
+    let (producer_id, producer_token) = user(&app, "resender", Role::Producer).await;
+    let (_, consumer_token) = user(&app, "once-reader", Role::Consumer).await;
+    assert_eq!(subscribe(&app, &consumer_token, producer_id).await, 201);
+    let mut reader = consumer(&app, &consumer_token, &[producer_id]).await;
+    let mut producer = connect(&app, "/producer", Token::Query(&producer_token))
+        .await
+        .unwrap();
+
+    let frame = json!({"type": "data", "payload": "reading", "id": "r-1"});
+    producer.send_json(&frame).await;
+    let first = producer.next_of_type("ack").await;
+    // A reconnecting client that lost the ack sends it again.
+    producer.close().await;
+    let mut producer = connect(&app, "/producer", Token::Query(&producer_token))
+        .await
+        .unwrap();
+    producer.send_json(&frame).await;
+    let again = producer.next_of_type("ack").await;
+    assert_eq!(again["seq"], first["seq"]);
+    assert_eq!(again["id"], "r-1");
+    let next = send_data(&mut producer, json!("next")).await;
+
+    assert_eq!(reader.next_of_type("data").await["seq"], first["seq"]);
+    let data = reader.next_of_type("data").await;
+    assert_eq!(
+        data["seq"], next["seq"],
+        "the resend was not delivered again"
+    );
+    app.shut_down().await.unwrap();
+}

@@ -382,6 +382,8 @@ impl Backoff {
 
 /// Readings waiting for their ack, oldest first.
 struct Backlog {
+    /// This run's prefix of reading ids.
+    run_id: String,
     readings: VecDeque<Pending>,
     bytes: usize,
     max_messages: usize,
@@ -432,8 +434,8 @@ impl Backlog {
         if dropped > 0 && pending.reports_dropped == 0 {
             pending.reports_dropped = dropped;
             pending.reading["dropped"] = json!(dropped);
-            let frame =
-                ClientFrame::data(pending.reading.clone(), Some(pending.number.to_string()));
+            let id = format!("{}-{}", self.run_id, pending.number);
+            let frame = ClientFrame::data(pending.reading.clone(), Some(id));
             let bytes = encode_frame(&frame, encoding).map_err(|error| {
                 DeviceError::Failed(format!("cannot encode a reading: {error}"))
             })?;
@@ -534,7 +536,17 @@ pub async fn run(settings: DeviceSettings) -> Result<(), DeviceError> {
     let mut sampler = Sampler::new()?;
     let mut backoff = Backoff::new(settings.backoff_initial, settings.backoff_max);
     let mut session = Session::open(&http, &settings, &mut backoff).await?;
+    // Ids are unique across runs of the agent (the server remembers recent ids to drop resends):
+    // this run's start time, then the reading's number.
+    let run_id = format!(
+        "{:x}",
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_micros())
+            .unwrap_or(0)
+    );
     let mut backlog = Backlog {
+        run_id: run_id.clone(),
         readings: VecDeque::new(),
         bytes: 0,
         max_messages: settings.buffer_messages,
@@ -548,7 +560,7 @@ pub async fn run(settings: DeviceSettings) -> Result<(), DeviceError> {
     let mut sample = |backlog: &mut Backlog, sampler: &mut Sampler| -> Result<(), DeviceError> {
         number += 1;
         let reading = sampler.reading(&settings.device_id);
-        let frame = ClientFrame::data(reading.clone(), Some(number.to_string()));
+        let frame = ClientFrame::data(reading.clone(), Some(format!("{run_id}-{number}")));
         let bytes = encode_frame(&frame, settings.encoding)
             .map_err(|error| DeviceError::Failed(format!("cannot encode a reading: {error}")))?;
         backlog.push(number, reading, bytes);
@@ -684,7 +696,10 @@ where
                     Some(Err(_)) | None => return Ok(Streamed::Disconnected),
                 };
                 let Some(frame) = frame else { continue };
-                let id = frame["id"].as_str().and_then(|id| id.parse::<u64>().ok());
+                let id = frame["id"]
+                    .as_str()
+                    .and_then(|id| id.rsplit_once('-'))
+                    .and_then(|(_, number)| number.parse::<u64>().ok());
                 match (frame["type"].as_str(), id) {
                     (Some("ack"), Some(number)) => {
                         tracing::debug!(number, seq = %frame["seq"], subscribers = %frame["subscriberCount"], "acked");
@@ -750,6 +765,7 @@ mod tests {
     #[test]
     fn the_backlog_drops_the_oldest_and_the_next_sent_reading_reports_them() {
         let mut backlog = Backlog {
+            run_id: "run".into(),
             readings: VecDeque::new(),
             bytes: 0,
             max_messages: 3,

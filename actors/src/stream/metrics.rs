@@ -15,6 +15,7 @@ pub const CLOSES: &str = "nodegrid_ws_closes_total";
 pub const PUBLISH_SECONDS: &str = "nodegrid_stream_publish_duration_seconds";
 pub const DELIVERY_SECONDS: &str = "nodegrid_stream_delivery_latency_seconds";
 pub const BUS_MESSAGES: &str = "nodegrid_stream_bus_messages_total";
+pub const DUPLICATES: &str = "nodegrid_stream_duplicates_total";
 
 pub struct RoleMetrics {
     pub connections: Gauge,
@@ -48,6 +49,7 @@ pub struct StreamMetrics {
     pub publish_seconds: Histogram,
     pub delivery_seconds: Histogram,
     pub bus_messages: Counter,
+    pub duplicates: Counter,
 }
 
 pub static STREAM: LazyLock<StreamMetrics> = LazyLock::new(|| StreamMetrics {
@@ -58,6 +60,7 @@ pub static STREAM: LazyLock<StreamMetrics> = LazyLock::new(|| StreamMetrics {
     publish_seconds: histogram!(PUBLISH_SECONDS),
     delivery_seconds: histogram!(DELIVERY_SECONDS),
     bus_messages: counter!(BUS_MESSAGES),
+    duplicates: counter!(DUPLICATES),
 });
 
 /// Counts an error frame sent on a socket (a rare path: no cached handle).
@@ -101,5 +104,9 @@ pub fn describe() {
     describe_counter!(
         BUS_MESSAGES,
         "Producer messages received from Redis for local fan-out."
+    );
+    describe_counter!(
+        DUPLICATES,
+        "Producer messages resent with an id already published (acked again, not published again)."
     );
 }

@@ -175,7 +175,13 @@ impl ProducerConnection {
         async move {
             let started = Instant::now();
             let outcome = publisher
-                .publish(producer_id, now_millis(), &message.payload_json, floor)
+                .publish(
+                    producer_id,
+                    now_millis(),
+                    &message.payload_json,
+                    message.id.as_deref(),
+                    floor,
+                )
                 .await;
             STREAM
                 .publish_seconds
@@ -187,6 +193,9 @@ impl ProducerConnection {
             connection.publishing = false;
             match outcome {
                 Ok(published) => {
+                    if published.duplicate {
+                        STREAM.duplicates.increment(1);
+                    }
                     connection.seq_seen = connection.seq_seen.max(published.seq);
                     let ack = ServerFrame::Ack {
                         subscriber_count: connection
