@@ -156,7 +156,7 @@ ensure_mosquitto() {
     mosquitto -d -c "$conf"
     for _ in $(seq 1 20); do { exec 8<>"/dev/tcp/127.0.0.1/$port"; } 2>/dev/null && break; sleep 0.25; done
   fi
-  exec 8>&- 2>/dev/null || true
+  exec 8>&-
   export NODEGRID_TEST_MQTT_URL="mqtt://127.0.0.1:$port"
   say "Mosquitto answers at 127.0.0.1:$port"
 }

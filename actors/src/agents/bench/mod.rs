@@ -142,10 +142,54 @@ impl Plan {
             .collect()
     }
 
+    /// How many consumers subscribe to producer `producer`.
+    pub fn subscribers_of(&self, producer: usize) -> u64 {
+        (0..self.consumers)
+            .filter(|consumer| self.producers_of(*consumer).contains(&producer))
+            .count() as u64
+    }
+
     /// The loopback address connection `index` starts from.
     pub fn source(&self, index: usize) -> std::net::IpAddr {
         let last = 1 + (index % usize::from(self.source_addresses.max(1))) as u8;
         std::net::IpAddr::from([127, 0, 0, last])
+    }
+}
+
+/// Paces one producer: `rate` messages a second until the run's duration or its share of
+/// `max_messages` is reached.
+pub struct Pacer {
+    ticker: tokio::time::Interval,
+    deadline: Instant,
+    cap: u64,
+    count: u64,
+}
+
+impl Pacer {
+    pub fn new(plan: &Plan) -> Pacer {
+        let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / plan.rate.max(0.001)));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        Pacer {
+            ticker,
+            deadline: Instant::now() + Duration::from_secs(plan.seconds),
+            cap: plan.max_messages / plan.producers.max(1) as u64,
+            count: 0,
+        }
+    }
+
+    /// Waits for the next message's turn; its number (from 1), or `None` when the run is over.
+    pub async fn next(&mut self) -> Option<u64> {
+        if Instant::now() >= self.deadline || self.count >= self.cap {
+            return None;
+        }
+        self.ticker.tick().await;
+        self.count += 1;
+        Some(self.count)
+    }
+
+    /// Messages sent so far.
+    pub fn count(&self) -> u64 {
+        self.count
     }
 }
 

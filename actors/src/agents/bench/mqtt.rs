@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
-use super::{BenchError, Outcome, Plan, Tally, micros_now, new_histogram, number_after, progress};
+use super::{
+    BenchError, Outcome, Pacer, Plan, Tally, micros_now, new_histogram, number_after, progress,
+};
 
 fn setup(error: impl std::fmt::Display) -> BenchError {
     BenchError::Setup(error.to_string())
@@ -91,7 +93,6 @@ pub async fn run(target: &str, plan: &Plan) -> Result<Outcome, BenchError> {
     let started = Instant::now();
     let done = Arc::new(AtomicBool::new(false));
     progress(tally.clone(), started, done.clone());
-    let per_producer_cap = plan.max_messages / plan.producers.max(1) as u64;
     let mut writers = Vec::with_capacity(plan.producers);
     for index in 0..plan.producers {
         let (client, mut events) =
@@ -100,14 +101,8 @@ pub async fn run(target: &str, plan: &Plan) -> Result<Outcome, BenchError> {
         let (tally, plan, topic) = (tally.clone(), plan.clone(), topic(index));
         writers.push(tokio::spawn(async move {
             let padding = "x".repeat(plan.payload_bytes);
-            let mut ticker =
-                tokio::time::interval(Duration::from_secs_f64(1.0 / plan.rate.max(0.001)));
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-            let deadline = Instant::now() + Duration::from_secs(plan.seconds);
-            let mut count = 0u64;
-            while Instant::now() < deadline && count < per_producer_cap {
-                ticker.tick().await;
-                count += 1;
+            let mut pacer = Pacer::new(&plan);
+            while let Some(count) = pacer.next().await {
                 let payload = format!(r#"{{"t":{},"s":{count},"pad":"{padding}"}}"#, micros_now());
                 if client
                     .publish(topic.as_str(), QoS::AtMostOnce, false, payload)
@@ -119,6 +114,7 @@ pub async fn run(target: &str, plan: &Plan) -> Result<Outcome, BenchError> {
                 }
                 tally.sent.fetch_add(1, Ordering::Relaxed);
             }
+            let count = pacer.count();
             // QoS 0 has no acks: let the event loop flush what is queued before leaving.
             let _ = client.disconnect().await;
             if tokio::time::timeout(Duration::from_secs(5), driver)
@@ -133,10 +129,7 @@ pub async fn run(target: &str, plan: &Plan) -> Result<Outcome, BenchError> {
     let mut expected = 0u64;
     for writer in writers {
         let (index, count) = writer.await.map_err(setup)?;
-        let subscribers = (0..plan.consumers)
-            .filter(|consumer| plan.producers_of(*consumer).contains(&index))
-            .count() as u64;
-        expected += count * subscribers;
+        expected += count * plan.subscribers_of(index);
     }
     let sending_seconds = started.elapsed().as_secs_f64();
     let mut histogram = new_histogram()?;

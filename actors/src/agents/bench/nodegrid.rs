@@ -15,8 +15,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::{
-    BenchError, Outcome, Plan, Scenario, Tally, micros_now, new_histogram, number_after, progress,
-    server_rss,
+    BenchError, Outcome, Pacer, Plan, Scenario, Tally, micros_now, new_histogram, number_after,
+    progress, server_rss,
 };
 
 const PASSWORD: &str = "bench-password-1";
@@ -192,7 +192,6 @@ pub async fn run(
     let started = Instant::now();
     let done = Arc::new(AtomicBool::new(false));
     progress(tally.clone(), started, done.clone());
-    let per_producer_cap = plan.max_messages / plan.producers.max(1) as u64;
     let mut writers = Vec::with_capacity(producers.len());
     for (index, (_, token)) in producers.iter().enumerate() {
         let socket = open(
@@ -217,13 +216,8 @@ pub async fn run(
         let plan = plan.clone();
         writers.push(tokio::spawn(async move {
             let padding = "x".repeat(plan.payload_bytes);
-            let mut ticker =
-                tokio::time::interval(Duration::from_secs_f64(1.0 / plan.rate.max(0.001)));
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-            let deadline = Instant::now() + Duration::from_secs(plan.seconds);
-            let mut count = 0u64;
-            while Instant::now() < deadline && count < per_producer_cap {
-                ticker.tick().await;
+            let mut pacer = Pacer::new(&plan);
+            while pacer.next().await.is_some() {
                 let frame = format!(
                     r#"{{"type":"data","payload":{{"t":{},"pad":"{padding}"}}}}"#,
                     micros_now()
@@ -232,21 +226,15 @@ pub async fn run(
                     tally.error("producer_disconnected");
                     break;
                 }
-                count += 1;
                 tally.sent.fetch_add(1, Ordering::Relaxed);
             }
-            (index, count)
+            (index, pacer.count())
         }));
     }
     let mut expected = 0u64;
-    let subscribers_of = |producer: usize| {
-        (0..plan.consumers)
-            .filter(|consumer| plan.producers_of(*consumer).contains(&producer))
-            .count() as u64
-    };
     for writer in writers {
         let (index, count) = writer.await.map_err(setup)?;
-        expected += count * subscribers_of(index);
+        expected += count * plan.subscribers_of(index);
     }
     let sending_seconds = started.elapsed().as_secs_f64();
     let mut histogram = new_histogram()?;
