@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Addr, Supervisor};
-use actix_web::dev::{Server, ServerHandle};
+use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -97,7 +97,6 @@ pub struct Application {
     database: Database,
     bus: RedisBus,
     bridge: Addr<RedisBridge>,
-    identity: Identity,
     shutdown: ShutdownTrigger,
 }
 
@@ -264,7 +263,6 @@ impl Application {
             database,
             bus,
             bridge,
-            identity,
             shutdown: ShutdownTrigger(shutdown_tx),
         })
     }
@@ -273,18 +271,9 @@ impl Application {
         self.port
     }
 
-    pub fn instance_id(&self) -> Uuid {
-        self.instance_id
-    }
-
     /// The handle that starts a graceful shutdown of this application.
     pub fn shutdown_trigger(&self) -> ShutdownTrigger {
         self.shutdown.clone()
-    }
-
-    /// The HTTP server's handle (to stop it without the trigger, e.g. forcefully).
-    pub fn server_handle(&self) -> ServerHandle {
-        self.server.handle()
     }
 
     pub fn bus(&self) -> &RedisBus {
@@ -293,10 +282,6 @@ impl Application {
 
     pub fn bridge(&self) -> Addr<RedisBridge> {
         self.bridge.clone()
-    }
-
-    pub fn identity(&self) -> &Identity {
-        &self.identity
     }
 
     /// Serves until the shutdown trigger fires, then shuts down in order.

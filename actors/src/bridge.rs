@@ -69,11 +69,6 @@ pub struct ChannelReady {
     pub producer_id: i64,
 }
 
-/// How many producer channels this instance is subscribed to (for tests and the admin view).
-#[derive(Message)]
-#[rtype(result = "usize")]
-pub struct ProducerChannelCount;
-
 /// One producer channel and the local sessions that want it.
 #[derive(Default)]
 struct ProducerChannel {
@@ -369,14 +364,6 @@ impl Handler<UnsubscribeLocal> for RedisBridge {
             }
             .into_actor(self),
         );
-    }
-}
-
-impl Handler<ProducerChannelCount> for RedisBridge {
-    type Result = usize;
-
-    fn handle(&mut self, _: ProducerChannelCount, _: &mut Context<Self>) -> usize {
-        self.producers.len()
     }
 }
 

@@ -64,17 +64,6 @@ impl AccessGate {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         *users = fresh;
     }
-
-    pub fn len(&self) -> usize {
-        self.users
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]

@@ -173,11 +173,6 @@ impl Identity {
         })
     }
 
-    /// The access-token signer, for tests that need tokens with chosen times.
-    pub fn access_tokens(&self) -> &AccessTokens {
-        &self.inner.tokens
-    }
-
     /// Checks an access token: signature, algorithm, expiry, and the user's blocks and token
     /// version. No IO.
     pub fn authenticate(&self, token: &str) -> Result<AuthUser, IdentityError> {
@@ -631,11 +626,6 @@ impl Identity {
         })
         .await?;
         Ok(true)
-    }
-
-    /// Whether a user is blocked right now, as this instance knows it. No IO.
-    pub fn is_blocked(&self, user_id: i64) -> bool {
-        self.inner.gate.check(user_id, i32::MAX) == Err(Refusal::Blocked)
     }
 
     /// Reloads the access gate from Postgres.
