@@ -506,28 +506,16 @@ impl Identity {
                 "an admin cannot block themselves".into(),
             ));
         }
-        let audit = AuditRecord {
-            actor_id: Some(admin.user_id),
-            actor: Some(admin.username.clone()),
-            action: "user.block",
-            target: Some(format!("user:{user_id}")),
-            source_ip: Some(caller.ip.to_string()),
-            details: json!({"reason": reason}),
-        };
+        let audit = admin_record(
+            caller,
+            admin,
+            "user.block",
+            user_id,
+            json!({"reason": reason}),
+        );
         let mut client = self.inner.database.client().await?;
-        let user = store::block_user(&mut client, user_id, reason, &audit)
-            .await?
-            .ok_or_else(|| IdentityError::NotFound(format!("no user {user_id}")))?;
-        self.announce(
-            user.id,
-            UserAccess {
-                token_version: user.token_version,
-                blocked: true,
-            },
-        )
-        .await;
-        metrics::counter!("nodegrid_auth_events_total", "event" => "block").increment(1);
-        Ok(user.summary())
+        let user = store::block_user(&mut client, user_id, reason, &audit).await?;
+        self.access_changed(user_id, user, true).await
     }
 
     pub async fn unblock(
@@ -536,27 +524,30 @@ impl Identity {
         admin: &AuthUser,
         user_id: i64,
     ) -> Result<UserSummary, IdentityError> {
-        let audit = AuditRecord {
-            actor_id: Some(admin.user_id),
-            actor: Some(admin.username.clone()),
-            action: "user.unblock",
-            target: Some(format!("user:{user_id}")),
-            source_ip: Some(caller.ip.to_string()),
-            details: json!({}),
-        };
+        let audit = admin_record(caller, admin, "user.unblock", user_id, json!({}));
         let mut client = self.inner.database.client().await?;
-        let user = store::unblock_user(&mut client, user_id, &audit)
-            .await?
-            .ok_or_else(|| IdentityError::NotFound(format!("no user {user_id}")))?;
+        let user = store::unblock_user(&mut client, user_id, &audit).await?;
+        self.access_changed(user_id, user, false).await
+    }
+
+    /// After a committed block or unblock: this instance's gate, every other instance, a count.
+    async fn access_changed(
+        &self,
+        user_id: i64,
+        user: Option<UserRow>,
+        blocked: bool,
+    ) -> Result<UserSummary, IdentityError> {
+        let user = user.ok_or_else(|| IdentityError::NotFound(format!("no user {user_id}")))?;
         self.announce(
             user.id,
             UserAccess {
                 token_version: user.token_version,
-                blocked: false,
+                blocked,
             },
         )
         .await;
-        metrics::counter!("nodegrid_auth_events_total", "event" => "unblock").increment(1);
+        let event = if blocked { "block" } else { "unblock" };
+        metrics::counter!("nodegrid_auth_events_total", "event" => event).increment(1);
         Ok(user.summary())
     }
 
@@ -853,6 +844,24 @@ fn validate_device_id(device_id: &str) -> Result<String, IdentityError> {
         ));
     }
     Ok(device_id.to_owned())
+}
+
+/// An audit record of an admin acting on a user.
+fn admin_record(
+    caller: Caller,
+    admin: &AuthUser,
+    action: &'static str,
+    user_id: i64,
+    details: serde_json::Value,
+) -> AuditRecord {
+    AuditRecord {
+        actor_id: Some(admin.user_id),
+        actor: Some(admin.username.clone()),
+        action,
+        target: Some(format!("user:{user_id}")),
+        source_ip: Some(caller.ip.to_string()),
+        details,
+    }
 }
 
 fn identity_of(user: &UserRow) -> UserIdentity {

@@ -386,6 +386,38 @@ async fn run_max(
     })
 }
 
+/// Waits for the producers (each answers its index and how many it sent) and then the
+/// consumers, and puts together what the run measured.
+pub async fn finish(
+    plan: &Plan,
+    tally: Arc<Tally>,
+    started: Instant,
+    done: Arc<std::sync::atomic::AtomicBool>,
+    writers: Vec<tokio::task::JoinHandle<(usize, u64)>>,
+    readers: Vec<tokio::task::JoinHandle<Result<Histogram<u64>, BenchError>>>,
+) -> Result<Outcome, BenchError> {
+    let failed = |error: tokio::task::JoinError| BenchError::Setup(error.to_string());
+    let mut expected = 0u64;
+    for writer in writers {
+        let (index, count) = writer.await.map_err(failed)?;
+        expected += count * plan.subscribers_of(index);
+    }
+    let sending_seconds = started.elapsed().as_secs_f64();
+    let mut histogram = new_histogram()?;
+    for reader in readers {
+        let part = reader.await.map_err(failed)??;
+        let _ = histogram.add(&part);
+    }
+    done.store(true, Ordering::Relaxed);
+    Ok(Outcome {
+        tally,
+        histogram,
+        expected,
+        sending_seconds,
+        rss_with_connections: None,
+    })
+}
+
 /// What a driver measured.
 pub struct Outcome {
     pub tally: Arc<Tally>,

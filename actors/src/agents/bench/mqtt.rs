@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 use super::{
-    BenchError, Outcome, Pacer, Plan, Tally, micros_now, new_histogram, number_after, progress,
+    BenchError, Outcome, Pacer, Plan, Tally, finish, micros_now, new_histogram, number_after,
+    progress,
 };
 
 fn setup(error: impl std::fmt::Display) -> BenchError {
@@ -126,27 +127,9 @@ pub async fn run(target: &str, plan: &Plan) -> Result<Outcome, BenchError> {
             (index, count)
         }));
     }
-    let mut expected = 0u64;
-    for writer in writers {
-        let (index, count) = writer.await.map_err(setup)?;
-        expected += count * plan.subscribers_of(index);
-    }
-    let sending_seconds = started.elapsed().as_secs_f64();
-    let mut histogram = new_histogram()?;
-    for reader in readers {
-        let part = reader.await.map_err(setup)??;
-        let _ = histogram.add(&part);
-    }
-    done.store(true, Ordering::Relaxed);
-    // QoS 0 has no acks; count what was sent.
-    tally
-        .acked
-        .store(tally.sent.load(Ordering::Relaxed), Ordering::Relaxed);
-    Ok(Outcome {
-        tally,
-        histogram,
-        expected,
-        sending_seconds,
-        rss_with_connections: None,
-    })
+    let outcome = finish(plan, tally, started, done, writers, readers).await?;
+    // QoS 0 has no acks; count what was sent, now that every producer is done.
+    let sent = outcome.tally.sent.load(Ordering::Relaxed);
+    outcome.tally.acked.store(sent, Ordering::Relaxed);
+    Ok(outcome)
 }

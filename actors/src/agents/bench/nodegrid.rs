@@ -15,8 +15,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::{
-    BenchError, Outcome, Pacer, Plan, Scenario, Tally, micros_now, new_histogram, number_after,
-    progress, server_rss,
+    BenchError, Outcome, Pacer, Plan, Scenario, Tally, finish, micros_now, new_histogram,
+    number_after, progress, server_rss,
 };
 
 const PASSWORD: &str = "bench-password-1";
@@ -231,23 +231,5 @@ pub async fn run(
             (index, pacer.count())
         }));
     }
-    let mut expected = 0u64;
-    for writer in writers {
-        let (index, count) = writer.await.map_err(setup)?;
-        expected += count * plan.subscribers_of(index);
-    }
-    let sending_seconds = started.elapsed().as_secs_f64();
-    let mut histogram = new_histogram()?;
-    for reader in readers {
-        let part = reader.await.map_err(setup)??;
-        let _ = histogram.add(&part);
-    }
-    done.store(true, Ordering::Relaxed);
-    Ok(Outcome {
-        tally,
-        histogram,
-        expected,
-        sending_seconds,
-        rss_with_connections: None,
-    })
+    finish(plan, tally, started, done, writers, readers).await
 }
