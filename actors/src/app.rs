@@ -22,6 +22,7 @@ use nodegrid_services::config::Settings;
 use nodegrid_services::config::StreamLimits;
 use nodegrid_services::db::{Database, DbError};
 use nodegrid_services::identity::{Identity, IdentityError};
+use nodegrid_services::lease::LeaseKeeper;
 use nodegrid_services::shared_state::SharedState;
 use nodegrid_services::streams::publisher::StreamPublisher;
 use nodegrid_services::streams::subscriptions::Subscriptions;
@@ -31,6 +32,7 @@ use uuid::Uuid;
 
 use crate::bridge::{RedisBridge, ShutdownBridge};
 use crate::http;
+use crate::pnodes::PnodeRuntime;
 use crate::state_watcher::StateWatcher;
 use crate::stream::registry::{CloseAll, ConnectionRegistry, SocketRole};
 use crate::stream::report::ConnectionsReporter;
@@ -58,6 +60,7 @@ pub struct AppState {
     pub producer_registry: Addr<ConnectionRegistry>,
     pub session_registry: Addr<ConnectionRegistry>,
     pub stream_limits: StreamLimits,
+    pub pnodes: PnodeRuntime,
 }
 
 /// Why the application could not start.
@@ -78,6 +81,8 @@ pub enum StartError {
     Identity(#[from] IdentityError),
     #[error("cannot load {0}")]
     SharedState(String),
+    #[error("pNode analytics: {0}")]
+    Pnodes(String),
 }
 
 /// Fires the graceful shutdown of one [`Application`]. Cheap to clone; firing twice is harmless.
@@ -98,6 +103,8 @@ pub struct Application {
     bus: RedisBus,
     bridge: Addr<RedisBridge>,
     shutdown: ShutdownTrigger,
+    pnodes: PnodeRuntime,
+    pnode_lease: Option<LeaseKeeper>,
 }
 
 impl Application {
@@ -186,6 +193,14 @@ impl Application {
         };
         Supervisor::start(move |_| reporter);
         let publisher = StreamPublisher::new(bus.clone(), database.clone());
+        let (pnodes, pnode_lease) = crate::pnodes::start(
+            &settings.pnodes,
+            database.clone(),
+            bus.clone(),
+            bridge.clone(),
+            instance_id,
+        )
+        .map_err(StartError::Pnodes)?;
 
         let listener =
             TcpListener::bind(settings.http_addr).map_err(|source| StartError::Bind {
@@ -212,6 +227,7 @@ impl Application {
             producer_registry: producer_registry.clone(),
             session_registry: session_registry.clone(),
             stream_limits: settings.stream,
+            pnodes: pnodes.clone(),
         });
         let max_body_bytes = settings.max_body_bytes;
         let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
@@ -264,6 +280,8 @@ impl Application {
             bus,
             bridge,
             shutdown: ShutdownTrigger(shutdown_tx),
+            pnodes,
+            pnode_lease,
         })
     }
 
@@ -284,12 +302,21 @@ impl Application {
         self.bridge.clone()
     }
 
+    /// The pNode side: the served snapshot and the aggregator (tests run cycles by hand).
+    pub fn pnodes(&self) -> PnodeRuntime {
+        self.pnodes.clone()
+    }
+
     /// Serves until the shutdown trigger fires, then shuts down in order.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let upkeep = actix_web::rt::spawn(metrics_upkeep());
         let served = self.server.await;
         tracing::info!("HTTP server stopped; stopping actors");
         upkeep.abort();
+        if let Some(lease) = self.pnode_lease {
+            // Hand the pNode work over at once rather than after the lease expires.
+            lease.step_down().await;
+        }
         if let Err(error) = self.bridge.send(ShutdownBridge).await {
             tracing::warn!(%error, "RedisBridge did not acknowledge shutdown");
         }

@@ -9,6 +9,8 @@
 //! - [`state_watcher`]: the [`state_watcher::StateWatcher`] actor that keeps the in-memory
 //!   shared state (access gate, subscription index) current.
 //! - [`stream`]: producer connections, consumer sessions, their registries and routes.
+//! - [`pnodes`]: pNode analytics: pollers, the aggregation cycle, the snapshot the
+//!   `/api/xandeum` routes answer from, and the pRPC simulator.
 //! - [`bridge`]: the [`bridge::RedisBridge`] actor that owns the Redis subscriber and dispatches
 //!   the control channel to the actors that registered for it.
 //! - [`http`]: routes, the JSON error type, and the request-observing middleware.
@@ -21,6 +23,7 @@ pub mod agents;
 pub mod app;
 pub mod bridge;
 pub mod http;
+pub mod pnodes;
 pub mod state_watcher;
 pub mod stream;
 pub mod telemetry;

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use nodegrid_actors::agents::bench::{self, BenchOptions};
 use nodegrid_actors::agents::device::{self, DeviceOptions};
 use nodegrid_actors::app::{Application, ShutdownTrigger};
+use nodegrid_actors::pnodes::sim::{PnodeSim, SimOptions};
 use nodegrid_actors::telemetry;
 use nodegrid_protocol::auth::Role;
 use nodegrid_services::bus::RedisBus;
@@ -40,6 +41,15 @@ enum Command {
     Device(DeviceOptions),
     /// The load generator: drive a deployment (or an MQTT broker) and measure it.
     Bench(BenchOptions),
+    /// Simulators of the outside world, for demos, tests and benchmarks.
+    #[command(subcommand)]
+    Sim(SimCommand),
+}
+
+#[derive(Subcommand)]
+enum SimCommand {
+    /// A pRPC server playing Xandeum seed nodes that gossip pods with churn.
+    Pnodes(SimOptions),
 }
 
 #[derive(Subcommand)]
@@ -88,6 +98,7 @@ fn main() -> ExitCode {
         Command::Migrate(options) => (options, Task::Migrate),
         Command::Device(options) => return run_device(options),
         Command::Bench(options) => return run_bench(options),
+        Command::Sim(SimCommand::Pnodes(options)) => return run_pnode_sim(options),
         Command::Admin(AdminCommand::CreateUser {
             username,
             role,
@@ -170,6 +181,34 @@ fn run_bench(options: BenchOptions) -> ExitCode {
     }
 }
 
+/// Runs the pRPC simulator until SIGTERM/SIGINT. Prints the seed list first, as the value of
+/// `NODEGRID_PNODE_SEEDS`, so that scripts can point a server at it.
+fn run_pnode_sim(options: SimOptions) -> ExitCode {
+    let filter = std::env::var("NODEGRID_LOG").unwrap_or_else(|_| "warn".to_owned());
+    telemetry::init_tracing(nodegrid_services::config::LogFormat::Human, &filter);
+    let system = actix_web::rt::System::new();
+    let result = system.block_on(async move {
+        let sim =
+            PnodeSim::start(options.clone()).map_err(|error| format!("cannot listen: {error}"))?;
+        println!("NODEGRID_PNODE_SEEDS={}", sim.seeds().join(","));
+        println!(
+            "simulating {} seeds gossiping {} pods (seed {}, a round every {} s)",
+            options.seeds, options.pods, options.seed, options.round_secs
+        );
+        let signals = TerminationSignals::listen().map_err(|error| error.to_string())?;
+        signals.wait().await;
+        sim.stop().await;
+        Ok::<(), String>(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("nodegrid sim pnodes: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Runs the device agent on a runtime of its own (it needs no actor system).
 fn run_device(options: DeviceOptions) -> ExitCode {
     let filter = std::env::var("NODEGRID_LOG").unwrap_or_else(|_| "info".to_owned());
@@ -244,11 +283,16 @@ impl TerminationSignals {
         })
     }
 
-    async fn fire_on_first(mut self, trigger: ShutdownTrigger) {
-        let name = tokio::select! {
+    /// Waits for the first of the two; returns its name.
+    async fn wait(mut self) -> &'static str {
+        tokio::select! {
             _ = self.terminate.recv() => "SIGTERM",
             _ = self.interrupt.recv() => "SIGINT",
-        };
+        }
+    }
+
+    async fn fire_on_first(self, trigger: ShutdownTrigger) {
+        let name = self.wait().await;
         tracing::info!(signal = name, "starting graceful shutdown");
         trigger.fire();
     }

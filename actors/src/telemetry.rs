@@ -150,6 +150,7 @@ fn describe_metrics() {
     );
     describe_gauge!(BUILD_INFO, "Always 1; the version label names the build.");
     crate::stream::metrics::describe();
+    crate::pnodes::metrics::describe();
     describe_gauge!(
         "nodegrid_lease_leader",
         "1 while this instance holds the named leader lease, else 0."

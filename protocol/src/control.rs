@@ -35,6 +35,11 @@ pub enum ControlEvent {
         producer_id: i64,
         active: bool,
     },
+    /// The pNode leader stored a new network snapshot: followers load it.
+    PnodeSnapshotUpdated { cycle: i64 },
+    /// An admin pruned registry entries last seen before `before` (unix seconds): every
+    /// instance drops them from memory.
+    PnodeRegistryPruned { before: i64 },
 }
 
 impl ControlEvent {
@@ -45,6 +50,8 @@ impl ControlEvent {
             ControlEvent::UserBlocked { .. } => "user_blocked",
             ControlEvent::UserUnblocked { .. } => "user_unblocked",
             ControlEvent::SubscriptionChanged { .. } => "subscription_changed",
+            ControlEvent::PnodeSnapshotUpdated { .. } => "pnode_snapshot_updated",
+            ControlEvent::PnodeRegistryPruned { .. } => "pnode_registry_pruned",
         }
     }
 }

@@ -6,6 +6,8 @@
 //! - [`error`]: the JSON error body every HTTP error answers with, and the stable codes in it.
 //! - [`health`]: the bodies of `/health` and `/ready`.
 //! - [`stream`]: the WebSocket frames, subscription bodies and the admin connections view.
+//! - [`prpc`]: Xandeum pRPC (the pNodes' JSON-RPC): requests, and the defensive reading of
+//!   their answers.
 //! - [`control`]: the events that travel on a deployment's Redis control channel, so that a
 //!   change made on one instance takes effect on all of them.
 //!
@@ -16,4 +18,5 @@ pub mod auth;
 pub mod control;
 pub mod error;
 pub mod health;
+pub mod prpc;
 pub mod stream;

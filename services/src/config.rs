@@ -19,6 +19,7 @@ use crate::identity::passwords::PasswordCost;
 use crate::identity::tokens::{
     DEVELOPMENT_JWT_SECRET, MIN_PRODUCTION_SECRET_BYTES, is_strong_secret,
 };
+use crate::pnodes::{AnalyticsConfig, DEFAULT_SEEDS, PnodeSettings, Seed};
 use crate::ratelimit::RateRule;
 
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
@@ -42,6 +43,10 @@ const DEFAULT_CONSUMER_BUFFER_MESSAGES: usize = 1_000;
 const DEFAULT_CONSUMER_BUFFER_BYTES: u64 = 1024 * 1024;
 const DEFAULT_WS_PING_INTERVAL_SECS: u64 = 25;
 const DEFAULT_WS_IDLE_TIMEOUT_SECS: u64 = 60;
+const DEFAULT_PNODE_INTERVAL_SECS: u64 = 60;
+const DEFAULT_PNODE_RPC_TIMEOUT_MS: u64 = 3_000;
+const DEFAULT_PNODE_MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+const DEFAULT_PNODE_RETENTION_DAYS: u64 = 30;
 
 /// The limits of the streaming sockets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,6 +228,37 @@ pub struct ServeOptions {
     /// Seconds without a frame or pong after which a socket is closed [default: 60].
     #[arg(long, env = "NODEGRID_WS_IDLE_TIMEOUT_SECS")]
     pub ws_idle_timeout_secs: Option<u64>,
+
+    /// pRPC seed nodes to poll, comma-separated `host[:port]` (port 6000 when omitted); an
+    /// empty list turns polling off [default: the nine public Xandeum IP nodes].
+    #[arg(long, env = "NODEGRID_PNODE_SEEDS", value_delimiter = ',')]
+    pub pnode_seeds: Option<Vec<String>>,
+
+    /// Seconds between pNode polling cycles; nodes unseen for twice this are offline
+    /// [default: 60].
+    #[arg(long, env = "NODEGRID_PNODE_INTERVAL")]
+    pub pnode_interval: Option<u64>,
+
+    /// Milliseconds each pRPC call may take [default: 3000].
+    #[arg(long, env = "NODEGRID_PNODE_RPC_TIMEOUT_MS")]
+    pub pnode_rpc_timeout_ms: Option<u64>,
+
+    /// Largest accepted pRPC answer, in bytes [default: 16777216].
+    #[arg(long, env = "NODEGRID_PNODE_MAX_ANSWER_BYTES")]
+    pub pnode_max_answer_bytes: Option<usize>,
+
+    /// The pNode version that counts as latest [default: the most common among online nodes].
+    #[arg(long, env = "NODEGRID_PNODE_LATEST_VERSION")]
+    pub pnode_latest_version: Option<String>,
+
+    /// Days of pNode history kept [default: 30].
+    #[arg(long, env = "NODEGRID_PNODE_RETENTION_DAYS")]
+    pub pnode_retention_days: Option<u64>,
+
+    /// TOML file with `[scoring]` weights and `[alerts]` thresholds of the pNode analytics
+    /// [default: the seed's values].
+    #[arg(long, env = "NODEGRID_PNODE_SCORING_FILE")]
+    pub pnode_scoring_file: Option<PathBuf>,
 }
 
 /// Resolved settings: every option has its value.
@@ -250,6 +286,7 @@ pub struct Settings {
     pub auth_username_rule: RateRule,
     pub trusted_proxies: Vec<IpNet>,
     pub stream: StreamLimits,
+    pub pnodes: PnodeSettings,
 }
 
 /// Settings that cannot be used.
@@ -330,6 +367,13 @@ impl ServeOptions {
             consumer_buffer_bytes: self.consumer_buffer_bytes.or(lower.consumer_buffer_bytes),
             ws_ping_interval_secs: self.ws_ping_interval_secs.or(lower.ws_ping_interval_secs),
             ws_idle_timeout_secs: self.ws_idle_timeout_secs.or(lower.ws_idle_timeout_secs),
+            pnode_seeds: self.pnode_seeds.or(lower.pnode_seeds),
+            pnode_interval: self.pnode_interval.or(lower.pnode_interval),
+            pnode_rpc_timeout_ms: self.pnode_rpc_timeout_ms.or(lower.pnode_rpc_timeout_ms),
+            pnode_max_answer_bytes: self.pnode_max_answer_bytes.or(lower.pnode_max_answer_bytes),
+            pnode_latest_version: self.pnode_latest_version.or(lower.pnode_latest_version),
+            pnode_retention_days: self.pnode_retention_days.or(lower.pnode_retention_days),
+            pnode_scoring_file: self.pnode_scoring_file.or(lower.pnode_scoring_file),
         }
     }
 
@@ -343,7 +387,9 @@ impl ServeOptions {
                     reason: "built-in default does not parse".into(),
                 })?,
         };
+        let pnodes = self.pnode_settings()?;
         let settings = Settings {
+            pnodes,
             http_addr,
             http_workers: self.http_workers,
             max_body_bytes: self.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
@@ -434,6 +480,62 @@ impl ServeOptions {
         };
         settings.validate()?;
         Ok(settings)
+    }
+}
+
+impl ServeOptions {
+    fn pnode_settings(&self) -> Result<PnodeSettings, ConfigError> {
+        let invalid = |name, reason: String| ConfigError::Invalid { name, reason };
+        let seeds = match &self.pnode_seeds {
+            Some(list) => list
+                .iter()
+                .filter(|text| !text.trim().is_empty())
+                .map(|text| Seed::parse(text).map_err(|reason| invalid("pnode_seeds", reason)))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => DEFAULT_SEEDS
+                .iter()
+                .map(|text| Seed::parse(text).map_err(|reason| invalid("pnode_seeds", reason)))
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        let interval = self.pnode_interval.unwrap_or(DEFAULT_PNODE_INTERVAL_SECS);
+        if interval == 0 {
+            return Err(invalid(
+                "pnode_interval",
+                "must be at least 1 second".into(),
+            ));
+        }
+        let timeout = self
+            .pnode_rpc_timeout_ms
+            .unwrap_or(DEFAULT_PNODE_RPC_TIMEOUT_MS);
+        let max_answer_bytes = self
+            .pnode_max_answer_bytes
+            .unwrap_or(DEFAULT_PNODE_MAX_ANSWER_BYTES);
+        let retention_days = self
+            .pnode_retention_days
+            .unwrap_or(DEFAULT_PNODE_RETENTION_DAYS);
+        if timeout == 0 || max_answer_bytes == 0 || retention_days == 0 {
+            return Err(invalid(
+                "pnode limits",
+                "the pRPC timeout, answer size and retention must be positive".into(),
+            ));
+        }
+        let analytics = match &self.pnode_scoring_file {
+            Some(path) => AnalyticsConfig::from_file(path)
+                .map_err(|reason| invalid("pnode_scoring_file", reason))?,
+            None => AnalyticsConfig::default(),
+        };
+        Ok(PnodeSettings {
+            seeds,
+            interval: Duration::from_secs(interval),
+            rpc_timeout: Duration::from_millis(timeout),
+            max_answer_bytes,
+            latest_version: self
+                .pnode_latest_version
+                .clone()
+                .filter(|version| !version.trim().is_empty()),
+            retention: Duration::from_secs(retention_days * 86_400),
+            analytics,
+        })
     }
 }
 

@@ -10,6 +10,7 @@
 //! - [`streams`]: subscriptions and the stream publisher.
 //! - [`shared_state`]: in-memory state that control events keep current on every instance.
 //! - [`ratelimit`]: token buckets in Redis.
+//! - [`pnodes`]: pNode analytics: pRPC client, merge, scores, alerts, the network view, its store.
 //! - [`lease`]: the leader lease that makes once-only work happen on exactly one instance.
 //!
 //! **Architecture invariant:** only this crate talks to Postgres and Redis, and it knows nothing
@@ -20,6 +21,7 @@ pub mod config;
 pub mod db;
 pub mod identity;
 pub mod lease;
+pub mod pnodes;
 pub mod ratelimit;
 pub mod shared_state;
 pub mod streams;

@@ -157,6 +157,8 @@ pub fn test_settings(database_url: &str) -> Settings {
     settings.auth_username_rule = settings.auth_ip_rule;
     settings.admin_username = Some(TEST_ADMIN.to_owned());
     settings.admin_password = Some(TEST_ADMIN_PASSWORD.into());
+    // No pNode polling unless a test points the server at a simulator.
+    settings.pnodes.seeds = Vec::new();
     settings
 }
 
@@ -177,6 +179,7 @@ pub struct TestApp {
     pub bus: RedisBus,
     pub bridge: actix::Addr<nodegrid_actors::bridge::RedisBridge>,
     pub shutdown: ShutdownTrigger,
+    pub pnodes: nodegrid_actors::pnodes::PnodeRuntime,
     pub stopped: tokio::sync::oneshot::Receiver<std::io::Result<()>>,
     // Declared last so that it is dropped after the server's handles; kept alive, not read.
     #[allow(dead_code)]
@@ -217,6 +220,7 @@ pub async fn spawn_app_with_routes(
         bus: app.bus().clone(),
         bridge: app.bridge(),
         shutdown: app.shutdown_trigger(),
+        pnodes: app.pnodes(),
         stopped,
         database,
     };
@@ -355,6 +359,16 @@ pub fn spawn_server_process(database_url: &str, redis_prefix: &str) -> ServerPro
 
 /// Starts `nodegrid serve` on `port` (0: any) with the test servers' secret and password cost.
 pub fn spawn_server_process_on(database_url: &str, redis_prefix: &str, port: u16) -> ServerProcess {
+    spawn_server_process_with(database_url, redis_prefix, port, &[])
+}
+
+/// [`spawn_server_process_on`] with more environment variables (e.g. pNode seeds).
+pub fn spawn_server_process_with(
+    database_url: &str,
+    redis_prefix: &str,
+    port: u16,
+    env: &[(&str, &str)],
+) -> ServerProcess {
     let addr = format!("127.0.0.1:{port}");
     let mut child = Command::new(env!("CARGO_BIN_EXE_nodegrid"))
         .args(["serve", "--http-addr", &addr, "--http-workers", "1"])
@@ -366,6 +380,8 @@ pub fn spawn_server_process_on(database_url: &str, redis_prefix: &str, port: u16
         .env("NODEGRID_REDIS_URL", redis_url())
         .env("NODEGRID_REDIS_PREFIX", redis_prefix)
         .env("NODEGRID_SHUTDOWN_TIMEOUT_SECS", "10")
+        .env("NODEGRID_PNODE_SEEDS", "")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

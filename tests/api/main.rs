@@ -17,6 +17,7 @@ mod device;
 mod identity;
 mod lease;
 mod migrations;
+mod pnodes;
 mod probes;
 mod shutdown;
 mod streaming;

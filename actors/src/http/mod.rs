@@ -21,6 +21,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .configure(identity::routes)
         .configure(admin::routes)
         .configure(crate::stream::routes::routes)
+        .configure(crate::pnodes::routes::routes)
         .configure(openapi::routes);
 }
 
@@ -30,7 +31,7 @@ pub fn resource(path: &str) -> actix_web::Resource {
 }
 
 /// A resource that answers GET (and HEAD) with `handler`.
-fn get_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
+pub fn get_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
 where
     F: actix_web::Handler<Args>,
     Args: actix_web::FromRequest + 'static,

@@ -445,6 +445,26 @@ impl Identity {
         .await;
     }
 
+    /// Records an admin's change outside identity (e.g. a pNode registry prune).
+    pub async fn record_admin_action(
+        &self,
+        caller: Caller,
+        admin: &AuthUser,
+        action: &'static str,
+        target: &str,
+        details: serde_json::Value,
+    ) -> Result<(), IdentityError> {
+        self.record(AuditRecord {
+            actor_id: Some(admin.user_id),
+            actor: Some(admin.username.clone()),
+            action,
+            target: Some(truncate(target, 200)),
+            source_ip: Some(caller.ip.to_string()),
+            details,
+        })
+        .await
+    }
+
     /// Records that an admin read an admin view (`route`, with its query string).
     pub async fn record_admin_read(
         &self,
@@ -661,7 +681,10 @@ impl Identity {
                     blocked: false,
                 },
             ),
-            ControlEvent::Ping { .. } | ControlEvent::SubscriptionChanged { .. } => {}
+            ControlEvent::Ping { .. }
+            | ControlEvent::SubscriptionChanged { .. }
+            | ControlEvent::PnodeSnapshotUpdated { .. }
+            | ControlEvent::PnodeRegistryPruned { .. } => {}
         }
     }
 

@@ -1,0 +1,483 @@
+//! PnodeAggregator: one per instance. While this instance holds the `pnode-aggregator` lease it
+//! runs the cycle every interval: ask every poller, merge into the registry, build the view,
+//! write the cycle to Postgres (fenced), serve it, and tell the other instances. On the other
+//! instances it keeps the served snapshot current: on the control event, after a Redis
+//! reconnect, and by a cheap cycle-number check every interval.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use futures_util::future::join_all;
+use nodegrid_protocol::control::{ControlEnvelope, ControlEvent};
+use nodegrid_services::bus::RedisBus;
+use nodegrid_services::lease::Leadership;
+use nodegrid_services::pnodes::PnodeSettings;
+use nodegrid_services::pnodes::cycle::{CycleStats, Registry, SeedPoll, apply_cycle};
+use nodegrid_services::pnodes::store::{PnodeStore, WriteOutcome};
+use nodegrid_services::pnodes::view::{NetworkView, SnapshotRecord};
+use serde::Serialize;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::SnapshotCell;
+use super::metrics::{CYCLE_SECONDS, CYCLES, PRUNED};
+use super::poller::{PnodePoller, Poll};
+use crate::bridge::{
+    BusReconnected, ControlMessage, RedisBridge, RegisterControlListener, RegisterReconnectListener,
+};
+
+/// History older than the retention is pruned at most this often.
+const PRUNE_EVERY: Duration = Duration::from_secs(3_600);
+
+/// What the aggregator shares with the futures it runs.
+pub struct AggregatorContext {
+    pub settings: PnodeSettings,
+    pub store: PnodeStore,
+    pub cell: SnapshotCell,
+    pub bus: RedisBus,
+    pub instance_id: Uuid,
+}
+
+/// What one cycle did.
+#[derive(Debug, Clone, Serialize)]
+pub struct CycleReport {
+    pub cycle: i64,
+    pub outcome: &'static str,
+    pub seeds_ok: usize,
+    pub seeds_failed: usize,
+    pub unique_pods: usize,
+    pub new_nodes: usize,
+    pub disappeared: usize,
+    pub duration_ms: u64,
+}
+
+pub struct PnodeAggregator {
+    context: Arc<AggregatorContext>,
+    pollers: Vec<Addr<PnodePoller>>,
+    bridge: Addr<RedisBridge>,
+    leadership: Option<watch::Receiver<Leadership>>,
+    /// The working registry, held only while leading.
+    registry: Option<Registry>,
+    cycle: i64,
+    busy: bool,
+    refreshing: bool,
+    last_prune: Option<Instant>,
+}
+
+impl PnodeAggregator {
+    pub fn start(
+        context: AggregatorContext,
+        pollers: Vec<Addr<PnodePoller>>,
+        bridge: Addr<RedisBridge>,
+        leadership: Option<watch::Receiver<Leadership>>,
+    ) -> Addr<PnodeAggregator> {
+        let context = Arc::new(context);
+        Supervisor::start(move |_| PnodeAggregator {
+            context,
+            pollers,
+            bridge,
+            leadership,
+            registry: None,
+            cycle: 0,
+            busy: false,
+            refreshing: false,
+            last_prune: None,
+        })
+    }
+
+    fn leadership(&self) -> Leadership {
+        self.leadership
+            .as_ref()
+            .map(|rx| *rx.borrow())
+            .unwrap_or(Leadership::Follower)
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        match self.leadership() {
+            Leadership::Leader { .. } => {
+                ctx.spawn(self.run_cycle().map(|_, _, _| ()));
+            }
+            Leadership::Follower => {
+                // A deposed leader's registry may be stale by the time it leads again.
+                self.registry = None;
+                self.refresh(ctx, None);
+            }
+        }
+    }
+
+    /// Loads the stored snapshot when it is newer than the served one (or `known_cycle` says
+    /// a newer one exists).
+    fn refresh(&mut self, ctx: &mut Context<Self>, known_cycle: Option<i64>) {
+        if self.refreshing || self.busy {
+            return;
+        }
+        let served = self.context.cell.cycle();
+        if known_cycle.is_some_and(|cycle| cycle <= served) {
+            return;
+        }
+        self.refreshing = true;
+        let context = self.context.clone();
+        ctx.spawn(
+            async move {
+                let stored = context
+                    .store
+                    .snapshot_cycle()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if stored <= context.cell.cycle() {
+                    return Ok(false);
+                }
+                let Some(record) = context
+                    .store
+                    .load_snapshot()
+                    .await
+                    .map_err(|e| e.to_string())?
+                else {
+                    return Ok(false);
+                };
+                publish_record(&context, record).await;
+                Ok::<bool, String>(true)
+            }
+            .into_actor(self)
+            .map(|result, aggregator, _| {
+                aggregator.refreshing = false;
+                match result {
+                    Ok(true) => tracing::debug!(
+                        cycle = aggregator.context.cell.cycle(),
+                        "loaded the stored pNode snapshot"
+                    ),
+                    Ok(false) => {}
+                    Err(error) => tracing::warn!(%error, "cannot load the stored pNode snapshot"),
+                }
+            }),
+        );
+    }
+
+    fn run_cycle(&mut self) -> ResponseActFuture<Self, Result<CycleReport, String>> {
+        let Leadership::Leader { fencing_token } = self.leadership() else {
+            return Box::pin(fut::ready(Err(
+                "this instance does not hold the pNode lease".to_owned(),
+            )));
+        };
+        if self.busy {
+            return Box::pin(fut::ready(Err("a cycle is already running".to_owned())));
+        }
+        self.busy = true;
+        let context = self.context.clone();
+        let pollers = self.pollers.clone();
+        let registry = self.registry.take();
+        let cycle = self.cycle;
+        let prune_due = self
+            .last_prune
+            .is_none_or(|last| last.elapsed() >= PRUNE_EVERY);
+        Box::pin(
+            async move {
+                let (registry, cycle) = match registry {
+                    Some(registry) => (registry, cycle),
+                    None => {
+                        let loaded = context
+                            .store
+                            .load_registry()
+                            .await
+                            .map_err(|e| e.to_string());
+                        let stored = context
+                            .store
+                            .snapshot_cycle()
+                            .await
+                            .map_err(|e| e.to_string());
+                        match (loaded, stored) {
+                            (Ok(registry), Ok(stored)) => (registry, stored),
+                            (Err(error), _) | (_, Err(error)) => return (None, cycle, Err(error)),
+                        }
+                    }
+                };
+                cycle_once(
+                    &context,
+                    &pollers,
+                    registry,
+                    cycle,
+                    fencing_token,
+                    prune_due,
+                )
+                .await
+            }
+            .into_actor(self)
+            .map(move |(registry, cycle, result), aggregator, _| {
+                aggregator.busy = false;
+                aggregator.registry = registry;
+                aggregator.cycle = cycle;
+                if let Ok(report) = &result
+                    && report.outcome == "written"
+                    && prune_due
+                {
+                    aggregator.last_prune = Some(Instant::now());
+                }
+                if let Err(error) = &result {
+                    metrics::counter!(CYCLES, "outcome" => "failed").increment(1);
+                    tracing::warn!(%error, "pNode cycle failed");
+                }
+                result
+            }),
+        )
+    }
+}
+
+fn unix_now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Polls, merges, builds, writes. Returns the registry to keep (none when fenced), the cycle
+/// number reached, and the report.
+async fn cycle_once(
+    context: &Arc<AggregatorContext>,
+    pollers: &[Addr<PnodePoller>],
+    registry: Registry,
+    cycle: i64,
+    fencing_token: u64,
+    prune_due: bool,
+) -> (Option<Registry>, i64, Result<CycleReport, String>) {
+    let now = unix_now();
+    let polls: Vec<SeedPoll> = join_all(pollers.iter().map(|poller| poller.send(Poll { now })))
+        .await
+        .into_iter()
+        .filter_map(Result::ok)
+        .collect();
+    let started = Instant::now();
+    let settings = context.settings.clone();
+    let next_cycle = cycle + 1;
+    let built = tokio::task::spawn_blocking(move || {
+        let mut registry = registry;
+        let stats = apply_cycle(&mut registry, &polls, now);
+        if stats.skipped {
+            return (registry, stats, None);
+        }
+        let record = SnapshotRecord {
+            cycle: next_cycle,
+            taken_at: now,
+            interval_secs: settings.interval.as_secs(),
+            seeds: polls,
+            entries: registry.values().cloned().collect(),
+        };
+        let view = NetworkView::build(
+            &record,
+            &settings.analytics,
+            settings.latest_version.as_deref(),
+        );
+        (registry, stats, Some((record, view)))
+    })
+    .await;
+    let Ok((registry, stats, built)) = built else {
+        return (
+            None,
+            cycle,
+            Err("the cycle's computation panicked".to_owned()),
+        );
+    };
+    let report = |outcome, stats: &CycleStats, cycle| CycleReport {
+        cycle,
+        outcome,
+        seeds_ok: stats.seeds_ok,
+        seeds_failed: stats.seeds_failed,
+        unique_pods: stats.unique_pods,
+        new_nodes: stats.new_nodes,
+        disappeared: stats.disappeared,
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    };
+    let Some((record, view)) = built else {
+        metrics::counter!(CYCLES, "outcome" => "skipped").increment(1);
+        tracing::warn!(
+            seeds = stats.seeds_failed,
+            "no pRPC seed answered; the snapshot is kept as it was"
+        );
+        return (Some(registry), cycle, Ok(report("skipped", &stats, cycle)));
+    };
+    let retention = i64::try_from(context.settings.retention.as_secs()).unwrap_or(i64::MAX);
+    let written = context
+        .store
+        .write_cycle(&record, &view, fencing_token, now.saturating_sub(retention))
+        .await;
+    match written {
+        Ok(WriteOutcome::Written) => {}
+        Ok(WriteOutcome::Fenced) => {
+            metrics::counter!(CYCLES, "outcome" => "fenced").increment(1);
+            tracing::warn!(
+                cycle = next_cycle,
+                "a newer pNode leader has written; dropping this cycle"
+            );
+            return (None, cycle, Ok(report("fenced", &stats, cycle)));
+        }
+        Err(error) => return (Some(registry), cycle, Err(error.to_string())),
+    }
+    let elapsed = started.elapsed();
+    metrics::histogram!(CYCLE_SECONDS).record(elapsed.as_secs_f64());
+    metrics::counter!(CYCLES, "outcome" => "written").increment(1);
+    tracing::info!(
+        cycle = next_cycle,
+        seeds_ok = stats.seeds_ok,
+        seeds_failed = stats.seeds_failed,
+        pods = stats.unique_pods,
+        new = stats.new_nodes,
+        disappeared = stats.disappeared,
+        ms = elapsed.as_millis() as u64,
+        "pNode cycle written"
+    );
+    context.cell.set(Arc::new(record), Arc::new(view));
+    let envelope = ControlEnvelope {
+        origin: context.instance_id,
+        event: ControlEvent::PnodeSnapshotUpdated { cycle: next_cycle },
+    };
+    if let Err(error) = context.bus.publish_control(&envelope).await {
+        tracing::warn!(%error, "cannot announce the new pNode snapshot; followers will find it by polling");
+    }
+    if prune_due {
+        match context
+            .store
+            .prune_history(now.saturating_sub(retention))
+            .await
+        {
+            Ok((network, nodes)) => {
+                metrics::counter!(PRUNED, "table" => "network_history").increment(network);
+                metrics::counter!(PRUNED, "table" => "node_history").increment(nodes);
+            }
+            Err(error) => tracing::warn!(%error, "pNode history retention failed"),
+        }
+    }
+    (
+        Some(registry),
+        next_cycle,
+        Ok(report("written", &stats, next_cycle)),
+    )
+}
+
+/// Builds the view of `record` off the actor thread and serves it when it is newer.
+async fn publish_record(context: &Arc<AggregatorContext>, record: SnapshotRecord) {
+    let settings = context.settings.clone();
+    let built = tokio::task::spawn_blocking(move || {
+        let view = NetworkView::build(
+            &record,
+            &settings.analytics,
+            settings.latest_version.as_deref(),
+        );
+        (record, view)
+    })
+    .await;
+    if let Ok((record, view)) = built {
+        context.cell.set_if_newer(Arc::new(record), Arc::new(view));
+    }
+}
+
+impl Actor for PnodeAggregator {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let own = ctx.address();
+        self.bridge
+            .do_send(RegisterControlListener(own.clone().recipient()));
+        self.bridge
+            .do_send(RegisterReconnectListener(own.recipient()));
+        self.refresh(ctx, None);
+        ctx.run_interval(self.context.settings.interval, |aggregator, ctx| {
+            aggregator.tick(ctx)
+        });
+        if let Some(mut leadership) = self.leadership.clone() {
+            // Start a cycle as soon as this instance becomes the leader, not an interval later.
+            ctx.spawn(
+                async move { leadership.wait_for(Leadership::is_leader).await.is_ok() }
+                    .into_actor(self)
+                    .map(|became_leader, aggregator, ctx| {
+                        if became_leader {
+                            aggregator.tick(ctx);
+                        }
+                    }),
+            );
+        }
+    }
+}
+
+impl Supervised for PnodeAggregator {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.busy = false;
+        self.refreshing = false;
+        self.registry = None;
+        metrics::counter!(crate::telemetry::ACTOR_RESTARTS_TOTAL, "actor" => "pnode_aggregator")
+            .increment(1);
+    }
+}
+
+impl Handler<ControlMessage> for PnodeAggregator {
+    type Result = ();
+
+    fn handle(&mut self, message: ControlMessage, ctx: &mut Context<Self>) {
+        match message.0.event {
+            ControlEvent::PnodeSnapshotUpdated { cycle } if !self.leadership().is_leader() => {
+                self.refresh(ctx, Some(cycle));
+            }
+            ControlEvent::PnodeRegistryPruned { before } => {
+                if let Some(registry) = &mut self.registry {
+                    registry.retain(|_, entry| entry.last_seen >= before);
+                }
+                if let Some(record) = self.context.cell.record() {
+                    let mut record = (*record).clone();
+                    record.entries.retain(|entry| entry.last_seen >= before);
+                    let context = self.context.clone();
+                    ctx.spawn(
+                        async move {
+                            let settings = context.settings.clone();
+                            let built = tokio::task::spawn_blocking(move || {
+                                let view = NetworkView::build(
+                                    &record,
+                                    &settings.analytics,
+                                    settings.latest_version.as_deref(),
+                                );
+                                (record, view)
+                            })
+                            .await;
+                            if let Ok((record, view)) = built {
+                                context.cell.set(Arc::new(record), Arc::new(view));
+                            }
+                        }
+                        .into_actor(self),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Handler<BusReconnected> for PnodeAggregator {
+    type Result = ();
+
+    fn handle(&mut self, _: BusReconnected, ctx: &mut Context<Self>) {
+        if !self.leadership().is_leader() {
+            self.refresh(ctx, None);
+        }
+    }
+}
+
+/// Runs a cycle now (when leading): for tests and operators who cannot wait an interval.
+#[derive(Message)]
+#[rtype(result = "Result<CycleReport, String>")]
+pub struct RunCycle;
+
+impl Handler<RunCycle> for PnodeAggregator {
+    type Result = ResponseActFuture<Self, Result<CycleReport, String>>;
+
+    fn handle(&mut self, _: RunCycle, _: &mut Context<Self>) -> Self::Result {
+        self.run_cycle()
+    }
+}
+
+/// Whether this instance leads the pNode work, and the pollers' addresses.
+#[derive(Message)]
+#[rtype(result = "(bool, Vec<Addr<PnodePoller>>)")]
+pub struct GetPollers;
+
+impl Handler<GetPollers> for PnodeAggregator {
+    type Result = MessageResult<GetPollers>;
+
+    fn handle(&mut self, _: GetPollers, _: &mut Context<Self>) -> Self::Result {
+        MessageResult((self.leadership().is_leader(), self.pollers.clone()))
+    }
+}

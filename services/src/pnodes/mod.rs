@@ -1,0 +1,149 @@
+//! pNode analytics: the pRPC client, the merge of what the seeds report into one registry,
+//! gossip consistency, the seed's scores and alerts, the network view the API answers from, and
+//! the Postgres store of registry, snapshot and history.
+//!
+//! Everything here is plain data and functions, except [`client`] (HTTP to the seeds) and
+//! [`store`] (Postgres). The actors crate runs the pollers and the aggregation cycle.
+
+pub mod alerts;
+pub mod client;
+pub mod cycle;
+pub mod scoring;
+pub mod store;
+pub mod view;
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use self::alerts::AlertThresholds;
+use self::scoring::ScoringConfig;
+
+/// The seeds polled when none are configured: the nine public Xandeum IP nodes.
+pub const DEFAULT_SEEDS: [&str; 9] = [
+    "173.212.203.145",
+    "173.212.220.65",
+    "161.97.97.41",
+    "192.190.136.36",
+    "192.190.136.37",
+    "192.190.136.38",
+    "192.190.136.28",
+    "192.190.136.29",
+    "207.244.255.1",
+];
+pub const DEFAULT_PRPC_PORT: u16 = 6000;
+
+/// One pRPC seed node.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Seed {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Seed {
+    /// `host[:port]`, port 6000 when omitted.
+    pub fn parse(text: &str) -> Result<Seed, String> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err("empty seed".to_owned());
+        }
+        let (host, port) = match text.rsplit_once(':') {
+            Some((host, port)) if !host.contains(':') || host.ends_with(']') => (
+                host,
+                port.parse::<u16>()
+                    .map_err(|_| format!("{text}: port is not a number from 1 to 65535"))?,
+            ),
+            _ => (text, DEFAULT_PRPC_PORT),
+        };
+        if host.is_empty() || port == 0 {
+            return Err(format!("{text}: expected host[:port]"));
+        }
+        Ok(Seed {
+            host: host.to_owned(),
+            port,
+        })
+    }
+
+    /// How the seed is named in `peer_sources`, `source_ips` and the per-seed view: the host
+    /// alone on the default port, `host:port` otherwise (several simulated seeds share a host).
+    pub fn label(&self) -> String {
+        if self.port == DEFAULT_PRPC_PORT {
+            self.host.clone()
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    pub fn rpc_url(&self) -> String {
+        format!("http://{}:{}/rpc", self.host, self.port)
+    }
+}
+
+impl fmt::Display for Seed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.label())
+    }
+}
+
+/// Scores and alerts configuration, read from the optional `--pnode-scoring-file`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnalyticsConfig {
+    pub scoring: ScoringConfig,
+    pub alerts: AlertThresholds,
+}
+
+impl AnalyticsConfig {
+    pub fn from_file(path: &Path) -> Result<AnalyticsConfig, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+        toml::from_str(&text).map_err(|error| format!("{} is not valid: {error}", path.display()))
+    }
+}
+
+/// Everything the pNode side needs, resolved.
+#[derive(Debug, Clone)]
+pub struct PnodeSettings {
+    /// Empty: polling is off (the API still serves the last stored snapshot).
+    pub seeds: Vec<Seed>,
+    pub interval: Duration,
+    pub rpc_timeout: Duration,
+    /// Largest accepted pRPC answer body.
+    pub max_answer_bytes: usize,
+    /// The version that counts as latest; `None`: the most common among online nodes.
+    pub latest_version: Option<String>,
+    pub retention: Duration,
+    pub analytics: AnalyticsConfig,
+}
+
+impl PnodeSettings {
+    /// Nodes not seen for longer than this are offline.
+    pub fn offline_after_secs(&self) -> i64 {
+        i64::try_from(self.interval.as_secs().max(1) * 2).unwrap_or(i64::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_parse_with_and_without_a_port() {
+        assert_eq!(
+            Seed::parse("173.212.203.145").map(|seed| seed.rpc_url()),
+            Ok("http://173.212.203.145:6000/rpc".to_owned())
+        );
+        let seed = Seed::parse(" 127.0.0.1:16001 ").expect("seed");
+        assert_eq!(seed.port, 16_001);
+        assert_eq!(seed.label(), "127.0.0.1:16001");
+        assert_eq!(
+            Seed::parse("10.0.0.1:6000").map(|s| s.label()),
+            Ok("10.0.0.1".into())
+        );
+        assert!(Seed::parse("10.0.0.1:http").is_err());
+        assert!(Seed::parse("").is_err());
+        assert!(Seed::parse(":6000").is_err());
+    }
+}

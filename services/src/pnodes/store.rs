@@ -1,0 +1,556 @@
+//! Postgres side of the pNode analytics: the registry, the stored snapshot record, the network
+//! and per-node history, retention. One cycle is written in one transaction with one statement
+//! per table (arrays unnested server-side), stamped with the leader's fencing token.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use tokio_postgres::Row;
+
+use super::cycle::{Registry, RegistryEntry};
+use super::view::{NetworkView, SnapshotRecord};
+use crate::db::{Database, DbError};
+use crate::lease::FencingToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("snapshot record cannot be encoded or decoded: {0}")]
+    Codec(String),
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        StoreError::Db(DbError::Query(error))
+    }
+}
+
+/// Whether the store took a cycle's write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Written,
+    /// A newer leader has written since: this instance is no longer the leader.
+    Fenced,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NetworkHistoryRow {
+    pub cycle: i64,
+    pub timestamp: i64,
+    pub total_pnodes: i32,
+    pub online_pnodes: i32,
+    pub offline_pnodes: i32,
+    pub public_pnodes: i32,
+    pub private_pnodes: i32,
+    pub total_ip_nodes: i32,
+    pub responding_ip_nodes: i32,
+    pub total_storage_committed: i64,
+    pub total_storage_used: i64,
+    pub avg_storage_usage_percent: f64,
+    pub avg_uptime_hours: f64,
+    pub avg_peer_count: f64,
+    pub avg_cpu_percent: f64,
+    pub avg_ram_used_percent: f64,
+    pub total_active_streams: i64,
+    pub total_bytes_processed: i64,
+    pub avg_score: f64,
+    pub health_score: f64,
+    pub latest_version: Option<String>,
+    pub version_distribution: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeHistoryRow {
+    pub timestamp: i64,
+    pub is_online: bool,
+    pub version: Option<String>,
+    pub uptime: Option<i64>,
+    pub storage_committed: Option<i64>,
+    pub storage_used: Option<i64>,
+    pub storage_usage_percent: Option<f64>,
+    pub peer_count: i32,
+    pub peer_sources: Vec<String>,
+    pub score: f64,
+    pub trust_score: f64,
+    pub capacity_score: f64,
+    pub is_public: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryStatus {
+    pub network_snapshots: i64,
+    pub node_history_rows: i64,
+    pub nodes_tracked: i64,
+    pub oldest_timestamp: Option<i64>,
+    pub newest_timestamp: Option<i64>,
+}
+
+fn to_i64(value: Option<u64>) -> Option<i64> {
+    value.and_then(|v| i64::try_from(v).ok())
+}
+
+fn saturating_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+#[derive(Clone)]
+pub struct PnodeStore {
+    database: Database,
+}
+
+impl PnodeStore {
+    pub fn new(database: Database) -> PnodeStore {
+        PnodeStore { database }
+    }
+
+    /// The whole registry, for a new leader to go on counting from.
+    pub async fn load_registry(&self) -> Result<Registry, StoreError> {
+        let client = self.database.client().await?;
+        let rows = client
+            .query(
+                "SELECT address, pubkey, version, last_seen_timestamp, is_public, rpc_port,
+                        storage_committed, storage_used, storage_usage_percent, uptime,
+                        first_seen, last_seen, last_checked, peer_sources, source_ips,
+                        gossip_appearances, gossip_disappearances, last_gossip_appearance,
+                        last_gossip_drop, present, storage_used_previous
+                 FROM pnode_registry",
+                &[],
+            )
+            .await?;
+        let unsigned = |row: &Row, column: &str| -> Option<u64> {
+            row.get::<_, Option<i64>>(column)
+                .and_then(|v| u64::try_from(v).ok())
+        };
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let entry = RegistryEntry {
+                    address: row.get("address"),
+                    pubkey: row.get("pubkey"),
+                    version: row.get("version"),
+                    last_seen_timestamp: row.get("last_seen_timestamp"),
+                    is_public: row.get("is_public"),
+                    rpc_port: row
+                        .get::<_, Option<i32>>("rpc_port")
+                        .and_then(|port| u16::try_from(port).ok()),
+                    storage_committed: unsigned(row, "storage_committed"),
+                    storage_used: unsigned(row, "storage_used"),
+                    storage_usage_percent: row.get("storage_usage_percent"),
+                    uptime: unsigned(row, "uptime"),
+                    first_seen: row.get("first_seen"),
+                    last_seen: row.get("last_seen"),
+                    last_checked: row.get("last_checked"),
+                    peer_sources: row.get("peer_sources"),
+                    source_ips: row.get("source_ips"),
+                    gossip_appearances: unsigned(row, "gossip_appearances").unwrap_or(0),
+                    gossip_disappearances: unsigned(row, "gossip_disappearances").unwrap_or(0),
+                    last_gossip_appearance: row.get("last_gossip_appearance"),
+                    last_gossip_drop: row.get("last_gossip_drop"),
+                    present: row.get("present"),
+                    storage_used_previous: unsigned(row, "storage_used_previous"),
+                };
+                (entry.address.clone(), entry)
+            })
+            .collect())
+    }
+
+    /// The last stored snapshot record, if any cycle ever ran.
+    pub async fn load_snapshot(&self) -> Result<Option<SnapshotRecord>, StoreError> {
+        let client = self.database.client().await?;
+        let row = client
+            .query_opt("SELECT record FROM pnode_snapshot WHERE id = 1", &[])
+            .await?;
+        let Some(bytes) = row.and_then(|row| row.get::<_, Option<Vec<u8>>>(0)) else {
+            return Ok(None);
+        };
+        rmp_serde::from_slice(&bytes)
+            .map(Some)
+            .map_err(|error| StoreError::Codec(error.to_string()))
+    }
+
+    /// The cycle of the stored snapshot (0 before the first).
+    pub async fn snapshot_cycle(&self) -> Result<i64, StoreError> {
+        let client = self.database.client().await?;
+        let row = client
+            .query_one("SELECT cycle FROM pnode_snapshot WHERE id = 1", &[])
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// Writes one cycle: registry rows checked in it, the history rows, the snapshot record.
+    /// Per-node history gets a row for every node last seen after `history_cutoff`.
+    pub async fn write_cycle(
+        &self,
+        record: &SnapshotRecord,
+        view: &NetworkView,
+        fencing_token: FencingToken,
+        history_cutoff: i64,
+    ) -> Result<WriteOutcome, StoreError> {
+        let encoded = rmp_serde::to_vec_named(record)
+            .map_err(|error| StoreError::Codec(error.to_string()))?;
+        let token = saturating_i64(fencing_token);
+        let mut client = self.database.client().await?;
+        let transaction = client.transaction().await?;
+        let fenced = transaction
+            .execute(
+                "UPDATE pnode_snapshot SET cycle = $1, taken_at = $2, fencing_token = $3, record = $4
+                 WHERE id = 1 AND fencing_token <= $3",
+                &[&record.cycle, &record.taken_at, &token, &encoded],
+            )
+            .await?
+            == 0;
+        if fenced {
+            transaction.rollback().await?;
+            return Ok(WriteOutcome::Fenced);
+        }
+        upsert_registry(&transaction, record).await?;
+        insert_network_history(&transaction, view).await?;
+        insert_node_history(&transaction, view, history_cutoff).await?;
+        transaction.commit().await?;
+        Ok(WriteOutcome::Written)
+    }
+
+    /// Deletes history older than `before`; returns (network rows, node rows) deleted.
+    pub async fn prune_history(&self, before: i64) -> Result<(u64, u64), StoreError> {
+        let client = self.database.client().await?;
+        let network = client
+            .execute(
+                "DELETE FROM pnode_network_history WHERE taken_at < $1",
+                &[&before],
+            )
+            .await?;
+        let nodes = client
+            .execute(
+                "DELETE FROM pnode_node_history WHERE taken_at < $1",
+                &[&before],
+            )
+            .await?;
+        Ok((network, nodes))
+    }
+
+    /// Deletes registry entries last seen before `before`, from the table and from the stored
+    /// snapshot record (so that an instance loading it later does not bring them back), in one
+    /// transaction; returns how many entries were deleted.
+    pub async fn prune_registry(&self, before: i64) -> Result<u64, StoreError> {
+        let mut client = self.database.client().await?;
+        let transaction = client.transaction().await?;
+        let deleted = transaction
+            .execute(
+                "DELETE FROM pnode_registry WHERE last_seen < $1",
+                &[&before],
+            )
+            .await?;
+        let row = transaction
+            .query_one(
+                "SELECT record FROM pnode_snapshot WHERE id = 1 FOR UPDATE",
+                &[],
+            )
+            .await?;
+        if let Some(bytes) = row.get::<_, Option<Vec<u8>>>(0) {
+            let mut record: SnapshotRecord = rmp_serde::from_slice(&bytes)
+                .map_err(|error| StoreError::Codec(error.to_string()))?;
+            record.entries.retain(|entry| entry.last_seen >= before);
+            let encoded = rmp_serde::to_vec_named(&record)
+                .map_err(|error| StoreError::Codec(error.to_string()))?;
+            transaction
+                .execute(
+                    "UPDATE pnode_snapshot SET record = $1 WHERE id = 1",
+                    &[&encoded],
+                )
+                .await?;
+        }
+        transaction.commit().await?;
+        Ok(deleted)
+    }
+
+    pub async fn network_history(&self, since: i64) -> Result<Vec<NetworkHistoryRow>, StoreError> {
+        let client = self.database.client().await?;
+        let rows = client
+            .query(
+                "SELECT * FROM pnode_network_history WHERE taken_at >= $1 ORDER BY taken_at, cycle",
+                &[&since],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| NetworkHistoryRow {
+                cycle: row.get("cycle"),
+                timestamp: row.get("taken_at"),
+                total_pnodes: row.get("total_pnodes"),
+                online_pnodes: row.get("online_pnodes"),
+                offline_pnodes: row.get("offline_pnodes"),
+                public_pnodes: row.get("public_pnodes"),
+                private_pnodes: row.get("private_pnodes"),
+                total_ip_nodes: row.get("total_ip_nodes"),
+                responding_ip_nodes: row.get("responding_ip_nodes"),
+                total_storage_committed: row.get("total_storage_committed"),
+                total_storage_used: row.get("total_storage_used"),
+                avg_storage_usage_percent: row.get("avg_storage_usage_percent"),
+                avg_uptime_hours: row.get("avg_uptime_hours"),
+                avg_peer_count: row.get("avg_peer_count"),
+                avg_cpu_percent: row.get("avg_cpu_percent"),
+                avg_ram_used_percent: row.get("avg_ram_used_percent"),
+                total_active_streams: row.get("total_active_streams"),
+                total_bytes_processed: row.get("total_bytes_processed"),
+                avg_score: row.get("avg_score"),
+                health_score: row.get("health_score"),
+                latest_version: row.get("latest_version"),
+                version_distribution: row.get("version_distribution"),
+            })
+            .collect())
+    }
+
+    pub async fn node_history(
+        &self,
+        address: &str,
+        since: i64,
+    ) -> Result<Vec<NodeHistoryRow>, StoreError> {
+        let client = self.database.client().await?;
+        let rows = client
+            .query(
+                "SELECT * FROM pnode_node_history WHERE address = $1 AND taken_at >= $2
+                 ORDER BY taken_at",
+                &[&address, &since],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| NodeHistoryRow {
+                timestamp: row.get("taken_at"),
+                is_online: row.get("is_online"),
+                version: row.get("version"),
+                uptime: row.get("uptime"),
+                storage_committed: row.get("storage_committed"),
+                storage_used: row.get("storage_used"),
+                storage_usage_percent: row.get("storage_usage_percent"),
+                peer_count: row.get("peer_count"),
+                peer_sources: row.get("peer_sources"),
+                score: row.get("score"),
+                trust_score: row.get("trust_score"),
+                capacity_score: row.get("capacity_score"),
+                is_public: row.get("is_public"),
+            })
+            .collect())
+    }
+
+    pub async fn history_status(&self) -> Result<HistoryStatus, StoreError> {
+        let client = self.database.client().await?;
+        let network = client
+            .query_one(
+                "SELECT count(*), min(taken_at), max(taken_at) FROM pnode_network_history",
+                &[],
+            )
+            .await?;
+        let nodes = client
+            .query_one(
+                "SELECT count(*), count(DISTINCT address) FROM pnode_node_history",
+                &[],
+            )
+            .await?;
+        Ok(HistoryStatus {
+            network_snapshots: network.get(0),
+            oldest_timestamp: network.get(1),
+            newest_timestamp: network.get(2),
+            node_history_rows: nodes.get(0),
+            nodes_tracked: nodes.get(1),
+        })
+    }
+}
+
+async fn upsert_registry(
+    transaction: &tokio_postgres::Transaction<'_>,
+    record: &SnapshotRecord,
+) -> Result<(), StoreError> {
+    let entries: Vec<&RegistryEntry> = record
+        .entries
+        .iter()
+        .filter(|entry| entry.last_checked == record.taken_at)
+        .collect();
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let column = |f: &dyn Fn(&RegistryEntry) -> Option<i64>| -> Vec<Option<i64>> {
+        entries.iter().map(|e| f(e)).collect()
+    };
+    let address: Vec<&str> = entries.iter().map(|e| e.address.as_str()).collect();
+    let pubkey: Vec<Option<&str>> = entries.iter().map(|e| e.pubkey.as_deref()).collect();
+    let version: Vec<Option<&str>> = entries.iter().map(|e| e.version.as_deref()).collect();
+    let is_public: Vec<Option<bool>> = entries.iter().map(|e| e.is_public).collect();
+    let rpc_port: Vec<Option<i32>> = entries.iter().map(|e| e.rpc_port.map(i32::from)).collect();
+    let percent: Vec<Option<f64>> = entries.iter().map(|e| e.storage_usage_percent).collect();
+    let peer_sources: Vec<String> = entries.iter().map(|e| e.peer_sources.join(",")).collect();
+    let source_ips: Vec<String> = entries.iter().map(|e| e.source_ips.join(",")).collect();
+    let present: Vec<bool> = entries.iter().map(|e| e.present).collect();
+    let consistency: Vec<f64> = entries.iter().map(|e| e.consistency_score()).collect();
+    transaction
+        .execute(
+            "INSERT INTO pnode_registry AS r (address, pubkey, version, last_seen_timestamp,
+                 is_public, rpc_port, storage_committed, storage_used, storage_usage_percent,
+                 uptime, first_seen, last_seen, last_checked, peer_sources, source_ips,
+                 gossip_appearances, gossip_disappearances, last_gossip_appearance,
+                 last_gossip_drop, consistency_score, present, storage_used_previous)
+             SELECT a, pk, v, lst, pub, port, sc, su, sp, up, fs, ls, lc,
+                    string_to_array(ps, ','), string_to_array(si, ','), ga, gd, lga, lgd, cs, pr, sup
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::bool[], $6::int4[],
+                         $7::int8[], $8::int8[], $9::float8[], $10::int8[], $11::int8[],
+                         $12::int8[], $13::int8[], $14::text[], $15::text[], $16::int8[],
+                         $17::int8[], $18::int8[], $19::int8[], $20::float8[], $21::bool[],
+                         $22::int8[])
+                  AS t(a, pk, v, lst, pub, port, sc, su, sp, up, fs, ls, lc, ps, si, ga, gd,
+                       lga, lgd, cs, pr, sup)
+             ON CONFLICT (address) DO UPDATE SET
+                 pubkey = EXCLUDED.pubkey, version = EXCLUDED.version,
+                 last_seen_timestamp = EXCLUDED.last_seen_timestamp,
+                 is_public = EXCLUDED.is_public, rpc_port = EXCLUDED.rpc_port,
+                 storage_committed = EXCLUDED.storage_committed,
+                 storage_used = EXCLUDED.storage_used,
+                 storage_usage_percent = EXCLUDED.storage_usage_percent,
+                 uptime = EXCLUDED.uptime, last_seen = EXCLUDED.last_seen,
+                 last_checked = EXCLUDED.last_checked, peer_sources = EXCLUDED.peer_sources,
+                 source_ips = EXCLUDED.source_ips,
+                 gossip_appearances = EXCLUDED.gossip_appearances,
+                 gossip_disappearances = EXCLUDED.gossip_disappearances,
+                 last_gossip_appearance = EXCLUDED.last_gossip_appearance,
+                 last_gossip_drop = EXCLUDED.last_gossip_drop,
+                 consistency_score = EXCLUDED.consistency_score,
+                 present = EXCLUDED.present,
+                 storage_used_previous = EXCLUDED.storage_used_previous",
+            &[
+                &address,
+                &pubkey,
+                &version,
+                &column(&|e| e.last_seen_timestamp),
+                &is_public,
+                &rpc_port,
+                &column(&|e| to_i64(e.storage_committed)),
+                &column(&|e| to_i64(e.storage_used)),
+                &percent,
+                &column(&|e| to_i64(e.uptime)),
+                &column(&|e| Some(e.first_seen)),
+                &column(&|e| Some(e.last_seen)),
+                &column(&|e| Some(e.last_checked)),
+                &peer_sources,
+                &source_ips,
+                &column(&|e| Some(saturating_i64(e.gossip_appearances))),
+                &column(&|e| Some(saturating_i64(e.gossip_disappearances))),
+                &column(&|e| e.last_gossip_appearance),
+                &column(&|e| e.last_gossip_drop),
+                &consistency,
+                &present,
+                &column(&|e| to_i64(e.storage_used_previous)),
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+async fn insert_network_history(
+    transaction: &tokio_postgres::Transaction<'_>,
+    view: &NetworkView,
+) -> Result<(), StoreError> {
+    let s = &view.summary;
+    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    let distribution: BTreeMap<&str, usize> = s
+        .version_distribution
+        .iter()
+        .map(|(version, count)| (version.as_str(), *count))
+        .collect();
+    let distribution = serde_json::to_value(distribution).unwrap_or_default();
+    transaction
+        .execute(
+            "INSERT INTO pnode_network_history (cycle, taken_at, total_pnodes, online_pnodes,
+                 offline_pnodes, public_pnodes, private_pnodes, total_ip_nodes,
+                 responding_ip_nodes, total_storage_committed, total_storage_used,
+                 avg_storage_usage_percent, avg_uptime_hours, avg_peer_count, avg_cpu_percent,
+                 avg_ram_used_percent, total_active_streams, total_bytes_processed, avg_score,
+                 health_score, latest_version, version_distribution)
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22)",
+            &[
+                &view.cycle,
+                &view.taken_at,
+                &count(s.total_pnodes),
+                &count(s.online_pnodes),
+                &count(s.offline_pnodes),
+                &count(s.public_pnodes),
+                &count(s.private_pnodes),
+                &count(s.total_ip_nodes),
+                &count(s.responding_ip_nodes),
+                &saturating_i64(s.total_storage_committed),
+                &saturating_i64(s.total_storage_used),
+                &s.avg_storage_usage_percent,
+                &s.avg_uptime_hours,
+                &s.avg_peer_count,
+                &s.avg_cpu_percent,
+                &s.avg_ram_used_percent,
+                &saturating_i64(s.total_active_streams),
+                &saturating_i64(s.total_bytes_processed),
+                &s.avg_score,
+                &view.health.health_score,
+                &s.latest_version,
+                &distribution,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+async fn insert_node_history(
+    transaction: &tokio_postgres::Transaction<'_>,
+    view: &NetworkView,
+    cutoff: i64,
+) -> Result<(), StoreError> {
+    let nodes: Vec<_> = view
+        .nodes
+        .iter()
+        .filter(|n| n.last_seen >= cutoff)
+        .collect();
+    if nodes.is_empty() {
+        return Ok(());
+    }
+    let address: Vec<&str> = nodes.iter().map(|n| n.address.as_str()).collect();
+    let online: Vec<bool> = nodes.iter().map(|n| n.is_online).collect();
+    let version: Vec<Option<&str>> = nodes.iter().map(|n| n.version.as_deref()).collect();
+    let uptime: Vec<Option<i64>> = nodes.iter().map(|n| to_i64(n.uptime)).collect();
+    let committed: Vec<Option<i64>> = nodes.iter().map(|n| to_i64(n.storage_committed)).collect();
+    let used: Vec<Option<i64>> = nodes.iter().map(|n| to_i64(n.storage_used)).collect();
+    let percent: Vec<Option<f64>> = nodes.iter().map(|n| n.storage_usage_percent).collect();
+    let peers: Vec<i32> = nodes
+        .iter()
+        .map(|n| i32::try_from(n.peer_count).unwrap_or(i32::MAX))
+        .collect();
+    let sources: Vec<String> = nodes.iter().map(|n| n.peer_sources.join(",")).collect();
+    let score: Vec<f64> = nodes.iter().map(|n| n.score).collect();
+    let trust: Vec<f64> = nodes.iter().map(|n| n.scores.trust.score).collect();
+    let capacity: Vec<f64> = nodes.iter().map(|n| n.scores.capacity.score).collect();
+    let public: Vec<Option<bool>> = nodes.iter().map(|n| n.is_public).collect();
+    transaction
+        .execute(
+            "INSERT INTO pnode_node_history (address, taken_at, is_online, version, uptime,
+                 storage_committed, storage_used, storage_usage_percent, peer_count, peer_sources,
+                 score, trust_score, capacity_score, is_public)
+             SELECT a, $2, o, v, u, sc, su, sp, pc, string_to_array(ps, ','), s, t, c, p
+             FROM unnest($1::text[], $3::bool[], $4::text[], $5::int8[], $6::int8[], $7::int8[],
+                         $8::float8[], $9::int4[], $10::text[], $11::float8[], $12::float8[],
+                         $13::float8[], $14::bool[])
+                  AS t(a, o, v, u, sc, su, sp, pc, ps, s, t, c, p)",
+            &[
+                &address,
+                &view.taken_at,
+                &online,
+                &version,
+                &uptime,
+                &committed,
+                &used,
+                &percent,
+                &peers,
+                &sources,
+                &score,
+                &trust,
+                &capacity,
+                &public,
+            ],
+        )
+        .await?;
+    Ok(())
+}
