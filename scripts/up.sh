@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Brings nodegrid up on this machine: PostgreSQL and Redis (started, or installed and started,
-# when missing), the `nodegrid` database, a release build, and `nodegrid serve` on
-# http://127.0.0.1:8080 (NODEGRID_HTTP_ADDR to change it).
+# when missing), the `nodegrid` database, a release build, the pRPC simulator (a demo pNode
+# network of 9 seeds and 300 pods, polled every 10 s; unless NODEGRID_PNODE_SEEDS names real
+# seeds), and `nodegrid serve` on http://127.0.0.1:8080 (NODEGRID_HTTP_ADDR to change it).
 #
 #   scripts/up.sh            serve in the foreground (Ctrl-C stops it gracefully)
 #   scripts/up.sh --detach   serve in the background, wait until ready; scripts/down.sh stops it
@@ -38,12 +39,36 @@ fi
 say "building nodegrid (release)"
 cargo build --release --locked --bin nodegrid
 
-if [ "$detach" -eq 0 ]; then
-  say "starting nodegrid serve"
-  exec target/release/nodegrid serve "${args[@]}"
+mkdir -p "$NODEGRID_DATA_DIR"
+sim_pidfile=$NODEGRID_DATA_DIR/pnode-sim.pid
+if [ -z "${NODEGRID_PNODE_SEEDS+set}" ]; then
+  if ! { [ -f "$sim_pidfile" ] && kill -0 "$(cat "$sim_pidfile")" 2>/dev/null; }; then
+    sim_log=$NODEGRID_DATA_DIR/pnode-sim.log
+    : >"$sim_log"
+    target/release/nodegrid sim pnodes --seeds 9 --pods 300 --round-secs 20 --base-port 0 \
+      --timeout-seed 7 --timeout-delay-ms 5000 --legacy-seed 8 >>"$sim_log" 2>&1 &
+    echo $! >"$sim_pidfile"
+    for _ in $(seq 1 40); do grep -q '^NODEGRID_PNODE_SEEDS=' "$sim_log" && break; sleep 0.25; done
+  fi
+  seeds=$(grep -m1 '^NODEGRID_PNODE_SEEDS=' "$NODEGRID_DATA_DIR/pnode-sim.log" | cut -d= -f2 || true)
+  [ -n "$seeds" ] || die "the pRPC simulator did not start (see $NODEGRID_DATA_DIR/pnode-sim.log)"
+  export NODEGRID_PNODE_SEEDS=$seeds
+  export NODEGRID_PNODE_INTERVAL=${NODEGRID_PNODE_INTERVAL:-10}
+  say "demo pNode network: 9 simulated seeds (one slow, one legacy), polled every ${NODEGRID_PNODE_INTERVAL} s"
 fi
 
-mkdir -p "$NODEGRID_DATA_DIR"
+if [ "$detach" -eq 0 ]; then
+  say "starting nodegrid serve"
+  stop_sim() { [ -f "$sim_pidfile" ] && kill "$(cat "$sim_pidfile")" 2>/dev/null; rm -f "$sim_pidfile"; }
+  trap stop_sim EXIT
+  target/release/nodegrid serve "${args[@]}" &
+  server=$!
+  trap 'kill -TERM "$server" 2>/dev/null' INT TERM
+  wait "$server" || true
+  wait "$server" 2>/dev/null || true
+  exit 0
+fi
+
 log=$NODEGRID_DATA_DIR/nodegrid.log
 pidfile=$NODEGRID_DATA_DIR/nodegrid.pid
 if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
@@ -56,6 +81,7 @@ say "waiting for http://$addr/ready"
 for _ in $(seq 1 60); do
   if curl -fsS "http://$addr/ready" >/dev/null 2>&1; then
     say "nodegrid is ready at http://$addr (pid $(cat "$pidfile"), log $log)"
+    say "pNode analytics: curl http://$addr/api/xandeum/pnodes?limit=5 (first cycle within seconds)"
     exit 0
   fi
   kill -0 "$(cat "$pidfile")" 2>/dev/null || { tail -n 20 "$log" >&2; die "nodegrid exited"; }

@@ -39,6 +39,9 @@ CREATE TABLE pnode_snapshot (
     fencing_token bigint NOT NULL,
     record        bytea
 );
+-- The record is MessagePack, rewritten whole every cycle: compressing it costs more time than
+-- the space is worth.
+ALTER TABLE pnode_snapshot ALTER COLUMN record SET STORAGE EXTERNAL;
 INSERT INTO pnode_snapshot (id, cycle, taken_at, fencing_token) VALUES (1, 0, 0, 0);
 
 CREATE TABLE pnode_network_history (

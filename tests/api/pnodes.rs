@@ -967,3 +967,88 @@ async fn two_instances_share_one_leader_and_the_survivor_takes_over_when_it_dies
     assert_eq!(body["status"], "healthy");
     sim.stop().await;
 }
+
+/// What a simulated seed answers to `method`, with the clock-driven timestamps removed.
+async fn ask(seed: &str, method: &str) -> Value {
+    let mut answer: Value = reqwest::Client::new()
+        .post(format!("http://{seed}/rpc"))
+        .json(&json!({"jsonrpc": "2.0", "method": method, "id": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    if let Some(pods) = answer["result"]["pods"].as_array_mut() {
+        for pod in pods {
+            pod.as_object_mut().unwrap().remove("last_seen_timestamp");
+        }
+    }
+    answer["result"].take()
+}
+
+#[actix_web::test]
+async fn the_simulator_is_deterministic_per_seed_and_churns_by_round() {
+    let options = SimOptions {
+        seeds: 3,
+        pods: 200,
+        seed: 42,
+        ..SimOptions::default()
+    };
+    let (one, two) = (sim(options.clone()), sim(options));
+    let other = sim(SimOptions {
+        seeds: 3,
+        pods: 200,
+        seed: 43,
+        ..SimOptions::default()
+    });
+    for seed in 0..3 {
+        let a = ask(&one.seeds()[seed], METHOD_GET_PODS_WITH_STATS).await;
+        assert_eq!(
+            a,
+            ask(&two.seeds()[seed], METHOD_GET_PODS_WITH_STATS).await,
+            "same --seed, same world"
+        );
+        assert_ne!(
+            a,
+            ask(&other.seeds()[seed], METHOD_GET_PODS_WITH_STATS).await
+        );
+    }
+    // Seeds see different subsets of the pods.
+    let count = |answer: &Value| answer["pods"].as_array().unwrap().len();
+    let first = ask(&one.seeds()[0], METHOD_GET_PODS_WITH_STATS).await;
+    let second = ask(&one.seeds()[1], METHOD_GET_PODS_WITH_STATS).await;
+    assert_ne!(first["pods"], second["pods"]);
+    assert!(count(&first) < 200 && count(&first) > 50);
+    // Rounds later, some pods have come or gone and storage has grown.
+    let used = |answer: &Value, address: &str| -> Option<u64> {
+        answer["pods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|pod| pod["address"] == address)?["storage_used"]
+            .as_u64()
+    };
+    one.set_round(10);
+    let later = ask(&one.seeds()[0], METHOD_GET_PODS_WITH_STATS).await;
+    let addresses = |answer: &Value| -> std::collections::BTreeSet<String> {
+        answer["pods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["address"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_ne!(addresses(&first), addresses(&later), "churn between rounds");
+    let stable = "10.0.0.0:9001";
+    assert!(
+        used(&later, stable).unwrap() > used(&first, stable).unwrap(),
+        "storage grows"
+    );
+    // Both get-stats shapes are served.
+    assert!(ask(&one.seeds()[0], "get-stats").await["uptime"].is_u64());
+    assert!(ask(&one.seeds()[1], "get-stats").await["stats"]["uptime"].is_u64());
+    for sim in [one, two, other] {
+        sim.stop().await;
+    }
+}

@@ -49,7 +49,10 @@ pub struct CycleReport {
     pub unique_pods: usize,
     pub new_nodes: usize,
     pub disappeared: usize,
+    /// Merge, scores and view, after polling.
     pub duration_ms: u64,
+    /// Of which the Postgres transaction.
+    pub write_ms: u64,
 }
 
 pub struct PnodeAggregator {
@@ -283,6 +286,7 @@ async fn cycle_once(
         new_nodes: stats.new_nodes,
         disappeared: stats.disappeared,
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        write_ms: 0,
     };
     let Some((record, view)) = built else {
         metrics::counter!(CYCLES, "outcome" => "skipped").increment(1);
@@ -293,6 +297,7 @@ async fn cycle_once(
         return (Some(registry), cycle, Ok(report("skipped", &stats, cycle)));
     };
     let retention = i64::try_from(context.settings.retention.as_secs()).unwrap_or(i64::MAX);
+    let write_started = Instant::now();
     let written = context
         .store
         .write_cycle(&record, &view, fencing_token, now.saturating_sub(retention))
@@ -320,6 +325,7 @@ async fn cycle_once(
         new = stats.new_nodes,
         disappeared = stats.disappeared,
         ms = elapsed.as_millis() as u64,
+        write_ms = write_started.elapsed().as_millis() as u64,
         "pNode cycle written"
     );
     context.cell.set(Arc::new(record), Arc::new(view));

@@ -3,9 +3,11 @@
 //! success, consecutive failures, latency, last error. After failures it backs off: the n-th
 //! failure in a row makes it skip about 2^(n-1) - 1 cycles (at most 7).
 
+use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use futures_util::FutureExt;
 use nodegrid_services::pnodes::Seed;
 use nodegrid_services::pnodes::client::PrpcClient;
 use nodegrid_services::pnodes::cycle::SeedPoll;
@@ -156,12 +158,35 @@ impl Handler<Poll> for PnodePoller {
             return AtomicResponse::new(Box::pin(fut::ready(skipped)));
         }
         let (client, seed) = (self.client.clone(), self.seed.clone());
+        let label = self.status.seed.clone();
         AtomicResponse::new(Box::pin(
-            async move { client.poll(&seed, poll.now).await }
+            // A panic while reading an answer must not take the arbiter down: it is caught,
+            // counted as a failed poll, and the actor restarts under its supervisor.
+            AssertUnwindSafe(async move { client.poll(&seed, poll.now).await })
+                .catch_unwind()
                 .into_actor(self)
-                .map(|(result, failures), poller, _| {
-                    poller.record(&result, &failures);
-                    result
+                .map(move |outcome, poller, ctx| match outcome {
+                    Ok((result, failures)) => {
+                        poller.record(&result, &failures);
+                        result
+                    }
+                    Err(_) => {
+                        tracing::error!(seed = %label, "pRPC poll panicked; restarting the poller");
+                        let failed = SeedPoll {
+                            seed: label,
+                            version: None,
+                            stats: None,
+                            pods: None,
+                            pods_method: None,
+                            error: Some("the poll panicked".to_owned()),
+                            latency_ms: 0,
+                            polled_at: poll.now,
+                            tally: Default::default(),
+                        };
+                        poller.record(&failed, &[]);
+                        ctx.stop();
+                        failed
+                    }
                 }),
         ))
     }

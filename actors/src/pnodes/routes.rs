@@ -269,7 +269,8 @@ async fn pnodes(
         return Err(ApiError::validation("search is at most 200 characters"));
     }
     let view = current(&state)?;
-    let matches = |node: &NodeView| {
+    let matches = |index: usize| {
+        let node = &view.nodes[index];
         (match status {
             "online" => node.is_online,
             "offline" => !node.is_online,
@@ -282,13 +283,9 @@ async fn pnodes(
                 .public
                 .is_none_or(|p| node.is_public.unwrap_or(false) == p)
             && min_score.is_none_or(|min| node.score >= min)
-            && search.as_ref().is_none_or(|needle| {
-                node.address.to_lowercase().contains(needle)
-                    || node
-                        .pubkey
-                        .as_ref()
-                        .is_some_and(|k| k.to_lowercase().contains(needle))
-            })
+            && search
+                .as_ref()
+                .is_none_or(|needle| view.search_text[index].contains(needle.as_str()))
     };
     let indexes = view.orders.get(sort);
     let walk: Box<dyn Iterator<Item = &u32>> = if order == "asc" {
@@ -300,7 +297,7 @@ async fn pnodes(
     let mut page: Vec<usize> = Vec::with_capacity(limit.min(view.nodes.len()));
     for &index in walk {
         let index = index as usize;
-        if matches(&view.nodes[index]) {
+        if matches(index) {
             if total >= skip && page.len() < limit {
                 page.push(index);
             }

@@ -187,8 +187,8 @@ impl PnodeStore {
         fencing_token: FencingToken,
         history_cutoff: i64,
     ) -> Result<WriteOutcome, StoreError> {
-        let encoded = rmp_serde::to_vec_named(record)
-            .map_err(|error| StoreError::Codec(error.to_string()))?;
+        let encoded =
+            rmp_serde::to_vec(record).map_err(|error| StoreError::Codec(error.to_string()))?;
         let token = saturating_i64(fencing_token);
         let mut client = self.database.client().await?;
         let transaction = client.transaction().await?;
@@ -251,8 +251,8 @@ impl PnodeStore {
             let mut record: SnapshotRecord = rmp_serde::from_slice(&bytes)
                 .map_err(|error| StoreError::Codec(error.to_string()))?;
             record.entries.retain(|entry| entry.last_seen >= before);
-            let encoded = rmp_serde::to_vec_named(&record)
-                .map_err(|error| StoreError::Codec(error.to_string()))?;
+            let encoded =
+                rmp_serde::to_vec(&record).map_err(|error| StoreError::Codec(error.to_string()))?;
             transaction
                 .execute(
                     "UPDATE pnode_snapshot SET record = $1 WHERE id = 1",

@@ -147,6 +147,9 @@ pub struct NetworkView {
     /// Each node's alerts.
     pub alerts: Vec<Vec<Alert>>,
     pub index: HashMap<String, usize>,
+    /// Each node's address and pubkey, lower-cased, for `search=` without a per-request
+    /// allocation per node.
+    pub search_text: Vec<String>,
     pub orders: SortOrders,
     pub summary: NetworkSummary,
     pub health: NetworkHealth,
@@ -299,7 +302,14 @@ impl NetworkView {
             .map(|(i, node)| (node.address.clone(), i))
             .collect();
         let orders = sort_orders(&nodes);
+        let search_text = nodes
+            .iter()
+            .map(|node| {
+                format!("{} {}", node.address, node.pubkey.as_deref().unwrap_or("")).to_lowercase()
+            })
+            .collect();
         NetworkView {
+            search_text,
             cycle: record.cycle,
             taken_at: record.taken_at,
             interval_secs: record.interval_secs,

@@ -7,6 +7,7 @@
 //! It stops by itself (bounded duration and message count) and connects only to the addresses
 //! it is given.
 
+mod http;
 mod mqtt;
 mod nodegrid;
 
@@ -30,6 +31,8 @@ pub enum Scenario {
     Connections,
     /// Raise the rate until delivery falls behind or p99 passes `--max-p99-ms`.
     Max,
+    /// GET `--path` at `--rate` requests a second in all, over `--connections` connections.
+    Http,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -75,6 +78,12 @@ pub struct BenchOptions {
     /// `max`: the p99 latency bound, in milliseconds.
     #[arg(long, default_value_t = 50.0)]
     pub max_p99_ms: f64,
+    /// `http`: the path (and query) to GET.
+    #[arg(long, default_value = "/api/xandeum/pnodes?limit=100")]
+    pub path: String,
+    /// `http`: concurrent connections the rate is spread over.
+    #[arg(long, default_value_t = 16)]
+    pub connections: usize,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -249,6 +258,9 @@ pub enum BenchError {
 pub async fn run(options: BenchOptions) -> Result<(), BenchError> {
     if let Err(error) = rlimit::increase_nofile_limit(1_048_576) {
         tracing::warn!(%error, "could not raise the open-file limit");
+    }
+    if options.scenario == Scenario::Http {
+        return http::run(&options).await;
     }
     let plan = Plan {
         producers: match options.scenario {
@@ -581,11 +593,11 @@ fn cpu_of(pid: &str) -> Option<f64> {
     Some((user + system) / clock_ticks())
 }
 
-fn own_cpu() -> Option<f64> {
+pub(crate) fn own_cpu() -> Option<f64> {
     cpu_of("self")
 }
 
-fn server_cpu(pids: &[u32]) -> Option<f64> {
+pub(crate) fn server_cpu(pids: &[u32]) -> Option<f64> {
     if pids.is_empty() {
         return None;
     }
@@ -613,7 +625,7 @@ pub fn server_rss(pids: &[u32]) -> Option<u64> {
     pids.iter().map(|pid| status_kib(*pid, "VmRSS:")).sum()
 }
 
-fn server_peak_rss(pids: &[u32]) -> Option<f64> {
+pub(crate) fn server_peak_rss(pids: &[u32]) -> Option<f64> {
     if pids.is_empty() {
         return None;
     }

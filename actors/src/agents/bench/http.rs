@@ -1,0 +1,212 @@
+//! The `http` scenario: GET one path at a fixed total rate, open loop, and measure latency
+//! from each request's scheduled time (so that a slow server cannot hide its queueing by
+//! slowing the generator: no coordinated omission).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use super::{
+    BenchError, BenchOptions, Latency, new_histogram, own_cpu, server_cpu, server_peak_rss,
+};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpReport {
+    pub url: String,
+    pub target_rate: f64,
+    pub connections: usize,
+    pub seconds: f64,
+    pub requests: u64,
+    pub ok: u64,
+    pub achieved_rate: f64,
+    pub errors: BTreeMap<String, u64>,
+    pub mean_body_bytes: u64,
+    pub latency_ms: Latency,
+    pub bench_cpu_seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu_seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_peak_rss_mib: Option<f64>,
+}
+
+struct WorkerResult {
+    histogram: Histogram<u64>,
+    requests: u64,
+    ok: u64,
+    body_bytes: u64,
+    errors: BTreeMap<String, u64>,
+}
+
+pub async fn run(options: &BenchOptions) -> Result<(), BenchError> {
+    let base = options
+        .target
+        .first()
+        .ok_or_else(|| BenchError::Setup("--target names no server".into()))?;
+    let url = format!("{}{}", base.trim_end_matches('/'), options.path);
+    let connections = options.connections.max(1);
+    let per_worker_rate = options.rate / connections as f64;
+    if per_worker_rate <= 0.0 {
+        return Err(BenchError::Setup("--rate must be positive".into()));
+    }
+    let period = Duration::from_secs_f64(1.0 / per_worker_rate);
+    let duration = Duration::from_secs(options.seconds);
+    let cpu_before = (own_cpu(), server_cpu(&options.server_pid));
+    let started = Instant::now();
+    let mut workers = Vec::with_capacity(connections);
+    for index in 0..connections {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(1)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|error| BenchError::Setup(format!("HTTP client: {error}")))?;
+        let url = url.clone();
+        let mut histogram = new_histogram()?;
+        // Spread the workers' ticks over one period.
+        let offset = period.mul_f64(index as f64 / connections as f64);
+        workers.push(tokio::spawn(async move {
+            let (mut requests, mut ok, mut body_bytes) = (0, 0, 0);
+            let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+            let mut scheduled = started + offset;
+            while scheduled < started + duration {
+                tokio::time::sleep_until(scheduled.into()).await;
+                requests += 1;
+                match client.get(&url).send().await {
+                    Ok(response) => {
+                        let status = response.status();
+                        match response.bytes().await {
+                            Ok(body) if status.is_success() => {
+                                ok += 1;
+                                body_bytes += body.len() as u64;
+                            }
+                            Ok(_) => *errors.entry(status.as_u16().to_string()).or_default() += 1,
+                            Err(_) => *errors.entry("body".into()).or_default() += 1,
+                        }
+                    }
+                    Err(error) => {
+                        let kind = if error.is_timeout() {
+                            "timeout"
+                        } else {
+                            "connect"
+                        };
+                        *errors.entry(kind.into()).or_default() += 1;
+                    }
+                }
+                let latency = scheduled.elapsed().as_micros().max(1) as u64;
+                let _ = histogram.record(latency.min(100_000_000));
+                scheduled += period;
+            }
+            WorkerResult {
+                histogram,
+                requests,
+                ok,
+                body_bytes,
+                errors,
+            }
+        }));
+    }
+    let mut total = new_histogram()?;
+    let (mut requests, mut ok, mut body_bytes) = (0, 0, 0);
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    for worker in workers {
+        let result = worker
+            .await
+            .map_err(|error| BenchError::Setup(format!("worker failed: {error}")))?;
+        let _ = total.add(&result.histogram);
+        requests += result.requests;
+        ok += result.ok;
+        body_bytes += result.body_bytes;
+        for (code, count) in result.errors {
+            *errors.entry(code).or_default() += count;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let ms = |quantile: f64| total.value_at_quantile(quantile) as f64 / 1_000.0;
+    let report = HttpReport {
+        url,
+        target_rate: options.rate,
+        connections,
+        seconds: elapsed,
+        requests,
+        ok,
+        achieved_rate: requests as f64 / elapsed.max(0.001),
+        errors,
+        mean_body_bytes: body_bytes.checked_div(ok).unwrap_or(0),
+        latency_ms: Latency {
+            p50: ms(0.5),
+            p90: ms(0.9),
+            p99: ms(0.99),
+            p999: ms(0.999),
+            max: total.max() as f64 / 1_000.0,
+        },
+        bench_cpu_seconds: match (cpu_before.0, own_cpu()) {
+            (Some(before), Some(after)) => after - before,
+            _ => 0.0,
+        },
+        server_cpu_seconds: match (cpu_before.1, server_cpu(&options.server_pid)) {
+            (Some(before), Some(after)) => Some(after - before),
+            _ => None,
+        },
+        server_peak_rss_mib: server_peak_rss(&options.server_pid),
+    };
+    print(&report, options);
+    Ok(())
+}
+
+fn print(report: &HttpReport, options: &BenchOptions) {
+    if options.json {
+        if let Ok(text) = serde_json::to_string_pretty(report) {
+            println!("{text}");
+        }
+        return;
+    }
+    if options.markdown {
+        println!(
+            "| url | target req/s | achieved req/s | ok | errors | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | body bytes | server CPU s |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+        println!(
+            "| `{}` | {:.0} | {:.0} | {} | {:?} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |",
+            report.url,
+            report.target_rate,
+            report.achieved_rate,
+            report.ok,
+            report.errors,
+            report.latency_ms.p50,
+            report.latency_ms.p90,
+            report.latency_ms.p99,
+            report.latency_ms.p999,
+            report.latency_ms.max,
+            report.mean_body_bytes,
+            report
+                .server_cpu_seconds
+                .map_or("-".to_owned(), |s| format!("{s:.1}")),
+        );
+        return;
+    }
+    println!(
+        "http GET {}: {} requests in {:.1} s ({:.0}/s of {:.0}/s asked, {} connections), {} ok, errors {:?}",
+        report.url,
+        report.requests,
+        report.seconds,
+        report.achieved_rate,
+        report.target_rate,
+        report.connections,
+        report.ok,
+        report.errors
+    );
+    println!(
+        "  latency ms p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}; {} bytes a body; bench CPU {:.1} s; server CPU {}",
+        report.latency_ms.p50,
+        report.latency_ms.p90,
+        report.latency_ms.p99,
+        report.latency_ms.p999,
+        report.latency_ms.max,
+        report.mean_body_bytes,
+        report.bench_cpu_seconds,
+        report
+            .server_cpu_seconds
+            .map_or("-".to_owned(), |s| format!("{s:.1} s")),
+    );
+}
