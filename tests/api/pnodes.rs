@@ -110,6 +110,15 @@ async fn merged_nodes_match_what_the_seeds_reported_and_every_endpoint_answers()
                 .push(seed.clone());
         }
     }
+    for (seed, answer) in raw["nodes"].as_object().unwrap() {
+        // Even seeds answer get-stats flat, odd ones nested: both are read.
+        assert!(
+            answer["stats"]["uptime"].is_u64(),
+            "{seed}: {}",
+            answer["stats"]
+        );
+        assert!(answer["stats"]["ram_total"].is_u64(), "{seed}");
+    }
     let legacy = &sim.seeds()[3];
     assert_eq!(
         raw["nodes"][legacy]["pods_method"], "get-pods",
