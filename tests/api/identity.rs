@@ -594,6 +594,11 @@ async fn the_configured_admin_exists_and_the_api_is_documented() {
         "/api/admin/users/{id}/block",
         "/api/admin/users/{id}/unblock",
         "/api/admin/audit",
+        "/api/admin/pollers",
+        "/api/xandeum/pnodes",
+        "/api/xandeum/registry/{address}",
+        "/api/xandeum/prune",
+        "/api/xandeum/node/{address}/history",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} is not documented");
     }

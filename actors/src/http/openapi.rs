@@ -6,6 +6,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::http::{admin, identity};
+use crate::pnodes::routes as pnodes;
 use crate::stream::routes as stream;
 
 #[derive(OpenApi)]
@@ -27,11 +28,37 @@ use crate::stream::routes as stream;
         stream::subscriptions_of,
         stream::subscribers_of,
         stream::connections,
+        pnodes::overview,
+        pnodes::health,
+        pnodes::pnodes,
+        pnodes::compare,
+        pnodes::node_alerts,
+        pnodes::recommendations,
+        pnodes::registry,
+        pnodes::registry_entry,
+        pnodes::graveyard,
+        pnodes::prune,
+        pnodes::topology,
+        pnodes::network_health,
+        pnodes::network_history,
+        pnodes::network_growth,
+        pnodes::network_analytics,
+        pnodes::network_consistency,
+        pnodes::operators,
+        pnodes::all_nodes,
+        pnodes::alerts,
+        pnodes::critical_alerts,
+        pnodes::node_history,
+        pnodes::node_metrics_summary,
+        pnodes::node_consistency,
+        pnodes::history_status,
+        pnodes::pollers,
     ),
     modifiers(&BearerAuth),
     tags(
         (name = "auth", description = "Accounts and tokens (Motience-compatible)"),
         (name = "admin", description = "Users, blocks, the audit log, live connections; admins only"),
+        (name = "pnodes", description = "pNode analytics: the Xandeum PNode Developer API (v1.1.0) served from memory"),
         (name = "streams", description = "Durable subscriptions (Motience-compatible); the sockets are /producer and /consumer"),
     )
 )]

@@ -139,7 +139,7 @@ impl PnodeAggregator {
                 else {
                     return Ok(false);
                 };
-                publish_record(&context, record).await;
+                publish_record(&context, record, Serve::IfNewer).await;
                 Ok::<bool, String>(true)
             }
             .into_actor(self)
@@ -356,8 +356,16 @@ async fn cycle_once(
     )
 }
 
-/// Builds the view of `record` off the actor thread and serves it when it is newer.
-async fn publish_record(context: &Arc<AggregatorContext>, record: SnapshotRecord) {
+/// Whether a built view replaces the served one only when it is of a newer cycle.
+#[derive(Clone, Copy)]
+enum Serve {
+    IfNewer,
+    /// The same cycle, edited (a prune).
+    Always,
+}
+
+/// Builds the view of `record` off the actor thread and serves it.
+async fn publish_record(context: &Arc<AggregatorContext>, record: SnapshotRecord, serve: Serve) {
     let settings = context.settings.clone();
     let built = tokio::task::spawn_blocking(move || {
         let view = NetworkView::build(
@@ -369,7 +377,11 @@ async fn publish_record(context: &Arc<AggregatorContext>, record: SnapshotRecord
     })
     .await;
     if let Ok((record, view)) = built {
-        context.cell.set_if_newer(Arc::new(record), Arc::new(view));
+        let (record, view) = (Arc::new(record), Arc::new(view));
+        match serve {
+            Serve::IfNewer => context.cell.set_if_newer(record, view),
+            Serve::Always => context.cell.set(record, view),
+        }
     }
 }
 
@@ -428,22 +440,8 @@ impl Handler<ControlMessage> for PnodeAggregator {
                     record.entries.retain(|entry| entry.last_seen >= before);
                     let context = self.context.clone();
                     ctx.spawn(
-                        async move {
-                            let settings = context.settings.clone();
-                            let built = tokio::task::spawn_blocking(move || {
-                                let view = NetworkView::build(
-                                    &record,
-                                    &settings.analytics,
-                                    settings.latest_version.as_deref(),
-                                );
-                                (record, view)
-                            })
-                            .await;
-                            if let Ok((record, view)) = built {
-                                context.cell.set(Arc::new(record), Arc::new(view));
-                            }
-                        }
-                        .into_actor(self),
+                        async move { publish_record(&context, record, Serve::Always).await }
+                            .into_actor(self),
                     );
                 }
             }

@@ -8,12 +8,14 @@ use std::sync::Arc;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use nodegrid_protocol::control::{ControlEnvelope, ControlEvent};
-use nodegrid_protocol::error::ErrorCode;
+use nodegrid_protocol::error::{ErrorBody, ErrorCode};
 use nodegrid_services::pnodes::alerts::{ALERT_TYPES, Alert, Severity};
 use nodegrid_services::pnodes::scoring::round2;
+use nodegrid_services::pnodes::store::NodeHistoryRow;
 use nodegrid_services::pnodes::view::{NetworkView, NodeView, SortKey};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::IntoParams;
 
 use super::aggregator::GetPollers;
 use super::poller::GetStatus;
@@ -151,7 +153,12 @@ fn network_stats_json(view: &NetworkView) -> Value {
 // ---------------------------------------------------------------------------------------------
 // Overview and health
 
-async fn overview() -> HttpResponse {
+#[utoipa::path(get, path = "/api/xandeum/", tag = "pnodes",
+    responses(
+        (status = 200, description = "API overview", body = Object),
+    )
+)]
+pub async fn overview() -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "api_name": "Xandeum PNode Developer API (nodegrid)",
         "version": API_VERSION,
@@ -181,7 +188,13 @@ async fn overview() -> HttpResponse {
 
 /// healthy while the snapshot is younger than twice the interval, degraded after, unhealthy
 /// (503) without one.
-async fn health(state: web::Data<AppState>) -> HttpResponse {
+#[utoipa::path(get, path = "/api/xandeum/health", tag = "pnodes",
+    responses(
+        (status = 200, description = "Snapshot freshness", body = Object),
+        (status = 503, description = "unhealthy: no snapshot yet"),
+    )
+)]
+pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let view = state.pnodes.cell.view();
     let interval = state.pnodes.settings.interval.as_secs().max(1);
     let cache_ttl = interval;
@@ -215,22 +228,40 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
 // ---------------------------------------------------------------------------------------------
 // pNodes
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PnodesQuery {
+    /// `online` (default), `offline` or `all`.
     status: Option<String>,
+    /// 1 to 1000 [default: 100].
     limit: Option<usize>,
+    /// Nodes to skip [default: 0].
     skip: Option<usize>,
+    /// `last_seen`, `uptime`, `score` (default), `storage_used`, `storage_usage_percent` or `first_seen`.
     sort_by: Option<String>,
+    /// `asc` or `desc` (default).
     sort_order: Option<String>,
+    /// Only this exact version.
     version: Option<String>,
+    /// Only public (`true`) or private (`false`) nodes.
     public: Option<bool>,
+    /// Only nodes scoring at least this (0 to 100).
     min_score: Option<f64>,
+    /// Part of the address or pubkey, any case.
     search: Option<String>,
 }
 
 /// The filtered, sorted page of nodes. The sort orders are precomputed per cycle; a request
 /// walks one of them once, filtering, and copies the page's pre-serialised nodes.
-async fn pnodes(
+#[utoipa::path(get, path = "/api/xandeum/pnodes", tag = "pnodes",
+    params(PnodesQuery),
+    responses(
+        (status = 200, description = "A filtered, sorted page of pNodes", body = Object),
+        (status = 400, description = "`validation_failed` or `bad_request`", body = ErrorBody),
+        (status = 503, description = "`not_ready`: no snapshot yet", body = ErrorBody),
+    )
+)]
+pub async fn pnodes(
     state: web::Data<AppState>,
     query: web::Query<PnodesQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -330,14 +361,26 @@ async fn pnodes(
         .body(body))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RecommendationsQuery {
+    /// 1 to 50 [default: 10].
     limit: Option<usize>,
+    /// Least uptime, in days [default: 7].
     min_uptime_days: Option<f64>,
+    /// Only public nodes [default: false].
     require_public: Option<bool>,
 }
 
-async fn recommendations(
+#[utoipa::path(get, path = "/api/xandeum/recommendations", tag = "pnodes",
+    params(RecommendationsQuery),
+    responses(
+        (status = 200, description = "The best online pNodes to stake with", body = Object),
+        (status = 400, description = "`validation_failed` or `bad_request`", body = ErrorBody),
+        (status = 503, description = "`not_ready`: no snapshot yet", body = ErrorBody),
+    )
+)]
+pub async fn recommendations(
     state: web::Data<AppState>,
     query: web::Query<RecommendationsQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -401,12 +444,23 @@ async fn recommendations(
     })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CompareQuery {
+    /// Two to five addresses, comma-separated.
     addresses: Option<String>,
 }
 
-async fn compare(
+#[utoipa::path(get, path = "/api/xandeum/pnodes/compare", tag = "pnodes",
+    params(CompareQuery),
+    responses(
+        (status = 200, description = "Two to five pNodes side by side", body = Object),
+        (status = 400, description = "`validation_failed` or `bad_request`", body = ErrorBody),
+        (status = 404, description = "`not_found`: unknown pNode", body = ErrorBody),
+        (status = 503, description = "`not_ready`: no snapshot yet", body = ErrorBody),
+    )
+)]
+pub async fn compare(
     state: web::Data<AppState>,
     query: web::Query<CompareQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -490,14 +544,26 @@ async fn compare(
 // ---------------------------------------------------------------------------------------------
 // Registry
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// 1 to 1000 [default: 100].
     limit: Option<usize>,
+    /// Entries to skip [default: 0].
     skip: Option<usize>,
+    /// Graveyard: offline for at least this many days [default: 90].
     days: Option<i64>,
 }
 
-async fn registry(
+#[utoipa::path(get, path = "/api/xandeum/registry", tag = "pnodes",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "Every known pNode, online and offline", body = Object),
+        (status = 400, description = "`validation_failed` or `bad_request`", body = ErrorBody),
+        (status = 503, description = "`not_ready`: no snapshot yet", body = ErrorBody),
+    )
+)]
+pub async fn registry(
     state: web::Data<AppState>,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -509,7 +575,15 @@ async fn registry(
         .json(json!({"count": view.nodes.len(), "skip": skip, "limit": limit, "items": items})))
 }
 
-async fn registry_entry(
+#[utoipa::path(get, path = "/api/xandeum/registry/{address}", tag = "pnodes",
+    params(("address" = String, Path, description = "The pNode address, host:port")),
+    responses(
+        (status = 200, description = "One registry entry", body = Object),
+        (status = 404, description = "`not_found`: unknown pNode", body = ErrorBody),
+        (status = 503, description = "`not_ready`: no snapshot yet", body = ErrorBody),
+    )
+)]
+pub async fn registry_entry(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -524,7 +598,15 @@ async fn registry_entry(
     })))
 }
 
-async fn graveyard(
+#[utoipa::path(get, path = "/api/xandeum/graveyard", tag = "pnodes",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "pNodes offline for at least `days`", body = Object),
+        (status = 400, description = "`validation_failed` or `bad_request`", body = ErrorBody),
+        (status = 503, description = "`not_ready`: no snapshot yet", body = ErrorBody),
+    )
+)]
+pub async fn graveyard(
     state: web::Data<AppState>,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -544,14 +626,26 @@ async fn graveyard(
         .json(json!({"count": dead.len(), "threshold_days": days, "items": items})))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PruneQuery {
+    /// Delete entries unseen for this many days, 1 to 3650 [default: 90].
     days: Option<i64>,
 }
 
 /// Deletes registry entries not seen for `days` (admin only; audited; every instance drops
 /// them at once).
-async fn prune(
+#[utoipa::path(delete, path = "/api/xandeum/prune", tag = "pnodes",
+    params(PruneQuery),
+    responses(
+        (status = 200, description = "Deletes registry entries unseen for `days` (admins; audited)", body = Object),
+        (status = 400, description = "`validation_failed` or `bad_request`", body = ErrorBody),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not an admin", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn prune(
     state: web::Data<AppState>,
     request: HttpRequest,
     admin: Admin,
@@ -590,7 +684,13 @@ async fn prune(
 // ---------------------------------------------------------------------------------------------
 // Network
 
-async fn topology(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(get, path = "/api/xandeum/network/topology", tag = "pnodes",
+    responses(
+        (status = 200, description = "Seeds, pNodes and gossip connections", body = Object),
+        (status = 503, description = "`not_ready`: no snapshot yet", body = ErrorBody),
+    )
+)]
+pub async fn topology(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let view = current(&state)?;
     let mut nodes: Vec<Value> = view
         .seeds
@@ -645,7 +745,13 @@ fn network_alerts(view: &NetworkView) -> Vec<Value> {
     alerts
 }
 
-async fn network_health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(get, path = "/api/xandeum/network/health", tag = "pnodes",
+    responses(
+        (status = 200, description = "Network health score, factors and alerts", body = Object),
+        (status = 503, description = "`not_ready`: no snapshot yet", body = ErrorBody),
+    )
+)]
+pub async fn network_health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let view = current(&state)?;
     Ok(HttpResponse::Ok().json(json!({
         "health": view.health,
@@ -656,12 +762,21 @@ async fn network_health(state: web::Data<AppState>) -> Result<HttpResponse, ApiE
     })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HoursQuery {
+    /// The window, in hours (history and growth: 1 to 720, metrics summary: 1 to 168) [default: 24].
     hours: Option<i64>,
 }
 
-async fn network_history(
+#[utoipa::path(get, path = "/api/xandeum/network/history", tag = "pnodes",
+    params(HoursQuery),
+    responses(
+        (status = 200, description = "Network figures per cycle", body = Object),
+        (status = 400, description = "`validation_failed` or `bad_request`", body = ErrorBody),
+    )
+)]
+pub async fn network_history(
     state: web::Data<AppState>,
     query: web::Query<HoursQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -716,7 +831,14 @@ async fn growth_metrics(state: &AppState, hours: i64) -> Result<Value, ApiError>
     }))
 }
 
-async fn network_growth(
+#[utoipa::path(get, path = "/api/xandeum/network/growth", tag = "pnodes",
+    params(HoursQuery),
+    responses(
+        (status = 200, description = "Change over the window", body = Object),
+        (status = 400, description = "`validation_failed` or `bad_request`", body = ErrorBody),
+    )
+)]
+pub async fn network_growth(
     state: web::Data<AppState>,
     query: web::Query<HoursQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -725,7 +847,13 @@ async fn network_growth(
     Ok(HttpResponse::Ok().json(json!({"growth_metrics": growth, "timestamp": now()})))
 }
 
-async fn network_analytics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(get, path = "/api/xandeum/network/analytics", tag = "pnodes",
+    responses(
+        (status = 200, description = "Current state, growth, versions, advice", body = Object),
+        (status = 503, description = "`not_ready`: no snapshot yet", body = ErrorBody),
+    )
+)]
+pub async fn network_analytics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let view = current(&state)?;
     let growth = growth_metrics(&state, 24).await?;
     let s = &view.summary;
@@ -770,14 +898,26 @@ async fn network_analytics(state: web::Data<AppState>) -> Result<HttpResponse, A
     })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ConsistencyQuery {
+    /// Only nodes at or above this consistency (0 to 1).
     min_consistency: Option<f64>,
+    /// `consistency_score` (default), `gossip_disappearances` or `address`.
     sort_by: Option<String>,
+    /// 1 to 1000 [default: 100].
     limit: Option<usize>,
 }
 
-async fn network_consistency(
+#[utoipa::path(get, path = "/api/xandeum/network/consistency", tag = "pnodes",
+    params(ConsistencyQuery),
+    responses(
+        (status = 200, description = "Gossip consistency and flapping nodes", body = Object),
+        (status = 400, description = "`validation_failed` or `bad_request`", body = ErrorBody),
+        (status = 503, description = "`not_ready`: no snapshot yet", body = ErrorBody),
+    )
+)]
+pub async fn network_consistency(
     state: web::Data<AppState>,
     query: web::Query<ConsistencyQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -836,13 +976,24 @@ async fn network_consistency(
     })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct OperatorsQuery {
+    /// 1 to 1000 [default: 100].
     limit: Option<usize>,
+    /// Only operators with at least this many nodes [default: 1].
     min_nodes: Option<usize>,
 }
 
-async fn operators(
+#[utoipa::path(get, path = "/api/xandeum/operators", tag = "pnodes",
+    params(OperatorsQuery),
+    responses(
+        (status = 200, description = "pNodes grouped by operator pubkey", body = Object),
+        (status = 400, description = "`validation_failed` or `bad_request`", body = ErrorBody),
+        (status = 503, description = "`not_ready`: no snapshot yet", body = ErrorBody),
+    )
+)]
+pub async fn operators(
     state: web::Data<AppState>,
     query: web::Query<OperatorsQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -912,7 +1063,13 @@ async fn operators(
     })))
 }
 
-async fn all_nodes(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(get, path = "/api/xandeum/all-nodes", tag = "pnodes",
+    responses(
+        (status = 200, description = "Each seed's answer as it came", body = Object),
+        (status = 503, description = "`not_ready`: no snapshot yet", body = ErrorBody),
+    )
+)]
+pub async fn all_nodes(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let view = current(&state)?;
     let nodes: BTreeMap<&str, Value> = view
         .seeds
@@ -930,10 +1087,14 @@ async fn all_nodes(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
 // ---------------------------------------------------------------------------------------------
 // Alerts
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AlertsQuery {
+    /// `critical`, `warning` or `info`.
     severity: Option<String>,
+    /// One of the ten alert types.
     alert_type: Option<String>,
+    /// Nodes listed, 1 to 1000 [default: 100].
     limit: Option<usize>,
 }
 
@@ -1036,26 +1197,53 @@ fn collect_alerts(
     })))
 }
 
-async fn alerts(
+#[utoipa::path(get, path = "/api/xandeum/alerts", tag = "pnodes",
+    params(AlertsQuery),
+    responses(
+        (status = 200, description = "Alerts over the network", body = Object),
+        (status = 400, description = "`validation_failed` or `bad_request`", body = ErrorBody),
+        (status = 503, description = "`not_ready`: no snapshot yet", body = ErrorBody),
+    )
+)]
+pub async fn alerts(
     state: web::Data<AppState>,
     query: web::Query<AlertsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     collect_alerts(&state, &query, false)
 }
 
-async fn critical_alerts(
+#[utoipa::path(get, path = "/api/xandeum/alerts/critical", tag = "pnodes",
+    params(AlertsQuery),
+    responses(
+        (status = 200, description = "Critical alerts only", body = Object),
+        (status = 400, description = "`validation_failed` or `bad_request`", body = ErrorBody),
+        (status = 503, description = "`not_ready`: no snapshot yet", body = ErrorBody),
+    )
+)]
+pub async fn critical_alerts(
     state: web::Data<AppState>,
     query: web::Query<AlertsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     collect_alerts(&state, &query, true)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SeverityQuery {
+    /// `critical`, `warning` or `info`.
     severity: Option<String>,
 }
 
-async fn node_alerts(
+#[utoipa::path(get, path = "/api/xandeum/pnodes/{address}/alerts", tag = "pnodes",
+    params(("address" = String, Path, description = "The pNode address, host:port"), SeverityQuery),
+    responses(
+        (status = 200, description = "One pNode's alerts", body = Object),
+        (status = 400, description = "`validation_failed` or `bad_request`", body = ErrorBody),
+        (status = 404, description = "`not_found`: unknown pNode", body = ErrorBody),
+        (status = 503, description = "`not_ready`: no snapshot yet", body = ErrorBody),
+    )
+)]
+pub async fn node_alerts(
     state: web::Data<AppState>,
     path: web::Path<String>,
     query: web::Query<SeverityQuery>,
@@ -1084,27 +1272,48 @@ async fn node_alerts(
 // ---------------------------------------------------------------------------------------------
 // Per-node history
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DaysQuery {
+    /// The window, in days, 1 to 90 [default: 7].
     days: Option<i64>,
 }
 
-async fn node_history(
+/// The history rows of `address` since `since`; 404 when the node is neither in the snapshot
+/// nor in the history.
+async fn known_node_history(
+    state: &AppState,
+    address: &str,
+    since: i64,
+) -> Result<Vec<NodeHistoryRow>, ApiError> {
+    let rows = state
+        .pnodes
+        .store
+        .node_history(address, since)
+        .await
+        .map_err(ApiError::internal)?;
+    if rows.is_empty() && state.pnodes.cell.view().node(address).is_none() {
+        return Err(ApiError::not_found(format!("pNode {address} is not known")));
+    }
+    Ok(rows)
+}
+
+#[utoipa::path(get, path = "/api/xandeum/node/{address}/history", tag = "pnodes",
+    params(("address" = String, Path, description = "The pNode address, host:port"), DaysQuery),
+    responses(
+        (status = 200, description = "One pNode's history", body = Object),
+        (status = 400, description = "`validation_failed` or `bad_request`", body = ErrorBody),
+        (status = 404, description = "`not_found`: unknown pNode", body = ErrorBody),
+    )
+)]
+pub async fn node_history(
     state: web::Data<AppState>,
     path: web::Path<String>,
     query: web::Query<DaysQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let days = in_range("days", query.days, 7, 1, 90)?;
     let address = path.into_inner();
-    let rows = state
-        .pnodes
-        .store
-        .node_history(&address, now() - days * 86_400)
-        .await
-        .map_err(ApiError::internal)?;
-    if rows.is_empty() && state.pnodes.cell.view().node(&address).is_none() {
-        return Err(ApiError::not_found(format!("pNode {address} is not known")));
-    }
+    let rows = known_node_history(&state, &address, now() - days * 86_400).await?;
     Ok(HttpResponse::Ok().json(json!({
         "address": address, "days": days, "data_points": rows.len(), "history": rows, "timestamp": now(),
     })))
@@ -1119,27 +1328,26 @@ fn stats_of(values: &[f64]) -> Value {
     json!({"min": min, "max": max, "avg": round2(values.iter().sum::<f64>() / values.len() as f64)})
 }
 
-async fn node_metrics_summary(
+#[utoipa::path(get, path = "/api/xandeum/node/{address}/metrics-summary", tag = "pnodes",
+    params(("address" = String, Path, description = "The pNode address, host:port"), HoursQuery),
+    responses(
+        (status = 200, description = "Min, average and max of one pNode's history", body = Object),
+        (status = 400, description = "`validation_failed` or `bad_request`", body = ErrorBody),
+        (status = 404, description = "`not_found`: unknown pNode", body = ErrorBody),
+    )
+)]
+pub async fn node_metrics_summary(
     state: web::Data<AppState>,
     path: web::Path<String>,
     query: web::Query<HoursQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let hours = in_range("hours", query.hours, 24, 1, 168)?;
     let address = path.into_inner();
-    let rows = state
-        .pnodes
-        .store
-        .node_history(&address, now() - hours * 3_600)
-        .await
-        .map_err(ApiError::internal)?;
-    if rows.is_empty() && state.pnodes.cell.view().node(&address).is_none() {
-        return Err(ApiError::not_found(format!("pNode {address} is not known")));
-    }
+    let rows = known_node_history(&state, &address, now() - hours * 3_600).await?;
     let online = rows.iter().filter(|r| r.is_online).count();
-    let pick =
-        |f: &dyn Fn(&nodegrid_services::pnodes::store::NodeHistoryRow) -> Option<f64>| -> Vec<f64> {
-            rows.iter().filter_map(f).collect()
-        };
+    let pick = |f: &dyn Fn(&NodeHistoryRow) -> Option<f64>| -> Vec<f64> {
+        rows.iter().filter_map(f).collect()
+    };
     Ok(HttpResponse::Ok().json(json!({
         "address": address,
         "hours": hours,
@@ -1157,7 +1365,15 @@ async fn node_metrics_summary(
     })))
 }
 
-async fn node_consistency(
+#[utoipa::path(get, path = "/api/xandeum/node/{address}/consistency", tag = "pnodes",
+    params(("address" = String, Path, description = "The pNode address, host:port")),
+    responses(
+        (status = 200, description = "One pNode's gossip consistency", body = Object),
+        (status = 404, description = "`not_found`: unknown pNode", body = ErrorBody),
+        (status = 503, description = "`not_ready`: no snapshot yet", body = ErrorBody),
+    )
+)]
+pub async fn node_consistency(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -1183,7 +1399,12 @@ async fn node_consistency(
     })))
 }
 
-async fn history_status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(get, path = "/api/xandeum/nodes/history-status", tag = "pnodes",
+    responses(
+        (status = 200, description = "What the history holds", body = Object),
+    )
+)]
+pub async fn history_status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let status = state
         .pnodes
         .store
@@ -1202,7 +1423,14 @@ async fn history_status(state: web::Data<AppState>) -> Result<HttpResponse, ApiE
 // Admin
 
 /// Each poller's live state, asked of its actor, and whether this instance leads.
-async fn pollers(state: web::Data<AppState>, _admin: Admin) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(get, path = "/api/admin/pollers", tag = "admin",
+    responses(
+        (status = 200, description = "Each pRPC poller's live state", body = Object),
+        (status = 403, description = "`forbidden`: not an admin", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn pollers(state: web::Data<AppState>, _admin: Admin) -> Result<HttpResponse, ApiError> {
     let (leader, pollers) = state
         .pnodes
         .aggregator
