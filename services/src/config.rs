@@ -663,6 +663,81 @@ mod tests {
     }
 
     #[test]
+    fn pnode_options_default_to_the_public_seeds_and_an_empty_list_turns_polling_off() {
+        let settings = Settings::defaults().unwrap();
+        assert_eq!(settings.pnodes.seeds.len(), 9);
+        assert_eq!(
+            settings.pnodes.seeds[0].rpc_url(),
+            "http://173.212.203.145:6000/rpc"
+        );
+        assert_eq!(settings.pnodes.interval, Duration::from_secs(60));
+        assert_eq!(settings.pnodes.rpc_timeout, Duration::from_secs(3));
+        assert_eq!(settings.pnodes.latest_version, None);
+        let off = ServeOptions {
+            pnode_seeds: Some(vec![String::new()]),
+            pnode_interval: Some(1),
+            pnode_latest_version: Some("0.8.0".into()),
+            ..ServeOptions::default()
+        }
+        .into_settings()
+        .unwrap();
+        assert!(off.pnodes.seeds.is_empty());
+        assert_eq!(off.pnodes.interval, Duration::from_secs(1));
+        assert_eq!(off.pnodes.latest_version.as_deref(), Some("0.8.0"));
+        for bad in [
+            ServeOptions {
+                pnode_interval: Some(0),
+                ..ServeOptions::default()
+            },
+            ServeOptions {
+                pnode_seeds: Some(vec!["10.0.0.1:http".into()]),
+                ..ServeOptions::default()
+            },
+            ServeOptions {
+                pnode_rpc_timeout_ms: Some(0),
+                ..ServeOptions::default()
+            },
+        ] {
+            assert!(bad.into_settings().is_err());
+        }
+    }
+
+    #[test]
+    fn a_scoring_file_changes_weights_and_thresholds_and_refuses_unknown_keys() {
+        let dir = std::env::temp_dir().join(format!("nodegrid-scoring-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("scoring.toml");
+        std::fs::write(
+            &good,
+            "[scoring]\nuptime_full_days = 10.0\n[alerts]\nstorage_critical_percent = 90.0\n",
+        )
+        .unwrap();
+        let settings = ServeOptions {
+            pnode_scoring_file: Some(good),
+            ..ServeOptions::default()
+        }
+        .into_settings()
+        .unwrap();
+        assert_eq!(settings.pnodes.analytics.scoring.uptime_full_days, 10.0);
+        assert_eq!(settings.pnodes.analytics.scoring.trust_uptime_points, 40.0);
+        assert_eq!(
+            settings.pnodes.analytics.alerts.storage_critical_percent,
+            90.0
+        );
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, "[scoring]\nuptime_days = 10.0\n").unwrap();
+        assert!(
+            ServeOptions {
+                pnode_scoring_file: Some(bad),
+                ..ServeOptions::default()
+            }
+            .into_settings()
+            .is_err()
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn flags_win_over_file_and_file_over_defaults() {
         let dir = std::env::temp_dir().join(format!("nodegrid-config-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
