@@ -1073,3 +1073,36 @@ async fn the_simulator_is_deterministic_per_seed_and_churns_by_round() {
         sim.stop().await;
     }
 }
+
+#[actix_web::test]
+async fn when_no_seed_answers_the_snapshot_is_kept_and_health_turns_degraded() {
+    let sim = sim(SimOptions {
+        seeds: 1,
+        pods: 30,
+        ..SimOptions::default()
+    });
+    let database = Arc::new(fresh_database().await);
+    let mut settings = settings_for(&database, &sim);
+    settings.pnodes.interval = Duration::from_secs(1);
+    let app = spawn_app_with(database.clone(), settings).await;
+    first_cycle(&app).await;
+    let (status, health) = get(&app, "/api/xandeum/health").await;
+    assert_eq!((status, health["status"].as_str()), (200, Some("healthy")));
+    let (_, before) = get(&app, "/api/xandeum/pnodes?status=all&limit=1000").await;
+
+    sim.script(0, METHOD_GET_PODS_WITH_STATS, Scripted::Status(500));
+    let degraded = eventually("health turns degraded", Duration::from_secs(15), || async {
+        let (status, body) = get(&app, "/api/xandeum/health").await;
+        (status == 200 && body["status"] == "degraded").then_some(body)
+    })
+    .await;
+    assert!(degraded["snapshot_age_seconds"].as_i64().unwrap() >= 2);
+    let (_, after) = get(&app, "/api/xandeum/pnodes?status=all&limit=1000").await;
+    assert_eq!(
+        after["pnodes"], before["pnodes"],
+        "the last good snapshot is served as it was"
+    );
+    let text = metrics(&app).await;
+    assert!(counter(&text, "nodegrid_pnode_cycles_total", "outcome=\"skipped\"") >= 1.0);
+    sim.stop().await;
+}
