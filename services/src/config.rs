@@ -47,6 +47,8 @@ const DEFAULT_PNODE_INTERVAL_SECS: u64 = 60;
 const DEFAULT_PNODE_RPC_TIMEOUT_MS: u64 = 3_000;
 const DEFAULT_PNODE_MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 const DEFAULT_PNODE_RETENTION_DAYS: u64 = 30;
+const DEFAULT_PNODE_API_RATE_PER_SEC: u32 = 50;
+const DEFAULT_PNODE_API_BURST: u32 = 100;
 
 /// The limits of the streaming sockets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -259,6 +261,15 @@ pub struct ServeOptions {
     /// [default: the seed's values].
     #[arg(long, env = "NODEGRID_PNODE_SCORING_FILE")]
     pub pnode_scoring_file: Option<PathBuf>,
+
+    /// Sustained `/api/xandeum` requests per second per client IP, per instance; 0 turns the
+    /// limit off [default: 50].
+    #[arg(long, env = "NODEGRID_PNODE_API_RATE_PER_SEC")]
+    pub pnode_api_rate_per_sec: Option<u32>,
+
+    /// Burst of the same [default: 100].
+    #[arg(long, env = "NODEGRID_PNODE_API_BURST")]
+    pub pnode_api_burst: Option<u32>,
 }
 
 /// Resolved settings: every option has its value.
@@ -374,6 +385,8 @@ impl ServeOptions {
             pnode_latest_version: self.pnode_latest_version.or(lower.pnode_latest_version),
             pnode_retention_days: self.pnode_retention_days.or(lower.pnode_retention_days),
             pnode_scoring_file: self.pnode_scoring_file.or(lower.pnode_scoring_file),
+            pnode_api_rate_per_sec: self.pnode_api_rate_per_sec.or(lower.pnode_api_rate_per_sec),
+            pnode_api_burst: self.pnode_api_burst.or(lower.pnode_api_burst),
         }
     }
 
@@ -535,6 +548,10 @@ impl ServeOptions {
                 .filter(|version| !version.trim().is_empty()),
             retention: Duration::from_secs(retention_days * 86_400),
             analytics,
+            api_rate_per_sec: self
+                .pnode_api_rate_per_sec
+                .unwrap_or(DEFAULT_PNODE_API_RATE_PER_SEC),
+            api_burst: self.pnode_api_burst.unwrap_or(DEFAULT_PNODE_API_BURST),
         })
     }
 }

@@ -95,3 +95,113 @@ impl RateLimiter {
         })
     }
 }
+
+/// Token buckets kept in this process, for limits that must cost no round trip (the public
+/// pNode API, whose answers take well under a millisecond). Each instance counts on its own:
+/// behind a load balancer over N instances a client gets up to N times the rate.
+///
+/// The lock is held only for one bucket's arithmetic, never across an await. The map is
+/// bounded: when it reaches `max_keys`, buckets that have refilled (idle clients) are dropped,
+/// and if none has, the new key is refused rather than grown without limit.
+pub struct LocalRateLimiter {
+    per_sec: f64,
+    burst: f64,
+    max_keys: usize,
+    buckets:
+        std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (f64, std::time::Instant)>>,
+}
+
+impl LocalRateLimiter {
+    /// `per_sec` sustained, `burst` at once; `per_sec == 0` turns the limit off.
+    pub fn new(per_sec: u32, burst: u32, max_keys: usize) -> LocalRateLimiter {
+        LocalRateLimiter {
+            per_sec: f64::from(per_sec),
+            burst: f64::from(burst.max(1)),
+            max_keys: max_keys.max(1),
+            buckets: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    pub fn is_off(&self) -> bool {
+        self.per_sec <= 0.0
+    }
+
+    /// Takes a token for `key` at `now`; `Err(retry_after)` when there is none.
+    pub fn check(&self, key: std::net::IpAddr, now: std::time::Instant) -> Result<(), Duration> {
+        if self.is_off() {
+            return Ok(());
+        }
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !buckets.contains_key(&key) && buckets.len() >= self.max_keys {
+            let (per_sec, burst) = (self.per_sec, self.burst);
+            buckets.retain(|_, (tokens, at)| {
+                *tokens + now.saturating_duration_since(*at).as_secs_f64() * per_sec < burst
+            });
+            if buckets.len() >= self.max_keys {
+                return Err(Duration::from_secs(1));
+            }
+        }
+        let (tokens, at) = buckets.entry(key).or_insert((self.burst, now));
+        *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * self.per_sec)
+            .min(self.burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - *tokens) / self.per_sec))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+    use std::time::Instant;
+
+    use super::*;
+
+    #[test]
+    fn a_local_bucket_allows_its_burst_then_refills_at_its_rate() {
+        let limiter = LocalRateLimiter::new(10, 3, 100);
+        let (client, start) = (IpAddr::from([10, 0, 0, 1]), Instant::now());
+        for _ in 0..3 {
+            assert_eq!(limiter.check(client, start), Ok(()));
+        }
+        let retry = limiter.check(client, start).unwrap_err();
+        assert!(
+            retry > Duration::ZERO && retry <= Duration::from_millis(100),
+            "{retry:?}"
+        );
+        assert_eq!(
+            limiter.check(client, start + Duration::from_millis(100)),
+            Ok(())
+        );
+        assert!(
+            limiter.check(IpAddr::from([10, 0, 0, 2]), start).is_ok(),
+            "per client"
+        );
+        assert!(
+            LocalRateLimiter::new(0, 0, 1).check(client, start).is_ok(),
+            "0 is off"
+        );
+    }
+
+    #[test]
+    fn the_local_map_stays_bounded() {
+        let limiter = LocalRateLimiter::new(1, 1, 2);
+        let start = Instant::now();
+        let ip = |n: u8| IpAddr::from([10, 0, 0, n]);
+        assert!(limiter.check(ip(1), start).is_ok());
+        assert!(limiter.check(ip(2), start).is_ok());
+        assert!(
+            limiter.check(ip(3), start).is_err(),
+            "full of busy clients: refused"
+        );
+        // A second later both have refilled and make room.
+        assert!(limiter.check(ip(3), start + Duration::from_secs(2)).is_ok());
+    }
+}

@@ -159,6 +159,8 @@ pub fn test_settings(database_url: &str) -> Settings {
     settings.admin_password = Some(TEST_ADMIN_PASSWORD.into());
     // No pNode polling unless a test points the server at a simulator.
     settings.pnodes.seeds = Vec::new();
+    // Tests poll the pNode API in tight loops; the one test of its limit sets it.
+    settings.pnodes.api_rate_per_sec = 0;
     settings
 }
 
@@ -381,6 +383,7 @@ pub fn spawn_server_process_with(
         .env("NODEGRID_REDIS_PREFIX", redis_prefix)
         .env("NODEGRID_SHUTDOWN_TIMEOUT_SECS", "10")
         .env("NODEGRID_PNODE_SEEDS", "")
+        .env("NODEGRID_PNODE_API_RATE_PER_SEC", "0")
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

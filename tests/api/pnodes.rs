@@ -725,6 +725,15 @@ async fn filters_sorting_and_pagination_are_consistent_and_validated() {
     }
     let (status, body) = get(&app, "/api/xandeum/registry/10.255.255.255:1").await;
     assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
+    let (status, body) = get(&app, "/api/xandeum/no-such-route").await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
+    let response = app
+        .http
+        .delete(format!("{}/api/xandeum/pnodes", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
     sim.stop().await;
 }
 
@@ -1104,5 +1113,32 @@ async fn when_no_seed_answers_the_snapshot_is_kept_and_health_turns_degraded() {
     );
     let text = metrics(&app).await;
     assert!(counter(&text, "nodegrid_pnode_cycles_total", "outcome=\"skipped\"") >= 1.0);
+    sim.stop().await;
+}
+
+#[actix_web::test]
+async fn the_public_api_is_rate_limited_per_client_address() {
+    let sim = sim(SimOptions {
+        seeds: 1,
+        pods: 5,
+        ..SimOptions::default()
+    });
+    let database = Arc::new(fresh_database().await);
+    let mut settings = settings_for(&database, &sim);
+    settings.pnodes.api_rate_per_sec = 1;
+    settings.pnodes.api_burst = 3;
+    let app = spawn_app_with(database.clone(), settings).await;
+    for _ in 0..3 {
+        assert_ne!(app.get("/api/xandeum/").await.status(), 429);
+    }
+    let refused = app.get("/api/xandeum/pnodes").await;
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().get("retry-after").is_some());
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["code"], "rate_limited");
+    // Other routes are not counted against it.
+    assert_eq!(app.get("/health").await.status(), 200);
+    let text = metrics(&app).await;
+    assert!(counter(&text, "nodegrid_rate_limited_total", "scope=\"pnode_api\"") >= 1.0);
     sim.stop().await;
 }

@@ -20,11 +20,15 @@ use nodegrid_services::pnodes::PnodeSettings;
 use nodegrid_services::pnodes::client::PrpcClient;
 use nodegrid_services::pnodes::store::PnodeStore;
 use nodegrid_services::pnodes::view::{NetworkView, SnapshotRecord};
+use nodegrid_services::ratelimit::LocalRateLimiter;
 use uuid::Uuid;
 
 use self::aggregator::{AggregatorContext, PnodeAggregator};
 use self::poller::PnodePoller;
 use crate::bridge::RedisBridge;
+
+/// Clients the API limiter keeps buckets for at most.
+const API_LIMITER_MAX_CLIENTS: usize = 100_000;
 
 /// The name of the lease whose holder polls and writes.
 pub const LEASE_NAME: &str = "pnode-aggregator";
@@ -104,6 +108,8 @@ pub struct PnodeRuntime {
     pub store: PnodeStore,
     pub aggregator: Addr<PnodeAggregator>,
     pub settings: PnodeSettings,
+    /// Per-client limit of the public `/api/xandeum` routes.
+    pub api_limiter: Arc<LocalRateLimiter>,
 }
 
 /// How long the pNode lease lives: twice the interval, between 3 and 30 seconds. A dead
@@ -160,6 +166,11 @@ pub fn start(
             store,
             aggregator,
             settings: settings.clone(),
+            api_limiter: Arc::new(LocalRateLimiter::new(
+                settings.api_rate_per_sec,
+                settings.api_burst,
+                API_LIMITER_MAX_CLIENTS,
+            )),
         },
         keeper,
     ))

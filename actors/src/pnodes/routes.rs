@@ -6,9 +6,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::{Next, from_fn};
 use actix_web::{HttpRequest, HttpResponse, web};
 use nodegrid_protocol::control::{ControlEnvelope, ControlEvent};
 use nodegrid_protocol::error::{ErrorBody, ErrorCode};
+use nodegrid_services::identity::retry_after_secs;
 use nodegrid_services::pnodes::alerts::{ALERT_TYPES, Alert, Severity};
 use nodegrid_services::pnodes::scoring::round2;
 use nodegrid_services::pnodes::store::NodeHistoryRow;
@@ -20,7 +24,7 @@ use utoipa::IntoParams;
 use super::aggregator::GetPollers;
 use super::poller::GetStatus;
 use crate::app::AppState;
-use crate::http::auth::{Admin, caller};
+use crate::http::auth::{Admin, caller, client_ip};
 use crate::http::error::ApiError;
 use crate::http::resource;
 
@@ -30,38 +34,61 @@ const MAX_SKIP: usize = 10_000_000;
 pub fn routes(config: &mut web::ServiceConfig) {
     use crate::http::get_only as get;
     config
-        .service(get("/api/xandeum", overview))
-        .service(get("/api/xandeum/", overview))
-        .service(get("/api/xandeum/health", health))
-        .service(get("/api/xandeum/pnodes", pnodes))
-        .service(get("/api/xandeum/pnodes/compare", compare))
-        .service(get("/api/xandeum/pnodes/{address}/alerts", node_alerts))
-        .service(get("/api/xandeum/recommendations", recommendations))
-        .service(get("/api/xandeum/registry", registry))
-        .service(get("/api/xandeum/registry/{address}", registry_entry))
-        .service(get("/api/xandeum/graveyard", graveyard))
-        .service(resource("/api/xandeum/prune").route(web::delete().to(prune)))
-        .service(get("/api/xandeum/network/topology", topology))
-        .service(get("/api/xandeum/network/health", network_health))
-        .service(get("/api/xandeum/network/history", network_history))
-        .service(get("/api/xandeum/network/growth", network_growth))
-        .service(get("/api/xandeum/network/analytics", network_analytics))
-        .service(get("/api/xandeum/network/consistency", network_consistency))
-        .service(get("/api/xandeum/operators", operators))
-        .service(get("/api/xandeum/all-nodes", all_nodes))
-        .service(get("/api/xandeum/alerts", alerts))
-        .service(get("/api/xandeum/alerts/critical", critical_alerts))
-        .service(get("/api/xandeum/node/{address}/history", node_history))
-        .service(get(
-            "/api/xandeum/node/{address}/metrics-summary",
-            node_metrics_summary,
-        ))
-        .service(get(
-            "/api/xandeum/node/{address}/consistency",
-            node_consistency,
-        ))
-        .service(get("/api/xandeum/nodes/history-status", history_status))
+        .service(
+            web::scope("/api/xandeum")
+                .wrap(from_fn(limit_per_client))
+                .service(get("", overview))
+                .service(get("/", overview))
+                .service(get("/health", health))
+                .service(get("/pnodes", pnodes))
+                .service(get("/pnodes/compare", compare))
+                .service(get("/pnodes/{address}/alerts", node_alerts))
+                .service(get("/recommendations", recommendations))
+                .service(get("/registry", registry))
+                .service(get("/registry/{address}", registry_entry))
+                .service(get("/graveyard", graveyard))
+                .service(resource("/prune").route(web::delete().to(prune)))
+                .service(get("/network/topology", topology))
+                .service(get("/network/health", network_health))
+                .service(get("/network/history", network_history))
+                .service(get("/network/growth", network_growth))
+                .service(get("/network/analytics", network_analytics))
+                .service(get("/network/consistency", network_consistency))
+                .service(get("/operators", operators))
+                .service(get("/all-nodes", all_nodes))
+                .service(get("/alerts", alerts))
+                .service(get("/alerts/critical", critical_alerts))
+                .service(get("/node/{address}/history", node_history))
+                .service(get("/node/{address}/metrics-summary", node_metrics_summary))
+                .service(get("/node/{address}/consistency", node_consistency))
+                .service(get("/nodes/history-status", history_status)),
+        )
         .service(get("/api/admin/pollers", pollers));
+}
+
+/// Middleware of the `/api/xandeum` scope: the per-client limit. Answers 429 `rate_limited`
+/// with `Retry-After`, counted in `nodegrid_rate_limited_total{scope="pnode_api"}`.
+async fn limit_per_client(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    if let Some(state) = request.app_data::<web::Data<AppState>>() {
+        let limiter = &state.pnodes.api_limiter;
+        if !limiter.is_off() {
+            let client = client_ip(request.request(), &state.trusted_proxies);
+            if let Err(retry_after) = limiter.check(client, std::time::Instant::now()) {
+                metrics::counter!("nodegrid_rate_limited_total", "scope" => "pnode_api", "key" => "ip")
+                    .increment(1);
+                let error = ApiError::RateLimited {
+                    retry_after_secs: retry_after_secs(retry_after),
+                    message: "too many requests to the pNode API from this address".to_owned(),
+                };
+                let response = actix_web::ResponseError::error_response(&error);
+                return Ok(request.into_response(response).map_into_right_body());
+            }
+        }
+    }
+    Ok(next.call(request).await?.map_into_left_body())
 }
 
 fn now() -> i64 {

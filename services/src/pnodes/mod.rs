@@ -116,6 +116,9 @@ pub struct PnodeSettings {
     pub latest_version: Option<String>,
     pub retention: Duration,
     pub analytics: AnalyticsConfig,
+    /// `/api/xandeum` requests per second per client IP on each instance (0: no limit).
+    pub api_rate_per_sec: u32,
+    pub api_burst: u32,
 }
 
 impl PnodeSettings {
