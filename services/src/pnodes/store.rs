@@ -204,10 +204,21 @@ impl PnodeStore {
             transaction.rollback().await?;
             return Ok(WriteOutcome::Fenced);
         }
+        let started = std::time::Instant::now();
         upsert_registry(&transaction, record).await?;
+        let registry_done = started.elapsed();
         insert_network_history(&transaction, view).await?;
         insert_node_history(&transaction, view, history_cutoff).await?;
+        let history_done = started.elapsed();
         transaction.commit().await?;
+        tracing::debug!(
+            cycle = record.cycle,
+            record_bytes = encoded.len(),
+            registry_ms = registry_done.as_millis() as u64,
+            history_ms = (history_done - registry_done).as_millis() as u64,
+            commit_ms = (started.elapsed() - history_done).as_millis() as u64,
+            "pNode cycle stored"
+        );
         Ok(WriteOutcome::Written)
     }
 
