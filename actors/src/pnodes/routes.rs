@@ -18,6 +18,7 @@ use nodegrid_services::pnodes::scoring::round2;
 use nodegrid_services::pnodes::store::NodeHistoryRow;
 use nodegrid_services::pnodes::view::{NetworkView, NodeView, SortKey};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use utoipa::IntoParams;
 
@@ -597,7 +598,13 @@ pub async fn registry(
     let limit = in_range("limit", query.limit, 100, 1, 1_000)?;
     let skip = in_range("skip", query.skip, 0, 0, MAX_SKIP)?;
     let view = current(&state)?;
-    let items: Vec<&NodeView> = view.nodes.iter().skip(skip).take(limit).collect();
+    let items: Vec<&RawValue> = view
+        .node_json
+        .iter()
+        .skip(skip)
+        .take(limit)
+        .map(AsRef::as_ref)
+        .collect();
     Ok(HttpResponse::Ok()
         .json(json!({"count": view.nodes.len(), "skip": skip, "limit": limit, "items": items})))
 }
@@ -642,13 +649,19 @@ pub async fn graveyard(
     let skip = in_range("skip", query.skip, 0, 0, MAX_SKIP)?;
     let view = current(&state)?;
     let threshold = days * 86_400;
-    let mut dead: Vec<&NodeView> = view
-        .nodes
-        .iter()
-        .filter(|n| !n.is_online && n.offline_duration.unwrap_or(0) >= threshold)
+    let mut dead: Vec<usize> = (0..view.nodes.len())
+        .filter(|&i| {
+            let node = &view.nodes[i];
+            !node.is_online && node.offline_duration.unwrap_or(0) >= threshold
+        })
         .collect();
-    dead.sort_by_key(|n| n.last_seen);
-    let items: Vec<&&NodeView> = dead.iter().skip(skip).take(limit).collect();
+    dead.sort_by_key(|&i| view.nodes[i].last_seen);
+    let items: Vec<&RawValue> = dead
+        .iter()
+        .skip(skip)
+        .take(limit)
+        .map(|&i| view.node_json[i].as_ref())
+        .collect();
     Ok(HttpResponse::Ok()
         .json(json!({"count": dead.len(), "threshold_days": days, "items": items})))
 }
@@ -1098,17 +1111,16 @@ pub async fn operators(
 )]
 pub async fn all_nodes(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let view = current(&state)?;
-    let nodes: BTreeMap<&str, Value> = view
-        .seeds
-        .iter()
-        .map(|seed| (seed.seed.as_str(), json!({
-            "version": seed.version, "stats": seed.stats, "pods": seed.pods,
-            "pods_method": seed.pods_method, "error": seed.error, "latency_ms": seed.latency_ms,
-            "polled_at": seed.polled_at, "rejected": seed.tally,
-        })))
-        .collect();
+    // Spliced rather than built with `json!`, which would parse the cached seeds' JSON again.
+    let body = format!(
+        "{{\"summary\":{},\"nodes\":{},\"timestamp\":{}}}",
+        summary_json(&view),
+        view.seeds_json().get(),
+        now()
+    );
     Ok(HttpResponse::Ok()
-        .json(json!({"summary": summary_json(&view), "nodes": nodes, "timestamp": now()})))
+        .content_type("application/json")
+        .body(body))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -154,6 +154,9 @@ pub struct NetworkView {
     pub summary: NetworkSummary,
     pub health: NetworkHealth,
     pub seeds: Vec<SeedPoll>,
+    /// The per-seed view (`/all-nodes`), serialised on first use: ~40,000 pod reports at
+    /// 10,000 nodes are too many to serialise again for every request.
+    seeds_json: std::sync::OnceLock<Box<RawValue>>,
 }
 
 impl Default for NetworkHealth {
@@ -167,6 +170,28 @@ impl Default for NetworkHealth {
 }
 
 impl NetworkView {
+    /// Each seed's answer as it came, keyed by seed: version, stats, pods, error, latency.
+    pub fn seeds_json(&self) -> &RawValue {
+        self.seeds_json.get_or_init(|| {
+            let seeds: BTreeMap<&str, serde_json::Value> = self
+                .seeds
+                .iter()
+                .map(|seed| {
+                    (
+                        seed.seed.as_str(),
+                        serde_json::json!({
+                            "version": seed.version, "stats": seed.stats, "pods": seed.pods,
+                            "pods_method": seed.pods_method, "error": seed.error,
+                            "latency_ms": seed.latency_ms, "polled_at": seed.polled_at,
+                            "rejected": seed.tally,
+                        }),
+                    )
+                })
+                .collect();
+            serde_json::value::to_raw_value(&seeds).unwrap_or_default()
+        })
+    }
+
     pub fn node(&self, address: &str) -> Option<(&NodeView, &[Alert])> {
         let index = *self.index.get(address)?;
         Some((self.nodes.get(index)?, self.alerts.get(index)?.as_slice()))
@@ -321,6 +346,7 @@ impl NetworkView {
             summary,
             health,
             seeds: record.seeds.clone(),
+            seeds_json: std::sync::OnceLock::new(),
         }
     }
 }
