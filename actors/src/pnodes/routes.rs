@@ -732,37 +732,19 @@ pub async fn prune(
 )]
 pub async fn topology(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let view = current(&state)?;
-    let mut nodes: Vec<Value> = view
-        .seeds
-        .iter()
-        .map(|seed| json!({
-            "id": seed.seed, "type": "ip_node", "label": seed.seed, "group": "ip",
-            "properties": {"version": seed.version, "responding": seed.succeeded(),
-                            "pod_count": seed.pods.as_ref().map(Vec::len), "latency_ms": seed.latency_ms},
-        }))
-        .collect();
-    let mut edges = Vec::new();
-    for node in view.nodes.iter().filter(|n| n.is_online) {
-        nodes.push(json!({
-            "id": node.address, "type": "pnode", "label": node.address,
-            "group": if node.is_public == Some(true) { "public" } else { "private" },
-            "properties": {"version": node.version, "score": node.score, "tier": node.tier,
-                            "storage_committed": node.storage_committed, "peer_count": node.peer_count},
-        }));
-        for source in &node.peer_sources {
-            edges.push(
-                json!({"source": source, "target": node.address, "type": "gossip_connection"}),
-            );
-        }
-    }
-    let pnode_count = nodes.len() - view.seeds.len();
-    Ok(HttpResponse::Ok().json(json!({
-        "nodes": nodes,
-        "stats": {"ip_nodes": view.seeds.len(), "pnodes": pnode_count, "edges": edges.len(),
-                  "avg_connections_per_pnode": if pnode_count == 0 { 0.0 } else { round2(edges.len() as f64 / pnode_count as f64) }},
-        "edges": edges,
-        "timestamp": now(),
-    })))
+    Ok(json_with_timestamp(view.topology_json()))
+}
+
+/// A cached JSON object answered with `"timestamp"` added, without parsing it again.
+fn json_with_timestamp(cached: &RawValue) -> HttpResponse {
+    let text = cached.get();
+    let body = match text.strip_suffix('}') {
+        Some(open) if open.len() > 1 => format!("{open},\"timestamp\":{}}}", now()),
+        _ => text.to_owned(),
+    };
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body)
 }
 
 /// Network-level alerts: what the operators of the whole network should know.

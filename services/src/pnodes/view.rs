@@ -157,6 +157,16 @@ pub struct NetworkView {
     /// The per-seed view (`/all-nodes`), serialised on first use: ~40,000 pod reports at
     /// 10,000 nodes are too many to serialise again for every request.
     seeds_json: std::sync::OnceLock<Box<RawValue>>,
+    /// The gossip graph (`/network/topology`), likewise.
+    topology_json: std::sync::OnceLock<Box<RawValue>>,
+}
+
+/// Serialises what `build` makes into `cell` the first time; returns the cached JSON after.
+fn cached(
+    cell: &std::sync::OnceLock<Box<RawValue>>,
+    build: impl FnOnce() -> serde_json::Value,
+) -> &RawValue {
+    cell.get_or_init(|| serde_json::value::to_raw_value(&build()).unwrap_or_default())
 }
 
 impl Default for NetworkHealth {
@@ -172,13 +182,13 @@ impl Default for NetworkHealth {
 impl NetworkView {
     /// Each seed's answer as it came, keyed by seed: version, stats, pods, error, latency.
     pub fn seeds_json(&self) -> &RawValue {
-        self.seeds_json.get_or_init(|| {
-            let seeds: BTreeMap<&str, serde_json::Value> = self
+        cached(&self.seeds_json, || {
+            let seeds: serde_json::Map<String, serde_json::Value> = self
                 .seeds
                 .iter()
                 .map(|seed| {
                     (
-                        seed.seed.as_str(),
+                        seed.seed.clone(),
                         serde_json::json!({
                             "version": seed.version, "stats": seed.stats, "pods": seed.pods,
                             "pods_method": seed.pods_method, "error": seed.error,
@@ -188,7 +198,54 @@ impl NetworkView {
                     )
                 })
                 .collect();
-            serde_json::value::to_raw_value(&seeds).unwrap_or_default()
+            serde_json::Value::Object(seeds)
+        })
+    }
+
+    /// The gossip graph: `{nodes, edges, stats}` with the seeds as `ip_node`s, the online
+    /// pNodes as `pnode`s (`group` public or private), and one `gossip_connection` per seed
+    /// that reported a pNode.
+    pub fn topology_json(&self) -> &RawValue {
+        cached(&self.topology_json, || {
+            let mut nodes: Vec<serde_json::Value> = self
+                .seeds
+                .iter()
+                .map(|seed| {
+                    serde_json::json!({
+                        "id": seed.seed, "type": "ip_node", "label": seed.seed, "group": "ip",
+                        "properties": {"version": seed.version, "responding": seed.succeeded(),
+                                       "pod_count": seed.pods.as_ref().map(Vec::len),
+                                       "latency_ms": seed.latency_ms},
+                    })
+                })
+                .collect();
+            let mut edges = Vec::new();
+            for node in self.nodes.iter().filter(|n| n.is_online) {
+                nodes.push(serde_json::json!({
+                    "id": node.address, "type": "pnode", "label": node.address,
+                    "group": if node.is_public == Some(true) { "public" } else { "private" },
+                    "properties": {"version": node.version, "score": node.score, "tier": node.tier,
+                                   "storage_committed": node.storage_committed,
+                                   "peer_count": node.peer_count},
+                }));
+                for source in &node.peer_sources {
+                    edges.push(serde_json::json!({
+                        "source": source, "target": node.address, "type": "gossip_connection",
+                    }));
+                }
+            }
+            let pnodes = nodes.len() - self.seeds.len();
+            let average = if pnodes == 0 {
+                0.0
+            } else {
+                round2(edges.len() as f64 / pnodes as f64)
+            };
+            serde_json::json!({
+                "nodes": nodes,
+                "edges": edges,
+                "stats": {"ip_nodes": self.seeds.len(), "pnodes": pnodes, "edges": edges.len(),
+                          "avg_connections_per_pnode": average},
+            })
         })
     }
 
@@ -347,6 +404,7 @@ impl NetworkView {
             health,
             seeds: record.seeds.clone(),
             seeds_json: std::sync::OnceLock::new(),
+            topology_json: std::sync::OnceLock::new(),
         }
     }
 }
