@@ -461,6 +461,18 @@ async fn gossip_consistency_counts_appearances_and_drops_over_cycles() {
         history["summary"]["data_points"], 4,
         "one network row per cycle"
     );
+    // The registry table agrees: a new leader would go on counting from it.
+    let client = crate::helpers::connect(&database.url).await;
+    let row = client
+        .query_one(
+            "SELECT gossip_appearances, gossip_disappearances, present, consistency_score
+             FROM pnode_registry WHERE address = '10.2.0.2:9001'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let stored: (i64, i64, bool, f64) = (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert_eq!(stored, (2, 2, false, 0.5));
     sim.stop().await;
 }
 

@@ -178,7 +178,7 @@ impl PnodeStore {
         Ok(row.get(0))
     }
 
-    /// Writes one cycle: registry rows checked in it, the history rows, the snapshot record.
+    /// Writes one cycle: the registry rows it changed, the history rows, the snapshot record.
     /// Per-node history gets a row for every node last seen after `history_cutoff`.
     pub async fn write_cycle(
         &self,
@@ -376,7 +376,12 @@ async fn upsert_registry(
     let entries: Vec<&RegistryEntry> = record
         .entries
         .iter()
-        .filter(|entry| entry.last_checked == record.taken_at)
+        // Rows whose node was in this cycle's gossip or dropped out of it; a node long gone
+        // changes only its `last_checked`, which is not worth a write per cycle (the table's
+        // `last_checked` is then as of the node's last change).
+        .filter(|entry| {
+            entry.last_seen == record.taken_at || entry.last_gossip_drop == Some(record.taken_at)
+        })
         .collect();
     if entries.is_empty() {
         return Ok(());
