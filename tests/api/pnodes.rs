@@ -302,8 +302,8 @@ async fn a_fixture_merges_scores_and_alerts_as_computed_by_hand() {
         json!({"pubkey": "nobody"}),
     ]));
     sim.script(1, METHOD_GET_PODS_WITH_STATS, pods(vec![
-        a(5, json!({"version": "0.8.0", "uptime": 1_296_000, "storage_committed": 50 * GIB,
-                     "storage_used": 48 * GIB, "storage_usage_percent": 96.0, "is_public": true, "rpc_port": 6000})),
+        a(5, json!({"version": "0.8.0", "uptime": 1_296_000, "storage_committed": 60 * GIB,
+                     "storage_used": 57 * GIB, "storage_usage_percent": 96.0, "is_public": true, "rpc_port": 6000})),
         json!({"address": "10.1.0.3:9001", "uptime": "x", "storage_used": -5}),
     ]));
     sim.script(
@@ -326,7 +326,7 @@ async fn a_fixture_merges_scores_and_alerts_as_computed_by_hand() {
     assert_eq!(a["is_public"], true);
     assert_eq!(
         a["storage_committed"],
-        50 * GIB,
+        60 * GIB,
         "filled from another report"
     );
     let mut seeds = sim.seeds();
@@ -334,10 +334,11 @@ async fn a_fixture_merges_scores_and_alerts_as_computed_by_hand() {
     assert_eq!(a["peer_sources"], json!(seeds), "all three seeds");
     // Trust: uptime 15/30*40 = 20, gossip 3/3*30 = 30, version 20, consistency 10 = 80.
     assert_eq!(a["scores"]["trust"]["score"], 80.0);
-    // Capacity: committed 50/100*30 = 15, balance (100-96)/20*40 = 8, growth unknown 0.5*30 = 15.
-    assert_eq!(a["scores"]["capacity"]["score"], 38.0);
-    // Composite: 80*0.6 + 38*0.4 = 63.2: medium risk.
-    assert_eq!(a["score"], 63.2);
+    // Capacity: committed 60/100*30 = 18, 96 % is outside the 20-80 % band: 0, growth
+    // unknown 0.5*30 = 15.
+    assert_eq!(a["scores"]["capacity"]["score"], 33.0);
+    // Composite: 80*0.6 + 33*0.4 = 61.2: medium risk.
+    assert_eq!(a["score"], 61.2);
     assert_eq!(a["tier"], "medium_risk");
     assert_eq!(a["scores"]["stake_confidence"]["color"], "#f59e0b");
 
@@ -345,9 +346,10 @@ async fn a_fixture_merges_scores_and_alerts_as_computed_by_hand() {
     let b = &b["entry"];
     // Trust: uptime 1800 s = 0.0208 d → 0.03; gossip 1/3*30 = 10; version 0; consistency 10.
     assert_eq!(b["scores"]["trust"]["score"], 20.03);
-    // Capacity: 200 GiB → 30; 3 % → 3/20*40 = 6; growth 15. Composite 20.03*0.6 + 51*0.4.
-    assert_eq!(b["scores"]["capacity"]["score"], 51.0);
-    assert_eq!(b["score"], 32.42);
+    // Capacity: 200 GiB → 30; 3 % is outside the band: 0; growth 15. Composite
+    // 20.03*0.6 + 45*0.4 = 30.018.
+    assert_eq!(b["scores"]["capacity"]["score"], 45.0);
+    assert_eq!(b["score"], 30.02);
     assert_eq!(b["tier"], "high_risk");
 
     let (_, c) = get(&app, "/api/xandeum/registry/10.1.0.3:9001").await;

@@ -29,6 +29,9 @@ pub struct ScoringConfig {
     pub capacity_balance_points: f64,
     pub usage_optimal_min: f64,
     pub usage_optimal_max: f64,
+    /// Outside the band, 0 points (the seed document) or points falling linearly to 0 at 0 %
+    /// and 100 % (what the seed's published code does).
+    pub usage_partial_credit: bool,
     /// Capacity points times the growth trend (0..1; 0.5 when unknown).
     pub capacity_growth_points: f64,
     /// Weight of trust in the composite; capacity gets the rest.
@@ -52,6 +55,7 @@ impl Default for ScoringConfig {
             capacity_balance_points: 40.0,
             usage_optimal_min: 20.0,
             usage_optimal_max: 80.0,
+            usage_partial_credit: false,
             capacity_growth_points: 30.0,
             composite_trust_weight: 0.6,
             low_risk_min: 80.0,
@@ -155,9 +159,12 @@ pub fn capacity_score(inputs: &ScoreInputs<'_>, config: &ScoringConfig) -> Capac
         saturating(committed_gib, config.committed_full_gib) * config.capacity_committed_points;
     let usage = inputs.storage_usage_percent.unwrap_or(0.0);
     let (low, high) = (config.usage_optimal_min, config.usage_optimal_max);
-    // Full points inside the optimal band, falling linearly to 0 at 0 % and at 100 %.
+    // Full points inside the optimal band; outside it none, or (partial credit) points
+    // falling linearly to 0 at 0 % and at 100 %.
     let balance_ratio = if (low..=high).contains(&usage) {
         1.0
+    } else if !config.usage_partial_credit {
+        0.0
     } else if usage < low {
         saturating(usage, low)
     } else {
@@ -311,20 +318,34 @@ mod tests {
     #[test]
     fn capacity_on_a_fixture_matches_the_hand_computed_value() {
         let capacity = capacity_score(&fixture(), &ScoringConfig::default());
-        // committed 50/100*30 = 15; balance 10/20*40 = 20; growth 1.0*30 = 30.
+        // committed 50/100*30 = 15; 10 % is outside the 20-80 % band: 0; growth 1.0*30 = 30.
         assert_eq!(capacity.breakdown.storage_committed, 15.0);
-        assert_eq!(capacity.breakdown.usage_balance, 20.0);
+        assert_eq!(capacity.breakdown.usage_balance, 0.0);
         assert_eq!(capacity.breakdown.growth_trend, 30.0);
-        assert_eq!(capacity.score, 65.0);
-        // Above the band: 90 % used → (100-90)/20*40 = 20.
+        assert_eq!(capacity.score, 45.0);
+        let inside = ScoreInputs {
+            storage_usage_percent: Some(20.0),
+            ..fixture()
+        };
+        assert_eq!(
+            capacity_score(&inside, &ScoringConfig::default()).score,
+            85.0
+        );
+        // With partial credit: 10 % → 10/20*40 = 20; 90 % → (100-90)/20*40 = 20.
+        let partial = ScoringConfig {
+            usage_partial_credit: true,
+            ..ScoringConfig::default()
+        };
+        assert_eq!(
+            capacity_score(&fixture(), &partial).breakdown.usage_balance,
+            20.0
+        );
         let full = ScoreInputs {
             storage_usage_percent: Some(90.0),
             ..fixture()
         };
         assert_eq!(
-            capacity_score(&full, &ScoringConfig::default())
-                .breakdown
-                .usage_balance,
+            capacity_score(&full, &partial).breakdown.usage_balance,
             20.0
         );
     }
