@@ -95,14 +95,6 @@ section=$(mktemp)
   printf '%s\n' "${rows[@]}"
   echo "<!-- pnode-bench:end -->"
 } >"$section"
-if grep -q "<!-- pnode-bench:start" BENCHMARKS.md; then
-  awk -v file="$section" '
-    /<!-- pnode-bench:start/ { while ((getline line < file) > 0) print line; skip = 1; next }
-    /<!-- pnode-bench:end -->/ { skip = 0; next }
-    !skip { print }' BENCHMARKS.md >BENCHMARKS.md.new
-  mv BENCHMARKS.md.new BENCHMARKS.md
-else
-  { echo; cat "$section"; } >>BENCHMARKS.md
-fi
+write_bench_section pnode-bench "$section"
 rm -f "$section"
 say "BENCHMARKS.md updated"

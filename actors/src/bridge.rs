@@ -89,6 +89,16 @@ struct LocalSession {
 #[rtype(result = "()")]
 pub struct RegisterReconnectListener(pub Recipient<BusReconnected>);
 
+/// Registers `listener` for both the control channel and the subscriber's reconnects: what an
+/// actor keeping shared state current needs (it must reload after events it may have missed).
+pub fn listen_to_control_and_reconnects<A>(bridge: &Addr<RedisBridge>, listener: Addr<A>)
+where
+    A: Actor<Context = Context<A>> + Handler<ControlMessage> + Handler<BusReconnected>,
+{
+    bridge.do_send(RegisterControlListener(listener.clone().recipient()));
+    bridge.do_send(RegisterReconnectListener(listener.recipient()));
+}
+
 /// The subscriber connection (re)connected and its subscriptions are restored.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]

@@ -10,7 +10,7 @@ use actix::prelude::*;
 use nodegrid_services::shared_state::SharedState;
 
 use crate::bridge::{
-    BusReconnected, ControlMessage, RedisBridge, RegisterControlListener, RegisterReconnectListener,
+    BusReconnected, ControlMessage, RedisBridge, listen_to_control_and_reconnects,
 };
 
 /// How often the state is reloaded even when no event says so.
@@ -49,11 +49,7 @@ impl Actor for StateWatcher {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let own = ctx.address();
-        self.bridge
-            .do_send(RegisterControlListener(own.clone().recipient()));
-        self.bridge
-            .do_send(RegisterReconnectListener(own.recipient()));
+        listen_to_control_and_reconnects(&self.bridge, ctx.address());
         ctx.run_interval(PERIODIC_RELOAD, |watcher, ctx| watcher.reload(ctx));
     }
 }

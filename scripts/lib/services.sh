@@ -164,3 +164,18 @@ ensure_mosquitto() {
 ensure_cargo() {
   command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust 1.95 or newer (rustup.rs)"
 }
+
+# Puts the text of file $2 in BENCHMARKS.md in place of the section between the "<!-- $1:start"
+# and "<!-- $1:end -->" marks (appended when there is none yet). The benchmark scripts use it.
+write_bench_section() {
+  local mark=$1 section=$2
+  if grep -q "<!-- $mark:start" BENCHMARKS.md; then
+    awk -v file="$section" -v start="<!-- $mark:start" -v end="<!-- $mark:end -->" '
+      index($0, start) == 1 { while ((getline line < file) > 0) print line; skip = 1; next }
+      index($0, end) == 1 { skip = 0; next }
+      !skip { print }' BENCHMARKS.md >BENCHMARKS.md.new
+    mv BENCHMARKS.md.new BENCHMARKS.md
+  else
+    { echo; cat "$section"; } >>BENCHMARKS.md
+  fi
+}

@@ -24,7 +24,7 @@ use super::SnapshotCell;
 use super::metrics::{CYCLE_SECONDS, CYCLES, PRUNED};
 use super::poller::{PnodePoller, Poll};
 use crate::bridge::{
-    BusReconnected, ControlMessage, RedisBridge, RegisterControlListener, RegisterReconnectListener,
+    BusReconnected, ControlMessage, RedisBridge, listen_to_control_and_reconnects,
 };
 
 /// History older than the retention is pruned at most this often.
@@ -360,8 +360,8 @@ async fn cycle_once(
 #[derive(Clone, Copy)]
 enum Serve {
     IfNewer,
-    /// The same cycle, edited (a prune).
-    Always,
+    /// The same cycle, edited (a prune), unless a newer one arrived meanwhile.
+    UnlessOlder,
 }
 
 /// Builds the view of `record` off the actor thread and serves it.
@@ -380,7 +380,7 @@ async fn publish_record(context: &Arc<AggregatorContext>, record: SnapshotRecord
         let (record, view) = (Arc::new(record), Arc::new(view));
         match serve {
             Serve::IfNewer => context.cell.set_if_newer(record, view),
-            Serve::Always => context.cell.set(record, view),
+            Serve::UnlessOlder => context.cell.set_unless_older(record, view),
         }
     }
 }
@@ -389,11 +389,7 @@ impl Actor for PnodeAggregator {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let own = ctx.address();
-        self.bridge
-            .do_send(RegisterControlListener(own.clone().recipient()));
-        self.bridge
-            .do_send(RegisterReconnectListener(own.recipient()));
+        listen_to_control_and_reconnects(&self.bridge, ctx.address());
         self.refresh(ctx, None);
         ctx.run_interval(self.context.settings.interval, |aggregator, ctx| {
             aggregator.tick(ctx)
@@ -440,7 +436,7 @@ impl Handler<ControlMessage> for PnodeAggregator {
                     record.entries.retain(|entry| entry.last_seen >= before);
                     let context = self.context.clone();
                     ctx.spawn(
-                        async move { publish_record(&context, record, Serve::Always).await }
+                        async move { publish_record(&context, record, Serve::UnlessOlder).await }
                             .into_actor(self),
                     );
                 }

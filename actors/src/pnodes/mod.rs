@@ -79,10 +79,24 @@ impl SnapshotCell {
         };
     }
 
-    /// Serves `view` unless a newer cycle is already served.
+    /// Serves `view` when it is of a newer cycle than the one served.
     pub fn set_if_newer(&self, record: Arc<SnapshotRecord>, view: Arc<NetworkView>) {
+        self.offer(record, view, |offered, served| offered > served);
+    }
+
+    /// Serves `view` (an edit of a cycle, e.g. pruned) unless a newer cycle is served by now.
+    pub fn set_unless_older(&self, record: Arc<SnapshotRecord>, view: Arc<NetworkView>) {
+        self.offer(record, view, |offered, served| offered >= served);
+    }
+
+    fn offer(
+        &self,
+        record: Arc<SnapshotRecord>,
+        view: Arc<NetworkView>,
+        take: fn(i64, i64) -> bool,
+    ) {
         let mut served = self.0.write().unwrap_or_else(PoisonError::into_inner);
-        if view.cycle > served.view.cycle {
+        if take(view.cycle, served.view.cycle) {
             observe(&view);
             *served = Served {
                 record: Some(record),

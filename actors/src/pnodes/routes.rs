@@ -108,6 +108,15 @@ fn current(state: &AppState) -> Result<Arc<NetworkView>, ApiError> {
     Ok(view)
 }
 
+/// The node at `address` in `view` with its alerts, or 404 `not_found`.
+fn known_node<'a>(
+    view: &'a NetworkView,
+    address: &str,
+) -> Result<(&'a NodeView, &'a [Alert]), ApiError> {
+    view.node(address)
+        .ok_or_else(|| ApiError::not_found(format!("pNode {address} is not known")))
+}
+
 fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
     name: &str,
     value: Option<T>,
@@ -508,10 +517,7 @@ pub async fn compare(
     let view = current(&state)?;
     let mut nodes = Vec::new();
     for address in &addresses {
-        match view.node(address) {
-            Some((node, _)) => nodes.push(node),
-            None => return Err(ApiError::not_found(format!("pNode {address} is not known"))),
-        }
+        nodes.push(known_node(&view, address)?.0);
     }
     let winner = |metric: &dyn Fn(&NodeView) -> f64| {
         nodes
@@ -623,9 +629,7 @@ pub async fn registry_entry(
 ) -> Result<HttpResponse, ApiError> {
     let view = current(&state)?;
     let address = path.into_inner();
-    let (node, _) = view
-        .node(&address)
-        .ok_or_else(|| ApiError::not_found(format!("pNode {address} is not in the registry")))?;
+    let (node, _) = known_node(&view, &address)?;
     Ok(HttpResponse::Ok().json(json!({
         "entry": node,
         "status": if node.is_online { "online" } else { "offline" },
@@ -1272,9 +1276,7 @@ pub async fn node_alerts(
     let severity = parse_severity(query.severity.as_deref())?;
     let view = current(&state)?;
     let address = path.into_inner();
-    let (node, alerts) = view
-        .node(&address)
-        .ok_or_else(|| ApiError::not_found(format!("pNode {address} is not known")))?;
+    let (node, alerts) = known_node(&view, &address)?;
     let alerts: Vec<&Alert> = alerts
         .iter()
         .filter(|a| severity.is_none_or(|s| a.severity == s))
@@ -1400,9 +1402,7 @@ pub async fn node_consistency(
 ) -> Result<HttpResponse, ApiError> {
     let view = current(&state)?;
     let address = path.into_inner();
-    let (node, _) = view
-        .node(&address)
-        .ok_or_else(|| ApiError::not_found(format!("pNode {address} is not known")))?;
+    let (node, _) = known_node(&view, &address)?;
     let threshold = state.pnodes.settings.analytics.alerts.flapping_consistency;
     Ok(HttpResponse::Ok().json(json!({
         "address": node.address,
