@@ -34,6 +34,7 @@ use crate::bridge::{RedisBridge, ShutdownBridge};
 use crate::http;
 use crate::pnodes::PnodeRuntime;
 use crate::state_watcher::StateWatcher;
+use crate::stream::fanout::{ShutdownFanout, StreamFanout};
 use crate::stream::registry::{CloseAll, ConnectionRegistry, SocketRole};
 use crate::stream::report::ConnectionsReporter;
 use crate::telemetry;
@@ -55,6 +56,7 @@ pub struct AppState {
     pub identity: Identity,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub bridge: Addr<RedisBridge>,
+    pub fanout: Addr<StreamFanout>,
     pub publisher: StreamPublisher,
     pub subscriptions: Subscriptions,
     pub producer_registry: Addr<ConnectionRegistry>,
@@ -102,6 +104,7 @@ pub struct Application {
     database: Database,
     bus: RedisBus,
     bridge: Addr<RedisBridge>,
+    fanout: Addr<StreamFanout>,
     shutdown: ShutdownTrigger,
     pnodes: PnodeRuntime,
     pnode_lease: Option<LeaseKeeper>,
@@ -139,6 +142,7 @@ impl Application {
             tracing::warn!(url = %redacted_url(&settings.redis_url), "Redis is not reachable yet; starting anyway and retrying in the background");
         }
         let bridge = RedisBridge::start_supervised(bus.clone());
+        let fanout = StreamFanout::start_supervised(bus.clone());
 
         if settings.jwt_secret.is_none() {
             tracing::warn!(
@@ -222,6 +226,7 @@ impl Application {
             identity: identity.clone(),
             trusted_proxies: settings.trusted_proxies.clone(),
             bridge: bridge.clone(),
+            fanout: fanout.clone(),
             publisher,
             subscriptions: subscriptions.clone(),
             producer_registry: producer_registry.clone(),
@@ -279,6 +284,7 @@ impl Application {
             database,
             bus,
             bridge,
+            fanout,
             shutdown: ShutdownTrigger(shutdown_tx),
             pnodes,
             pnode_lease,
@@ -316,6 +322,9 @@ impl Application {
         if let Some(lease) = self.pnode_lease {
             // Hand the pNode work over at once rather than after the lease expires.
             lease.step_down().await;
+        }
+        if let Err(error) = self.fanout.send(ShutdownFanout).await {
+            tracing::warn!(%error, "StreamFanout did not acknowledge shutdown");
         }
         if let Err(error) = self.bridge.send(ShutdownBridge).await {
             tracing::warn!(%error, "RedisBridge did not acknowledge shutdown");

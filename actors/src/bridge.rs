@@ -1,12 +1,13 @@
-//! The RedisBridge actor: the instance's one Redis subscriber, and the dispatcher of the
-//! deployment's control channel.
+//! The RedisBridge actor: the dispatcher of the deployment's control channel.
 //!
-//! It subscribes to `<prefix>:control` (retrying until Redis answers), decodes each message into
-//! a [`ControlEnvelope`], and forwards it to every actor that registered with
-//! [`RegisterControlListener`]. The subscriber client re-subscribes by itself after a reconnect.
-//! The bridge runs under `actix::Supervisor`, which restarts it, with its state, if it stops.
+//! It subscribes to `<prefix>:control` on the instance's Redis subscriber (retrying until Redis
+//! answers), decodes each message into a [`ControlEnvelope`], and forwards it to every actor
+//! that registered with [`RegisterControlListener`]; it also tells registered actors when the
+//! subscriber reconnected (they may have missed events). The subscriber client re-subscribes by
+//! itself after a reconnect. Producer channels on the same subscriber belong to the stream
+//! fan-out (`stream::fanout`). The bridge runs under `actix::Supervisor`, which restarts it,
+//! with its state, if it stops.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,14 +18,10 @@ use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use crate::stream::{
-    CloseConnection, ConnectionId, Deliver, StreamItem, metrics as stream_metrics,
-};
 use crate::telemetry::{
     ACTOR_RESTARTS_TOTAL, BUS_MESSAGES_LAGGED_TOTAL, CONTROL_EVENTS_INVALID_TOTAL,
     CONTROL_EVENTS_TOTAL, REDIS_RECONNECTS_TOTAL,
 };
-use nodegrid_protocol::stream::close;
 
 /// How long to wait before trying a failed SUBSCRIBE again.
 const SUBSCRIBE_RETRY: Duration = Duration::from_secs(1);
@@ -38,50 +35,6 @@ pub struct ControlMessage(pub Arc<ControlEnvelope>);
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct RegisterControlListener(pub Recipient<ControlMessage>);
-
-/// A local session wants a producer's messages. The bridge subscribes to the producer's channel
-/// when the first local session asks, and answers `ready` once Redis has confirmed it.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct SubscribeLocal {
-    pub producer_id: i64,
-    pub session: ConnectionId,
-    pub deliver: Recipient<Deliver>,
-    pub ready: Recipient<ChannelReady>,
-    /// Used when the session's mailbox is full: it is not keeping up, and is closed as a slow
-    /// consumer rather than allowed to queue without bound.
-    pub close: Recipient<CloseConnection>,
-}
-
-/// A local session no longer wants a producer's messages; the last one to leave unsubscribes
-/// the channel.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct UnsubscribeLocal {
-    pub producer_id: i64,
-    pub session: ConnectionId,
-}
-
-/// The producer's channel is subscribed: its messages reach the session from now on.
-#[derive(Debug, Clone, Copy, Message)]
-#[rtype(result = "()")]
-pub struct ChannelReady {
-    pub producer_id: i64,
-}
-
-/// One producer channel and the local sessions that want it.
-#[derive(Default)]
-struct ProducerChannel {
-    sessions: HashMap<ConnectionId, LocalSession>,
-    subscribed: bool,
-    waiting: Vec<Recipient<ChannelReady>>,
-}
-
-struct LocalSession {
-    deliver: Recipient<Deliver>,
-    close: Recipient<CloseConnection>,
-    closing: bool,
-}
 
 /// Adds a listener of subscriber reconnects: whatever it learned from the channel may have
 /// missed events while the connection was down, so it should reload.
@@ -119,7 +72,6 @@ pub struct RedisBridge {
     control_channel: String,
     listeners: Vec<Recipient<ControlMessage>>,
     reconnect_listeners: Vec<Recipient<BusReconnected>>,
-    producers: HashMap<i64, ProducerChannel>,
     control_subscribed: bool,
     shutting_down: bool,
 }
@@ -132,7 +84,6 @@ impl RedisBridge {
             control_channel,
             listeners: Vec::new(),
             reconnect_listeners: Vec::new(),
-            producers: HashMap::new(),
             control_subscribed: false,
             shutting_down: false,
         }
@@ -161,73 +112,6 @@ impl RedisBridge {
                 }
             })
             .spawn(ctx);
-    }
-
-    fn subscribe_producer(&mut self, producer_id: i64, ctx: &mut Context<Self>) {
-        let bus = self.bus.clone();
-        let channel = self.bus.keys().producer_channel(producer_id);
-        async move { bus.subscribe(&channel).await }
-            .into_actor(self)
-            .map(move |outcome, bridge, ctx| {
-                let Some(state) = bridge.producers.get_mut(&producer_id) else {
-                    // Nobody wants it any more; the unsubscribe that followed has been sent.
-                    return;
-                };
-                match outcome {
-                    Ok(()) => {
-                        state.subscribed = true;
-                        for ready in state.waiting.drain(..) {
-                            ready.do_send(ChannelReady { producer_id });
-                        }
-                    }
-                    Err(error) => {
-                        tracing::warn!(producer_id, %error, "producer channel subscription failed; retrying");
-                        if !bridge.shutting_down {
-                            ctx.run_later(SUBSCRIBE_RETRY, move |bridge, ctx| {
-                                if bridge
-                                    .producers
-                                    .get(&producer_id)
-                                    .is_some_and(|state| !state.subscribed)
-                                {
-                                    bridge.subscribe_producer(producer_id, ctx);
-                                }
-                            });
-                        }
-                    }
-                }
-            })
-            .spawn(ctx);
-    }
-
-    fn dispatch_stream(&mut self, producer_id: i64, message: &RedisMessage) {
-        let Some(state) = self.producers.get_mut(&producer_id) else {
-            return;
-        };
-        let Some(text) = message.value.as_bytes_str() else {
-            metrics::counter!(CONTROL_EVENTS_INVALID_TOTAL).increment(1);
-            return;
-        };
-        let Ok(json) = bytestring::ByteString::try_from(text.into_inner()) else {
-            return;
-        };
-        let item = Arc::new(StreamItem::new(producer_id, json));
-        stream_metrics::STREAM.bus_messages.increment(1);
-        if let Some(ts) = item.ts_millis() {
-            let latency_ms = crate::stream::now_millis().saturating_sub(ts).max(0);
-            stream_metrics::STREAM
-                .delivery_seconds
-                .record(latency_ms as f64 / 1_000.0);
-        }
-        for session in state.sessions.values_mut() {
-            // try_send respects the session's mailbox capacity: a session that is that far
-            // behind is closed, never queued for without bound.
-            if let Err(SendError::Full(_)) = session.deliver.try_send(Deliver(item.clone()))
-                && !session.closing
-            {
-                session.closing = true;
-                session.close.do_send(CloseConnection(close::SLOW_CONSUMER));
-            }
-        }
     }
 
     fn dispatch_control(&mut self, message: &RedisMessage) {
@@ -284,12 +168,8 @@ impl StreamHandler<Result<RedisMessage, BroadcastStreamRecvError>> for RedisBrid
             Ok(message) if message.channel == self.control_channel.as_str() => {
                 self.dispatch_control(&message);
             }
-            Ok(message) => match self.bus.keys().producer_of_channel(&message.channel) {
-                Some(producer_id) => self.dispatch_stream(producer_id, &message),
-                None => {
-                    tracing::debug!(channel = %message.channel, "message on a channel nobody handles");
-                }
-            },
+            // Producer channels are the stream fan-out's.
+            Ok(_) => {}
             Err(BroadcastStreamRecvError::Lagged(missed)) => {
                 metrics::counter!(BUS_MESSAGES_LAGGED_TOTAL).increment(missed);
                 tracing::warn!(missed, "bridge fell behind its Redis subscriber");
@@ -325,58 +205,6 @@ impl Handler<RegisterControlListener> for RedisBridge {
     }
 }
 
-impl Handler<SubscribeLocal> for RedisBridge {
-    type Result = ();
-
-    fn handle(&mut self, message: SubscribeLocal, ctx: &mut Context<Self>) {
-        let state = self.producers.entry(message.producer_id).or_default();
-        let first = state.sessions.is_empty();
-        state.sessions.insert(
-            message.session,
-            LocalSession {
-                deliver: message.deliver,
-                close: message.close,
-                closing: false,
-            },
-        );
-        if state.subscribed {
-            message.ready.do_send(ChannelReady {
-                producer_id: message.producer_id,
-            });
-        } else {
-            state.waiting.push(message.ready);
-        }
-        if first {
-            self.subscribe_producer(message.producer_id, ctx);
-        }
-    }
-}
-
-impl Handler<UnsubscribeLocal> for RedisBridge {
-    type Result = ();
-
-    fn handle(&mut self, message: UnsubscribeLocal, ctx: &mut Context<Self>) {
-        let Some(state) = self.producers.get_mut(&message.producer_id) else {
-            return;
-        };
-        state.sessions.remove(&message.session);
-        if !state.sessions.is_empty() {
-            return;
-        }
-        self.producers.remove(&message.producer_id);
-        let bus = self.bus.clone();
-        let channel = self.bus.keys().producer_channel(message.producer_id);
-        ctx.spawn(
-            async move {
-                if let Err(error) = bus.unsubscribe(&channel).await {
-                    tracing::debug!(%error, channel, "producer channel unsubscribe failed");
-                }
-            }
-            .into_actor(self),
-        );
-    }
-}
-
 impl Handler<RegisterReconnectListener> for RedisBridge {
     type Result = ();
 
@@ -400,7 +228,6 @@ impl Handler<ShutdownBridge> for RedisBridge {
         self.shutting_down = true;
         self.listeners.clear();
         self.reconnect_listeners.clear();
-        self.producers.clear();
         let bus = self.bus.clone();
         let channel = self.control_channel.clone();
         Box::pin(

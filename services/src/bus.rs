@@ -43,6 +43,8 @@ pub enum BusError {
     Command(#[from] fred::error::Error),
     #[error("cannot encode a bus message: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("Redis answered something unexpected: {0}")]
+    Unexpected(String),
 }
 
 /// The names of a deployment's keys and channels.

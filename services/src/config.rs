@@ -14,18 +14,21 @@ use ipnet::IpNet;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use crate::identity::DEFAULT_PASSWORD_MIN_LENGTH;
 use crate::identity::IdentitySettings;
 use crate::identity::passwords::PasswordCost;
 use crate::identity::tokens::{
     DEVELOPMENT_JWT_SECRET, MIN_PRODUCTION_SECRET_BYTES, is_strong_secret,
 };
-use crate::pnodes::{AnalyticsConfig, DEFAULT_SEEDS, PnodeSettings, Seed};
+use crate::pnodes::{AnalyticsConfig, PnodeSettings, Seed, XANDEUM_PUBLIC_SEEDS};
 use crate::ratelimit::RateRule;
 
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/nodegrid";
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 pub const DEFAULT_REDIS_PREFIX: &str = "nodegrid";
+/// The `--pnode-seeds` preset that names the public Xandeum IP nodes.
+pub const XANDEUM_PUBLIC_PRESET: &str = "xandeum-public";
 const DEFAULT_DATABASE_POOL_SIZE: usize = 16;
 const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
 const DEFAULT_READY_TIMEOUT_MS: u64 = 1_000;
@@ -67,6 +70,20 @@ pub struct StreamLimits {
     pub ping_interval: Duration,
     /// A socket silent (no frame, no pong) this long is closed.
     pub idle_timeout: Duration,
+    /// Whether sockets close when their token expires.
+    pub token_expiry: WsTokenExpiry,
+}
+
+/// Whether an open socket's access token is checked again when it expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum WsTokenExpiry {
+    /// At the token's `exp` the socket closes with 4001 `token_expired`, unless the client sent
+    /// a newer token in a `refresh` frame.
+    #[default]
+    Refresh,
+    /// The token is checked when the socket opens, never again (unmodified Motience devices).
+    ConnectOnly,
 }
 
 /// How log lines are written.
@@ -178,6 +195,11 @@ pub struct ServeOptions {
     #[arg(long, env = "NODEGRID_PASSWORD_ITERATIONS")]
     pub password_iterations: Option<u32>,
 
+    /// Shortest password accepted for new passwords, in characters; existing ones are not
+    /// checked [default: 8].
+    #[arg(long, env = "NODEGRID_PASSWORD_MIN_LENGTH")]
+    pub password_min_length: Option<usize>,
+
     /// Sustained login/register/refresh requests per client IP per minute; 0 turns the limit
     /// off [default: 60].
     #[arg(long, env = "NODEGRID_AUTH_IP_PER_MINUTE")]
@@ -231,8 +253,15 @@ pub struct ServeOptions {
     #[arg(long, env = "NODEGRID_WS_IDLE_TIMEOUT_SECS")]
     pub ws_idle_timeout_secs: Option<u64>,
 
-    /// pRPC seed nodes to poll, comma-separated `host[:port]` (port 6000 when omitted); an
-    /// empty list turns polling off [default: the nine public Xandeum IP nodes].
+    /// `refresh`: a socket closes with 4001 when its token expires unless a `refresh` frame
+    /// brought a newer one; `connect-only`: the token is checked at connect only
+    /// [default: refresh].
+    #[arg(long, env = "NODEGRID_WS_TOKEN_EXPIRY", value_enum)]
+    pub ws_token_expiry: Option<WsTokenExpiry>,
+
+    /// pRPC seed nodes to poll, comma-separated `host[:port]` (port 6000 when omitted), or the
+    /// preset `xandeum-public` (the nine public Xandeum IP nodes) [default: none: polling is
+    /// off].
     #[arg(long, env = "NODEGRID_PNODE_SEEDS", value_delimiter = ',')]
     pub pnode_seeds: Option<Vec<String>>,
 
@@ -293,6 +322,7 @@ pub struct Settings {
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
     pub password_cost: PasswordCost,
+    pub password_min_length: usize,
     pub auth_ip_rule: RateRule,
     pub auth_username_rule: RateRule,
     pub trusted_proxies: Vec<IpNet>,
@@ -362,6 +392,7 @@ impl ServeOptions {
             refresh_token_ttl_secs: self.refresh_token_ttl_secs.or(lower.refresh_token_ttl_secs),
             password_memory_kib: self.password_memory_kib.or(lower.password_memory_kib),
             password_iterations: self.password_iterations.or(lower.password_iterations),
+            password_min_length: self.password_min_length.or(lower.password_min_length),
             auth_ip_per_minute: self.auth_ip_per_minute.or(lower.auth_ip_per_minute),
             auth_ip_burst: self.auth_ip_burst.or(lower.auth_ip_burst),
             auth_username_per_minute: self
@@ -378,6 +409,7 @@ impl ServeOptions {
             consumer_buffer_bytes: self.consumer_buffer_bytes.or(lower.consumer_buffer_bytes),
             ws_ping_interval_secs: self.ws_ping_interval_secs.or(lower.ws_ping_interval_secs),
             ws_idle_timeout_secs: self.ws_idle_timeout_secs.or(lower.ws_idle_timeout_secs),
+            ws_token_expiry: self.ws_token_expiry.or(lower.ws_token_expiry),
             pnode_seeds: self.pnode_seeds.or(lower.pnode_seeds),
             pnode_interval: self.pnode_interval.or(lower.pnode_interval),
             pnode_rpc_timeout_ms: self.pnode_rpc_timeout_ms.or(lower.pnode_rpc_timeout_ms),
@@ -447,6 +479,9 @@ impl ServeOptions {
                     .password_iterations
                     .unwrap_or(PasswordCost::default().iterations),
             },
+            password_min_length: self
+                .password_min_length
+                .unwrap_or(DEFAULT_PASSWORD_MIN_LENGTH),
             auth_ip_rule: RateRule {
                 per_minute: self
                     .auth_ip_per_minute
@@ -489,6 +524,7 @@ impl ServeOptions {
                     self.ws_idle_timeout_secs
                         .unwrap_or(DEFAULT_WS_IDLE_TIMEOUT_SECS),
                 ),
+                token_expiry: self.ws_token_expiry.unwrap_or_default(),
             },
         };
         settings.validate()?;
@@ -499,17 +535,20 @@ impl ServeOptions {
 impl ServeOptions {
     fn pnode_settings(&self) -> Result<PnodeSettings, ConfigError> {
         let invalid = |name, reason: String| ConfigError::Invalid { name, reason };
-        let seeds = match &self.pnode_seeds {
-            Some(list) => list
-                .iter()
-                .filter(|text| !text.trim().is_empty())
-                .map(|text| Seed::parse(text).map_err(|reason| invalid("pnode_seeds", reason)))
-                .collect::<Result<Vec<_>, _>>()?,
-            None => DEFAULT_SEEDS
-                .iter()
-                .map(|text| Seed::parse(text).map_err(|reason| invalid("pnode_seeds", reason)))
-                .collect::<Result<Vec<_>, _>>()?,
-        };
+        // Off unless named: a server never reaches out to third parties because an option was
+        // left out.
+        let seeds = self
+            .pnode_seeds
+            .iter()
+            .flatten()
+            .map(|text| text.trim())
+            .filter(|text| !text.is_empty())
+            .flat_map(|text| match text {
+                XANDEUM_PUBLIC_PRESET => XANDEUM_PUBLIC_SEEDS.to_vec(),
+                seed => vec![seed],
+            })
+            .map(|text| Seed::parse(text).map_err(|reason| invalid("pnode_seeds", reason)))
+            .collect::<Result<Vec<_>, _>>()?;
         let interval = self.pnode_interval.unwrap_or(DEFAULT_PNODE_INTERVAL_SECS);
         if interval == 0 {
             return Err(invalid(
@@ -573,6 +612,7 @@ impl Settings {
             access_ttl: self.access_token_ttl,
             refresh_ttl: self.refresh_token_ttl,
             password_cost: self.password_cost,
+            password_min_length: self.password_min_length,
             ip_rule: self.auth_ip_rule,
             username_rule: self.auth_username_rule,
         }
@@ -614,6 +654,15 @@ impl Settings {
             return Err(ConfigError::Invalid {
                 name: "admin_username",
                 reason: "NODEGRID_ADMIN_USERNAME and NODEGRID_ADMIN_PASSWORD go together".into(),
+            });
+        }
+        if !(1..=crate::identity::MAX_PASSWORD_CHARS).contains(&self.password_min_length) {
+            return Err(ConfigError::Invalid {
+                name: "password_min_length",
+                reason: format!(
+                    "must be 1 to {} characters",
+                    crate::identity::MAX_PASSWORD_CHARS
+                ),
             });
         }
         if self.database_pool_size == 0 {
@@ -680,12 +729,23 @@ mod tests {
     }
 
     #[test]
-    fn pnode_options_default_to_the_public_seeds_and_an_empty_list_turns_polling_off() {
+    fn pnode_polling_is_off_by_default_and_the_public_seeds_are_a_preset() {
         let settings = Settings::defaults().unwrap();
-        assert_eq!(settings.pnodes.seeds.len(), 9);
+        assert!(settings.pnodes.seeds.is_empty());
+        let public = ServeOptions {
+            pnode_seeds: Some(vec!["xandeum-public".into(), "127.0.0.1:7000".into()]),
+            ..ServeOptions::default()
+        }
+        .into_settings()
+        .unwrap();
+        assert_eq!(public.pnodes.seeds.len(), 10);
         assert_eq!(
-            settings.pnodes.seeds[0].rpc_url(),
-            "http://173.212.203.145:6000/rpc"
+            public.pnodes.seeds[0].rpc_url(),
+            format!("http://{}:6000/rpc", XANDEUM_PUBLIC_SEEDS[0])
+        );
+        assert_eq!(
+            public.pnodes.seeds[9].rpc_url(),
+            "http://127.0.0.1:7000/rpc"
         );
         assert_eq!(settings.pnodes.interval, Duration::from_secs(60));
         assert_eq!(settings.pnodes.rpc_timeout, Duration::from_secs(3));

@@ -28,7 +28,7 @@ async fn watcher(app: &TestApp, device_user: &str) -> Ws {
         )
         .await;
     assert_eq!(response.status(), 201);
-    let mut socket = connect(app, "/consumer", Token::Query(&token))
+    let mut socket = connect(app, "/consumer?events=subscriptions", Token::Query(&token))
         .await
         .unwrap();
     socket.next_of_type("subscribed").await;

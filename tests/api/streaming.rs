@@ -32,7 +32,7 @@ async fn subscribe(app: &TestApp, token: &str, producer_id: i64) -> u16 {
 
 /// Opens a consumer socket and waits until it receives each of `producers`.
 async fn consumer(app: &TestApp, token: &str, producers: &[i64]) -> Ws {
-    let mut socket = connect(app, "/consumer", Token::Query(token))
+    let mut socket = connect(app, "/consumer?events=subscriptions", Token::Query(token))
         .await
         .unwrap();
     for _ in producers {
@@ -459,8 +459,8 @@ async fn a_slow_consumer_is_cut_off_while_others_get_everything() {
     let mut settings = test_settings(&database.url);
     settings.stream.producer_rate_per_sec = 100_000;
     settings.stream.producer_burst = 100_000;
-    settings.stream.buffer_messages = 64;
-    settings.stream.buffer_bytes = 64 * 1024;
+    settings.stream.buffer_messages = 128;
+    settings.stream.buffer_bytes = 512 * 1024;
     let app = spawn_app_with(database, settings).await;
     let (producer_id, producer_token) = user(&app, "firehose", Role::Producer).await;
     let (_, fast_token) = user(&app, "fast", Role::Consumer).await;
@@ -468,9 +468,14 @@ async fn a_slow_consumer_is_cut_off_while_others_get_everything() {
     assert_eq!(subscribe(&app, &fast_token, producer_id).await, 201);
     assert_eq!(subscribe(&app, &slow_token, producer_id).await, 201);
 
-    let mut slow = connect_with_buffer(&app, "/consumer", Token::Query(&slow_token), Some(4096))
-        .await
-        .unwrap();
+    let mut slow = connect_with_buffer(
+        &app,
+        "/consumer?events=subscriptions",
+        Token::Query(&slow_token),
+        Some(4096),
+    )
+    .await
+    .unwrap();
     slow.next_of_type("subscribed").await;
     // From here on the slow consumer reads nothing until the server gives up on it.
     let mut fast = consumer(&app, &fast_token, &[producer_id]).await;
@@ -478,7 +483,7 @@ async fn a_slow_consumer_is_cut_off_while_others_get_everything() {
         .await
         .unwrap();
 
-    const MESSAGES: u64 = 1_500;
+    const MESSAGES: u64 = 3_000;
     let reader = tokio::spawn(async move {
         let mut expected = 1;
         while expected <= MESSAGES {
@@ -520,6 +525,99 @@ async fn a_slow_consumer_is_cut_off_while_others_get_everything() {
     // Reading now, it finds what was already on the wire, then the close.
     assert_eq!(slow.closed().await, (4008, "slow_consumer".into()));
     fast.close().await;
+    app.shut_down().await.unwrap();
+}
+
+/// The one buffer of a consumer socket is `--consumer-buffer-messages` frames: once that many
+/// wait (the kernel's buffers being full), the next message closes the socket, not one more
+/// buffer's worth later.
+#[actix_web::test]
+async fn a_consumer_socket_buffers_exactly_the_configured_number_of_frames() {
+    const LIMIT: u64 = 24;
+    let database = Arc::new(fresh_database().await);
+    let mut settings = test_settings(&database.url);
+    settings.stream.producer_rate_per_sec = 100_000;
+    settings.stream.producer_burst = 100_000;
+    settings.stream.buffer_messages = LIMIT as usize;
+    settings.stream.buffer_bytes = 64 * 1024 * 1024;
+    // No pings in the queue while the test counts frames.
+    settings.stream.ping_interval = Duration::from_secs(3_000);
+    settings.stream.idle_timeout = Duration::from_secs(3_600);
+    let app = spawn_app_with(database, settings).await;
+    let (producer_id, producer_token) = user(&app, "counted", Role::Producer).await;
+    let (_, stalled_token) = user(&app, "stalled", Role::Consumer).await;
+    assert_eq!(subscribe(&app, &stalled_token, producer_id).await, 201);
+    let admin = app.admin_token().await;
+    let stalled = connect_with_buffer(
+        &app,
+        "/consumer?events=subscriptions",
+        Token::Query(&stalled_token),
+        Some(4096),
+    )
+    .await
+    .unwrap();
+    let mut producer = connect(&app, "/producer", Token::Query(&producer_token))
+        .await
+        .unwrap();
+    let stalled_view = || async {
+        let view: Value = app
+            .get_with("/api/admin/connections", &admin)
+            .await
+            .json()
+            .await
+            .unwrap();
+        view["instances"][0]["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|connection| connection["kind"] == "consumer")
+            .cloned()
+    };
+    eventually(
+        "the stalled consumer is registered",
+        Duration::from_secs(10),
+        || async { stalled_view().await.map(|_| ()) },
+    )
+    .await;
+    let filler = "y".repeat(16_000);
+    let mut sent = 0u64;
+    // One message at a time, until the socket's queue holds exactly the limit: everything sent
+    // is either written to the connection (`frames_out`) or waiting (`buffered_messages`).
+    loop {
+        assert!(sent < 10_000, "the queue never filled");
+        send_data(&mut producer, json!({"n": sent, "fill": filler})).await;
+        sent += 1;
+        let view = eventually(
+            "the message reaches the stalled socket",
+            Duration::from_secs(10),
+            || async {
+                let view = stalled_view().await?;
+                let accounted =
+                    view["frames_out"].as_u64()? + view["buffered_messages"].as_u64()?;
+                // The `subscribed` frame was written too.
+                (accounted == sent + 1).then_some(view)
+            },
+        )
+        .await;
+        let buffered = view["buffered_messages"].as_u64().unwrap();
+        assert!(buffered <= LIMIT, "{view}");
+        if buffered == LIMIT {
+            break;
+        }
+    }
+    // One more, and the socket is closed: there is no second buffer behind the first.
+    send_data(&mut producer, json!({"n": sent})).await;
+    eventually(
+        "the stalled consumer is closed",
+        Duration::from_secs(10),
+        || async { stalled_view().await.is_none().then_some(()) },
+    )
+    .await;
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains(r#"nodegrid_ws_closes_total{role="consumer",reason="slow_consumer"}"#)
+    );
+    stalled.close().await;
     app.shut_down().await.unwrap();
 }
 

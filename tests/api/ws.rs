@@ -56,7 +56,10 @@ pub async fn connect_with_buffer(
     receive_buffer: Option<u32>,
 ) -> Result<Ws, u16> {
     let url = match token {
-        Token::Query(token) => format!("ws://127.0.0.1:{}{path}?token={token}", app.port),
+        Token::Query(token) => {
+            let separator = if path.contains('?') { '&' } else { '?' };
+            format!("ws://127.0.0.1:{}{path}{separator}token={token}", app.port)
+        }
         Token::Header(_) => format!("ws://127.0.0.1:{}{path}", app.port),
     };
     let mut request = url.into_client_request().unwrap();

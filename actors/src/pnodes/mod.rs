@@ -143,7 +143,9 @@ pub fn start(
     let store = PnodeStore::new(database);
     let cell = SnapshotCell::default();
     let (pollers, keeper) = if settings.seeds.is_empty() {
-        tracing::info!("no pRPC seeds configured: pNode polling is off");
+        tracing::info!(
+            "pNode polling is off: no pRPC seeds are configured (set --pnode-seeds or NODEGRID_PNODE_SEEDS to host[:port] seeds, or to the preset xandeum-public, to turn it on)"
+        );
         (Vec::new(), None)
     } else {
         let client = PrpcClient::new(settings.rpc_timeout, settings.max_answer_bytes)?;

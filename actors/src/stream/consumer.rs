@@ -1,50 +1,67 @@
 //! ConsumerSession: one actor per consumer socket.
 //!
-//! It holds the set of producers the consumer receives, asks the RedisBridge for their messages
-//! (the bridge subscribes each producer channel once per instance), and queues each delivered
-//! message on its outbox. A consumer that does not read fills its outbox and is closed with
-//! 4008 `slow_consumer`; nobody else waits for it.
+//! It holds the set of producers the consumer receives and asks the instance's fan-out for
+//! their messages; the fan-out writes them straight into the session's outbox. A consumer that
+//! does not read fills its outbox and is closed with 4008 `slow_consumer`; nobody else waits
+//! for it.
+//!
+//! Subscription frames: every `subscribe` / `unsubscribe` frame gets exactly one answer
+//! (`subscribed` / `unsubscribed`, or an error). Changes made elsewhere (the REST API, another
+//! socket) and the subscriptions found at connect are announced only to consumers that asked
+//! for them with `?events=subscriptions`; a Motience consumer sees data frames only.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
 use actix::prelude::*;
-use actix_ws::{AggregatedMessage, ProtocolError};
-use nodegrid_protocol::stream::{ClientFrame, Encoding, ServerFrame, StreamErrorCode};
+use actix_web::web::Payload;
+use nodegrid_protocol::stream::{ClientFrame, ServerFrame, StreamErrorCode, close};
 use nodegrid_services::config::StreamLimits;
-use nodegrid_services::identity::AuthUser;
+use nodegrid_services::identity::{AuthUser, Identity};
 use nodegrid_services::streams::subscriptions::{SubscriptionError, Subscriptions};
 
-use crate::bridge::{ChannelReady, RedisBridge, SubscribeLocal, UnsubscribeLocal};
+use crate::stream::fanout::{Attach, Detach, DetachAll, SessionSink, StreamFanout};
 use crate::stream::metrics::STREAM;
-use crate::stream::outbox::{Outbox, Outgoing};
+use crate::stream::outbox::Outbox;
 use crate::stream::registry::{
     Register, RegisteredConnection, SessionRegistry, SocketRole, SubscriptionUpdate, Unregister,
 };
-use crate::stream::socket::{SocketActor, SocketCore};
-use crate::stream::{CloseConnection, ConnectionId, Deliver, error_frame, next_connection_id};
-
-const ROLE: &str = "consumer";
+use crate::stream::socket::{SocketActor, SocketCore, TokenClock};
+use crate::stream::ws::{WsError, WsItem, WsReader};
+use crate::stream::{CloseConnection, ConnectionId, next_connection_id};
 
 pub struct ConsumerSession {
     id: ConnectionId,
     user: AuthUser,
     core: SocketCore,
-    bridge: Addr<RedisBridge>,
+    fanout: Addr<StreamFanout>,
     registry: Addr<SessionRegistry>,
     subscriptions: Subscriptions,
+    identity: Identity,
+    token: TokenClock,
+    /// Producers this session receives.
     receiving: HashSet<i64>,
-    stream: Option<actix_ws::AggregatedMessageStream>,
+    /// Producers with a subscription frame in flight: its answer is that frame's, so a change
+    /// event for the same producer is not announced a second time.
+    frames_in_flight: HashSet<i64>,
+    /// Whether the client asked for `subscribed`/`unsubscribed` frames about changes it did
+    /// not make on this socket.
+    subscription_events: bool,
+    reader: Option<WsReader<Payload>>,
 }
 
 pub struct ConsumerParts {
     pub user: AuthUser,
     pub outbox: Outbox,
-    pub stream: actix_ws::AggregatedMessageStream,
-    pub bridge: Addr<RedisBridge>,
+    pub reader: WsReader<Payload>,
+    pub fanout: Addr<StreamFanout>,
     pub registry: Addr<SessionRegistry>,
     pub subscriptions: Subscriptions,
+    pub identity: Identity,
     pub limits: StreamLimits,
+    /// When the socket's token expires, if expiry is enforced on open sockets.
+    pub token_expires_at: Option<u64>,
+    pub subscription_events: bool,
 }
 
 impl ConsumerSession {
@@ -53,11 +70,15 @@ impl ConsumerSession {
             id: next_connection_id(),
             user: parts.user,
             core: SocketCore::new(SocketRole::Consumer, parts.outbox, parts.limits),
-            bridge: parts.bridge,
+            fanout: parts.fanout,
             registry: parts.registry,
             subscriptions: parts.subscriptions,
+            identity: parts.identity,
+            token: TokenClock::new(parts.token_expires_at),
             receiving: HashSet::new(),
-            stream: Some(parts.stream),
+            frames_in_flight: HashSet::new(),
+            subscription_events: parts.subscription_events,
+            reader: Some(parts.reader),
         }
     }
 
@@ -71,100 +92,68 @@ impl ConsumerSession {
             .map(|outcome, session, ctx| match outcome {
                 Ok(producers) => {
                     for producer_id in producers {
-                        session.receive(producer_id, ctx);
+                        let announce = session.subscription_events;
+                        session.receive(producer_id, announce, ctx);
                     }
                 }
                 Err(error) => {
                     tracing::error!(%error, "cannot load a consumer's subscriptions");
-                    session.close((1011, "internal_error"), ctx);
+                    session.close(close::INTERNAL, ctx);
                 }
             })
             .wait(ctx);
     }
 
-    /// Starts receiving a producer's messages (idempotent).
-    fn receive(&mut self, producer_id: i64, ctx: &mut Context<Self>) {
+    fn sink(&mut self, ctx: &mut Context<Self>) -> SessionSink {
+        SessionSink {
+            outbox: self.core.outbox().clone(),
+            encoding: self.core.shared_encoding(),
+            close: ctx.address().recipient(),
+        }
+    }
+
+    /// Starts receiving a producer's messages; false if it already did.
+    fn receive(&mut self, producer_id: i64, announce: bool, ctx: &mut Context<Self>) -> bool {
         if !self.receiving.insert(producer_id) {
-            return;
+            return false;
         }
-        self.core
-            .stats()
-            .subscriptions
-            .store(self.receiving.len() as u64, Ordering::Relaxed);
-        self.ask_bridge(producer_id, ctx);
-    }
-
-    /// Asks the bridge for a producer's messages; it answers with `ChannelReady`.
-    fn ask_bridge(&self, producer_id: i64, ctx: &mut Context<Self>) {
-        let own = ctx.address();
-        self.bridge.do_send(SubscribeLocal {
+        self.count_subscriptions();
+        let sink = self.sink(ctx);
+        self.fanout.do_send(Attach {
             producer_id,
             session: self.id,
-            deliver: own.clone().recipient(),
-            ready: own.clone().recipient(),
-            close: own.recipient(),
+            sink,
+            announce,
         });
+        true
     }
 
-    /// Like [`Self::receive`], and answers with a `subscribed` frame even when the session
-    /// already received the producer: every `subscribe` frame gets its answer.
-    fn receive_and_confirm(&mut self, producer_id: i64, ctx: &mut Context<Self>) {
-        if self.receiving.contains(&producer_id) {
-            // The bridge answers `ready` at once if the channel is subscribed, or when it is.
-            self.ask_bridge(producer_id, ctx);
-        } else {
-            self.receive(producer_id, ctx);
-        }
-    }
-
-    /// Stops receiving a producer's messages (idempotent).
-    fn stop_receiving(&mut self, producer_id: i64, ctx: &mut Context<Self>) {
+    /// Stops receiving a producer's messages; false if it did not.
+    fn stop_receiving(&mut self, producer_id: i64, announce: bool) -> bool {
         if !self.receiving.remove(&producer_id) {
-            return;
+            return false;
         }
+        self.count_subscriptions();
+        self.fanout.do_send(Detach {
+            producer_id,
+            session: self.id,
+            announce,
+        });
+        true
+    }
+
+    fn count_subscriptions(&self) {
         self.core
             .stats()
             .subscriptions
             .store(self.receiving.len() as u64, Ordering::Relaxed);
-        self.bridge.do_send(UnsubscribeLocal {
-            producer_id,
-            session: self.id,
-        });
-        self.send(&ServerFrame::Unsubscribed { producer_id }, ctx);
     }
 
-    fn handle_frame(&mut self, frame: ClientFrame, ctx: &mut Context<Self>) {
-        match (frame.kind.as_str(), frame.producer_id) {
-            ("subscribe", Some(producer_id)) => self.change(producer_id, true, ctx),
-            ("unsubscribe", Some(producer_id)) => self.change(producer_id, false, ctx),
-            ("subscribe" | "unsubscribe", None) => {
-                self.refuse(
-                    StreamErrorCode::BadFrame,
-                    "producer_id is required",
-                    frame.id,
-                    ctx,
-                );
-            }
-            ("data", _) => {
-                self.refuse(
-                    StreamErrorCode::Forbidden,
-                    "consumers do not publish",
-                    frame.id,
-                    ctx,
-                );
-            }
-            (other, _) => {
-                let message = format!(
-                    "unknown frame type {other:?}; consumers send \"subscribe\" or \"unsubscribe\""
-                );
-                self.refuse(StreamErrorCode::UnknownType, &message, frame.id, ctx);
-            }
-        }
-    }
-
-    /// A live `subscribe` / `unsubscribe` frame: the same durable change as the REST call.
+    /// A live `subscribe` / `unsubscribe` frame: the same durable change as the REST call,
+    /// answered once.
     fn change(&mut self, producer_id: i64, active: bool, ctx: &mut Context<Self>) {
         STREAM.consumer.frames_in_subscription.increment(1);
+        self.frames_in_flight.insert(producer_id);
         let subscriptions = self.subscriptions.clone();
         let consumer_id = self.user.user_id;
         async move {
@@ -181,29 +170,77 @@ impl ConsumerSession {
             }
         }
         .into_actor(self)
-        .map(move |outcome, session, ctx| match outcome {
-            // The change also arrives as a control event; applying it here as well makes the
-            // answer immediate on this socket.
-            Ok(()) if active => session.receive_and_confirm(producer_id, ctx),
-            Ok(()) => session.stop_receiving(producer_id, ctx),
-            Err(SubscriptionError::ProducerNotFound(_)) => session.refuse(
-                StreamErrorCode::ProducerNotFound,
-                &format!("no producer {producer_id}"),
-                None,
-                ctx,
-            ),
-            Err(error) => {
-                tracing::warn!(%error, producer_id, "live subscription change failed");
-                crate::stream::metrics::error(ROLE, StreamErrorCode::Internal);
-                let frame = error_frame(
-                    StreamErrorCode::Internal,
-                    "the subscription could not be changed",
+        .map(move |outcome, session, ctx| {
+            session.frames_in_flight.remove(&producer_id);
+            match outcome {
+                Ok(()) if active => {
+                    if !session.receive(producer_id, true, ctx) {
+                        // Already receiving (the change event came first): announce only.
+                        let sink = session.sink(ctx);
+                        session.fanout.do_send(Attach {
+                            producer_id,
+                            session: session.id,
+                            sink,
+                            announce: true,
+                        });
+                    }
+                }
+                Ok(()) => {
+                    if !session.stop_receiving(producer_id, true) {
+                        session.send(&ServerFrame::Unsubscribed { producer_id }, ctx);
+                    }
+                }
+                Err(SubscriptionError::ProducerNotFound(_)) => session.answer_error(
+                    StreamErrorCode::ProducerNotFound,
+                    &format!("no producer {producer_id}"),
                     None,
-                );
-                session.send(&frame, ctx);
+                    None,
+                    ctx,
+                ),
+                Err(SubscriptionError::Forbidden(reason)) => {
+                    session.answer_error(StreamErrorCode::Forbidden, reason, None, None, ctx)
+                }
+                Err(error) => {
+                    tracing::warn!(%error, producer_id, "live subscription change failed");
+                    session.answer_error(
+                        StreamErrorCode::Internal,
+                        "the subscription could not be changed",
+                        None,
+                        None,
+                        ctx,
+                    );
+                }
             }
         })
         .spawn(ctx);
+    }
+
+    /// A `refresh` frame: a newer token of the same user keeps the socket open past the old
+    /// token's expiry.
+    fn refresh(&mut self, token: &str, ctx: &mut Context<Self>) {
+        match self.identity.authenticate(token) {
+            Ok(user) if user.user_id == self.user.user_id => {
+                if self.token.expires_at().is_some() {
+                    self.token.arm(user.expires_at, ctx);
+                }
+                let expires_at = user.expires_at;
+                self.user = user;
+                self.send(&ServerFrame::Refreshed { expires_at }, ctx);
+            }
+            Ok(_) => self.refuse_code(
+                StreamErrorCode::Forbidden,
+                "the token belongs to another user",
+                None,
+                ctx,
+            ),
+            Err(error) => self.answer_error(
+                StreamErrorCode::TokenInvalid,
+                &error.to_string(),
+                None,
+                None,
+                ctx,
+            ),
+        }
     }
 }
 
@@ -211,17 +248,15 @@ impl Actor for ConsumerSession {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        // Deliveries queue here before the outbox; the bridge closes a session whose mailbox
-        // is full (see RedisBridge::dispatch_stream).
-        ctx.set_mailbox_capacity(self.core.limits().buffer_messages);
-        if let Some(stream) = self.stream.take() {
-            ctx.add_stream(stream);
+        if let Some(reader) = self.reader.take() {
+            ctx.add_stream(reader);
         }
         self.registry.do_send(Register {
             id: self.id,
             connection: RegisteredConnection {
                 user_id: self.user.user_id,
                 username: self.user.username.clone(),
+                session_id: self.user.session_id,
                 connected_at: chrono::Utc::now(),
                 close: ctx.address().recipient(),
                 updates: Some(ctx.address().recipient()),
@@ -229,6 +264,9 @@ impl Actor for ConsumerSession {
                 queue: self.core.outbox().gauge(),
             },
         });
+        if let Some(expires_at) = self.token.expires_at() {
+            self.token.arm(expires_at, ctx);
+        }
         self.load_subscriptions(ctx);
         ctx.run_interval(self.core.limits().ping_interval, |session, ctx| {
             let outcome = session.core.heartbeat();
@@ -238,12 +276,10 @@ impl Actor for ConsumerSession {
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.registry.do_send(Unregister { id: self.id });
-        for producer_id in self.receiving.drain() {
-            self.bridge.do_send(UnsubscribeLocal {
-                producer_id,
-                session: self.id,
-            });
-        }
+        self.fanout.do_send(DetachAll {
+            session: self.id,
+            producers: self.receiving.drain().collect(),
+        });
     }
 }
 
@@ -253,12 +289,22 @@ impl SocketActor for ConsumerSession {
     }
 
     fn on_frame(&mut self, frame: ClientFrame, ctx: &mut Context<Self>) {
-        self.handle_frame(frame, ctx);
+        match frame {
+            ClientFrame::Subscribe { producer_id } => self.change(producer_id, true, ctx),
+            ClientFrame::Unsubscribe { producer_id } => self.change(producer_id, false, ctx),
+            ClientFrame::Refresh { token } => self.refresh(&token, ctx),
+            ClientFrame::Data { id, .. } => self.refuse_code(
+                StreamErrorCode::Forbidden,
+                "consumers do not publish",
+                id,
+                ctx,
+            ),
+        }
     }
 }
 
-impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for ConsumerSession {
-    fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Context<Self>) {
+impl StreamHandler<Result<WsItem, WsError>> for ConsumerSession {
+    fn handle(&mut self, item: Result<WsItem, WsError>, ctx: &mut Context<Self>) {
         self.on_item(item, ctx);
     }
 
@@ -267,51 +313,16 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for ConsumerSession
     }
 }
 
-impl Handler<Deliver> for ConsumerSession {
-    type Result = ();
-
-    fn handle(&mut self, message: Deliver, ctx: &mut Context<Self>) {
-        let item = message.0;
-        // A message can still be on its way after an unsubscribe: drop it.
-        if !self.receiving.contains(&item.producer_id) {
-            return;
-        }
-        let outgoing = match self.core.encoding() {
-            Encoding::Json => Outgoing::Text(item.json.clone()),
-            Encoding::MessagePack => match item.msgpack() {
-                Some(bytes) => Outgoing::Binary(bytes),
-                None => return,
-            },
-        };
-        STREAM.data_out.increment(1);
-        STREAM.consumer.bytes_out.increment(item.json.len() as u64);
-        self.push(outgoing, ctx);
-    }
-}
-
-impl Handler<ChannelReady> for ConsumerSession {
-    type Result = ();
-
-    fn handle(&mut self, message: ChannelReady, ctx: &mut Context<Self>) {
-        if self.receiving.contains(&message.producer_id) {
-            self.send(
-                &ServerFrame::Subscribed {
-                    producer_id: message.producer_id,
-                },
-                ctx,
-            );
-        }
-    }
-}
-
 impl Handler<SubscriptionUpdate> for ConsumerSession {
     type Result = ();
 
     fn handle(&mut self, update: SubscriptionUpdate, ctx: &mut Context<Self>) {
+        let announce =
+            self.subscription_events && !self.frames_in_flight.contains(&update.producer_id);
         if update.active {
-            self.receive(update.producer_id, ctx);
+            self.receive(update.producer_id, announce, ctx);
         } else {
-            self.stop_receiving(update.producer_id, ctx);
+            self.stop_receiving(update.producer_id, announce);
         }
     }
 }

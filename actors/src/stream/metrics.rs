@@ -16,6 +16,8 @@ pub const PUBLISH_SECONDS: &str = "nodegrid_stream_publish_duration_seconds";
 pub const DELIVERY_SECONDS: &str = "nodegrid_stream_delivery_latency_seconds";
 pub const BUS_MESSAGES: &str = "nodegrid_stream_bus_messages_total";
 pub const DUPLICATES: &str = "nodegrid_stream_duplicates_total";
+pub const UNDECODABLE: &str = "nodegrid_stream_bus_undecodable_total";
+pub const PUBLISH_BATCH: &str = "nodegrid_stream_publish_batch_messages";
 
 pub struct RoleMetrics {
     pub connections: Gauge,
@@ -50,6 +52,8 @@ pub struct StreamMetrics {
     pub delivery_seconds: Histogram,
     pub bus_messages: Counter,
     pub duplicates: Counter,
+    pub undecodable: Counter,
+    pub publish_batch: Histogram,
 }
 
 pub static STREAM: LazyLock<StreamMetrics> = LazyLock::new(|| StreamMetrics {
@@ -61,6 +65,8 @@ pub static STREAM: LazyLock<StreamMetrics> = LazyLock::new(|| StreamMetrics {
     delivery_seconds: histogram!(DELIVERY_SECONDS),
     bus_messages: counter!(BUS_MESSAGES),
     duplicates: counter!(DUPLICATES),
+    undecodable: counter!(UNDECODABLE),
+    publish_batch: histogram!(PUBLISH_BATCH),
 });
 
 /// Counts an error frame sent on a socket (a rare path: no cached handle).
@@ -94,7 +100,7 @@ pub fn describe() {
     describe_histogram!(
         PUBLISH_SECONDS,
         Unit::Seconds,
-        "Time to stamp and publish one producer message on Redis."
+        "Time to stamp and publish one batch of a producer's messages on Redis."
     );
     describe_histogram!(
         DELIVERY_SECONDS,
@@ -108,5 +114,13 @@ pub fn describe() {
     describe_counter!(
         DUPLICATES,
         "Producer messages resent with an id already published (acked again, not published again)."
+    );
+    describe_counter!(
+        UNDECODABLE,
+        "Messages on producer channels that were not text, and were dropped."
+    );
+    describe_histogram!(
+        PUBLISH_BATCH,
+        "Messages of one producer published in one Redis round trip."
     );
 }

@@ -6,10 +6,18 @@
 //!   queue, live subscribe/unsubscribe.
 //! - [`registry`]: `ConnectionRegistry`, one for producers and one for consumer sessions per
 //!   instance: bookkeeping, blocks, subscription changes, the admin view.
-//! - [`outbox`]: the bounded outbound queue of a socket.
+//! - [`fanout`]: `StreamFanout`, one per instance: subscribes each producer channel once while
+//!   local sessions want it, and writes each message into those sessions' outboxes.
+//! - [`outbox`]: the bounded outbound queue of a socket, which is also its response body.
+//! - [`socket`]: what both socket actors share (`SocketCore`, `SocketActor`).
+//! - [`ws`]: the WebSocket wire: handshake, a reader that enforces limits at frame headers,
+//!   frame encoding.
 //! - [`routes`]: `/producer`, `/consumer`, the subscription REST API, `/api/admin/connections`.
+//! - [`report`]: each instance's connections report in Redis, for the admin view.
+//! - [`metrics`]: cached metric handles for the hot path.
 
 pub mod consumer;
+pub mod fanout;
 pub mod metrics;
 pub mod outbox;
 pub mod producer;
@@ -17,9 +25,10 @@ pub mod registry;
 pub mod report;
 pub mod routes;
 pub mod socket;
+pub mod ws;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use actix::Message;
@@ -43,6 +52,28 @@ pub fn next_connection_id() -> ConnectionId {
 pub struct ConnectionStats {
     pub frames_in: AtomicU64,
     pub subscriptions: AtomicU64,
+}
+
+/// The encoding a socket answers in (the one its client last used), shared with the fan-out,
+/// which writes to the socket without asking its actor.
+#[derive(Debug, Clone, Default)]
+pub struct SharedEncoding(Arc<AtomicU8>);
+
+impl SharedEncoding {
+    pub fn get(&self) -> Encoding {
+        match self.0.load(Ordering::Relaxed) {
+            0 => Encoding::Json,
+            _ => Encoding::MessagePack,
+        }
+    }
+
+    pub fn set(&self, encoding: Encoding) {
+        let value = match encoding {
+            Encoding::Json => 0,
+            Encoding::MessagePack => 1,
+        };
+        self.0.store(value, Ordering::Relaxed);
+    }
 }
 
 /// Asks a connection to close with a code and reason, and stop.
@@ -69,23 +100,30 @@ impl TokenBucket {
         }
     }
 
-    /// Takes one token if there is one.
-    pub fn try_take(&mut self) -> bool {
+    /// Takes one token if there is one; otherwise says how long until there is.
+    pub fn take(&mut self) -> Result<(), Duration> {
         let now = Instant::now();
         let elapsed = now.duration_since(self.at).as_secs_f64();
         self.at = now;
         self.tokens = (self.tokens + elapsed * self.per_second).min(self.capacity);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
-            true
+            Ok(())
         } else {
-            false
+            let wait = (1.0 - self.tokens) / self.per_second.max(f64::MIN_POSITIVE);
+            Err(Duration::from_secs_f64(wait.min(3_600.0)))
         }
+    }
+
+    /// Takes one token if there is one.
+    pub fn try_take(&mut self) -> bool {
+        self.take().is_ok()
     }
 }
 
 /// Bad frames a socket may send in a burst, and how fast that allowance comes back; past it,
-/// the socket is closed with 4002 `too_many_errors`.
+/// the socket is closed with 4002 `too_many_errors`. Only frames that are wrong count: a
+/// producer that is merely faster than its rate is told `rate_limited` and keeps its socket.
 pub fn error_budget() -> TokenBucket {
     TokenBucket::new(1.0, 20.0)
 }
@@ -109,6 +147,7 @@ pub fn error_frame(
         code: code.as_str().to_owned(),
         message: message.into(),
         id,
+        retry_after_ms: None,
     }
 }
 
@@ -119,48 +158,6 @@ pub fn now_millis() -> i64 {
         .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
-
-/// A producer message as this instance received it from Redis: the consumer frame's JSON text,
-/// shared by every local session, and its MessagePack form, made once if any session needs it.
-#[derive(Debug)]
-pub struct StreamItem {
-    pub producer_id: i64,
-    pub json: ByteString,
-    msgpack: std::sync::OnceLock<Option<Bytes>>,
-}
-
-impl StreamItem {
-    pub fn new(producer_id: i64, json: ByteString) -> StreamItem {
-        StreamItem {
-            producer_id,
-            json,
-            msgpack: std::sync::OnceLock::new(),
-        }
-    }
-
-    /// The frame as MessagePack (a map with the same field names).
-    pub fn msgpack(&self) -> Option<Bytes> {
-        self.msgpack
-            .get_or_init(|| {
-                let value: serde_json::Value = serde_json::from_str(&self.json).ok()?;
-                rmp_serde::to_vec_named(&value).ok().map(Bytes::from)
-            })
-            .clone()
-    }
-
-    /// The message's `ts` field, read without decoding the whole frame: the publisher writes
-    /// `{"type":"data","producer_id":…,"seq":…,"ts":…,` in that order.
-    pub fn ts_millis(&self) -> Option<i64> {
-        let after = self.json.split_once(",\"ts\":")?.1;
-        let end = after.find(',')?;
-        after[..end].parse().ok()
-    }
-}
-
-/// Delivers one producer message to a session.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "()")]
-pub struct Deliver(pub Arc<StreamItem>);
 
 /// How long since `instant`, for idle checks.
 pub fn since(instant: Instant) -> Duration {

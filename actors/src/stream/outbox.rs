@@ -1,22 +1,26 @@
-//! A socket's outbound side: a bounded queue in front of the WebSocket writer.
+//! A socket's outbound side: one bounded queue that is also the WebSocket response's body.
 //!
-//! The connection's actor never waits on the network: it pushes frames into the queue and goes
-//! on. A writer task drains the queue into the socket at the pace the client reads. When the
+//! The socket's actor and the instance's fan-out push frames into the queue and go on; nobody
+//! waits on the network. The HTTP layer polls the body when the connection can take more, and
+//! each poll drains everything queued into one buffer: one write for all that waited. When the
 //! client does not read, the queue fills; a push past its message or byte limit fails, and the
-//! actor closes the connection (a slow consumer), so one stalled client never holds up the
-//! delivery to any other.
+//! socket is closed as a slow consumer, so one stalled client never holds up anyone else.
+//!
+//! This queue is the only buffer of outbound frames nodegrid keeps per socket, so
+//! `--consumer-buffer-messages` and `--consumer-buffer-bytes` bound exactly what a socket may
+//! have waiting. An idle socket's queue holds no allocation beyond a few words.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 
-use actix_ws::{CloseCode, CloseReason, Session};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
-use tokio::sync::{mpsc, oneshot};
+use futures_util::Stream;
 
-/// How long a close frame may wait behind unread data before the connection is dropped.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::stream::ws::{CloseReason, OpCode, write_close, write_frame};
 
 /// One frame to write.
 #[derive(Debug, Clone)]
@@ -31,9 +35,17 @@ impl Outgoing {
     fn len(&self) -> u64 {
         match self {
             Outgoing::Text(text) => text.len() as u64,
-            Outgoing::Binary(bytes) => bytes.len() as u64,
+            Outgoing::Binary(bytes) | Outgoing::Pong(bytes) => bytes.len() as u64,
             Outgoing::Ping => 0,
-            Outgoing::Pong(bytes) => bytes.len() as u64,
+        }
+    }
+
+    fn write(&self, buffer: &mut BytesMut) {
+        match self {
+            Outgoing::Text(text) => write_frame(buffer, OpCode::Text, text.as_bytes()),
+            Outgoing::Binary(bytes) => write_frame(buffer, OpCode::Binary, bytes),
+            Outgoing::Ping => write_frame(buffer, OpCode::Ping, b""),
+            Outgoing::Pong(bytes) => write_frame(buffer, OpCode::Pong, bytes),
         }
     }
 }
@@ -50,97 +62,200 @@ pub struct QueueGauge {
     pub frames_out: AtomicU64,
 }
 
-pub struct Outbox {
-    frames: mpsc::Sender<Outgoing>,
-    close: Option<oneshot::Sender<(u16, &'static str)>>,
+/// A queue that outgrew this many slots is shrunk once it is empty again, so a burst does not
+/// leave an idle socket holding its peak.
+const SHRINK_ABOVE_SLOTS: usize = 64;
+
+struct Queue {
+    frames: VecDeque<Outgoing>,
+    bytes: u64,
+    /// Set once the socket is closing: the close frame to send, until it is taken.
+    close: Option<CloseReason>,
+    closing: bool,
+    waker: Option<Waker>,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
     gauge: Arc<QueueGauge>,
+    max_messages: usize,
     max_bytes: u64,
 }
 
-impl Outbox {
-    /// Starts the writer task for `session`, on the current arbiter.
-    pub fn start(session: Session, max_messages: usize, max_bytes: u64) -> Outbox {
-        let (frames_tx, frames_rx) = mpsc::channel(max_messages.max(1));
-        let (close_tx, close_rx) = oneshot::channel();
-        let gauge = Arc::new(QueueGauge::default());
-        actix_web::rt::spawn(write(session, frames_rx, close_rx, gauge.clone()));
-        Outbox {
-            frames: frames_tx,
-            close: Some(close_tx),
-            gauge,
-            max_bytes,
-        }
-    }
-
-    /// Queues a frame, or fails when the queue is over its message or byte limit.
-    pub fn push(&self, frame: Outgoing) -> Result<(), Overflow> {
-        let length = frame.len();
-        if self.gauge.bytes.load(Ordering::Relaxed) + length > self.max_bytes {
-            return Err(Overflow);
-        }
-        self.frames.try_send(frame).map_err(|_| Overflow)?;
-        self.gauge.messages.fetch_add(1, Ordering::Relaxed);
-        self.gauge.bytes.fetch_add(length, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Drops what is still queued and closes the socket with `code` and `reason`.
-    pub fn close(&mut self, (code, reason): (u16, &'static str)) {
-        if let Some(close) = self.close.take() {
-            let _ = close.send((code, reason));
-        }
-    }
-
-    pub fn gauge(&self) -> Arc<QueueGauge> {
-        self.gauge.clone()
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-async fn write(
-    mut session: Session,
-    mut frames: mpsc::Receiver<Outgoing>,
-    mut close: oneshot::Receiver<(u16, &'static str)>,
-    gauge: Arc<QueueGauge>,
-) {
-    let closing = loop {
-        let frame = tokio::select! {
-            biased;
-            request = &mut close => break request.ok(),
-            next = frames.recv() => match next {
-                Some(frame) => frame,
-                None => break None,
+/// The pushing side of a socket's queue. Cheap to clone and to send between threads.
+#[derive(Clone)]
+pub struct Outbox(Arc<Shared>);
+
+impl Outbox {
+    /// A queue bounded by `max_messages` frames and `max_bytes` bytes, and the response body
+    /// that drains it.
+    pub fn new(max_messages: usize, max_bytes: u64) -> (Outbox, OutboxBody) {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                frames: VecDeque::new(),
+                bytes: 0,
+                close: None,
+                closing: false,
+                waker: None,
+            }),
+            gauge: Arc::default(),
+            max_messages: max_messages.max(1),
+            max_bytes,
+        });
+        (
+            Outbox(shared.clone()),
+            OutboxBody {
+                shared,
+                spare: VecDeque::new(),
+                finished: false,
             },
-        };
-        gauge.messages.fetch_sub(1, Ordering::Relaxed);
-        gauge.bytes.fetch_sub(frame.len(), Ordering::Relaxed);
-        // The send waits while the client does not read; a close request must still get through.
-        let send = async {
-            match frame {
-                Outgoing::Text(text) => session.text(text).await,
-                Outgoing::Binary(bytes) => session.binary(bytes).await,
-                Outgoing::Ping => session.ping(b"").await,
-                Outgoing::Pong(bytes) => session.pong(&bytes).await,
+        )
+    }
+
+    /// Queues a frame, or fails when the queue is at its message or byte limit. Frames pushed
+    /// once the socket is closing are dropped.
+    pub fn push(&self, frame: Outgoing) -> Result<(), Overflow> {
+        let length = frame.len();
+        let waker = {
+            let mut queue = self.0.lock();
+            if queue.closing {
+                return Ok(());
             }
-        };
-        tokio::select! {
-            biased;
-            request = &mut close => break request.ok(),
-            sent = send => {
-                if sent.is_err() {
-                    return;
-                }
-                gauge.frames_out.fetch_add(1, Ordering::Relaxed);
+            if queue.frames.len() >= self.0.max_messages || queue.bytes + length > self.0.max_bytes
+            {
+                return Err(Overflow);
             }
+            queue.frames.push_back(frame);
+            queue.bytes += length;
+            self.0
+                .gauge
+                .messages
+                .store(queue.frames.len() as u64, Ordering::Relaxed);
+            self.0.gauge.bytes.store(queue.bytes, Ordering::Relaxed);
+            queue.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
         }
-    };
-    frames.close();
-    gauge.messages.store(0, Ordering::Relaxed);
-    gauge.bytes.store(0, Ordering::Relaxed);
-    let reason = closing.map(|(code, description)| CloseReason {
-        code: CloseCode::from(code),
-        description: Some(description.to_owned()),
-    });
-    // Behind unread data the close frame waits for the client; a client that never reads is
-    // dropped without it.
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, session.close(reason)).await;
+        Ok(())
+    }
+
+    /// Drops what is still queued and closes the socket with `reason`; false if it was closing
+    /// already.
+    pub fn close(&self, reason: CloseReason) -> bool {
+        let waker = {
+            let mut queue = self.0.lock();
+            if queue.closing {
+                return false;
+            }
+            queue.closing = true;
+            queue.frames.clear();
+            queue.bytes = 0;
+            queue.close = Some(reason);
+            self.0.gauge.messages.store(0, Ordering::Relaxed);
+            self.0.gauge.bytes.store(0, Ordering::Relaxed);
+            queue.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        true
+    }
+
+    pub fn gauge(&self) -> Arc<QueueGauge> {
+        self.0.gauge.clone()
+    }
+}
+
+/// The WebSocket response's body: each poll drains the queue into one chunk of frames.
+pub struct OutboxBody {
+    shared: Arc<Shared>,
+    /// The drained queue's storage, swapped back in so that a busy socket reuses it.
+    spare: VecDeque<Outgoing>,
+    finished: bool,
+}
+
+impl Stream for OutboxBody {
+    type Item = Result<Bytes, actix_web::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.finished {
+            return Poll::Ready(None);
+        }
+        let (frames, bytes, close) = {
+            let mut queue = this.shared.lock();
+            if queue.frames.is_empty() && queue.close.is_none() {
+                if queue.closing {
+                    this.finished = true;
+                    return Poll::Ready(None);
+                }
+                queue.waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            std::mem::swap(&mut queue.frames, &mut this.spare);
+            let bytes = std::mem::take(&mut queue.bytes);
+            this.shared.gauge.messages.store(0, Ordering::Relaxed);
+            this.shared.gauge.bytes.store(0, Ordering::Relaxed);
+            (this.spare.len(), bytes, queue.close.take())
+        };
+        let mut buffer = BytesMut::with_capacity(bytes as usize + 10 * frames + 16);
+        for frame in this.spare.drain(..) {
+            frame.write(&mut buffer);
+        }
+        if this.spare.capacity() > SHRINK_ABOVE_SLOTS {
+            this.spare = VecDeque::new();
+        }
+        this.shared
+            .gauge
+            .frames_out
+            .fetch_add(frames as u64, Ordering::Relaxed);
+        if let Some(reason) = close {
+            write_close(&mut buffer, reason);
+            this.finished = true;
+        }
+        Poll::Ready(Some(Ok(buffer.freeze())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt as _;
+
+    #[actix_web::test]
+    async fn the_queue_is_one_bound_and_drains_into_one_chunk() {
+        let (outbox, mut body) = Outbox::new(3, 1_000);
+        for text in ["a", "b", "c"] {
+            outbox.push(Outgoing::Text(text.into())).unwrap();
+        }
+        assert_eq!(outbox.push(Outgoing::Text("d".into())), Err(Overflow));
+        assert_eq!(outbox.gauge().messages.load(Ordering::Relaxed), 3);
+        let chunk = body.next().await.unwrap().unwrap();
+        assert_eq!(&chunk[..], b"\x81\x01a\x81\x01b\x81\x01c");
+        assert_eq!(outbox.gauge().frames_out.load(Ordering::Relaxed), 3);
+        outbox.push(Outgoing::Text("d".into())).unwrap();
+        assert!(outbox.close((4008, "slow_consumer")));
+        assert!(!outbox.close((1000, "")));
+        // What was queued is dropped; the close frame ends the body.
+        let chunk = body.next().await.unwrap().unwrap();
+        assert_eq!(chunk[0], 0x88);
+        assert!(body.next().await.is_none());
+        // Pushes after the close are dropped quietly.
+        assert_eq!(outbox.push(Outgoing::Ping), Ok(()));
+    }
+
+    #[actix_web::test]
+    async fn bytes_are_bounded_too() {
+        let (outbox, _body) = Outbox::new(100, 10);
+        outbox.push(Outgoing::Text("12345".into())).unwrap();
+        outbox.push(Outgoing::Text("12345".into())).unwrap();
+        assert_eq!(outbox.push(Outgoing::Text("1".into())), Err(Overflow));
+    }
 }

@@ -1,42 +1,46 @@
 //! ProducerConnection: one actor per producer socket.
 //!
-//! It decodes each frame, checks its size and the connection's rate, and publishes data
-//! messages one at a time, in order, through the [`StreamPublisher`] (which stamps `seq`); only
-//! then does it ack, with the subscriber count from memory. A message that could not be
-//! published gets an `unavailable` error, never an ack.
+//! It decodes each frame, checks the producer's rate, and queues data messages; the queue is
+//! published in order through the [`StreamPublisher`] (which stamps `seq`), one Redis round
+//! trip for all the messages that waited while the previous round trip was in flight. Only
+//! then does it ack each message, with the subscriber count from memory. A message that could
+//! not be published gets an `unavailable` error, never an ack.
+//!
+//! A producer that sends faster than Redis takes its messages is not refused: once its queue
+//! holds [`PAUSE_MESSAGES`] messages or [`PAUSE_BYTES`] bytes, the socket is not read until the
+//! queue is half empty, so TCP slows the sender down. A producer over its rate gets
+//! `rate_limited` with a `retry_after_ms` hint and keeps its socket.
 
 use std::collections::VecDeque;
 use std::time::Instant;
 
 use actix::prelude::*;
-use actix_ws::{AggregatedMessage, ProtocolError};
+use actix_web::web::Payload;
 use nodegrid_protocol::stream::{ClientFrame, ServerFrame, StreamErrorCode};
 use nodegrid_services::config::StreamLimits;
-use nodegrid_services::identity::AuthUser;
-use nodegrid_services::streams::publisher::StreamPublisher;
+use nodegrid_services::identity::{AuthUser, Identity};
+use nodegrid_services::streams::publisher::{OutgoingMessage, Published, StreamPublisher};
 use nodegrid_services::streams::subscriptions::Subscriptions;
 
-use crate::stream::metrics::{self, STREAM};
+use crate::stream::metrics::STREAM;
 use crate::stream::outbox::Outbox;
 use crate::stream::registry::{
     ProducerRegistry, Register, RegisteredConnection, SocketRole, Unregister,
 };
-use crate::stream::socket::{SocketActor, SocketCore};
-use crate::stream::{
-    CloseConnection, ConnectionId, TokenBucket, error_frame, next_connection_id, now_millis,
-};
+use crate::stream::socket::{SocketActor, SocketCore, TokenClock};
+use crate::stream::ws::{ReadGate, WsError, WsItem, WsReader};
+use crate::stream::{CloseConnection, ConnectionId, TokenBucket, next_connection_id, now_millis};
 
-/// Messages accepted but not yet published, per connection. Past this the producer is sending
-/// faster than Redis takes them (or Redis is down) and gets `unavailable`.
-const MAX_PENDING: usize = 256;
+/// Accepted messages waiting to be published past which the socket is not read.
+pub const PAUSE_MESSAGES: usize = 1_024;
+/// Bytes of the same.
+pub const PAUSE_BYTES: usize = 1024 * 1024;
+/// Most messages published in one round trip.
+const MAX_BATCH_MESSAGES: usize = 512;
+/// Most bytes published in one round trip (a batch holds at least one message).
+const MAX_BATCH_BYTES: usize = 512 * 1024;
 /// How often the highest sequence number is saved to Postgres while the producer streams.
 const SEQ_SAVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
-const ROLE: &str = "producer";
-
-struct PendingMessage {
-    payload_json: String,
-    id: Option<String>,
-}
 
 pub struct ProducerConnection {
     id: ConnectionId,
@@ -44,24 +48,31 @@ pub struct ProducerConnection {
     core: SocketCore,
     publisher: StreamPublisher,
     subscriptions: Subscriptions,
+    identity: Identity,
     registry: Addr<ProducerRegistry>,
     rate: TokenBucket,
-    pending: VecDeque<PendingMessage>,
+    token: TokenClock,
+    pending: VecDeque<OutgoingMessage>,
+    pending_bytes: usize,
     publishing: bool,
+    gate: ReadGate,
     seq_seen: u64,
     seq_saved: u64,
-    stream: Option<actix_ws::AggregatedMessageStream>,
+    reader: Option<WsReader<Payload>>,
 }
 
 pub struct ProducerParts {
     pub user: AuthUser,
     pub outbox: Outbox,
-    pub stream: actix_ws::AggregatedMessageStream,
+    pub reader: WsReader<Payload>,
     pub publisher: StreamPublisher,
     pub subscriptions: Subscriptions,
+    pub identity: Identity,
     pub registry: Addr<ProducerRegistry>,
     pub limits: StreamLimits,
     pub seq_floor: u64,
+    /// When the socket's token expires, if expiry is enforced on open sockets.
+    pub token_expires_at: Option<u64>,
 }
 
 impl ProducerConnection {
@@ -73,100 +84,78 @@ impl ProducerConnection {
             core: SocketCore::new(SocketRole::Producer, parts.outbox, limits),
             publisher: parts.publisher,
             subscriptions: parts.subscriptions,
+            identity: parts.identity,
             registry: parts.registry,
             rate: TokenBucket::new(
                 f64::from(limits.producer_rate_per_sec),
                 f64::from(limits.producer_burst),
             ),
+            token: TokenClock::new(parts.token_expires_at),
             pending: VecDeque::new(),
+            pending_bytes: 0,
             publishing: false,
+            gate: parts.reader.gate(),
             seq_seen: parts.seq_floor,
             seq_saved: parts.seq_floor,
-            stream: Some(parts.stream),
+            reader: Some(parts.reader),
         }
     }
 
-    fn handle_frame(&mut self, frame: ClientFrame, ctx: &mut Context<Self>) {
-        match frame.kind.as_str() {
-            "data" => self.on_data(frame, ctx),
-            "subscribe" | "unsubscribe" => self.refuse(
-                StreamErrorCode::Forbidden,
-                "producers do not subscribe",
-                frame.id,
-                ctx,
-            ),
-            other => {
-                let message = format!("unknown frame type {other:?}; producers send \"data\"");
-                self.refuse(StreamErrorCode::UnknownType, &message, frame.id, ctx);
-            }
-        }
-    }
-
-    fn on_data(&mut self, frame: ClientFrame, ctx: &mut Context<Self>) {
-        let ClientFrame { payload, id, .. } = frame;
-        let Some(payload) = payload else {
-            return self.refuse(
-                StreamErrorCode::BadFrame,
-                "data frames carry a payload",
-                id,
-                ctx,
-            );
-        };
-        if id.as_ref().is_some_and(|id| id.len() > 128) {
-            return self.refuse(
-                StreamErrorCode::BadFrame,
-                "id is limited to 128 bytes",
-                None,
-                ctx,
-            );
-        }
-        if !self.rate.try_take() {
+    fn on_data(&mut self, payload: serde_json::Value, id: Option<String>, ctx: &mut Context<Self>) {
+        if let Err(wait) = self.rate.take() {
             let limits = self.core.limits();
             let message = format!(
                 "limited to {} messages per second (burst {})",
                 limits.producer_rate_per_sec, limits.producer_burst
             );
-            return self.refuse(StreamErrorCode::RateLimited, &message, id, ctx);
-        }
-        if self.pending.len() >= MAX_PENDING {
-            metrics::error(ROLE, StreamErrorCode::Unavailable);
-            let frame = error_frame(
-                StreamErrorCode::Unavailable,
-                "too many messages waiting to be published",
-                id,
-            );
-            return self.send(&frame, ctx);
+            return self.answer_error(StreamErrorCode::RateLimited, &message, id, Some(wait), ctx);
         }
         let payload_json = match serde_json::to_string(&payload) {
             Ok(json) => json,
             Err(error) => {
                 let message = format!("payload cannot be encoded: {error}");
-                return self.refuse(StreamErrorCode::BadFrame, &message, id, ctx);
+                return self.refuse_code(StreamErrorCode::BadFrame, &message, id, ctx);
             }
         };
         STREAM.producer.frames_in_data.increment(1);
-        self.pending.push_back(PendingMessage { payload_json, id });
+        let message = OutgoingMessage::new(now_millis(), &payload_json, id);
+        self.pending_bytes += message.len();
+        self.pending.push_back(message);
+        if self.pending.len() >= PAUSE_MESSAGES || self.pending_bytes >= PAUSE_BYTES {
+            self.gate.pause();
+        }
         self.publish_next(ctx);
     }
 
-    /// Publishes the oldest pending message, if none is in flight. One at a time keeps the
+    /// Publishes what is pending, if no round trip is in flight. One batch at a time keeps the
     /// producer's messages in order.
     fn publish_next(&mut self, ctx: &mut Context<Self>) {
-        if self.publishing {
+        if self.publishing || self.pending.is_empty() {
             return;
         }
-        let Some(message) = self.pending.pop_front() else {
-            return;
-        };
         if !self.publisher.is_connected() {
-            metrics::error(ROLE, StreamErrorCode::Unavailable);
-            let frame = error_frame(
-                StreamErrorCode::Unavailable,
+            let unpublished: Vec<OutgoingMessage> = self.pending.drain(..).collect();
+            self.pending_bytes = 0;
+            self.gate.resume();
+            return self.refuse_unpublished(
+                unpublished,
                 "the message bus is unavailable; the message was not accepted",
-                message.id,
+                ctx,
             );
-            self.send(&frame, ctx);
-            return self.publish_next(ctx);
+        }
+        let mut batch = Vec::with_capacity(self.pending.len().min(MAX_BATCH_MESSAGES));
+        let mut batch_bytes = 0;
+        while let Some(message) = self.pending.front() {
+            if !batch.is_empty()
+                && (batch.len() >= MAX_BATCH_MESSAGES
+                    || batch_bytes + message.len() > MAX_BATCH_BYTES)
+            {
+                break;
+            }
+            batch_bytes += message.len();
+            if let Some(message) = self.pending.pop_front() {
+                batch.push(message);
+            }
         }
         self.publishing = true;
         let publisher = self.publisher.clone();
@@ -174,53 +163,106 @@ impl ProducerConnection {
         let floor = self.seq_seen;
         async move {
             let started = Instant::now();
-            let outcome = publisher
-                .publish(
-                    producer_id,
-                    now_millis(),
-                    &message.payload_json,
-                    message.id.as_deref(),
-                    floor,
-                )
-                .await;
+            let outcome = publisher.publish(producer_id, &batch, floor).await;
             STREAM
                 .publish_seconds
                 .record(started.elapsed().as_secs_f64());
-            (outcome, message.id)
+            STREAM.publish_batch.record(batch.len() as f64);
+            (outcome, batch)
         }
         .into_actor(self)
-        .map(|(outcome, id), connection, ctx| {
+        .map(move |(outcome, batch), connection, ctx| {
             connection.publishing = false;
+            connection.pending_bytes = connection.pending_bytes.saturating_sub(batch_bytes);
             match outcome {
-                Ok(published) => {
-                    if published.duplicate {
-                        STREAM.duplicates.increment(1);
-                    }
-                    connection.seq_seen = connection.seq_seen.max(published.seq);
-                    let ack = ServerFrame::Ack {
-                        subscriber_count: connection
-                            .subscriptions
-                            .subscriber_count(connection.user.user_id),
-                        seq: published.seq,
-                        id,
-                    };
-                    STREAM.acks.increment(1);
-                    connection.send(&ack, ctx);
-                }
+                Ok(published) => connection.acknowledge(batch, published, ctx),
                 Err(error) => {
                     tracing::warn!(producer = connection.user.user_id, %error, "publish failed");
-                    metrics::error(ROLE, StreamErrorCode::Unavailable);
-                    let frame = error_frame(
-                        StreamErrorCode::Unavailable,
+                    connection.refuse_unpublished(
+                        batch,
                         "the message could not be published; it was not accepted",
-                        id,
+                        ctx,
                     );
-                    connection.send(&frame, ctx);
                 }
+            }
+            if connection.gate.is_paused()
+                && connection.pending.len() < PAUSE_MESSAGES / 2
+                && connection.pending_bytes < PAUSE_BYTES / 2
+            {
+                connection.gate.resume();
             }
             connection.publish_next(ctx);
         })
         .spawn(ctx);
+    }
+
+    fn acknowledge(
+        &mut self,
+        batch: Vec<OutgoingMessage>,
+        published: Vec<Published>,
+        ctx: &mut Context<Self>,
+    ) {
+        let subscriber_count = self.subscriptions.subscriber_count(self.user.user_id);
+        for (message, published) in batch.into_iter().zip(published) {
+            if published.duplicate {
+                STREAM.duplicates.increment(1);
+            }
+            self.seq_seen = self.seq_seen.max(published.seq);
+            STREAM.acks.increment(1);
+            self.send(
+                &ServerFrame::Ack {
+                    subscriber_count,
+                    seq: published.seq,
+                    id: message.client_id,
+                },
+                ctx,
+            );
+        }
+    }
+
+    fn refuse_unpublished(
+        &mut self,
+        messages: Vec<OutgoingMessage>,
+        reason: &str,
+        ctx: &mut Context<Self>,
+    ) {
+        for message in messages {
+            self.answer_error(
+                StreamErrorCode::Unavailable,
+                reason,
+                message.client_id,
+                None,
+                ctx,
+            );
+        }
+    }
+
+    /// A `refresh` frame: a newer token of the same user keeps the socket open past the old
+    /// token's expiry.
+    fn refresh(&mut self, token: &str, ctx: &mut Context<Self>) {
+        match self.identity.authenticate(token) {
+            Ok(user) if user.user_id == self.user.user_id => {
+                if self.token.expires_at().is_some() {
+                    self.token.arm(user.expires_at, ctx);
+                }
+                let expires_at = user.expires_at;
+                self.user = user;
+                self.send(&ServerFrame::Refreshed { expires_at }, ctx);
+            }
+            Ok(_) => self.refuse_code(
+                StreamErrorCode::Forbidden,
+                "the token belongs to another user",
+                None,
+                ctx,
+            ),
+            Err(error) => self.answer_error(
+                StreamErrorCode::TokenInvalid,
+                &error.to_string(),
+                None,
+                None,
+                ctx,
+            ),
+        }
     }
 
     fn save_seq(&mut self, ctx: &mut Context<Self>) {
@@ -245,14 +287,15 @@ impl Actor for ProducerConnection {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        if let Some(stream) = self.stream.take() {
-            ctx.add_stream(stream);
+        if let Some(reader) = self.reader.take() {
+            ctx.add_stream(reader);
         }
         self.registry.do_send(Register {
             id: self.id,
             connection: RegisteredConnection {
                 user_id: self.user.user_id,
                 username: self.user.username.clone(),
+                session_id: self.user.session_id,
                 connected_at: chrono::Utc::now(),
                 close: ctx.address().recipient(),
                 updates: None,
@@ -260,6 +303,9 @@ impl Actor for ProducerConnection {
                 queue: self.core.outbox().gauge(),
             },
         });
+        if let Some(expires_at) = self.token.expires_at() {
+            self.token.arm(expires_at, ctx);
+        }
         ctx.run_interval(self.core.limits().ping_interval, |connection, ctx| {
             let outcome = connection.core.heartbeat();
             connection.or_close(outcome, ctx);
@@ -287,12 +333,21 @@ impl SocketActor for ProducerConnection {
     }
 
     fn on_frame(&mut self, frame: ClientFrame, ctx: &mut Context<Self>) {
-        self.handle_frame(frame, ctx);
+        match frame {
+            ClientFrame::Data { payload, id } => self.on_data(payload, id, ctx),
+            ClientFrame::Refresh { token } => self.refresh(&token, ctx),
+            ClientFrame::Subscribe { .. } | ClientFrame::Unsubscribe { .. } => self.refuse_code(
+                StreamErrorCode::Forbidden,
+                "producers do not subscribe",
+                None,
+                ctx,
+            ),
+        }
     }
 }
 
-impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for ProducerConnection {
-    fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Context<Self>) {
+impl StreamHandler<Result<WsItem, WsError>> for ProducerConnection {
+    fn handle(&mut self, item: Result<WsItem, WsError>, ctx: &mut Context<Self>) {
         self.on_item(item, ctx);
     }
 

@@ -46,6 +46,8 @@ pub struct SubscriptionUpdate {
 pub struct RegisteredConnection {
     pub user_id: i64,
     pub username: String,
+    /// The login session (refresh-token family) of the token the socket opened with.
+    pub session_id: uuid::Uuid,
     pub connected_at: DateTime<Utc>,
     pub close: Recipient<CloseConnection>,
     /// Consumers only.

@@ -20,12 +20,8 @@ use crate::stream::consumer::{ConsumerParts, ConsumerSession};
 use crate::stream::outbox::Outbox;
 use crate::stream::producer::{ProducerConnection, ProducerParts};
 use crate::stream::report;
-
-/// The WebSocket codec's own limit, past which a frame closes the socket (1009): well above
-/// the configured frame limit, which answers `too_large` and keeps the socket open.
-fn hard_frame_limit(max_frame_bytes: usize) -> usize {
-    max_frame_bytes.saturating_mul(16).max(1024 * 1024)
-}
+use crate::stream::ws::{self, ReadLimits, WsReader};
+use nodegrid_services::config::WsTokenExpiry;
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
@@ -68,21 +64,63 @@ fn require_self_or_admin(user: &AuthUser, user_id: i64) -> Result<(), ApiError> 
     }
 }
 
+/// The parts of a socket that its actor takes over: the outbox to write to, the reader of
+/// the client's frames, and when its token expires (if expiry is enforced on open sockets).
+struct OpenSocket {
+    response: HttpResponse,
+    outbox: Outbox,
+    reader: WsReader<web::Payload>,
+    token_expires_at: Option<u64>,
+}
+
 fn open_socket(
     request: &HttpRequest,
     body: web::Payload,
     state: &AppState,
-) -> Result<(HttpResponse, Outbox, actix_ws::AggregatedMessageStream), ApiError> {
+    user: &AuthUser,
+) -> Result<OpenSocket, ApiError> {
     let limits = state.stream_limits;
-    let (response, session, stream) = actix_ws::handle(request, body)
+    let (outbox, outbox_body) = Outbox::new(limits.buffer_messages, limits.buffer_bytes);
+    let response = ws::handshake(request, outbox_body)
         .map_err(|error| ApiError::bad_request(format!("not a WebSocket upgrade: {error}")))?;
-    let hard_limit = hard_frame_limit(limits.max_frame_bytes);
-    let stream = stream
-        .max_frame_size(hard_limit)
-        .aggregate_continuations()
-        .max_continuation_size(hard_limit);
-    let outbox = Outbox::start(session, limits.buffer_messages, limits.buffer_bytes);
-    Ok((response, outbox, stream))
+    let reader = WsReader::new(body, ReadLimits::for_max_frame(limits.max_frame_bytes));
+    let token_expires_at = match limits.token_expiry {
+        WsTokenExpiry::Refresh => Some(user.expires_at),
+        WsTokenExpiry::ConnectOnly => None,
+    };
+    Ok(OpenSocket {
+        response,
+        outbox,
+        reader,
+        token_expires_at,
+    })
+}
+
+/// What a consumer may ask for on its socket's URL.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct ConsumerQuery {
+    /// `subscriptions`: announce subscription changes made elsewhere, and the subscriptions
+    /// found at connect, with `subscribed` / `unsubscribed` frames.
+    pub events: Option<String>,
+}
+
+impl ConsumerQuery {
+    fn subscription_events(&self) -> Result<bool, ApiError> {
+        let mut subscriptions = false;
+        for event in self.events.iter().flat_map(|events| events.split(',')) {
+            match event.trim() {
+                "subscriptions" => subscriptions = true,
+                "" => {}
+                other => {
+                    return Err(ApiError::validation(format!(
+                        "unknown event kind {:?}; the socket offers \"subscriptions\"",
+                        other.chars().take(32).collect::<String>()
+                    )));
+                }
+            }
+        }
+        Ok(subscriptions)
+    }
 }
 
 /// `GET /producer`: a producer's socket. The token comes as `Authorization: Bearer` or
@@ -100,19 +138,21 @@ pub async fn producer_socket(
         .seq_floor(user.user_id)
         .await
         .map_err(ApiError::internal)?;
-    let (response, outbox, stream) = open_socket(&request, body, &state)?;
+    let socket = open_socket(&request, body, &state, &user)?;
     ProducerConnection::new(ProducerParts {
         user,
-        outbox,
-        stream,
+        outbox: socket.outbox,
+        reader: socket.reader,
         publisher: state.publisher.clone(),
         subscriptions: state.subscriptions.clone(),
+        identity: state.identity.clone(),
         registry: state.producer_registry.clone(),
         limits: state.stream_limits,
         seq_floor,
+        token_expires_at: socket.token_expires_at,
     })
     .start();
-    Ok(response)
+    Ok(socket.response)
 }
 
 /// `GET /consumer`: a consumer's socket; it receives every producer the consumer subscribes to,
@@ -122,21 +162,26 @@ pub async fn consumer_socket(
     request: HttpRequest,
     body: web::Payload,
     user: Authenticated,
+    query: web::Query<ConsumerQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let user = user.0;
     require_role(&user, Role::Consumer)?;
-    let (response, outbox, stream) = open_socket(&request, body, &state)?;
+    let subscription_events = query.subscription_events()?;
+    let socket = open_socket(&request, body, &state, &user)?;
     let _: Addr<ConsumerSession> = ConsumerSession::new(ConsumerParts {
         user,
-        outbox,
-        stream,
-        bridge: state.bridge.clone(),
+        outbox: socket.outbox,
+        reader: socket.reader,
+        fanout: state.fanout.clone(),
         registry: state.session_registry.clone(),
         subscriptions: state.subscriptions.clone(),
+        identity: state.identity.clone(),
         limits: state.stream_limits,
+        token_expires_at: socket.token_expires_at,
+        subscription_events,
     })
     .start();
-    Ok(response)
+    Ok(socket.response)
 }
 
 impl From<SubscriptionError> for ApiError {
@@ -146,6 +191,7 @@ impl From<SubscriptionError> for ApiError {
                 ErrorCode::ProducerNotFound,
                 format!("no producer {producer_id}"),
             ),
+            SubscriptionError::Forbidden(reason) => ApiError::new(ErrorCode::Forbidden, reason),
             other => ApiError::internal(other),
         }
     }

@@ -1,27 +1,26 @@
 //! What producer and consumer sockets share: the encoding the client last used, the outbox,
-//! the error budget, keep-alive, frame size and decoding, and their counters.
+//! the error budget, keep-alive, the token's lifetime, decoding, and their counters.
 //!
 //! The actors own a [`SocketCore`] and keep only their own rules. A core method that returns
 //! `Err(reason)` means the socket must close with that reason; the actor then stops.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use actix::{Actor, ActorContext, Context};
-use actix_ws::{AggregatedMessage, ProtocolError};
+use actix::{Actor, ActorContext, AsyncContext, Context, SpawnHandle};
 use nodegrid_protocol::stream::{
-    ClientFrame, Encoding, ServerFrame, StreamErrorCode, close, decode_client_frame,
+    ClientFrame, Encoding, FrameRefusal, ServerFrame, StreamErrorCode, close,
 };
 use nodegrid_services::config::StreamLimits;
 
 use crate::stream::metrics::{self, RoleMetrics, STREAM};
 use crate::stream::outbox::{Outbox, Outgoing};
 use crate::stream::registry::SocketRole;
-use crate::stream::{ConnectionStats, TokenBucket, error_budget, error_frame, outgoing, since};
-
-/// A close code and the reason text sent with it.
-pub type CloseReason = (u16, &'static str);
+use crate::stream::ws::{CloseReason, WsError, WsItem};
+use crate::stream::{
+    ConnectionStats, SharedEncoding, TokenBucket, error_budget, error_frame, outgoing, since,
+};
 
 /// What arrived, once the core has handled what it can.
 pub enum Incoming {
@@ -35,7 +34,7 @@ pub enum Incoming {
 
 pub struct SocketCore {
     role: SocketRole,
-    encoding: Encoding,
+    encoding: SharedEncoding,
     outbox: Outbox,
     errors: TokenBucket,
     limits: StreamLimits,
@@ -48,7 +47,7 @@ impl SocketCore {
     pub fn new(role: SocketRole, outbox: Outbox, limits: StreamLimits) -> SocketCore {
         SocketCore {
             role,
-            encoding: Encoding::Json,
+            encoding: SharedEncoding::default(),
             outbox,
             errors: error_budget(),
             limits,
@@ -59,7 +58,12 @@ impl SocketCore {
     }
 
     pub fn encoding(&self) -> Encoding {
-        self.encoding
+        self.encoding.get()
+    }
+
+    /// The encoding, shared (the fan-out writes in it).
+    pub fn shared_encoding(&self) -> SharedEncoding {
+        self.encoding.clone()
     }
 
     pub fn limits(&self) -> &StreamLimits {
@@ -83,7 +87,7 @@ impl SocketCore {
 
     /// Queues a frame in the connection's encoding.
     pub fn send(&mut self, frame: &ServerFrame) -> Result<(), CloseReason> {
-        match outgoing(frame, self.encoding) {
+        match outgoing(frame, self.encoding()) {
             Some(outgoing) => self.push(outgoing),
             None => Ok(()),
         }
@@ -94,16 +98,37 @@ impl SocketCore {
         self.outbox.push(outgoing).map_err(|_| close::SLOW_CONSUMER)
     }
 
-    /// Answers a refused frame with an error frame, and spends the error budget.
-    pub fn refuse(
+    /// Answers with an error frame that does not count against the client (a refusal of
+    /// something well-formed: rate limits, unavailable, not found).
+    pub fn answer_error(
         &mut self,
         code: StreamErrorCode,
         message: &str,
         id: Option<String>,
+        retry_after: Option<Duration>,
     ) -> Result<(), CloseReason> {
         metrics::error(self.role.as_str(), code);
+        let frame = match error_frame(code, message, id) {
+            ServerFrame::Error {
+                code, message, id, ..
+            } => ServerFrame::Error {
+                code,
+                message,
+                id,
+                retry_after_ms: retry_after
+                    .map(|wait| u64::try_from(wait.as_millis().max(1)).unwrap_or(u64::MAX)),
+            },
+            other => other,
+        };
+        self.send(&frame)
+    }
+
+    /// Answers a frame that was wrong (malformed, oversized, of an unknown type, not allowed
+    /// for the role) with an error frame, and spends the error budget: a client that keeps
+    /// sending wrong frames is closed with 4002.
+    pub fn refuse(&mut self, refusal: FrameRefusal) -> Result<(), CloseReason> {
         self.metrics().frames_in_invalid.increment(1);
-        self.send(&error_frame(code, message, id))?;
+        self.answer_error(refusal.code, &refusal.message, refusal.id, None)?;
         if self.errors.try_take() {
             Ok(())
         } else {
@@ -111,48 +136,44 @@ impl SocketCore {
         }
     }
 
-    /// Deals with one item of the socket's stream: keep-alive, frame size, decoding.
-    pub fn incoming(
-        &mut self,
-        item: Result<AggregatedMessage, ProtocolError>,
-    ) -> Result<Incoming, CloseReason> {
+    /// Deals with one item of the socket's reader: keep-alive, limits, decoding.
+    pub fn incoming(&mut self, item: Result<WsItem, WsError>) -> Result<Incoming, CloseReason> {
         self.last_seen = Instant::now();
-        let (bytes, encoding): (&[u8], Encoding) = match &item {
-            Ok(AggregatedMessage::Text(text)) => (text.as_bytes().as_ref(), Encoding::Json),
-            Ok(AggregatedMessage::Binary(bytes)) => (&bytes[..], Encoding::MessagePack),
-            Ok(AggregatedMessage::Ping(bytes)) => {
+        let (bytes, encoding) = match &item {
+            Ok(WsItem::Text(text)) => (text.as_bytes().clone(), Encoding::Json),
+            Ok(WsItem::Binary(bytes)) => (bytes.clone(), Encoding::MessagePack),
+            Ok(WsItem::Ping(bytes)) => {
                 self.push(Outgoing::Pong(bytes.clone()))?;
                 return Ok(Incoming::Handled);
             }
-            Ok(AggregatedMessage::Pong(_)) => return Ok(Incoming::Handled),
-            Ok(AggregatedMessage::Close(_)) | Err(ProtocolError::Io(_)) => {
-                return Ok(Incoming::Ended);
+            Ok(WsItem::Pong(_)) => return Ok(Incoming::Handled),
+            Ok(WsItem::Close) => return Ok(Incoming::Ended),
+            Ok(WsItem::TooLarge { declared }) => {
+                self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
+                self.metrics().bytes_in.increment(*declared);
+                self.refuse(FrameRefusal {
+                    code: StreamErrorCode::TooLarge,
+                    message: format!(
+                        "frames are limited to {} bytes",
+                        self.limits.max_frame_bytes
+                    ),
+                    id: None,
+                })?;
+                return Ok(Incoming::Handled);
             }
-            Err(ProtocolError::Overflow) => return Err((1009, "too_large")),
+            Err(WsError::Io) => return Ok(Incoming::Ended),
             Err(error) => {
                 tracing::debug!(%error, role = self.role.as_str(), "socket protocol error");
-                return Err((1002, "protocol_error"));
+                return Err(error.close_reason());
             }
         };
-        self.encoding = encoding;
+        self.encoding.set(encoding);
         self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
         self.metrics().bytes_in.increment(bytes.len() as u64);
-        if bytes.len() > self.limits.max_frame_bytes {
-            let message = format!(
-                "frames are limited to {} bytes",
-                self.limits.max_frame_bytes
-            );
-            self.refuse(StreamErrorCode::TooLarge, &message, None)?;
-            return Ok(Incoming::Handled);
-        }
-        match decode_client_frame(bytes, encoding) {
+        match ClientFrame::decode(&bytes, encoding) {
             Ok(frame) => Ok(Incoming::Frame(frame)),
-            Err(error) => {
-                self.refuse(
-                    StreamErrorCode::BadFrame,
-                    &format!("not a frame: {error}"),
-                    None,
-                )?;
+            Err(refusal) => {
+                self.refuse(refusal)?;
                 Ok(Incoming::Handled)
             }
         }
@@ -178,6 +199,50 @@ impl SocketCore {
     }
 }
 
+impl Drop for SocketCore {
+    /// An actor that stops without a reason (the client closed, or went away) still answers
+    /// with a close frame, which also ends the response body.
+    fn drop(&mut self) {
+        if !self.closing {
+            self.outbox.close((1000, ""));
+        }
+    }
+}
+
+/// When a socket's access token expires, and what happens then.
+pub struct TokenClock {
+    expires_at: Option<u64>,
+    timer: Option<SpawnHandle>,
+}
+
+impl TokenClock {
+    /// `expires_at` is the token's `exp` (Unix seconds); `None` when expiry is checked at
+    /// connect only.
+    pub fn new(expires_at: Option<u64>) -> TokenClock {
+        TokenClock {
+            expires_at,
+            timer: None,
+        }
+    }
+
+    /// (Re)arms the timer that closes the socket with 4001 when the token expires.
+    pub fn arm<A: SocketActor>(&mut self, expires_at: u64, ctx: &mut Context<A>) {
+        if let Some(timer) = self.timer.take() {
+            ctx.cancel_future(timer);
+        }
+        self.expires_at = Some(expires_at);
+        let now = nodegrid_services::identity::tokens::unix_now();
+        let wait = Duration::from_secs(expires_at.saturating_sub(now));
+        self.timer = Some(ctx.run_later(wait, |actor, ctx| {
+            actor.close(close::TOKEN_EXPIRED, ctx);
+        }));
+    }
+
+    pub fn expires_at(&self) -> Option<u64> {
+        self.expires_at
+    }
+}
+
 /// The socket actors' common behaviour over their [`SocketCore`]: they implement `core` and
 /// `on_frame`, and get sending, refusing, closing and stream handling.
 pub trait SocketActor: Actor<Context = Context<Self>> {
@@ -196,14 +261,40 @@ pub trait SocketActor: Actor<Context = Context<Self>> {
         self.or_close(outcome, ctx);
     }
 
-    fn refuse(
+    /// Refuses a frame that was wrong (spends the error budget).
+    fn refuse(&mut self, refusal: FrameRefusal, ctx: &mut Context<Self>) {
+        let outcome = self.core().refuse(refusal);
+        self.or_close(outcome, ctx);
+    }
+
+    /// Refuses a frame of the wrong kind for this role (spends the error budget).
+    fn refuse_code(
         &mut self,
         code: StreamErrorCode,
         message: &str,
         id: Option<String>,
         ctx: &mut Context<Self>,
     ) {
-        let outcome = self.core().refuse(code, message, id);
+        self.refuse(
+            FrameRefusal {
+                code,
+                message: message.to_owned(),
+                id,
+            },
+            ctx,
+        );
+    }
+
+    /// Answers with an error that is not the client's fault (does not spend the budget).
+    fn answer_error(
+        &mut self,
+        code: StreamErrorCode,
+        message: &str,
+        id: Option<String>,
+        retry_after: Option<Duration>,
+        ctx: &mut Context<Self>,
+    ) {
+        let outcome = self.core().answer_error(code, message, id, retry_after);
         self.or_close(outcome, ctx);
     }
 
@@ -220,8 +311,8 @@ pub trait SocketActor: Actor<Context = Context<Self>> {
         }
     }
 
-    /// One item of the socket's stream (call from `StreamHandler::handle`).
-    fn on_item(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Context<Self>) {
+    /// One item of the socket's reader (call from `StreamHandler::handle`).
+    fn on_item(&mut self, item: Result<WsItem, WsError>, ctx: &mut Context<Self>) {
         match self.core().incoming(item) {
             Ok(Incoming::Frame(frame)) => self.on_frame(frame, ctx),
             Ok(Incoming::Handled) => {}

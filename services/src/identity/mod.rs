@@ -25,12 +25,11 @@ use serde_json::json;
 use self::access::{AccessGate, Refusal, UserAccess};
 use self::passwords::{PasswordCost, PasswordError, PasswordHasher, PasswordWorkers};
 use self::store::{AuditFilter, AuditRecord, UserFilter, UserRow};
+pub use self::tokens::AuthUser;
 use self::tokens::{AccessTokens, TokenError, TokenSubject};
 use crate::bus::{BusError, RedisBus};
 use crate::db::{Database, DbError};
 use crate::ratelimit::{Decision, RateLimiter, RateRule};
-
-pub use self::tokens::TokenSubject as AuthUser;
 
 /// The identity settings, resolved from the server's options.
 #[derive(Debug, Clone)]
@@ -39,6 +38,8 @@ pub struct IdentitySettings {
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
     pub password_cost: PasswordCost,
+    /// The shortest password accepted when one is set (existing passwords are not checked).
+    pub password_min_length: usize,
     /// Per client IP, on login, register and refresh together.
     pub ip_rule: RateRule,
     /// Per username, on login and register.
@@ -75,6 +76,13 @@ pub enum IdentityError {
     #[error("{0}")]
     Internal(String),
 }
+
+/// The names of the identity metrics (described by the server's telemetry).
+pub const AUTH_EVENTS_TOTAL: &str = "nodegrid_auth_events_total";
+pub const AUTH_TOKEN_REJECTIONS_TOTAL: &str = "nodegrid_auth_token_rejections_total";
+pub const RATE_LIMITED_TOTAL: &str = "nodegrid_rate_limited_total";
+pub const RATE_LIMIT_ERRORS_TOTAL: &str = "nodegrid_rate_limit_errors_total";
+pub const AUDIT_WRITE_ERRORS_TOTAL: &str = "nodegrid_audit_write_errors_total";
 
 /// Password checks that may wait for a worker; past this, logins get `rate_limited`.
 const PASSWORD_QUEUE: usize = 256;
@@ -143,6 +151,7 @@ struct Inner {
     limiter: RateLimiter,
     ip_rule: RateRule,
     username_rule: RateRule,
+    password_min_length: usize,
     instance_id: uuid::Uuid,
 }
 
@@ -168,6 +177,7 @@ impl Identity {
                 gate: AccessGate::default(),
                 ip_rule: settings.ip_rule,
                 username_rule: settings.username_rule,
+                password_min_length: settings.password_min_length,
                 instance_id,
             }),
         })
@@ -204,7 +214,7 @@ impl Identity {
         request: RegisterRequest,
     ) -> Result<UserIdentity, IdentityError> {
         let username = validate_username(&request.username)?;
-        validate_password(&request.password)?;
+        validate_password(&request.password, self.inner.password_min_length)?;
         let device_id = request
             .device_id
             .as_deref()
@@ -217,44 +227,71 @@ impl Identity {
             ));
         }
         self.limit(caller, "register", Some(&username)).await?;
-
-        let client = self.inner.database.client().await?;
-        if store::user_by_username(&client, &username).await?.is_some() {
-            return Err(IdentityError::UsernameTaken);
-        }
-        drop(client);
+        // Hashing is slow by design: no pooled connection is held while it runs.
+        self.ensure_username_free(&username).await?;
         let password_hash = self.hash_password(request.password).await?;
-        let client = self.inner.database.client().await?;
-        let user = store::insert_user(
-            &client,
-            &username,
-            &password_hash,
-            request.role,
-            device_id.as_deref(),
-        )
-        .await?
-        .ok_or(IdentityError::UsernameTaken)?;
-
-        let action = if user.role == Role::Admin {
+        let action = if request.role == Role::Admin {
             "admin.create"
         } else {
             "user.register"
         };
-        let (actor_id, actor) = match creator {
-            Some(creator) => (Some(creator.user_id), creator.username.clone()),
-            None => (Some(user.id), user.username.clone()),
-        };
-        self.record(AuditRecord {
-            actor_id,
-            actor: Some(actor),
-            action,
-            target: Some(user_target(&user)),
-            source_ip: Some(caller.ip.to_string()),
-            details: json!({"role": user.role}),
-        })
-        .await?;
-        metrics::counter!("nodegrid_auth_events_total", "event" => "register").increment(1);
+        let user = self
+            .create_user(
+                NewUser {
+                    username: &username,
+                    password_hash: &password_hash,
+                    role: request.role,
+                    device_id: device_id.as_deref(),
+                },
+                |user| AuditRecord {
+                    actor_id: Some(creator.map_or(user.id, |creator| creator.user_id)),
+                    actor: Some(
+                        creator.map_or_else(|| user.username.clone(), |c| c.username.clone()),
+                    ),
+                    action,
+                    target: Some(user_target(user)),
+                    source_ip: Some(caller.ip.to_string()),
+                    details: json!({"role": user.role}),
+                },
+            )
+            .await?
+            .ok_or(IdentityError::UsernameTaken)?;
+        metrics::counter!(AUTH_EVENTS_TOTAL, "event" => "register").increment(1);
         Ok(identity_of(&user))
+    }
+
+    /// Refuses a name that is taken, before the slow work of hashing a password for it.
+    async fn ensure_username_free(&self, username: &str) -> Result<(), IdentityError> {
+        let client = self.inner.database.client().await?;
+        if store::user_by_username(&client, username).await?.is_some() {
+            return Err(IdentityError::UsernameTaken);
+        }
+        Ok(())
+    }
+
+    /// Inserts a user and its audit entry in one transaction, on one pooled connection;
+    /// `None` when the name is taken (another request won the race).
+    async fn create_user(
+        &self,
+        user: NewUser<'_>,
+        audit: impl FnOnce(&UserRow) -> AuditRecord,
+    ) -> Result<Option<UserRow>, IdentityError> {
+        let mut client = self.inner.database.client().await?;
+        let transaction = client.transaction().await.map_err(DbError::from)?;
+        let Some(row) = store::insert_user(
+            &transaction,
+            user.username,
+            user.password_hash,
+            user.role,
+            user.device_id,
+        )
+        .await?
+        else {
+            return Ok(None);
+        };
+        store::insert_audit(&transaction, &audit(&row)).await?;
+        transaction.commit().await.map_err(DbError::from)?;
+        Ok(Some(row))
     }
 
     pub async fn login(
@@ -284,7 +321,7 @@ impl Identity {
                 details: json!({"reason": "invalid_credentials"}),
             })
             .await;
-            metrics::counter!("nodegrid_auth_events_total", "event" => "login_failed").increment(1);
+            metrics::counter!(AUTH_EVENTS_TOTAL, "event" => "login_failed").increment(1);
             return Err(IdentityError::InvalidCredentials);
         };
         if user.blocked_at.is_some() {
@@ -297,32 +334,37 @@ impl Identity {
                 details: json!({"reason": "user_blocked"}),
             })
             .await;
-            metrics::counter!("nodegrid_auth_events_total", "event" => "login_blocked")
-                .increment(1);
+            metrics::counter!(AUTH_EVENTS_TOTAL, "event" => "login_blocked").increment(1);
             return Err(IdentityError::UserBlocked);
         }
 
         let session_id = uuid::Uuid::new_v4();
         let refresh_token = tokens::new_refresh_token();
-        let client = self.inner.database.client().await?;
+        let mut client = self.inner.database.client().await?;
+        let transaction = client.transaction().await.map_err(DbError::from)?;
         store::insert_refresh_token(
-            &client,
+            &transaction,
             session_id,
             user.id,
             &tokens::refresh_token_hash(&refresh_token),
             self.refresh_expiry()?,
         )
         .await?;
-        self.record(AuditRecord {
-            actor_id: Some(user.id),
-            actor: Some(user.username.clone()),
-            action: "auth.login",
-            target: Some(user_target(&user)),
-            source_ip: Some(caller.ip.to_string()),
-            details: json!({"session": session_id}),
-        })
+        store::insert_audit(
+            &transaction,
+            &AuditRecord {
+                actor_id: Some(user.id),
+                actor: Some(user.username.clone()),
+                action: "auth.login",
+                target: Some(user_target(&user)),
+                source_ip: Some(caller.ip.to_string()),
+                details: json!({"session": session_id}),
+            },
+        )
         .await?;
-        metrics::counter!("nodegrid_auth_events_total", "event" => "login").increment(1);
+        transaction.commit().await.map_err(DbError::from)?;
+        drop(client);
+        metrics::counter!(AUTH_EVENTS_TOTAL, "event" => "login").increment(1);
         self.token_response(&user, session_id, refresh_token)
     }
 
@@ -377,8 +419,7 @@ impl Identity {
             )
             .await?;
             transaction.commit().await.map_err(DbError::from)?;
-            metrics::counter!("nodegrid_auth_events_total", "event" => "refresh_reuse")
-                .increment(1);
+            metrics::counter!(AUTH_EVENTS_TOTAL, "event" => "refresh_reuse").increment(1);
             return Err(IdentityError::TokenInvalid(
                 "the refresh token was already used; the session has been revoked",
             ));
@@ -409,31 +450,37 @@ impl Identity {
         )
         .await?;
         transaction.commit().await.map_err(DbError::from)?;
-        metrics::counter!("nodegrid_auth_events_total", "event" => "refresh").increment(1);
+        metrics::counter!(AUTH_EVENTS_TOTAL, "event" => "refresh").increment(1);
         self.token_response(&user, presented.family_id, refresh_token)
     }
 
     /// Ends the session the access token belongs to: its refresh tokens stop working. The
     /// access token itself lives until it expires.
     pub async fn logout(&self, caller: Caller, user: &AuthUser) -> Result<(), IdentityError> {
-        let client = self.inner.database.client().await?;
-        let revoked = store::revoke_family(&client, user.session_id).await?;
-        self.record(AuditRecord {
-            actor_id: Some(user.user_id),
-            actor: Some(user.username.clone()),
-            action: "auth.logout",
-            target: Some(format!("user:{}", user.user_id)),
-            source_ip: Some(caller.ip.to_string()),
-            details: json!({"session": user.session_id, "revoked_tokens": revoked}),
-        })
+        let mut client = self.inner.database.client().await?;
+        let transaction = client.transaction().await.map_err(DbError::from)?;
+        let revoked = store::revoke_family(&transaction, user.session_id).await?;
+        store::insert_audit(
+            &transaction,
+            &AuditRecord {
+                actor_id: Some(user.user_id),
+                actor: Some(user.username.clone()),
+                action: "auth.logout",
+                target: Some(format!("user:{}", user.user_id)),
+                source_ip: Some(caller.ip.to_string()),
+                details: json!({"session": user.session_id, "revoked_tokens": revoked}),
+            },
+        )
         .await?;
-        metrics::counter!("nodegrid_auth_events_total", "event" => "logout").increment(1);
+        transaction.commit().await.map_err(DbError::from)?;
+        drop(client);
+        metrics::counter!(AUTH_EVENTS_TOTAL, "event" => "logout").increment(1);
         Ok(())
     }
 
     /// Records that an authenticated user was refused a route their role does not allow.
     pub async fn record_denied(&self, caller: Caller, user: &AuthUser, route: &str) {
-        metrics::counter!("nodegrid_auth_events_total", "event" => "forbidden").increment(1);
+        metrics::counter!(AUTH_EVENTS_TOTAL, "event" => "forbidden").increment(1);
         self.record_quietly(AuditRecord {
             actor_id: Some(user.user_id),
             actor: Some(user.username.clone()),
@@ -567,7 +614,7 @@ impl Identity {
         )
         .await;
         let event = if blocked { "block" } else { "unblock" };
-        metrics::counter!("nodegrid_auth_events_total", "event" => event).increment(1);
+        metrics::counter!(AUTH_EVENTS_TOTAL, "event" => event).increment(1);
         Ok(user.summary())
     }
 
@@ -604,39 +651,44 @@ impl Identity {
         source: &str,
     ) -> Result<bool, IdentityError> {
         let username = validate_username(username)?;
-        validate_password(password)?;
-        let client = self.inner.database.client().await?;
-        if let Some(existing) = store::user_by_username(&client, &username).await? {
-            if existing.role != role {
-                return Err(IdentityError::Validation(format!(
-                    "user {username:?} exists with role {}",
-                    existing.role
-                )));
+        validate_password(password, self.inner.password_min_length)?;
+        {
+            let client = self.inner.database.client().await?;
+            if let Some(existing) = store::user_by_username(&client, &username).await? {
+                if existing.role != role {
+                    return Err(IdentityError::Validation(format!(
+                        "user {username:?} exists with role {}",
+                        existing.role
+                    )));
+                }
+                return Ok(false);
             }
-            return Ok(false);
         }
-        drop(client);
         let password_hash = self.hash_password(password.to_owned()).await?;
-        let client = self.inner.database.client().await?;
-        let Some(user) = store::insert_user(&client, &username, &password_hash, role, None).await?
-        else {
-            // Another instance created it at the same moment.
-            return Ok(false);
-        };
-        self.record(AuditRecord {
-            actor_id: None,
-            actor: Some("system".into()),
-            action: if role == Role::Admin {
-                "admin.create"
-            } else {
-                "user.register"
-            },
-            target: Some(user_target(&user)),
-            source_ip: None,
-            details: json!({"source": source, "role": role}),
-        })
-        .await?;
-        Ok(true)
+        let created = self
+            .create_user(
+                NewUser {
+                    username: &username,
+                    password_hash: &password_hash,
+                    role,
+                    device_id: None,
+                },
+                |user| AuditRecord {
+                    actor_id: None,
+                    actor: Some("system".into()),
+                    action: if role == Role::Admin {
+                        "admin.create"
+                    } else {
+                        "user.register"
+                    },
+                    target: Some(user_target(user)),
+                    source_ip: None,
+                    details: json!({"source": source, "role": role}),
+                },
+            )
+            .await?;
+        // `None`: another instance created it at the same moment.
+        Ok(created.is_some())
     }
 
     /// Reloads the access gate from Postgres.
@@ -732,7 +784,7 @@ impl Identity {
                     retry_after,
                     first_denial,
                 }) => {
-                    metrics::counter!("nodegrid_rate_limited_total", "scope" => scope, "key" => kind)
+                    metrics::counter!(RATE_LIMITED_TOTAL, "scope" => scope, "key" => kind)
                         .increment(1);
                     // One audit entry per episode, so a flood cannot fill the log.
                     if first_denial {
@@ -750,7 +802,7 @@ impl Identity {
                 }
                 Err(error) => {
                     // Fail open: an unavailable Redis must not lock everyone out of logging in.
-                    metrics::counter!("nodegrid_rate_limit_errors_total").increment(1);
+                    metrics::counter!(RATE_LIMIT_ERRORS_TOTAL).increment(1);
                     tracing::warn!(%error, scope, "rate limiter unavailable; allowing the request");
                 }
             }
@@ -825,7 +877,7 @@ impl Identity {
     /// the caller still gets its error.
     async fn record_quietly(&self, record: AuditRecord) {
         if let Err(error) = self.record(record.clone()).await {
-            metrics::counter!("nodegrid_audit_write_errors_total").increment(1);
+            metrics::counter!(AUDIT_WRITE_ERRORS_TOTAL).increment(1);
             tracing::error!(%error, action = record.action, "audit entry lost");
         }
     }
@@ -849,14 +901,29 @@ pub fn validate_username(username: &str) -> Result<String, IdentityError> {
     Ok(username.to_owned())
 }
 
-fn validate_password(password: &str) -> Result<(), IdentityError> {
+/// The longest password accepted, in characters.
+pub const MAX_PASSWORD_CHARS: usize = 128;
+/// The default shortest password, in characters.
+pub const DEFAULT_PASSWORD_MIN_LENGTH: usize = 8;
+
+/// A new password: `min_length` to 128 characters. Only passwords being set are checked;
+/// existing ones (imported, or set under an older rule) keep working.
+fn validate_password(password: &str, min_length: usize) -> Result<(), IdentityError> {
     let length = password.chars().count();
-    if !(8..=128).contains(&length) {
-        return Err(IdentityError::Validation(
-            "password must be 8 to 128 characters".into(),
-        ));
+    if !(min_length..=MAX_PASSWORD_CHARS).contains(&length) {
+        return Err(IdentityError::Validation(format!(
+            "password must be {min_length} to {MAX_PASSWORD_CHARS} characters"
+        )));
     }
     Ok(())
+}
+
+/// What a new user row is made of.
+struct NewUser<'a> {
+    username: &'a str,
+    password_hash: &'a str,
+    role: Role,
+    device_id: Option<&'a str>,
 }
 
 fn validate_device_id(device_id: &str) -> Result<String, IdentityError> {
@@ -932,8 +999,10 @@ mod tests {
         for bad in ["ab", "-ada", "ada lovelace", "ädä", &"a".repeat(33)] {
             assert!(validate_username(bad).is_err(), "{bad:?} accepted");
         }
-        assert!(validate_password("short").is_err());
-        assert!(validate_password("long enough").is_ok());
+        assert!(validate_password("short", 8).is_err());
+        assert!(validate_password("long enough", 8).is_ok());
+        assert!(validate_password("pass123", 6).is_ok());
+        assert!(validate_password(&"x".repeat(129), 6).is_err());
     }
 
     #[test]

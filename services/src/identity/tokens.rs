@@ -36,7 +36,7 @@ pub struct AccessTokens {
     ttl: Duration,
 }
 
-/// What the server knows about a token holder, once the token is checked.
+/// Whom a token is issued for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenSubject {
     pub user_id: i64,
@@ -44,6 +44,18 @@ pub struct TokenSubject {
     pub role: Role,
     pub token_version: i32,
     pub session_id: uuid::Uuid,
+}
+
+/// What the server knows about a token holder, once the token is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthUser {
+    pub user_id: i64,
+    pub username: String,
+    pub role: Role,
+    pub token_version: i32,
+    pub session_id: uuid::Uuid,
+    /// The token's `exp`, in Unix seconds.
+    pub expires_at: u64,
 }
 
 impl AccessTokens {
@@ -92,19 +104,20 @@ impl AccessTokens {
     }
 
     /// Checks signature, algorithm (HS256 only) and expiry; no IO.
-    pub fn verify(&self, token: &str) -> Result<TokenSubject, TokenError> {
+    pub fn verify(&self, token: &str) -> Result<AuthUser, TokenError> {
         let data = jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &self.validation)
             .map_err(|error| match error.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid,
             })?;
         let claims = data.claims;
-        Ok(TokenSubject {
+        Ok(AuthUser {
             user_id: claims.sub.parse().map_err(|_| TokenError::Invalid)?,
             username: claims.name,
             role: claims.role,
             token_version: claims.ver,
             session_id: claims.sid.parse().map_err(|_| TokenError::Invalid)?,
+            expires_at: claims.exp,
         })
     }
 }
@@ -163,7 +176,7 @@ mod tests {
         );
     }
 
-    fn subject_with(tokens: &AccessTokens, token: &str) -> TokenSubject {
+    fn subject_with(tokens: &AccessTokens, token: &str) -> AuthUser {
         tokens.verify(token).unwrap()
     }
 

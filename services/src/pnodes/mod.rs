@@ -21,8 +21,9 @@ use serde::{Deserialize, Serialize};
 use self::alerts::AlertThresholds;
 use self::scoring::ScoringConfig;
 
-/// The seeds polled when none are configured: the nine public Xandeum IP nodes.
-pub const DEFAULT_SEEDS: [&str; 9] = [
+/// The nine public Xandeum IP nodes: what `--pnode-seeds xandeum-public` polls. Nothing is
+/// polled unless seeds are named.
+pub const XANDEUM_PUBLIC_SEEDS: [&str; 9] = [
     "173.212.203.145",
     "173.212.220.65",
     "161.97.97.41",

@@ -23,6 +23,8 @@ use crate::shared_state::SharedState;
 pub enum SubscriptionError {
     #[error("no producer {0}")]
     ProducerNotFound(i64),
+    #[error("{0}")]
+    Forbidden(&'static str),
     #[error(transparent)]
     Database(#[from] DbError),
     #[error(transparent)]
@@ -89,15 +91,18 @@ impl Subscriptions {
         consumer_id: i64,
         producer_id: i64,
     ) -> Result<bool, SubscriptionError> {
-        let client = self.database.client().await?;
-        ensure_producer(&client, producer_id).await?;
-        let inserted = client
-            .execute(
-                "INSERT INTO subscriptions (consumer_id, producer_id) VALUES ($1, $2) \
-                 ON CONFLICT DO NOTHING",
-                &[&consumer_id, &producer_id],
-            )
-            .await?;
+        let inserted = {
+            let client = self.database.client().await?;
+            ensure_producer(&client, producer_id).await?;
+            client
+                .execute(
+                    "INSERT INTO subscriptions (consumer_id, producer_id) VALUES ($1, $2) \
+                     ON CONFLICT DO NOTHING",
+                    &[&consumer_id, &producer_id],
+                )
+                .await?
+        };
+        // The pooled connection is back before the Redis round trip.
         self.announce(consumer_id, producer_id, true).await;
         Ok(inserted == 1)
     }
@@ -108,13 +113,15 @@ impl Subscriptions {
         consumer_id: i64,
         producer_id: i64,
     ) -> Result<bool, SubscriptionError> {
-        let client = self.database.client().await?;
-        let removed = client
-            .execute(
-                "DELETE FROM subscriptions WHERE consumer_id = $1 AND producer_id = $2",
-                &[&consumer_id, &producer_id],
-            )
-            .await?;
+        let removed = {
+            let client = self.database.client().await?;
+            client
+                .execute(
+                    "DELETE FROM subscriptions WHERE consumer_id = $1 AND producer_id = $2",
+                    &[&consumer_id, &producer_id],
+                )
+                .await?
+        };
         self.announce(consumer_id, producer_id, false).await;
         Ok(removed == 1)
     }

@@ -127,7 +127,10 @@ pub async fn run(
     let mut sockets = Vec::with_capacity(consumers.len());
     for (index, (token, subscriptions)) in consumers.iter().enumerate() {
         let mut socket = open(
-            &format!("{}/consumer?token={token}", socket_base(index)),
+            &format!(
+                "{}/consumer?events=subscriptions&token={token}",
+                socket_base(index)
+            ),
             plan.source(index),
         )
         .await?;

@@ -1,0 +1,374 @@
+//! The StreamFanout actor: this instance's delivery of producer messages to its consumer
+//! sessions.
+//!
+//! It subscribes each producer channel `<prefix>:p:<id>` on the Redis subscriber once while any
+//! local session wants it (reference-counted by session), and writes every message of that
+//! channel straight into the outboxes of those sessions: one shared text per message, its
+//! MessagePack form made once if a session needs it, and no actor message per recipient. A
+//! session whose outbox is full is closed as a slow consumer; nobody else waits for it.
+//!
+//! Because the fan-out is the only writer of a producer's frames into a session, it also
+//! writes the `subscribed` and `unsubscribed` frames: `subscribed` once the channel is
+//! subscribed (so every data frame after it is live), `unsubscribed` after the last data
+//! frame the session will get.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use bytestring::ByteString;
+use nodegrid_protocol::stream::{Encoding, ServerFrame, close};
+use nodegrid_services::bus::{RedisBus, RedisMessage};
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+
+use crate::stream::metrics::STREAM;
+use crate::stream::outbox::{Outbox, Outgoing};
+use crate::stream::{CloseConnection, ConnectionId, SharedEncoding, now_millis, outgoing};
+use crate::telemetry::{ACTOR_RESTARTS_TOTAL, BUS_MESSAGES_LAGGED_TOTAL};
+
+/// How long to wait before trying a failed SUBSCRIBE again.
+const SUBSCRIBE_RETRY: Duration = Duration::from_secs(1);
+
+/// Where the fan-out writes a session's frames.
+#[derive(Clone)]
+pub struct SessionSink {
+    pub outbox: Outbox,
+    pub encoding: SharedEncoding,
+    /// Used when the outbox is full: the session is closed as a slow consumer.
+    pub close: Recipient<CloseConnection>,
+}
+
+/// A session wants a producer's messages (idempotent). With `announce`, the session gets a
+/// `subscribed` frame once the channel is live (at once if it is already).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Attach {
+    pub producer_id: i64,
+    pub session: ConnectionId,
+    pub sink: SessionSink,
+    pub announce: bool,
+}
+
+/// A session no longer wants a producer's messages; with `announce` it gets an
+/// `unsubscribed` frame after the last of them. The last session to leave unsubscribes the
+/// channel.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Detach {
+    pub producer_id: i64,
+    pub session: ConnectionId,
+    pub announce: bool,
+}
+
+/// A session ended: it leaves every channel.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DetachAll {
+    pub session: ConnectionId,
+    pub producers: Vec<i64>,
+}
+
+/// The first step of shutdown: stop delivering.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ShutdownFanout;
+
+/// A producer message as this instance received it from Redis: the consumer frame's JSON text,
+/// shared by every local session, and its MessagePack form, made once if any session needs it.
+#[derive(Debug)]
+pub struct StreamItem {
+    pub producer_id: i64,
+    pub json: ByteString,
+    msgpack: OnceLock<Option<Bytes>>,
+}
+
+impl StreamItem {
+    pub fn new(producer_id: i64, json: ByteString) -> StreamItem {
+        StreamItem {
+            producer_id,
+            json,
+            msgpack: OnceLock::new(),
+        }
+    }
+
+    /// The frame as MessagePack (a map with the same field names).
+    pub fn msgpack(&self) -> Option<Bytes> {
+        self.msgpack
+            .get_or_init(|| {
+                let value: serde_json::Value = serde_json::from_str(&self.json).ok()?;
+                rmp_serde::to_vec_named(&value).ok().map(Bytes::from)
+            })
+            .clone()
+    }
+
+    /// The frame in `encoding`.
+    pub fn outgoing(&self, encoding: Encoding) -> Option<Outgoing> {
+        match encoding {
+            Encoding::Json => Some(Outgoing::Text(self.json.clone())),
+            Encoding::MessagePack => self.msgpack().map(Outgoing::Binary),
+        }
+    }
+
+    /// The message's `ts` field, read without decoding the whole frame: the publisher writes
+    /// `{"type":"data","producer_id":…,"seq":…,"ts":…,` in that order.
+    pub fn ts_millis(&self) -> Option<i64> {
+        let after = self.json.split_once(",\"ts\":")?.1;
+        let end = after.find(',')?;
+        after[..end].parse().ok()
+    }
+}
+
+struct Attached {
+    sink: SessionSink,
+    /// Owes the session a `subscribed` frame once the channel is live.
+    announce_when_live: bool,
+    closing: bool,
+}
+
+impl Attached {
+    fn push(&mut self, frame: Option<Outgoing>) {
+        let Some(frame) = frame else { return };
+        if self.sink.outbox.push(frame).is_err() && !self.closing {
+            self.closing = true;
+            self.sink
+                .close
+                .do_send(CloseConnection(close::SLOW_CONSUMER));
+        }
+    }
+
+    fn announce(&mut self, frame: &ServerFrame) {
+        let frame = outgoing(frame, self.sink.encoding.get());
+        self.push(frame);
+    }
+}
+
+/// One producer channel and the local sessions that want it.
+#[derive(Default)]
+struct ProducerChannel {
+    sessions: HashMap<ConnectionId, Attached>,
+    subscribed: bool,
+}
+
+pub struct StreamFanout {
+    bus: RedisBus,
+    producers: HashMap<i64, ProducerChannel>,
+    shutting_down: bool,
+}
+
+impl StreamFanout {
+    /// Starts the fan-out under a Supervisor on the current arbiter.
+    pub fn start_supervised(bus: RedisBus) -> Addr<StreamFanout> {
+        Supervisor::start(move |_| StreamFanout {
+            bus,
+            producers: HashMap::new(),
+            shutting_down: false,
+        })
+    }
+
+    fn subscribe_channel(&mut self, producer_id: i64, ctx: &mut Context<Self>) {
+        let bus = self.bus.clone();
+        let channel = self.bus.keys().producer_channel(producer_id);
+        async move { bus.subscribe(&channel).await }
+            .into_actor(self)
+            .map(move |outcome, fanout, ctx| {
+                let Some(state) = fanout.producers.get_mut(&producer_id) else {
+                    // Nobody wants it any more; the unsubscribe that followed has been sent.
+                    return;
+                };
+                match outcome {
+                    Ok(()) => {
+                        state.subscribed = true;
+                        let frame = ServerFrame::Subscribed { producer_id };
+                        for attached in state.sessions.values_mut() {
+                            if std::mem::take(&mut attached.announce_when_live) {
+                                attached.announce(&frame);
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(producer_id, %error, "producer channel subscription failed; retrying");
+                        if !fanout.shutting_down {
+                            ctx.run_later(SUBSCRIBE_RETRY, move |fanout, ctx| {
+                                if fanout
+                                    .producers
+                                    .get(&producer_id)
+                                    .is_some_and(|state| !state.subscribed)
+                                {
+                                    fanout.subscribe_channel(producer_id, ctx);
+                                }
+                            });
+                        }
+                    }
+                }
+            })
+            .spawn(ctx);
+    }
+
+    fn unsubscribe_channel(&mut self, producer_id: i64, ctx: &mut Context<Self>) {
+        let bus = self.bus.clone();
+        let channel = self.bus.keys().producer_channel(producer_id);
+        ctx.spawn(
+            async move {
+                if let Err(error) = bus.unsubscribe(&channel).await {
+                    tracing::debug!(%error, channel, "producer channel unsubscribe failed");
+                }
+            }
+            .into_actor(self),
+        );
+    }
+
+    fn detach(&mut self, producer_id: i64, session: ConnectionId, announce: bool) -> bool {
+        let Some(state) = self.producers.get_mut(&producer_id) else {
+            return false;
+        };
+        if let Some(mut attached) = state.sessions.remove(&session)
+            && announce
+        {
+            attached.announce(&ServerFrame::Unsubscribed { producer_id });
+        }
+        if state.sessions.is_empty() {
+            self.producers.remove(&producer_id);
+            return true;
+        }
+        false
+    }
+
+    fn dispatch(&mut self, producer_id: i64, message: &RedisMessage) {
+        let Some(state) = self.producers.get_mut(&producer_id) else {
+            return;
+        };
+        let Some(text) = message.value.as_bytes_str() else {
+            STREAM.undecodable.increment(1);
+            return;
+        };
+        let Ok(json) = ByteString::try_from(text.into_inner()) else {
+            STREAM.undecodable.increment(1);
+            return;
+        };
+        let item = StreamItem::new(producer_id, json);
+        STREAM.bus_messages.increment(1);
+        if let Some(ts) = item.ts_millis() {
+            let latency_ms = now_millis().saturating_sub(ts).max(0);
+            STREAM.delivery_seconds.record(latency_ms as f64 / 1_000.0);
+        }
+        let mut delivered = 0u64;
+        for attached in state.sessions.values_mut() {
+            if attached.closing {
+                continue;
+            }
+            attached.push(item.outgoing(attached.sink.encoding.get()));
+            delivered += 1;
+        }
+        STREAM.data_out.increment(delivered);
+        STREAM
+            .consumer
+            .bytes_out
+            .increment(delivered * item.json.len() as u64);
+    }
+}
+
+impl Actor for StreamFanout {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.add_stream(BroadcastStream::new(self.bus.messages()));
+    }
+}
+
+impl Supervised for StreamFanout {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        metrics::counter!(ACTOR_RESTARTS_TOTAL, "actor" => "stream_fanout").increment(1);
+        tracing::warn!("StreamFanout restarting");
+    }
+}
+
+impl StreamHandler<Result<RedisMessage, BroadcastStreamRecvError>> for StreamFanout {
+    fn handle(
+        &mut self,
+        item: Result<RedisMessage, BroadcastStreamRecvError>,
+        _: &mut Context<Self>,
+    ) {
+        match item {
+            Ok(_) if self.shutting_down => {}
+            Ok(message) => {
+                if let Some(producer_id) = self.bus.keys().producer_of_channel(&message.channel) {
+                    self.dispatch(producer_id, &message);
+                }
+            }
+            Err(BroadcastStreamRecvError::Lagged(missed)) => {
+                metrics::counter!(BUS_MESSAGES_LAGGED_TOTAL).increment(missed);
+                tracing::warn!(missed, "fan-out fell behind its Redis subscriber");
+            }
+        }
+    }
+
+    // The stream ends only when the subscriber client is dropped; there is nothing to restart.
+    fn finished(&mut self, _: &mut Context<Self>) {}
+}
+
+impl Handler<Attach> for StreamFanout {
+    type Result = ();
+
+    fn handle(&mut self, message: Attach, ctx: &mut Context<Self>) {
+        if self.shutting_down {
+            return;
+        }
+        let state = self.producers.entry(message.producer_id).or_default();
+        let first = state.sessions.is_empty();
+        let live = state.subscribed;
+        let attached = state
+            .sessions
+            .entry(message.session)
+            .or_insert_with(|| Attached {
+                sink: message.sink,
+                announce_when_live: false,
+                closing: false,
+            });
+        if message.announce {
+            if live {
+                attached.announce(&ServerFrame::Subscribed {
+                    producer_id: message.producer_id,
+                });
+            } else {
+                attached.announce_when_live = true;
+            }
+        }
+        if first {
+            self.subscribe_channel(message.producer_id, ctx);
+        }
+    }
+}
+
+impl Handler<Detach> for StreamFanout {
+    type Result = ();
+
+    fn handle(&mut self, message: Detach, ctx: &mut Context<Self>) {
+        if self.detach(message.producer_id, message.session, message.announce) {
+            self.unsubscribe_channel(message.producer_id, ctx);
+        }
+    }
+}
+
+impl Handler<DetachAll> for StreamFanout {
+    type Result = ();
+
+    fn handle(&mut self, message: DetachAll, ctx: &mut Context<Self>) {
+        for producer_id in message.producers {
+            if self.detach(producer_id, message.session, false) {
+                self.unsubscribe_channel(producer_id, ctx);
+            }
+        }
+    }
+}
+
+impl Handler<ShutdownFanout> for StreamFanout {
+    type Result = ();
+
+    fn handle(&mut self, _: ShutdownFanout, _: &mut Context<Self>) {
+        self.shutting_down = true;
+        self.producers.clear();
+    }
+}
