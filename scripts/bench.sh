@@ -45,6 +45,7 @@ compare="--compare $NODEGRID_TEST_MQTT_URL ${broker:+--compare-pid $broker}"
 runs=(
   "--scenario fleet --producers 100 --consumers 100 --per-consumer 10 --rate 100 --seconds $seconds $compare"
   "--scenario broadcast --consumers 1000 --rate 100 --seconds $seconds $compare"
+  "--scenario fleet --producers 1 --consumers 1 --rate 50000 --payload-bytes 92 --seconds $seconds"
   "--scenario connections --consumers $([ "$quick" -eq 1 ] && echo 500 || echo 5000) --source-addresses 4 --seconds 3"
   "--scenario max --producers 100 --consumers 100 --per-consumer 10 --rate 50 --seconds $([ "$quick" -eq 1 ] && echo 2 || echo 5) --max-p99-ms 50"
 )

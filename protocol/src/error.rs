@@ -28,6 +28,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// The body is larger than the configured limit.
     PayloadTooLarge,
+    /// The body did not arrive within the configured time; the connection is closed.
+    RequestTimeout,
     /// No credentials: the route needs an access token.
     Unauthenticated,
     /// Wrong username or password.
@@ -51,7 +53,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthenticated,
         ErrorCode::InvalidCredentials,
@@ -66,6 +68,7 @@ impl ErrorCode {
         ErrorCode::ProducerNotFound,
         ErrorCode::MethodNotAllowed,
         ErrorCode::PayloadTooLarge,
+        ErrorCode::RequestTimeout,
         ErrorCode::NotReady,
         ErrorCode::Internal,
     ];
@@ -79,6 +82,7 @@ impl ErrorCode {
             ErrorCode::ProducerNotFound => "producer_not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::InvalidCredentials => "invalid_credentials",
             ErrorCode::TokenExpired => "token_expired",
@@ -106,6 +110,7 @@ impl ErrorCode {
             ErrorCode::NotFound | ErrorCode::ProducerNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::RequestTimeout => 408,
             ErrorCode::NotReady => 503,
             ErrorCode::Internal => 500,
         }

@@ -6,7 +6,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::helpers::{
-    closed_port, database_url, fresh_database, redis_url, spawn_server_process, unique_prefix,
+    TEST_ADMIN, TEST_ADMIN_PASSWORD, closed_port, database_url, fresh_database, redis_url,
+    spawn_server_process, spawn_server_process_with, unique_prefix,
 };
 
 #[test]
@@ -193,4 +194,69 @@ async fn admin_create_user_reads_the_password_from_stdin_and_stores_only_a_hash(
         .unwrap()
         .get(0);
     assert_eq!(audit, 1);
+}
+
+/// A server started with no pNode option polls nobody: it says so once, lists no poller, and
+/// makes no pRPC request.
+#[tokio::test]
+async fn a_server_without_pnode_options_never_polls_anyone() {
+    let database = fresh_database().await;
+    let server = spawn_server_process_with(
+        &database.url,
+        &unique_prefix(),
+        0,
+        &[
+            ("NODEGRID_ADMIN_USERNAME", TEST_ADMIN),
+            ("NODEGRID_ADMIN_PASSWORD", TEST_ADMIN_PASSWORD),
+        ],
+    );
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let http = reqwest::Client::new();
+    let login: serde_json::Value = http
+        .post(format!("{base}/api/auth/login"))
+        .json(&serde_json::json!({"username": TEST_ADMIN, "password": TEST_ADMIN_PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["access_token"].as_str().unwrap();
+    let pollers: serde_json::Value = http
+        .get(format!("{base}/api/admin/pollers"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(pollers["pollers"], serde_json::json!([]), "{pollers}");
+    assert_eq!(pollers["leader"], false, "{pollers}");
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "nodegrid_pnode_polls_total{",
+        "nodegrid_pnode_call_failures_total{",
+        "nodegrid_pnode_poll_duration_seconds_count{",
+    ] {
+        assert!(
+            !metrics.contains(series),
+            "a pRPC request was attempted: {series}"
+        );
+    }
+    let log = server.drain_log().join("\n");
+    assert_eq!(
+        log.matches("pNode polling is off").count(),
+        1,
+        "one line says polling is off and how to turn it on:\n{log}"
+    );
+    assert!(log.contains("xandeum-public"), "{log}");
+    assert!(!log.contains("pRPC seed poll failed"), "{log}");
 }

@@ -352,6 +352,8 @@ pub struct ServerProcess {
     pub child: Child,
     pub port: u16,
     pub log: std::sync::mpsc::Receiver<String>,
+    /// The lines logged up to "listening", read while waiting for it.
+    startup_log: std::cell::RefCell<Vec<String>>,
 }
 
 /// Starts `nodegrid serve` with JSON logs on port 0 and waits for its "listening" line.
@@ -382,7 +384,8 @@ pub fn spawn_server_process_with(
         .env("NODEGRID_REDIS_URL", redis_url())
         .env("NODEGRID_REDIS_PREFIX", redis_prefix)
         .env("NODEGRID_SHUTDOWN_TIMEOUT_SECS", "10")
-        .env("NODEGRID_PNODE_SEEDS", "")
+        // Polling is off unless seeds are named; nothing in the environment names any.
+        .env_remove("NODEGRID_PNODE_SEEDS")
         .env("NODEGRID_PNODE_API_RATE_PER_SEC", "0")
         .envs(env.iter().copied())
         .stdout(Stdio::null())
@@ -399,11 +402,13 @@ pub fn spawn_server_process_with(
         }
     });
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut startup_log = Vec::new();
     let port = loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         let line = lines
             .recv_timeout(remaining)
             .expect("nodegrid logs a listening line in time");
+        startup_log.push(line.clone());
         let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
             continue;
         };
@@ -417,6 +422,7 @@ pub fn spawn_server_process_with(
         child,
         port,
         log: lines,
+        startup_log: std::cell::RefCell::new(startup_log),
     }
 }
 
@@ -446,9 +452,11 @@ impl ServerProcess {
         }
     }
 
-    /// Every log line written so far.
+    /// Every log line written so far and not drained before.
     pub fn drain_log(&self) -> Vec<String> {
-        self.log.try_iter().collect()
+        let mut lines = std::mem::take(&mut *self.startup_log.borrow_mut());
+        lines.extend(self.log.try_iter());
+        lines
     }
 }
 

@@ -976,3 +976,103 @@ async fn a_message_resent_with_the_same_id_is_published_once() {
     );
     app.shut_down().await.unwrap();
 }
+
+/// A gateway or a fast sensor sends a burst back to back: every message is accepted, acked in
+/// order with strictly increasing `seq`, and delivered in order.
+#[actix_web::test]
+async fn a_burst_of_five_thousand_frames_is_acked_and_delivered_in_order() {
+    const MESSAGES: u64 = 5_000;
+    let database = Arc::new(fresh_database().await);
+    let mut settings = test_settings(&database.url);
+    settings.stream.producer_rate_per_sec = 1_000_000;
+    settings.stream.producer_burst = 1_000_000;
+    settings.stream.buffer_messages = 2 * MESSAGES as usize;
+    settings.stream.buffer_bytes = 64 * 1024 * 1024;
+    let app = spawn_app_with(database, settings).await;
+    let (producer_id, producer_token) = user(&app, "gateway", Role::Producer).await;
+    let (_, consumer_token) = user(&app, "archive", Role::Consumer).await;
+    assert_eq!(subscribe(&app, &consumer_token, producer_id).await, 201);
+    let mut reader = consumer(&app, &consumer_token, &[producer_id]).await;
+    let mut producer = connect(&app, "/producer", Token::Query(&producer_token))
+        .await
+        .unwrap();
+
+    let payload = "p".repeat(80);
+    for index in 0..MESSAGES {
+        producer
+            .send_json(&json!({"type": "data", "payload": {"i": index, "p": payload}}))
+            .await;
+    }
+    let mut last_seq = 0;
+    for _ in 0..MESSAGES {
+        let frame = producer.next().await;
+        let ack = frame.value();
+        assert_eq!(ack["type"], "ack", "refused: {ack}");
+        let seq = ack["seq"].as_u64().unwrap();
+        assert!(seq > last_seq, "seq {seq} after {last_seq}");
+        last_seq = seq;
+    }
+    for index in 0..MESSAGES {
+        let data = reader.next_of_type("data").await;
+        assert_eq!(data["payload"]["i"], index, "in order");
+        assert_eq!(data["seq"], index + 1);
+    }
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        !metrics.contains(r#"nodegrid_ws_errors_total{role="producer",code="unavailable"}"#),
+        "nothing was refused"
+    );
+    app.shut_down().await.unwrap();
+}
+
+/// Fast is not abusive: a producer over its rate is told when to retry and keeps its socket;
+/// malformed frames still close it.
+#[actix_web::test]
+async fn a_rate_limited_producer_keeps_its_socket_and_learns_when_to_retry() {
+    let database = Arc::new(fresh_database().await);
+    let mut settings = test_settings(&database.url);
+    settings.stream.producer_rate_per_sec = 5;
+    settings.stream.producer_burst = 5;
+    let app = spawn_app_with(database, settings).await;
+    let (_, producer_token) = user(&app, "eager", Role::Producer).await;
+    let mut producer = connect(&app, "/producer", Token::Query(&producer_token))
+        .await
+        .unwrap();
+    // Far more than the error budget (20) of refusals in a row.
+    for index in 0..60 {
+        producer
+            .send_json(&json!({"type": "data", "payload": index, "id": format!("m{index}")}))
+            .await;
+    }
+    let (mut acks, mut limited, mut retry_after_ms) = (0, 0, 0);
+    for _ in 0..60 {
+        let frame = producer.next().await;
+        let frame = frame.value();
+        match frame["type"].as_str() {
+            Some("ack") => acks += 1,
+            Some("error") => {
+                assert_eq!(frame["code"], "rate_limited", "{frame}");
+                let retry = frame["retry_after_ms"].as_u64().unwrap();
+                assert!((1..=1_000).contains(&retry), "{frame}");
+                retry_after_ms = retry_after_ms.max(retry);
+                limited += 1;
+            }
+            other => panic!("unexpected {other:?}: {frame}"),
+        }
+    }
+    assert_eq!(acks, 5);
+    assert_eq!(limited, 55);
+    // Still open: after the hint, the next message is accepted.
+    tokio::time::sleep(Duration::from_millis(retry_after_ms)).await;
+    assert_eq!(
+        send_data(&mut producer, json!("later")).await["type"],
+        "ack"
+    );
+
+    // Malformed frames are another matter.
+    for _ in 0..30 {
+        producer.send_text("{broken").await;
+    }
+    assert_eq!(producer.closed().await, (4002, "too_many_errors".into()));
+    app.shut_down().await.unwrap();
+}

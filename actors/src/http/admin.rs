@@ -12,6 +12,7 @@ use utoipa::IntoParams;
 use crate::app::AppState;
 use crate::http::auth::{Admin, caller};
 use crate::http::error::ApiError;
+use crate::http::json::Json;
 use crate::http::resource;
 
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -99,7 +100,7 @@ pub async fn block_user(
     request: HttpRequest,
     admin: Admin,
     path: web::Path<i64>,
-    body: web::Json<BlockRequest>,
+    body: Json<BlockRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let user = state
         .identity

@@ -43,6 +43,17 @@ impl ApiError {
         ApiError::new(ErrorCode::ValidationFailed, message)
     }
 
+    pub fn payload_too_large() -> ApiError {
+        ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            "the body is larger than this server accepts",
+        )
+    }
+
+    pub fn request_timeout() -> ApiError {
+        ApiError::new(ErrorCode::RequestTimeout, "the body did not arrive in time")
+    }
+
     pub fn not_found(message: impl Into<String>) -> ApiError {
         ApiError::new(ErrorCode::NotFound, message)
     }
@@ -121,30 +132,6 @@ impl From<IdentityError> for ApiError {
         };
         ApiError::new(code, error.to_string())
     }
-}
-
-/// Turns actix's JSON body errors into ours: unreadable JSON is `bad_request`, JSON of the wrong
-/// shape is `validation_failed`, an oversized body is `payload_too_large`.
-pub fn json_error(error: actix_web::error::JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
-    use actix_web::error::JsonPayloadError;
-    let api_error = match &error {
-        JsonPayloadError::Overflow { limit }
-        | JsonPayloadError::OverflowKnownLength { limit, .. } => ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("the body is larger than {limit} bytes"),
-        ),
-        JsonPayloadError::ContentType => {
-            ApiError::bad_request("the body must be JSON (Content-Type: application/json)")
-        }
-        JsonPayloadError::Deserialize(inner) if inner.is_data() => {
-            ApiError::validation(inner.to_string())
-        }
-        JsonPayloadError::Deserialize(inner) => {
-            ApiError::bad_request(format!("the body is not valid JSON: {inner}"))
-        }
-        other => ApiError::bad_request(other.to_string()),
-    };
-    api_error.into()
 }
 
 /// Turns query-string errors into `bad_request`.

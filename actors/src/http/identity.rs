@@ -9,6 +9,7 @@ use nodegrid_protocol::error::ErrorBody;
 use crate::app::AppState;
 use crate::http::auth::{Authenticated, MaybeAuthenticated, caller};
 use crate::http::error::ApiError;
+use crate::http::json::Json;
 use crate::http::resource;
 
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -35,7 +36,7 @@ pub async fn register(
     state: web::Data<AppState>,
     request: HttpRequest,
     creator: MaybeAuthenticated,
-    body: web::Json<RegisterRequest>,
+    body: Json<RegisterRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let user = state
         .identity
@@ -60,7 +61,7 @@ pub async fn register(
 pub async fn login(
     state: web::Data<AppState>,
     request: HttpRequest,
-    body: web::Json<LoginRequest>,
+    body: Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let tokens = state
         .identity
@@ -82,7 +83,7 @@ pub async fn login(
 pub async fn refresh(
     state: web::Data<AppState>,
     request: HttpRequest,
-    body: web::Json<RefreshRequest>,
+    body: Json<RefreshRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let tokens = state
         .identity

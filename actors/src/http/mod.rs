@@ -4,6 +4,7 @@ pub mod admin;
 pub mod auth;
 pub mod error;
 pub mod identity;
+pub mod json;
 pub mod observe;
 pub mod openapi;
 pub mod probes;

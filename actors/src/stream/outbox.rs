@@ -72,7 +72,10 @@ struct Queue {
     /// Set once the socket is closing: the close frame to send, until it is taken.
     close: Option<CloseReason>,
     closing: bool,
+    /// The body's waker: frames are waiting.
     waker: Option<Waker>,
+    /// The socket reader's waker, while it waits for room (see [`Outbox::has_room`]).
+    reader_waker: Option<Waker>,
 }
 
 struct Shared {
@@ -103,6 +106,7 @@ impl Outbox {
                 close: None,
                 closing: false,
                 waker: None,
+                reader_waker: None,
             }),
             gauge: Arc::default(),
             max_messages: max_messages.max(1),
@@ -171,6 +175,21 @@ impl Outbox {
     pub fn gauge(&self) -> Arc<QueueGauge> {
         self.0.gauge.clone()
     }
+
+    /// Whether fewer than half the queue's frames and bytes are waiting; if not, `waker` is
+    /// woken once the connection has taken them. The socket's reader asks before it reads, so
+    /// a client that sends faster than it reads our answers is slowed down by TCP instead of
+    /// overflowing its own queue.
+    pub fn has_room(&self, waker: &Waker) -> bool {
+        let mut queue = self.0.lock();
+        if queue.closing
+            || (queue.frames.len() < self.0.max_messages / 2 && queue.bytes < self.0.max_bytes / 2)
+        {
+            return true;
+        }
+        queue.reader_waker = Some(waker.clone());
+        false
+    }
 }
 
 /// The WebSocket response's body: each poll drains the queue into one chunk of frames.
@@ -189,7 +208,7 @@ impl Stream for OutboxBody {
         if this.finished {
             return Poll::Ready(None);
         }
-        let (frames, bytes, close) = {
+        let (frames, bytes, close, reader) = {
             let mut queue = this.shared.lock();
             if queue.frames.is_empty() && queue.close.is_none() {
                 if queue.closing {
@@ -203,8 +222,16 @@ impl Stream for OutboxBody {
             let bytes = std::mem::take(&mut queue.bytes);
             this.shared.gauge.messages.store(0, Ordering::Relaxed);
             this.shared.gauge.bytes.store(0, Ordering::Relaxed);
-            (this.spare.len(), bytes, queue.close.take())
+            (
+                this.spare.len(),
+                bytes,
+                queue.close.take(),
+                queue.reader_waker.take(),
+            )
         };
+        if let Some(reader) = reader {
+            reader.wake();
+        }
         let mut buffer = BytesMut::with_capacity(bytes as usize + 10 * frames + 16);
         for frame in this.spare.drain(..) {
             frame.write(&mut buffer);

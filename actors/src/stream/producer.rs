@@ -8,7 +8,8 @@
 //!
 //! A producer that sends faster than Redis takes its messages is not refused: once its queue
 //! holds [`PAUSE_MESSAGES`] messages or [`PAUSE_BYTES`] bytes, the socket is not read until the
-//! queue is half empty, so TCP slows the sender down. A producer over its rate gets
+//! queue is half empty, so TCP slows the sender down. Likewise a producer that does not read
+//! its acks as fast as it sends is not read while its outbox is half full. A producer over its rate gets
 //! `rate_limited` with a `retry_after_ms` hint and keeps its socket.
 
 use std::collections::VecDeque;
@@ -31,7 +32,9 @@ use crate::stream::socket::{SocketActor, SocketCore, TokenClock};
 use crate::stream::ws::{ReadGate, WsError, WsItem, WsReader};
 use crate::stream::{CloseConnection, ConnectionId, TokenBucket, next_connection_id, now_millis};
 
-/// Accepted messages waiting to be published past which the socket is not read.
+/// Accepted messages waiting to be published past which the socket is not read (or half the
+/// socket's outbound buffer, if that is smaller: each waiting message is an ack to come, and
+/// the reader also waits while the outbox is half full, so the acks always fit).
 pub const PAUSE_MESSAGES: usize = 1_024;
 /// Bytes of the same.
 pub const PAUSE_BYTES: usize = 1024 * 1024;
@@ -54,6 +57,8 @@ pub struct ProducerConnection {
     token: TokenClock,
     pending: VecDeque<OutgoingMessage>,
     pending_bytes: usize,
+    /// The backlog (in messages) at which reading pauses.
+    pause_messages: usize,
     publishing: bool,
     gate: ReadGate,
     seq_seen: u64,
@@ -93,6 +98,7 @@ impl ProducerConnection {
             token: TokenClock::new(parts.token_expires_at),
             pending: VecDeque::new(),
             pending_bytes: 0,
+            pause_messages: PAUSE_MESSAGES.min(limits.buffer_messages / 2).max(1),
             publishing: false,
             gate: parts.reader.gate(),
             seq_seen: parts.seq_floor,
@@ -121,7 +127,7 @@ impl ProducerConnection {
         let message = OutgoingMessage::new(now_millis(), &payload_json, id);
         self.pending_bytes += message.len();
         self.pending.push_back(message);
-        if self.pending.len() >= PAUSE_MESSAGES || self.pending_bytes >= PAUSE_BYTES {
+        if self.pending.len() >= self.pause_messages || self.pending_bytes >= PAUSE_BYTES {
             self.gate.pause();
         }
         self.publish_next(ctx);
@@ -186,7 +192,7 @@ impl ProducerConnection {
                 }
             }
             if connection.gate.is_paused()
-                && connection.pending.len() < PAUSE_MESSAGES / 2
+                && connection.pending.len() < connection.pause_messages.div_ceil(2)
                 && connection.pending_bytes < PAUSE_BYTES / 2
             {
                 connection.gate.resume();

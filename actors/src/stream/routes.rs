@@ -15,6 +15,7 @@ use nodegrid_services::streams::subscriptions::SubscriptionError;
 use crate::app::AppState;
 use crate::http::auth::{Admin, Authenticated};
 use crate::http::error::ApiError;
+use crate::http::json::Json;
 use crate::http::resource;
 use crate::stream::consumer::{ConsumerParts, ConsumerSession};
 use crate::stream::outbox::Outbox;
@@ -83,7 +84,8 @@ fn open_socket(
     let (outbox, outbox_body) = Outbox::new(limits.buffer_messages, limits.buffer_bytes);
     let response = ws::handshake(request, outbox_body)
         .map_err(|error| ApiError::bad_request(format!("not a WebSocket upgrade: {error}")))?;
-    let reader = WsReader::new(body, ReadLimits::for_max_frame(limits.max_frame_bytes));
+    let reader = WsReader::new(body, ReadLimits::for_max_frame(limits.max_frame_bytes))
+        .paced_by(outbox.clone());
     let token_expires_at = match limits.token_expiry {
         WsTokenExpiry::Refresh => Some(user.expires_at),
         WsTokenExpiry::ConnectOnly => None,
@@ -211,7 +213,7 @@ impl From<SubscriptionError> for ApiError {
 pub async fn subscribe(
     state: web::Data<AppState>,
     user: Authenticated,
-    body: web::Json<SubscribeRequest>,
+    body: Json<SubscribeRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let user = user.0;
     require_role(&user, Role::Consumer)?;
@@ -276,7 +278,7 @@ pub async fn unsubscribe(
 pub async fn unsubscribe_by_body(
     state: web::Data<AppState>,
     user: Authenticated,
-    body: web::Json<SubscribeRequest>,
+    body: Json<SubscribeRequest>,
 ) -> Result<HttpResponse, ApiError> {
     unsubscribe_producer(&state, &user.0, body.producer_id).await
 }

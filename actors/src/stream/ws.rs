@@ -20,6 +20,8 @@ use bytestring::ByteString;
 use futures_util::Stream;
 use nodegrid_protocol::stream::close;
 
+use crate::stream::outbox::Outbox;
+
 /// A close code and the reason text sent with it.
 pub type CloseReason = (u16, &'static str);
 
@@ -148,6 +150,8 @@ pub struct WsReader<S> {
     skipped_message: Option<u64>,
     message: Option<Message>,
     gate: ReadGate,
+    /// Reading waits while this outbox is half full (the client does not take our answers).
+    answers: Option<Outbox>,
     done: bool,
 }
 
@@ -162,8 +166,15 @@ impl<S> WsReader<S> {
             skipped_message: None,
             message: None,
             gate: ReadGate::default(),
+            answers: None,
             done: false,
         }
+    }
+
+    /// Reads only while `outbox` has room: see [`Outbox::has_room`].
+    pub fn paced_by(mut self, outbox: Outbox) -> WsReader<S> {
+        self.answers = Some(outbox);
+        self
     }
 
     pub fn gate(&self) -> ReadGate {
@@ -357,6 +368,11 @@ where
             }
             if this.gate.is_paused() {
                 *this.gate.0.waker.borrow_mut() = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            if let Some(outbox) = &this.answers
+                && !outbox.has_room(cx.waker())
+            {
                 return Poll::Pending;
             }
             match this.parse() {

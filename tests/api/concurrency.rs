@@ -1,0 +1,238 @@
+//! More concurrent callers than pooled connections: no request may hold one connection while it
+//! waits for another, so every request answers (no pool timeouts) and every change leaves
+//! exactly one audit entry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use nodegrid_protocol::auth::Role;
+use serde_json::{Value, json};
+
+use crate::helpers::{PASSWORD, TestApp, fresh_database, spawn_app_with, test_settings};
+
+const CALLERS: usize = 200;
+/// A bound on the whole burst, so that a deadlock fails the test instead of hanging it.
+const BURST_BOUND: Duration = Duration::from_secs(90);
+
+async fn small_pool_app() -> (TestApp, tokio_postgres::Client) {
+    let database = Arc::new(fresh_database().await);
+    let mut settings = test_settings(&database.url);
+    settings.database_pool_size = 2;
+    let client = crate::helpers::connect(&database.url).await;
+    (spawn_app_with(database, settings).await, client)
+}
+
+/// Runs the requests all at once and returns their statuses and bodies.
+async fn burst<F>(requests: Vec<F>) -> Vec<(u16, Value)>
+where
+    F: std::future::Future<Output = reqwest::Response>,
+{
+    tokio::time::timeout(
+        BURST_BOUND,
+        join_all(requests.into_iter().map(|request| async move {
+            let response = request.await;
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        })),
+    )
+    .await
+    .expect("every request answers")
+}
+
+/// A POST that owns what it sends, so that many can wait at once.
+fn post(
+    app: &TestApp,
+    path: &str,
+    body: Value,
+    token: Option<&str>,
+) -> impl std::future::Future<Output = reqwest::Response> + use<> {
+    let mut request = app.http.post(format!("{}{path}", app.address)).json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    async move { request.send().await.unwrap() }
+}
+
+async fn audit_count(client: &tokio_postgres::Client, action: &str, actor_prefix: &str) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM audit_log WHERE action = $1 AND actor LIKE $2 || '%'",
+            &[&action, &actor_prefix],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn register_all(app: &TestApp, prefix: &str, role: Role) -> Vec<(u16, Value)> {
+    burst(
+        (0..CALLERS)
+            .map(|index| {
+                post(
+                    app,
+                    "/api/auth/register",
+                    json!({"username": format!("{prefix}{index}"), "password": PASSWORD, "role": role}),
+                    None,
+                )
+            })
+            .collect(),
+    )
+    .await
+}
+
+fn assert_all(answers: &[(u16, Value)], status: u16) {
+    let wrong: Vec<&(u16, Value)> = answers.iter().filter(|(got, _)| *got != status).collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {} answered otherwise, e.g. {:?}",
+        wrong.len(),
+        answers.len(),
+        wrong.first()
+    );
+}
+
+#[actix_web::test]
+async fn concurrent_registrations_and_logins_never_exhaust_a_small_pool() {
+    let (app, client) = small_pool_app().await;
+    let answers = register_all(&app, "reg-", Role::Producer).await;
+    assert_all(&answers, 201);
+    assert_eq!(
+        audit_count(&client, "user.register", "reg-").await,
+        CALLERS as i64
+    );
+    let users: i64 = client
+        .query_one(
+            "SELECT count(*) FROM users WHERE username LIKE 'reg-%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(users, CALLERS as i64, "a user for every 201, and no other");
+
+    let logins = burst(
+        (0..CALLERS)
+            .map(|index| {
+                post(
+                    &app,
+                    "/api/auth/login",
+                    json!({"username": format!("reg-{index}"), "password": PASSWORD}),
+                    None,
+                )
+            })
+            .collect(),
+    )
+    .await;
+    assert_all(&logins, 200);
+    assert_eq!(
+        audit_count(&client, "auth.login", "reg-").await,
+        CALLERS as i64
+    );
+
+    // Every refresh token once, all at once.
+    let refreshes = burst(
+        logins
+            .iter()
+            .map(|(_, body)| {
+                post(
+                    &app,
+                    "/api/auth/refresh",
+                    json!({"refresh_token": body["refresh_token"]}),
+                    None,
+                )
+            })
+            .collect(),
+    )
+    .await;
+    assert_all(&refreshes, 200);
+    assert_eq!(
+        audit_count(&client, "auth.refresh", "reg-").await,
+        CALLERS as i64
+    );
+
+    // And every session ends, all at once.
+    let logouts = burst(
+        refreshes
+            .iter()
+            .map(|(_, body)| {
+                let token = body["access_token"].as_str().unwrap().to_owned();
+                let request = app
+                    .http
+                    .post(format!("{}/api/auth/logout", app.address))
+                    .bearer_auth(token);
+                async move { request.send().await.unwrap() }
+            })
+            .collect(),
+    )
+    .await;
+    assert_all(&logouts, 204);
+    assert_eq!(
+        audit_count(&client, "auth.logout", "reg-").await,
+        CALLERS as i64
+    );
+    app.shut_down().await.unwrap();
+}
+
+#[actix_web::test]
+async fn concurrent_subscriptions_never_exhaust_a_small_pool() {
+    let (app, client) = small_pool_app().await;
+    let producer = app.register("sub-source", Role::Producer).await;
+    assert_all(&register_all(&app, "sub-", Role::Consumer).await, 201);
+    let tokens: Vec<String> = burst(
+        (0..CALLERS)
+            .map(|index| {
+                post(
+                    &app,
+                    "/api/auth/login",
+                    json!({"username": format!("sub-{index}"), "password": PASSWORD}),
+                    None,
+                )
+            })
+            .collect(),
+    )
+    .await
+    .into_iter()
+    .map(|(status, body)| {
+        assert_eq!(status, 200);
+        body["access_token"].as_str().unwrap().to_owned()
+    })
+    .collect();
+
+    let subscribed = burst(
+        tokens
+            .iter()
+            .map(|token| {
+                post(
+                    &app,
+                    "/api/subscribe",
+                    json!({"producer_id": producer.user_id}),
+                    Some(token),
+                )
+            })
+            .collect(),
+    )
+    .await;
+    assert_all(&subscribed, 201);
+    let rows: i64 = client
+        .query_one(
+            "SELECT count(*) FROM subscriptions WHERE producer_id = $1",
+            &[&producer.user_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, CALLERS as i64);
+    let admin = app.admin_token().await;
+    let body: Value = app
+        .get_with(&format!("/api/subscribers/{}", producer.user_id), &admin)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["subscriberCount"], CALLERS as u64);
+    app.shut_down().await.unwrap();
+}
