@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use nodegrid_actors::agents::bench::{self, BenchOptions};
 use nodegrid_actors::agents::device::{self, DeviceOptions};
 use nodegrid_actors::app::{Application, ShutdownTrigger};
@@ -92,7 +92,18 @@ enum Task {
 
 /// Exit codes: 0 after a clean shutdown, 1 when start-up or serving fails, 2 for bad options.
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // The TOML file named by --config becomes the defaults under the flags and variables.
+    let command = match nodegrid_services::config::layer_config_file(Cli::command()) {
+        Ok(command) => command,
+        Err(error) => {
+            eprintln!("nodegrid: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
     let (options, task) = match cli.command {
         Command::Serve(options) => (options, Task::Serve),
         Command::Migrate(options) => (options, Task::Migrate),

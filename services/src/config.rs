@@ -1,20 +1,22 @@
 //! Server settings.
 //!
-//! Every option has a flag, an environment variable (`NODEGRID_…`) and a key of the same name in
-//! the optional TOML file given by `--config`. Precedence, highest first: flag, environment
-//! variable, file, built-in default. The defaults are documented on each option and in the
-//! README.
+//! Every option is declared once, on [`ServeOptions`]: its flag, its environment variable
+//! (`NODEGRID_…`), its default and its help. The optional TOML file given by `--config` is
+//! layered in as clap defaults ([`layer_config_file`]), so the precedence is, highest first:
+//! flag, environment variable, file, built-in default; a file key is the flag's name with `_`
+//! for `-`, and an unknown key is an error. The README's option table is generated from the
+//! same declarations ([`options_markdown`]) and a test keeps the two equal.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::{ArgMatches, Args, Command, FromArgMatches, ValueEnum};
 use ipnet::IpNet;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::identity::DEFAULT_PASSWORD_MIN_LENGTH;
 use crate::identity::IdentitySettings;
 use crate::identity::passwords::PasswordCost;
 use crate::identity::tokens::{
@@ -23,35 +25,8 @@ use crate::identity::tokens::{
 use crate::pnodes::{AnalyticsConfig, PnodeSettings, Seed, XANDEUM_PUBLIC_SEEDS};
 use crate::ratelimit::RateRule;
 
-pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
-pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/nodegrid";
-pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
-pub const DEFAULT_REDIS_PREFIX: &str = "nodegrid";
 /// The `--pnode-seeds` preset that names the public Xandeum IP nodes.
 pub const XANDEUM_PUBLIC_PRESET: &str = "xandeum-public";
-const DEFAULT_DATABASE_POOL_SIZE: usize = 16;
-const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
-const DEFAULT_READY_TIMEOUT_MS: u64 = 1_000;
-const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
-const DEFAULT_ACCESS_TOKEN_TTL_SECS: u64 = 3_600;
-const DEFAULT_REFRESH_TOKEN_TTL_SECS: u64 = 7 * 24 * 3_600;
-const DEFAULT_AUTH_IP_PER_MINUTE: u32 = 60;
-const DEFAULT_AUTH_IP_BURST: u32 = 30;
-const DEFAULT_AUTH_USERNAME_PER_MINUTE: u32 = 10;
-const DEFAULT_AUTH_USERNAME_BURST: u32 = 10;
-const DEFAULT_WS_MAX_FRAME_BYTES: usize = 64 * 1024;
-const DEFAULT_PRODUCER_RATE_PER_SEC: u32 = 100;
-const DEFAULT_PRODUCER_BURST: u32 = 200;
-const DEFAULT_CONSUMER_BUFFER_MESSAGES: usize = 1_000;
-const DEFAULT_CONSUMER_BUFFER_BYTES: u64 = 1024 * 1024;
-const DEFAULT_WS_PING_INTERVAL_SECS: u64 = 25;
-const DEFAULT_WS_IDLE_TIMEOUT_SECS: u64 = 60;
-const DEFAULT_PNODE_INTERVAL_SECS: u64 = 60;
-const DEFAULT_PNODE_RPC_TIMEOUT_MS: u64 = 3_000;
-const DEFAULT_PNODE_MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
-const DEFAULT_PNODE_RETENTION_DAYS: u64 = 30;
-const DEFAULT_PNODE_API_RATE_PER_SEC: u32 = 50;
-const DEFAULT_PNODE_API_BURST: u32 = 100;
 
 /// The limits of the streaming sockets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,202 +81,221 @@ pub enum Environment {
     Production,
 }
 
-/// The options of `nodegrid serve` and `nodegrid migrate`, as given on the command line, in the
-/// environment, or in the TOML file. Every field is optional here; [`ServeOptions::resolve`]
-/// applies the file and the defaults.
-#[derive(Debug, Clone, Default, Args, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The options of `nodegrid serve`, `nodegrid migrate` and `nodegrid admin create-user`: the
+/// one declaration of each (see the module documentation). Options without a value have no
+/// built-in default; their help says what happens then.
+#[derive(Debug, Clone, Args)]
 pub struct ServeOptions {
     /// TOML file with any of these options (keys as the long flag names, with `_` for `-`).
     #[arg(long, env = "NODEGRID_CONFIG")]
-    #[serde(skip)]
     pub config: Option<PathBuf>,
 
-    /// Address the HTTP server listens on [default: 127.0.0.1:8080]. Port 0 picks a free port.
-    #[arg(long, env = "NODEGRID_HTTP_ADDR")]
-    pub http_addr: Option<SocketAddr>,
+    /// HTTP listen address; port 0 picks a free port.
+    #[arg(long, env = "NODEGRID_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
 
-    /// Number of HTTP worker threads [default: one per core].
+    /// HTTP worker threads [default: one per core].
     #[arg(long, env = "NODEGRID_HTTP_WORKERS")]
     pub http_workers: Option<usize>,
 
-    /// Largest accepted request body, in bytes [default: 262144].
-    #[arg(long, env = "NODEGRID_MAX_BODY_BYTES")]
-    pub max_body_bytes: Option<usize>,
+    /// Largest request body; larger → 413 `payload_too_large`.
+    #[arg(long, env = "NODEGRID_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
+    pub max_body_bytes: usize,
 
-    /// Postgres connection URL [default: postgres://postgres@127.0.0.1:5432/nodegrid].
-    #[arg(long, env = "NODEGRID_DATABASE_URL")]
-    pub database_url: Option<String>,
+    /// Postgres.
+    #[arg(
+        long,
+        env = "NODEGRID_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/nodegrid"
+    )]
+    pub database_url: String,
 
-    /// Largest number of pooled Postgres connections [default: 16].
-    #[arg(long, env = "NODEGRID_DATABASE_POOL_SIZE")]
-    pub database_pool_size: Option<usize>,
+    /// Pooled Postgres connections.
+    #[arg(long, env = "NODEGRID_DATABASE_POOL_SIZE", default_value_t = 16)]
+    pub database_pool_size: usize,
 
-    /// Redis connection URL [default: redis://127.0.0.1:6379].
-    #[arg(long, env = "NODEGRID_REDIS_URL")]
-    pub redis_url: Option<String>,
+    /// Redis.
+    #[arg(
+        long,
+        env = "NODEGRID_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    pub redis_url: String,
 
-    /// Prefix of every Redis key and channel of this deployment [default: nodegrid].
-    #[arg(long, env = "NODEGRID_REDIS_PREFIX")]
-    pub redis_prefix: Option<String>,
+    /// Prefix of every Redis key and channel (`[A-Za-z0-9_.-]`, ≤ 64).
+    #[arg(long, env = "NODEGRID_REDIS_PREFIX", default_value = "nodegrid")]
+    pub redis_prefix: String,
 
-    /// Key that signs access tokens. Prefer the environment variable or the file to the flag,
-    /// which other users of the machine can read in the process list.
+    /// Key that signs access tokens (prefer the variable to the flag, which the process list
+    /// shows) [default: the development secret].
     #[arg(long, env = "NODEGRID_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<SecretString>,
 
-    /// Username of the administrator that exists after start-up.
+    /// Admin created at start-up if missing (an existing one keeps its password) [default:
+    /// none].
     #[arg(long, env = "NODEGRID_ADMIN_USERNAME")]
     pub admin_username: Option<String>,
 
-    /// Password of that administrator.
+    /// Its password (both or neither) [default: none].
     #[arg(long, env = "NODEGRID_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<SecretString>,
 
-    /// Development or production [default: development].
-    #[arg(long, env = "NODEGRID_ENVIRONMENT", value_enum)]
-    pub environment: Option<Environment>,
+    /// `development` or `production` (refuses a weak JWT secret).
+    #[arg(
+        long,
+        env = "NODEGRID_ENVIRONMENT",
+        value_enum,
+        default_value = "development"
+    )]
+    pub environment: Environment,
 
-    /// Log line format [default: human].
-    #[arg(long, env = "NODEGRID_LOG_FORMAT", value_enum)]
-    pub log_format: Option<LogFormat>,
+    /// Access token lifetime, in seconds.
+    #[arg(long, env = "NODEGRID_ACCESS_TOKEN_TTL_SECS", default_value_t = 3_600)]
+    pub access_token_ttl_secs: u64,
 
-    /// Log filter in tracing's `EnvFilter` syntax [default: info].
-    #[arg(long, env = "NODEGRID_LOG")]
-    pub log: Option<String>,
+    /// Refresh token lifetime, in seconds (7 days).
+    #[arg(
+        long,
+        env = "NODEGRID_REFRESH_TOKEN_TTL_SECS",
+        default_value_t = 604_800
+    )]
+    pub refresh_token_ttl_secs: u64,
 
-    /// Seconds that in-flight requests get to finish after SIGTERM/SIGINT [default: 30].
-    #[arg(long, env = "NODEGRID_SHUTDOWN_TIMEOUT_SECS")]
-    pub shutdown_timeout_secs: Option<u64>,
+    /// Argon2id memory cost, in KiB.
+    #[arg(long, env = "NODEGRID_PASSWORD_MEMORY_KIB", default_value_t = 19_456)]
+    pub password_memory_kib: u32,
 
-    /// Milliseconds each `/ready` dependency check may take before it counts as failed
-    /// [default: 1000].
-    #[arg(long, env = "NODEGRID_READY_TIMEOUT_MS")]
-    pub ready_timeout_ms: Option<u64>,
+    /// Argon2id passes.
+    #[arg(long, env = "NODEGRID_PASSWORD_ITERATIONS", default_value_t = 2)]
+    pub password_iterations: u32,
 
-    /// Lifetime of access tokens, in seconds [default: 3600].
-    #[arg(long, env = "NODEGRID_ACCESS_TOKEN_TTL_SECS")]
-    pub access_token_ttl_secs: Option<u64>,
+    /// Shortest password accepted when one is set (registration, admin creation); existing
+    /// passwords are not checked.
+    #[arg(long, env = "NODEGRID_PASSWORD_MIN_LENGTH", default_value_t = 8)]
+    pub password_min_length: usize,
 
-    /// Lifetime of refresh tokens, in seconds [default: 604800, 7 days].
-    #[arg(long, env = "NODEGRID_REFRESH_TOKEN_TTL_SECS")]
-    pub refresh_token_ttl_secs: Option<u64>,
+    /// Login/register/refresh requests per client IP per minute (0: off).
+    #[arg(long, env = "NODEGRID_AUTH_IP_PER_MINUTE", default_value_t = 60)]
+    pub auth_ip_per_minute: u32,
 
-    /// Argon2id memory cost of password hashes, in KiB [default: 19456].
-    #[arg(long, env = "NODEGRID_PASSWORD_MEMORY_KIB")]
-    pub password_memory_kib: Option<u32>,
+    /// Burst of the same.
+    #[arg(long, env = "NODEGRID_AUTH_IP_BURST", default_value_t = 30)]
+    pub auth_ip_burst: u32,
 
-    /// Argon2id passes of password hashes [default: 2].
-    #[arg(long, env = "NODEGRID_PASSWORD_ITERATIONS")]
-    pub password_iterations: Option<u32>,
+    /// Login/register requests per username per minute (0: off).
+    #[arg(long, env = "NODEGRID_AUTH_USERNAME_PER_MINUTE", default_value_t = 10)]
+    pub auth_username_per_minute: u32,
 
-    /// Shortest password accepted for new passwords, in characters; existing ones are not
-    /// checked [default: 8].
-    #[arg(long, env = "NODEGRID_PASSWORD_MIN_LENGTH")]
-    pub password_min_length: Option<usize>,
+    /// Burst of the same.
+    #[arg(long, env = "NODEGRID_AUTH_USERNAME_BURST", default_value_t = 10)]
+    pub auth_username_burst: u32,
 
-    /// Sustained login/register/refresh requests per client IP per minute; 0 turns the limit
-    /// off [default: 60].
-    #[arg(long, env = "NODEGRID_AUTH_IP_PER_MINUTE")]
-    pub auth_ip_per_minute: Option<u32>,
-
-    /// Burst of login/register/refresh requests per client IP [default: 30].
-    #[arg(long, env = "NODEGRID_AUTH_IP_BURST")]
-    pub auth_ip_burst: Option<u32>,
-
-    /// Sustained login/register requests per username per minute; 0 turns the limit off
-    /// [default: 10].
-    #[arg(long, env = "NODEGRID_AUTH_USERNAME_PER_MINUTE")]
-    pub auth_username_per_minute: Option<u32>,
-
-    /// Burst of login/register requests per username [default: 10].
-    #[arg(long, env = "NODEGRID_AUTH_USERNAME_BURST")]
-    pub auth_username_burst: Option<u32>,
-
-    /// Proxies whose `X-Forwarded-For` is believed, as IPs or CIDRs, comma-separated
-    /// [default: none: the peer address is the client].
+    /// Comma-separated IPs/CIDRs whose `X-Forwarded-For` is believed [default: none].
     #[arg(long, env = "NODEGRID_TRUSTED_PROXIES", value_delimiter = ',')]
-    pub trusted_proxies: Option<Vec<String>>,
+    pub trusted_proxies: Vec<String>,
 
-    /// Largest accepted WebSocket frame, in bytes; larger ones get `too_large` [default: 65536].
-    #[arg(long, env = "NODEGRID_WS_MAX_FRAME_BYTES")]
-    pub ws_max_frame_bytes: Option<usize>,
+    /// Largest WebSocket frame accepted.
+    #[arg(long, env = "NODEGRID_WS_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
+    pub ws_max_frame_bytes: usize,
 
-    /// Sustained data messages per second per producer connection [default: 100].
-    #[arg(long, env = "NODEGRID_PRODUCER_RATE_PER_SEC")]
-    pub producer_rate_per_sec: Option<u32>,
+    /// Data messages per second per producer connection; past it `rate_limited` with
+    /// `retry_after_ms`, the socket stays open.
+    #[arg(long, env = "NODEGRID_PRODUCER_RATE_PER_SEC", default_value_t = 100)]
+    pub producer_rate_per_sec: u32,
 
-    /// Burst of data messages per producer connection [default: 200].
-    #[arg(long, env = "NODEGRID_PRODUCER_BURST")]
-    pub producer_burst: Option<u32>,
+    /// Burst of the same.
+    #[arg(long, env = "NODEGRID_PRODUCER_BURST", default_value_t = 200)]
+    pub producer_burst: u32,
 
-    /// Frames a socket may have waiting to be written before it is closed with 4008
-    /// slow_consumer [default: 1000].
-    #[arg(long, env = "NODEGRID_CONSUMER_BUFFER_MESSAGES")]
-    pub consumer_buffer_messages: Option<usize>,
+    /// Frames a socket may have queued before 4008 `slow_consumer` (the socket's only outbound
+    /// buffer).
+    #[arg(
+        long,
+        env = "NODEGRID_CONSUMER_BUFFER_MESSAGES",
+        default_value_t = 1_000
+    )]
+    pub consumer_buffer_messages: usize,
 
-    /// Bytes a socket may have waiting to be written before it is closed with 4008
-    /// slow_consumer [default: 1048576].
-    #[arg(long, env = "NODEGRID_CONSUMER_BUFFER_BYTES")]
-    pub consumer_buffer_bytes: Option<u64>,
+    /// Bytes of the same.
+    #[arg(long, env = "NODEGRID_CONSUMER_BUFFER_BYTES", default_value_t = 1024 * 1024)]
+    pub consumer_buffer_bytes: u64,
 
-    /// Seconds between the server's pings on each socket [default: 25].
-    #[arg(long, env = "NODEGRID_WS_PING_INTERVAL_SECS")]
-    pub ws_ping_interval_secs: Option<u64>,
+    /// Seconds between server pings.
+    #[arg(long, env = "NODEGRID_WS_PING_INTERVAL_SECS", default_value_t = 25)]
+    pub ws_ping_interval_secs: u64,
 
-    /// Seconds without a frame or pong after which a socket is closed [default: 60].
-    #[arg(long, env = "NODEGRID_WS_IDLE_TIMEOUT_SECS")]
-    pub ws_idle_timeout_secs: Option<u64>,
+    /// Seconds of silence before 4000 `idle_timeout`.
+    #[arg(long, env = "NODEGRID_WS_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub ws_idle_timeout_secs: u64,
 
-    /// `refresh`: a socket closes with 4001 when its token expires unless a `refresh` frame
-    /// brought a newer one; `connect-only`: the token is checked at connect only
-    /// [default: refresh].
-    #[arg(long, env = "NODEGRID_WS_TOKEN_EXPIRY", value_enum)]
-    pub ws_token_expiry: Option<WsTokenExpiry>,
+    /// `refresh`: a socket closes with 4001 `token_expired` at its token's expiry unless a
+    /// `refresh` frame brought a newer token; `connect-only`: checked at connect only.
+    #[arg(
+        long,
+        env = "NODEGRID_WS_TOKEN_EXPIRY",
+        value_enum,
+        default_value = "refresh"
+    )]
+    pub ws_token_expiry: WsTokenExpiry,
 
-    /// pRPC seed nodes to poll, comma-separated `host[:port]` (port 6000 when omitted), or the
-    /// preset `xandeum-public` (the nine public Xandeum IP nodes) [default: none: polling is
-    /// off].
+    /// `human` or `json` (one object per line).
+    #[arg(long, env = "NODEGRID_LOG_FORMAT", value_enum, default_value = "human")]
+    pub log_format: LogFormat,
+
+    /// Log filter, tracing `EnvFilter` syntax (`info,nodegrid_actors=debug`).
+    #[arg(long, env = "NODEGRID_LOG", default_value = "info")]
+    pub log: String,
+
+    /// Seconds in-flight requests get after SIGTERM/SIGINT.
+    #[arg(long, env = "NODEGRID_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
+    pub shutdown_timeout_secs: u64,
+
+    /// Milliseconds each `/ready` check may take.
+    #[arg(long, env = "NODEGRID_READY_TIMEOUT_MS", default_value_t = 1_000)]
+    pub ready_timeout_ms: u64,
+
+    /// pRPC seeds, comma-separated `host[:port]` (port 6000 when omitted), or the preset
+    /// `xandeum-public` (the nine public Xandeum IP nodes) [default: none: polling is off].
     #[arg(long, env = "NODEGRID_PNODE_SEEDS", value_delimiter = ',')]
-    pub pnode_seeds: Option<Vec<String>>,
+    pub pnode_seeds: Vec<String>,
 
-    /// Seconds between pNode polling cycles; nodes unseen for twice this are offline
-    /// [default: 60].
-    #[arg(long, env = "NODEGRID_PNODE_INTERVAL")]
-    pub pnode_interval: Option<u64>,
+    /// Seconds between polling cycles; nodes unseen for twice this are offline.
+    #[arg(long, env = "NODEGRID_PNODE_INTERVAL", default_value_t = 60)]
+    pub pnode_interval: u64,
 
-    /// Milliseconds each pRPC call may take [default: 3000].
-    #[arg(long, env = "NODEGRID_PNODE_RPC_TIMEOUT_MS")]
-    pub pnode_rpc_timeout_ms: Option<u64>,
+    /// Milliseconds each pRPC call may take.
+    #[arg(long, env = "NODEGRID_PNODE_RPC_TIMEOUT_MS", default_value_t = 3_000)]
+    pub pnode_rpc_timeout_ms: u64,
 
-    /// Largest accepted pRPC answer, in bytes [default: 16777216].
-    #[arg(long, env = "NODEGRID_PNODE_MAX_ANSWER_BYTES")]
-    pub pnode_max_answer_bytes: Option<usize>,
+    /// Largest pRPC answer read; larger ones fail the call (`too_large`).
+    #[arg(long, env = "NODEGRID_PNODE_MAX_ANSWER_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub pnode_max_answer_bytes: usize,
 
-    /// The pNode version that counts as latest [default: the most common among online nodes].
+    /// The version that counts as latest for scores and alerts [default: the most common among
+    /// online nodes].
     #[arg(long, env = "NODEGRID_PNODE_LATEST_VERSION")]
     pub pnode_latest_version: Option<String>,
 
-    /// Days of pNode history kept [default: 30].
-    #[arg(long, env = "NODEGRID_PNODE_RETENTION_DAYS")]
-    pub pnode_retention_days: Option<u64>,
+    /// Days of network and per-node history kept.
+    #[arg(long, env = "NODEGRID_PNODE_RETENTION_DAYS", default_value_t = 30)]
+    pub pnode_retention_days: u64,
 
-    /// TOML file with `[scoring]` weights and `[alerts]` thresholds of the pNode analytics
-    /// [default: the seed's values].
+    /// `/api/xandeum` requests per second per client IP, counted by each instance in memory (0:
+    /// off); past it 429 `rate_limited` with `Retry-After`.
+    #[arg(long, env = "NODEGRID_PNODE_API_RATE_PER_SEC", default_value_t = 50)]
+    pub pnode_api_rate_per_sec: u32,
+
+    /// Burst of the same.
+    #[arg(long, env = "NODEGRID_PNODE_API_BURST", default_value_t = 100)]
+    pub pnode_api_burst: u32,
+
+    /// TOML with `[scoring]` weights and `[alerts]` thresholds (keys in
+    /// `services/src/pnodes/scoring.rs` and `alerts.rs`) [default: the seed's values].
     #[arg(long, env = "NODEGRID_PNODE_SCORING_FILE")]
     pub pnode_scoring_file: Option<PathBuf>,
-
-    /// Sustained `/api/xandeum` requests per second per client IP, per instance; 0 turns the
-    /// limit off [default: 50].
-    #[arg(long, env = "NODEGRID_PNODE_API_RATE_PER_SEC")]
-    pub pnode_api_rate_per_sec: Option<u32>,
-
-    /// Burst of the same [default: 100].
-    #[arg(long, env = "NODEGRID_PNODE_API_BURST")]
-    pub pnode_api_burst: Option<u32>,
 }
 
-/// Resolved settings: every option has its value.
+/// Resolved settings: every option has its value, in the types the code uses.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub http_addr: SocketAddr,
@@ -338,201 +332,90 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config file {path} is not valid: {source}")]
-    ParseFile {
-        path: PathBuf,
-        source: Box<toml::de::Error>,
-    },
+    #[error("config file {path} is not valid: {reason}")]
+    ParseFile { path: PathBuf, reason: String },
     #[error("invalid setting {name}: {reason}")]
     Invalid { name: &'static str, reason: String },
+    #[error("{0}")]
+    Options(String),
 }
 
 impl ServeOptions {
-    /// Applies the TOML file (when `--config` names one) under the flags and environment, then
-    /// the defaults under both, and validates the result.
-    pub fn resolve(self) -> Result<Settings, ConfigError> {
-        let file = match &self.config {
-            Some(path) => Self::read_file(path)?,
-            None => ServeOptions::default(),
-        };
-        self.over(file).into_settings()
-    }
-
-    fn read_file(path: &Path) -> Result<ServeOptions, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|source| ConfigError::ParseFile {
-            path: path.to_path_buf(),
-            source: Box::new(source),
-        })
-    }
-
-    /// Every option that is set in `self` wins over the one in `lower`.
-    fn over(self, lower: ServeOptions) -> ServeOptions {
-        ServeOptions {
-            config: self.config,
-            http_addr: self.http_addr.or(lower.http_addr),
-            http_workers: self.http_workers.or(lower.http_workers),
-            max_body_bytes: self.max_body_bytes.or(lower.max_body_bytes),
-            database_url: self.database_url.or(lower.database_url),
-            database_pool_size: self.database_pool_size.or(lower.database_pool_size),
-            redis_url: self.redis_url.or(lower.redis_url),
-            redis_prefix: self.redis_prefix.or(lower.redis_prefix),
-            jwt_secret: self.jwt_secret.or(lower.jwt_secret),
-            admin_username: self.admin_username.or(lower.admin_username),
-            admin_password: self.admin_password.or(lower.admin_password),
-            environment: self.environment.or(lower.environment),
-            log_format: self.log_format.or(lower.log_format),
-            log: self.log.or(lower.log),
-            shutdown_timeout_secs: self.shutdown_timeout_secs.or(lower.shutdown_timeout_secs),
-            ready_timeout_ms: self.ready_timeout_ms.or(lower.ready_timeout_ms),
-            access_token_ttl_secs: self.access_token_ttl_secs.or(lower.access_token_ttl_secs),
-            refresh_token_ttl_secs: self.refresh_token_ttl_secs.or(lower.refresh_token_ttl_secs),
-            password_memory_kib: self.password_memory_kib.or(lower.password_memory_kib),
-            password_iterations: self.password_iterations.or(lower.password_iterations),
-            password_min_length: self.password_min_length.or(lower.password_min_length),
-            auth_ip_per_minute: self.auth_ip_per_minute.or(lower.auth_ip_per_minute),
-            auth_ip_burst: self.auth_ip_burst.or(lower.auth_ip_burst),
-            auth_username_per_minute: self
-                .auth_username_per_minute
-                .or(lower.auth_username_per_minute),
-            auth_username_burst: self.auth_username_burst.or(lower.auth_username_burst),
-            trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
-            ws_max_frame_bytes: self.ws_max_frame_bytes.or(lower.ws_max_frame_bytes),
-            producer_rate_per_sec: self.producer_rate_per_sec.or(lower.producer_rate_per_sec),
-            producer_burst: self.producer_burst.or(lower.producer_burst),
-            consumer_buffer_messages: self
-                .consumer_buffer_messages
-                .or(lower.consumer_buffer_messages),
-            consumer_buffer_bytes: self.consumer_buffer_bytes.or(lower.consumer_buffer_bytes),
-            ws_ping_interval_secs: self.ws_ping_interval_secs.or(lower.ws_ping_interval_secs),
-            ws_idle_timeout_secs: self.ws_idle_timeout_secs.or(lower.ws_idle_timeout_secs),
-            ws_token_expiry: self.ws_token_expiry.or(lower.ws_token_expiry),
-            pnode_seeds: self.pnode_seeds.or(lower.pnode_seeds),
-            pnode_interval: self.pnode_interval.or(lower.pnode_interval),
-            pnode_rpc_timeout_ms: self.pnode_rpc_timeout_ms.or(lower.pnode_rpc_timeout_ms),
-            pnode_max_answer_bytes: self.pnode_max_answer_bytes.or(lower.pnode_max_answer_bytes),
-            pnode_latest_version: self.pnode_latest_version.or(lower.pnode_latest_version),
-            pnode_retention_days: self.pnode_retention_days.or(lower.pnode_retention_days),
-            pnode_scoring_file: self.pnode_scoring_file.or(lower.pnode_scoring_file),
-            pnode_api_rate_per_sec: self.pnode_api_rate_per_sec.or(lower.pnode_api_rate_per_sec),
-            pnode_api_burst: self.pnode_api_burst.or(lower.pnode_api_burst),
+    /// The options as clap parses them from `args` (the first is the program name), with the
+    /// environment or without it.
+    pub fn parse_from<I, T>(args: I, use_environment: bool) -> Result<ServeOptions, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let mut command = ServeOptions::augment_args(Command::new("nodegrid"));
+        if !use_environment {
+            command = command.mut_args(|arg| arg.env(None));
         }
+        let matches = command
+            .try_get_matches_from(args)
+            .map_err(|error| ConfigError::Options(error.to_string()))?;
+        ServeOptions::from_arg_matches(&matches)
+            .map_err(|error| ConfigError::Options(error.to_string()))
     }
 
-    fn into_settings(self) -> Result<Settings, ConfigError> {
-        let http_addr = match self.http_addr {
-            Some(addr) => addr,
-            None => DEFAULT_HTTP_ADDR
-                .parse()
-                .map_err(|_| ConfigError::Invalid {
-                    name: "http_addr",
-                    reason: "built-in default does not parse".into(),
-                })?,
-        };
+    /// Resolves the options into settings, validated.
+    pub fn resolve(self) -> Result<Settings, ConfigError> {
         let pnodes = self.pnode_settings()?;
+        let trusted_proxies = self
+            .trusted_proxies
+            .iter()
+            .filter(|text| !text.trim().is_empty())
+            .map(|text| parse_proxy(text))
+            .collect::<Result<_, _>>()?;
         let settings = Settings {
             pnodes,
-            http_addr,
+            trusted_proxies,
+            http_addr: self.http_addr,
             http_workers: self.http_workers,
-            max_body_bytes: self.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
-            database_url: self
-                .database_url
-                .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
-            database_pool_size: self
-                .database_pool_size
-                .unwrap_or(DEFAULT_DATABASE_POOL_SIZE),
-            redis_url: self
-                .redis_url
-                .unwrap_or_else(|| DEFAULT_REDIS_URL.to_owned()),
-            redis_prefix: self
-                .redis_prefix
-                .unwrap_or_else(|| DEFAULT_REDIS_PREFIX.to_owned()),
+            max_body_bytes: self.max_body_bytes,
+            database_url: self.database_url,
+            database_pool_size: self.database_pool_size,
+            redis_url: self.redis_url,
+            redis_prefix: self.redis_prefix,
             jwt_secret: self.jwt_secret,
             admin_username: self.admin_username,
             admin_password: self.admin_password,
-            environment: self.environment.unwrap_or_default(),
-            log_format: self.log_format.unwrap_or_default(),
-            log: self.log.unwrap_or_else(|| "info".to_owned()),
-            shutdown_timeout: Duration::from_secs(
-                self.shutdown_timeout_secs
-                    .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT_SECS),
-            ),
-            ready_timeout: Duration::from_millis(
-                self.ready_timeout_ms.unwrap_or(DEFAULT_READY_TIMEOUT_MS),
-            ),
-            access_token_ttl: Duration::from_secs(
-                self.access_token_ttl_secs
-                    .unwrap_or(DEFAULT_ACCESS_TOKEN_TTL_SECS),
-            ),
-            refresh_token_ttl: Duration::from_secs(
-                self.refresh_token_ttl_secs
-                    .unwrap_or(DEFAULT_REFRESH_TOKEN_TTL_SECS),
-            ),
+            environment: self.environment,
+            log_format: self.log_format,
+            log: self.log,
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
+            ready_timeout: Duration::from_millis(self.ready_timeout_ms),
+            access_token_ttl: Duration::from_secs(self.access_token_ttl_secs),
+            refresh_token_ttl: Duration::from_secs(self.refresh_token_ttl_secs),
             password_cost: PasswordCost {
-                memory_kib: self
-                    .password_memory_kib
-                    .unwrap_or(PasswordCost::default().memory_kib),
-                iterations: self
-                    .password_iterations
-                    .unwrap_or(PasswordCost::default().iterations),
+                memory_kib: self.password_memory_kib,
+                iterations: self.password_iterations,
             },
-            password_min_length: self
-                .password_min_length
-                .unwrap_or(DEFAULT_PASSWORD_MIN_LENGTH),
+            password_min_length: self.password_min_length,
             auth_ip_rule: RateRule {
-                per_minute: self
-                    .auth_ip_per_minute
-                    .unwrap_or(DEFAULT_AUTH_IP_PER_MINUTE),
-                burst: self.auth_ip_burst.unwrap_or(DEFAULT_AUTH_IP_BURST),
+                per_minute: self.auth_ip_per_minute,
+                burst: self.auth_ip_burst,
             },
             auth_username_rule: RateRule {
-                per_minute: self
-                    .auth_username_per_minute
-                    .unwrap_or(DEFAULT_AUTH_USERNAME_PER_MINUTE),
-                burst: self
-                    .auth_username_burst
-                    .unwrap_or(DEFAULT_AUTH_USERNAME_BURST),
+                per_minute: self.auth_username_per_minute,
+                burst: self.auth_username_burst,
             },
-            trusted_proxies: self
-                .trusted_proxies
-                .unwrap_or_default()
-                .iter()
-                .map(|text| parse_proxy(text))
-                .collect::<Result<_, _>>()?,
             stream: StreamLimits {
-                max_frame_bytes: self
-                    .ws_max_frame_bytes
-                    .unwrap_or(DEFAULT_WS_MAX_FRAME_BYTES),
-                producer_rate_per_sec: self
-                    .producer_rate_per_sec
-                    .unwrap_or(DEFAULT_PRODUCER_RATE_PER_SEC),
-                producer_burst: self.producer_burst.unwrap_or(DEFAULT_PRODUCER_BURST),
-                buffer_messages: self
-                    .consumer_buffer_messages
-                    .unwrap_or(DEFAULT_CONSUMER_BUFFER_MESSAGES),
-                buffer_bytes: self
-                    .consumer_buffer_bytes
-                    .unwrap_or(DEFAULT_CONSUMER_BUFFER_BYTES),
-                ping_interval: Duration::from_secs(
-                    self.ws_ping_interval_secs
-                        .unwrap_or(DEFAULT_WS_PING_INTERVAL_SECS),
-                ),
-                idle_timeout: Duration::from_secs(
-                    self.ws_idle_timeout_secs
-                        .unwrap_or(DEFAULT_WS_IDLE_TIMEOUT_SECS),
-                ),
-                token_expiry: self.ws_token_expiry.unwrap_or_default(),
+                max_frame_bytes: self.ws_max_frame_bytes,
+                producer_rate_per_sec: self.producer_rate_per_sec,
+                producer_burst: self.producer_burst,
+                buffer_messages: self.consumer_buffer_messages,
+                buffer_bytes: self.consumer_buffer_bytes,
+                ping_interval: Duration::from_secs(self.ws_ping_interval_secs),
+                idle_timeout: Duration::from_secs(self.ws_idle_timeout_secs),
+                token_expiry: self.ws_token_expiry,
             },
         };
         settings.validate()?;
         Ok(settings)
     }
-}
 
-impl ServeOptions {
     fn pnode_settings(&self) -> Result<PnodeSettings, ConfigError> {
         let invalid = |name, reason: String| ConfigError::Invalid { name, reason };
         // Off unless named: a server never reaches out to third parties because an option was
@@ -540,7 +423,6 @@ impl ServeOptions {
         let seeds = self
             .pnode_seeds
             .iter()
-            .flatten()
             .map(|text| text.trim())
             .filter(|text| !text.is_empty())
             .flat_map(|text| match text {
@@ -549,23 +431,16 @@ impl ServeOptions {
             })
             .map(|text| Seed::parse(text).map_err(|reason| invalid("pnode_seeds", reason)))
             .collect::<Result<Vec<_>, _>>()?;
-        let interval = self.pnode_interval.unwrap_or(DEFAULT_PNODE_INTERVAL_SECS);
-        if interval == 0 {
+        if self.pnode_interval == 0 {
             return Err(invalid(
                 "pnode_interval",
                 "must be at least 1 second".into(),
             ));
         }
-        let timeout = self
-            .pnode_rpc_timeout_ms
-            .unwrap_or(DEFAULT_PNODE_RPC_TIMEOUT_MS);
-        let max_answer_bytes = self
-            .pnode_max_answer_bytes
-            .unwrap_or(DEFAULT_PNODE_MAX_ANSWER_BYTES);
-        let retention_days = self
-            .pnode_retention_days
-            .unwrap_or(DEFAULT_PNODE_RETENTION_DAYS);
-        if timeout == 0 || max_answer_bytes == 0 || retention_days == 0 {
+        if self.pnode_rpc_timeout_ms == 0
+            || self.pnode_max_answer_bytes == 0
+            || self.pnode_retention_days == 0
+        {
             return Err(invalid(
                 "pnode limits",
                 "the pRPC timeout, answer size and retention must be positive".into(),
@@ -578,27 +453,163 @@ impl ServeOptions {
         };
         Ok(PnodeSettings {
             seeds,
-            interval: Duration::from_secs(interval),
-            rpc_timeout: Duration::from_millis(timeout),
-            max_answer_bytes,
+            interval: Duration::from_secs(self.pnode_interval),
+            rpc_timeout: Duration::from_millis(self.pnode_rpc_timeout_ms),
+            max_answer_bytes: self.pnode_max_answer_bytes,
             latest_version: self
                 .pnode_latest_version
                 .clone()
                 .filter(|version| !version.trim().is_empty()),
-            retention: Duration::from_secs(retention_days * 86_400),
+            retention: Duration::from_secs(self.pnode_retention_days * 86_400),
             analytics,
-            api_rate_per_sec: self
-                .pnode_api_rate_per_sec
-                .unwrap_or(DEFAULT_PNODE_API_RATE_PER_SEC),
-            api_burst: self.pnode_api_burst.unwrap_or(DEFAULT_PNODE_API_BURST),
+            api_rate_per_sec: self.pnode_api_rate_per_sec,
+            api_burst: self.pnode_api_burst,
         })
     }
 }
 
+/// Layers the TOML file named by `--config` (or `NODEGRID_CONFIG`) into `command` as the
+/// defaults of the subcommand that takes [`ServeOptions`]: a flag or an environment variable
+/// still wins, and a built-in default gives way. The file is found with a first parse of the
+/// command line; when that parse fails, `command` is returned as it is, so that the real parse
+/// reports the error.
+pub fn layer_config_file(command: Command) -> Result<Command, ConfigError> {
+    let Ok(matches) = command.clone().try_get_matches() else {
+        return Ok(command);
+    };
+    let mut path = Vec::new();
+    let mut current: &ArgMatches = &matches;
+    let mut file = None;
+    while let Some((name, sub_matches)) = current.subcommand() {
+        path.push(name.to_owned());
+        if let Ok(Some(config)) = sub_matches.try_get_one::<PathBuf>("config") {
+            file = Some(config.clone());
+            break;
+        }
+        current = sub_matches;
+    }
+    let Some(file) = file else {
+        return Ok(command);
+    };
+    let values = read_file(&file)?;
+    Ok(mutate_path(command, &path, &|command| {
+        file_defaults(command, &values)
+    }))
+}
+
+/// Applies `change` to the subcommand at `path` (names from the root).
+fn mutate_path(command: Command, path: &[String], change: &dyn Fn(Command) -> Command) -> Command {
+    match path.split_first() {
+        None => change(command),
+        Some((first, rest)) => command.mut_subcommand(first, |sub| mutate_path(sub, rest, change)),
+    }
+}
+
+/// The file's keys and their values as command-line text; unknown keys are errors.
+fn read_file(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let parse_error = |reason: String| ConfigError::ParseFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|error| parse_error(error.to_string()))?;
+    let known = ServeOptions::augment_args(Command::new("nodegrid"));
+    let mut values = Vec::with_capacity(table.len());
+    for (key, value) in table {
+        if key == "config"
+            || !known
+                .get_arguments()
+                .any(|arg| arg.get_id() == key.as_str())
+        {
+            return Err(parse_error(format!("unknown key {key:?}")));
+        }
+        let text = match value {
+            toml::Value::String(text) => text,
+            toml::Value::Integer(number) => number.to_string(),
+            toml::Value::Float(number) => number.to_string(),
+            toml::Value::Boolean(flag) => flag.to_string(),
+            toml::Value::Array(items) => items
+                .into_iter()
+                .map(|item| match item {
+                    toml::Value::String(text) => Ok(text),
+                    toml::Value::Integer(number) => Ok(number.to_string()),
+                    other => Err(parse_error(format!(
+                        "{key}: unexpected {}",
+                        other.type_str()
+                    ))),
+                })
+                .collect::<Result<Vec<_>, _>>()?
+                .join(","),
+            other => {
+                return Err(parse_error(format!(
+                    "{key}: unexpected {}",
+                    other.type_str()
+                )));
+            }
+        };
+        values.push((key, text));
+    }
+    Ok(values)
+}
+
+fn file_defaults(mut command: Command, values: &[(String, String)]) -> Command {
+    for (key, value) in values {
+        let value = value.clone();
+        // File values may be secrets: never shown in `--help`.
+        command = command.mut_arg(key, |arg| arg.default_value(value).hide_default_value(true));
+    }
+    command
+}
+
+/// The README's option table, generated from the declarations: flag, environment variable,
+/// default, meaning.
+pub fn options_markdown() -> String {
+    let command = ServeOptions::augment_args(Command::new("nodegrid"));
+    let mut table = String::from("| flag | environment | default | meaning |\n|---|---|---|---|\n");
+    for arg in command.get_arguments() {
+        let (Some(long), Some(env)) = (arg.get_long(), arg.get_env()) else {
+            continue;
+        };
+        let help = arg
+            .get_long_help()
+            .or(arg.get_help())
+            .map(|help| help.to_string())
+            .unwrap_or_default()
+            .replace('\n', " ");
+        let (meaning, described_default) = match help.rfind(" [default: ") {
+            Some(start) if help.ends_with(']') => (
+                help[..start].to_owned(),
+                Some(help[start + 11..help.len() - 1].to_owned()),
+            ),
+            _ => (help.clone(), None),
+        };
+        let defaults: Vec<String> = arg
+            .get_default_values()
+            .iter()
+            .map(|value| value.to_string_lossy().into_owned())
+            .collect();
+        let default = if !defaults.is_empty() {
+            format!("`{}`", defaults.join(","))
+        } else {
+            described_default.unwrap_or_else(|| "none".to_owned())
+        };
+        table.push_str(&format!(
+            "| `--{long}` | `{}` | {default} | {meaning} |\n",
+            env.to_string_lossy()
+        ));
+    }
+    table
+}
+
 impl Settings {
     /// The built-in defaults, as `nodegrid serve` uses them with no option given.
+    /// (The environment is not read: these are the declared defaults.)
     pub fn defaults() -> Result<Settings, ConfigError> {
-        ServeOptions::default().into_settings()
+        ServeOptions::parse_from(["nodegrid"], false)?.resolve()
     }
 
     /// The identity part of the settings. Without a configured secret, development uses a
@@ -715,6 +726,19 @@ fn validate_redis_prefix(prefix: &str) -> Result<(), ConfigError> {
 mod tests {
     use super::*;
 
+    /// Options from flags alone (no environment).
+    fn options(args: &[&str]) -> ServeOptions {
+        ServeOptions::parse_from(
+            std::iter::once("nodegrid").chain(args.iter().copied()),
+            false,
+        )
+        .unwrap()
+    }
+
+    fn resolved(args: &[&str]) -> Result<Settings, ConfigError> {
+        options(args).resolve()
+    }
+
     #[test]
     fn defaults_match_the_documented_contract() {
         let settings = Settings::defaults().unwrap();
@@ -726,18 +750,17 @@ mod tests {
         assert_eq!(settings.redis_url, "redis://127.0.0.1:6379");
         assert_eq!(settings.redis_prefix, "nodegrid");
         assert_eq!(settings.log_format, LogFormat::Human);
+        assert_eq!(settings.password_min_length, 8);
+        assert_eq!(settings.stream.buffer_messages, 1_000);
+        assert_eq!(settings.stream.token_expiry, WsTokenExpiry::Refresh);
+        assert_eq!(settings.password_cost, PasswordCost::default());
     }
 
     #[test]
     fn pnode_polling_is_off_by_default_and_the_public_seeds_are_a_preset() {
         let settings = Settings::defaults().unwrap();
         assert!(settings.pnodes.seeds.is_empty());
-        let public = ServeOptions {
-            pnode_seeds: Some(vec!["xandeum-public".into(), "127.0.0.1:7000".into()]),
-            ..ServeOptions::default()
-        }
-        .into_settings()
-        .unwrap();
+        let public = resolved(&["--pnode-seeds", "xandeum-public,127.0.0.1:7000"]).unwrap();
         assert_eq!(public.pnodes.seeds.len(), 10);
         assert_eq!(
             public.pnodes.seeds[0].rpc_url(),
@@ -750,32 +773,24 @@ mod tests {
         assert_eq!(settings.pnodes.interval, Duration::from_secs(60));
         assert_eq!(settings.pnodes.rpc_timeout, Duration::from_secs(3));
         assert_eq!(settings.pnodes.latest_version, None);
-        let off = ServeOptions {
-            pnode_seeds: Some(vec![String::new()]),
-            pnode_interval: Some(1),
-            pnode_latest_version: Some("0.8.0".into()),
-            ..ServeOptions::default()
-        }
-        .into_settings()
+        let off = resolved(&[
+            "--pnode-seeds",
+            "",
+            "--pnode-interval",
+            "1",
+            "--pnode-latest-version",
+            "0.8.0",
+        ])
         .unwrap();
         assert!(off.pnodes.seeds.is_empty());
         assert_eq!(off.pnodes.interval, Duration::from_secs(1));
         assert_eq!(off.pnodes.latest_version.as_deref(), Some("0.8.0"));
         for bad in [
-            ServeOptions {
-                pnode_interval: Some(0),
-                ..ServeOptions::default()
-            },
-            ServeOptions {
-                pnode_seeds: Some(vec!["10.0.0.1:http".into()]),
-                ..ServeOptions::default()
-            },
-            ServeOptions {
-                pnode_rpc_timeout_ms: Some(0),
-                ..ServeOptions::default()
-            },
+            &["--pnode-interval", "0"][..],
+            &["--pnode-seeds", "10.0.0.1:http"],
+            &["--pnode-rpc-timeout-ms", "0"],
         ] {
-            assert!(bad.into_settings().is_err());
+            assert!(resolved(bad).is_err(), "{bad:?}");
         }
     }
 
@@ -789,12 +804,7 @@ mod tests {
             "[scoring]\nuptime_full_days = 10.0\n[alerts]\nstorage_critical_percent = 90.0\n",
         )
         .unwrap();
-        let settings = ServeOptions {
-            pnode_scoring_file: Some(good),
-            ..ServeOptions::default()
-        }
-        .into_settings()
-        .unwrap();
+        let settings = resolved(&["--pnode-scoring-file", good.to_str().unwrap()]).unwrap();
         assert_eq!(settings.pnodes.analytics.scoring.uptime_full_days, 10.0);
         assert_eq!(settings.pnodes.analytics.scoring.trust_uptime_points, 40.0);
         assert_eq!(
@@ -804,14 +814,29 @@ mod tests {
         let bad = dir.join("bad.toml");
         std::fs::write(&bad, "[scoring]\nuptime_days = 10.0\n").unwrap();
         assert!(
-            ServeOptions {
-                pnode_scoring_file: Some(bad),
-                ..ServeOptions::default()
-            }
-            .into_settings()
+            super::ServeOptions::parse_from(
+                ["nodegrid", "--pnode-scoring-file", bad.to_str().unwrap()],
+                false
+            )
+            .unwrap()
+            .resolve()
             .is_err()
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A command with `serve` taking the options, as the binary has.
+    fn cli() -> Command {
+        Command::new("nodegrid").subcommand(ServeOptions::augment_args(Command::new("serve")))
+    }
+
+    fn serve_options(command: Command, args: &[&str]) -> ServeOptions {
+        let matches = command
+            .mut_subcommand("serve", |serve| serve.mut_args(|arg| arg.env(None)))
+            .try_get_matches_from(args)
+            .unwrap();
+        let (_, serve) = matches.subcommand().unwrap();
+        ServeOptions::from_arg_matches(serve).unwrap()
     }
 
     #[test]
@@ -821,32 +846,42 @@ mod tests {
         let path = dir.join("nodegrid.toml");
         std::fs::write(
             &path,
-            "redis_prefix = \"from-file\"\nhttp_addr = \"127.0.0.1:9000\"\nlog_format = \"json\"\n",
+            "redis_prefix = \"from-file\"\nhttp_addr = \"127.0.0.1:9000\"\nlog_format = \"json\"\ntrusted_proxies = [\"10.0.0.0/8\", \"127.0.0.1\"]\ndatabase_pool_size = 3\n",
         )
         .unwrap();
-        let options = ServeOptions {
-            config: Some(path),
-            http_addr: Some("127.0.0.1:9100".parse().unwrap()),
-            ..ServeOptions::default()
-        };
-        let settings = options.resolve().unwrap();
+        let path = path.to_str().unwrap();
+        let values = read_file(Path::new(path)).unwrap();
+        let args = [
+            "nodegrid",
+            "serve",
+            "--config",
+            path,
+            "--http-addr",
+            "127.0.0.1:9100",
+        ];
+        let command = mutate_path(cli(), &["serve".to_owned()], &|command| {
+            file_defaults(command, &values)
+        });
+        let settings = serve_options(command, &args).resolve().unwrap();
         assert_eq!(settings.http_addr.to_string(), "127.0.0.1:9100");
         assert_eq!(settings.redis_prefix, "from-file");
         assert_eq!(settings.log_format, LogFormat::Json);
+        assert_eq!(settings.trusted_proxies.len(), 2);
+        assert_eq!(settings.database_pool_size, 3);
+        assert_eq!(settings.redis_url, "redis://127.0.0.1:6379", "the default");
         std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn production_refuses_a_missing_or_weak_jwt_secret() {
         for secret in [None, Some("short"), Some(DEVELOPMENT_JWT_SECRET)] {
-            let options = ServeOptions {
-                environment: Some(Environment::Production),
-                jwt_secret: secret.map(SecretString::from),
-                ..ServeOptions::default()
-            };
+            let mut args = vec!["--environment", "production"];
+            if let Some(secret) = secret {
+                args.extend(["--jwt-secret", secret]);
+            }
             assert!(
                 matches!(
-                    options.resolve(),
+                    resolved(&args),
                     Err(ConfigError::Invalid {
                         name: "jwt_secret",
                         ..
@@ -855,27 +890,22 @@ mod tests {
                 "{secret:?} accepted"
             );
         }
-        let options = ServeOptions {
-            environment: Some(Environment::Production),
-            jwt_secret: Some(SecretString::from("0123456789abcdef0123456789abcdef")),
-            ..ServeOptions::default()
-        };
-        assert!(options.resolve().is_ok());
+        assert!(
+            resolved(&[
+                "--environment",
+                "production",
+                "--jwt-secret",
+                "0123456789abcdef0123456789abcdef"
+            ])
+            .is_ok()
+        );
     }
 
     #[test]
     fn trusted_proxies_take_addresses_and_networks() {
-        let options = ServeOptions {
-            trusted_proxies: Some(vec!["10.0.0.0/8".into(), "127.0.0.1".into()]),
-            ..ServeOptions::default()
-        };
-        let settings = options.resolve().unwrap();
-        assert_eq!(settings.trusted_proxies.len(), 2);
-        let options = ServeOptions {
-            trusted_proxies: Some(vec!["proxy.local".into()]),
-            ..ServeOptions::default()
-        };
-        assert!(options.resolve().is_err());
+        let settings_ok = resolved(&["--trusted-proxies", "10.0.0.0/8,127.0.0.1"]).unwrap();
+        assert_eq!(settings_ok.trusted_proxies.len(), 2);
+        assert!(resolved(&["--trusted-proxies", "proxy.local"]).is_err());
     }
 
     #[test]
@@ -884,26 +914,37 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("nodegrid.toml");
         std::fs::write(&path, "http_adr = \"127.0.0.1:9000\"\n").unwrap();
-        let options = ServeOptions {
-            config: Some(path),
-            ..ServeOptions::default()
-        };
         assert!(matches!(
-            options.resolve(),
+            read_file(&path),
             Err(ConfigError::ParseFile { .. })
         ));
         std::fs::remove_dir_all(dir).unwrap();
-
-        let options = ServeOptions {
-            redis_prefix: Some("bad:prefix".into()),
-            ..ServeOptions::default()
-        };
         assert!(matches!(
-            options.resolve(),
+            resolved(&["--redis-prefix", "bad:prefix"]),
             Err(ConfigError::Invalid {
                 name: "redis_prefix",
                 ..
             })
         ));
+    }
+
+    /// The README's option table is the declarations' table.
+    #[test]
+    fn the_readme_option_table_matches_the_declarations() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        let start =
+            "<!-- options:start (generated from services/src/config.rs; a test checks it) -->\n";
+        let end = "<!-- options:end -->";
+        let from = readme
+            .find(start)
+            .expect("the README marks its option table")
+            + start.len();
+        let to = readme[from..].find(end).expect("the table's end mark") + from;
+        let expected = options_markdown();
+        assert!(
+            readme[from..to] == expected,
+            "README.md's option table differs from the declarations; replace it with:\n{expected}"
+        );
     }
 }

@@ -260,3 +260,47 @@ async fn a_server_without_pnode_options_never_polls_anyone() {
     assert!(log.contains("xandeum-public"), "{log}");
     assert!(!log.contains("pRPC seed poll failed"), "{log}");
 }
+
+/// The `--config` file sits under flags and variables and over the defaults; an unknown key is
+/// refused with exit code 2.
+#[tokio::test]
+async fn a_config_file_sets_options_and_refuses_unknown_keys() {
+    let database = fresh_database().await;
+    let dir = std::env::temp_dir().join(format!("ngt-config-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.toml");
+    std::fs::write(
+        &good,
+        format!(
+            "database_url = \"{}\"\nlog = \"off\"\ndatabase_pool_size = 2\n",
+            database.url
+        ),
+    )
+    .unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_nodegrid"))
+        .args(["migrate", "--config", good.to_str().unwrap()])
+        .env_remove("NODEGRID_DATABASE_URL")
+        .status()
+        .unwrap();
+    assert!(status.success(), "the file named the database");
+    // A variable wins over the file: this one names a database that does not exist.
+    let output = Command::new(env!("CARGO_BIN_EXE_nodegrid"))
+        .args(["migrate", "--config", good.to_str().unwrap()])
+        .env("NODEGRID_DATABASE_URL", database_url("ngt_not_this_one"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("ngt_not_this_one"));
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "databse_url = \"postgres://x\"\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_nodegrid"))
+        .args(["migrate", "--config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("unknown key \"databse_url\""),
+        "{output:?}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
