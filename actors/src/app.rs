@@ -22,15 +22,19 @@ use nodegrid_services::config::Settings;
 use nodegrid_services::config::StreamLimits;
 use nodegrid_services::db::{Database, DbError};
 use nodegrid_services::identity::{Identity, IdentityError};
-use nodegrid_services::lease::LeaseKeeper;
+use nodegrid_services::lease::{LeaderLease, LeaseKeeper};
 use nodegrid_services::shared_state::SharedState;
 use nodegrid_services::streams::publisher::StreamPublisher;
+use nodegrid_services::streams::access::StreamAccess;
 use nodegrid_services::streams::subscriptions::Subscriptions;
 use secrecy::ExposeSecret;
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::bridge::{RedisBridge, ShutdownBridge};
+use crate::housekeeping::{self, Housekeeper};
+use crate::http::boundary::{BodyTimeout, ConnectionCounter};
+use nodegrid_services::ratelimit::LocalRateLimiter;
 use crate::http;
 use crate::pnodes::PnodeRuntime;
 use crate::state_watcher::StateWatcher;
@@ -41,6 +45,9 @@ use crate::telemetry;
 
 /// How often the Prometheus recorder drains its histograms' buffers.
 const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Client addresses the limiter of unmatched requests keeps buckets for at most.
+const NOT_FOUND_LIMITER_MAX_CLIENTS: usize = 100_000;
 
 /// How long start-up waits for Redis before going on without it.
 const REDIS_START_WAIT: Duration = Duration::from_secs(2);
@@ -59,10 +66,13 @@ pub struct AppState {
     pub fanout: Addr<StreamFanout>,
     pub publisher: StreamPublisher,
     pub subscriptions: Subscriptions,
+    pub stream_access: StreamAccess,
     pub producer_registry: Addr<ConnectionRegistry>,
     pub session_registry: Addr<ConnectionRegistry>,
     pub stream_limits: StreamLimits,
     pub pnodes: PnodeRuntime,
+    /// Requests to paths no route matches, per client address.
+    pub not_found_limiter: Arc<LocalRateLimiter>,
 }
 
 /// Why the application could not start.
@@ -101,6 +111,8 @@ pub struct Application {
     instance_id: Uuid,
     port: u16,
     server: Server,
+    /// The separate `/metrics` listener (`--metrics-addr`), and its port.
+    metrics_server: Option<(Server, u16)>,
     database: Database,
     bus: RedisBus,
     bridge: Addr<RedisBridge>,
@@ -108,6 +120,7 @@ pub struct Application {
     shutdown: ShutdownTrigger,
     pnodes: PnodeRuntime,
     pnode_lease: Option<LeaseKeeper>,
+    housekeeping_lease: LeaseKeeper,
 }
 
 impl Application {
@@ -182,11 +195,13 @@ impl Application {
         let producer_registry = ConnectionRegistry::start(
             SocketRole::Producer,
             instance_id.to_string(),
+            settings.stream.max_sockets_per_user,
             bridge.clone(),
         );
         let session_registry = ConnectionRegistry::start(
             SocketRole::Consumer,
             instance_id.to_string(),
+            settings.stream.max_sockets_per_user,
             bridge.clone(),
         );
         let reporter = ConnectionsReporter {
@@ -197,6 +212,19 @@ impl Application {
         };
         Supervisor::start(move |_| reporter);
         let publisher = StreamPublisher::new(bus.clone(), database.clone());
+        let housekeeping_lease = LeaseKeeper::start(LeaderLease::new(
+            &bus,
+            housekeeping::LEASE_NAME,
+            &instance_id.to_string(),
+            housekeeping::LEASE_TTL,
+        ));
+        let housekeeper = Housekeeper {
+            identity: identity.clone(),
+            audit_retention: settings.audit_retention,
+            interval: settings.housekeeping_interval,
+            leadership: housekeeping_lease.watch(),
+        };
+        Supervisor::start(move |_| housekeeper);
         let (pnodes, pnode_lease) = crate::pnodes::start(
             &settings.pnodes,
             database.clone(),
@@ -229,23 +257,48 @@ impl Application {
             fanout: fanout.clone(),
             publisher,
             subscriptions: subscriptions.clone(),
+            stream_access: StreamAccess::new(database.clone(), subscriptions.clone()),
             producer_registry: producer_registry.clone(),
             session_registry: session_registry.clone(),
             stream_limits: settings.stream,
             pnodes: pnodes.clone(),
+            not_found_limiter: Arc::new(LocalRateLimiter::new(
+                settings.http_limits.not_found_per_sec,
+                settings.http_limits.not_found_burst,
+                NOT_FOUND_LIMITER_MAX_CLIENTS,
+            )),
         });
-        let max_body_bytes = settings.max_body_bytes;
+        let limits = settings.http_limits;
+        let metrics_on_api_port = settings.metrics_addr.is_none();
+        let connections =
+            ConnectionCounter::new(limits.max_connections_per_ip, settings.trusted_proxies.clone());
         let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
+        let app_state = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()
-                .app_data(state.clone())
-                .app_data(web::PayloadConfig::new(max_body_bytes))
+                .app_data(app_state.clone())
+                .app_data(web::Data::new(BodyTimeout(limits.body_timeout)))
+                .app_data(web::PayloadConfig::new(limits.max_body_bytes))
                 .app_data(web::QueryConfig::default().error_handler(http::error::query_error))
                 .app_data(web::PathConfig::default().error_handler(http::error::path_error))
+                .wrap(from_fn(http::boundary::check_request))
                 .wrap(from_fn(http::observe::observe_request))
+                .configure(|config| {
+                    if metrics_on_api_port {
+                        http::metrics_route(config);
+                    }
+                })
                 .configure(http::routes)
                 .configure(extra_routes)
                 .default_service(web::to(http::not_found))
+        })
+        .on_connect(move |connection, data| {
+            if let Some(peer) = connection
+                .downcast_ref::<actix_web::rt::net::TcpStream>()
+                .and_then(|stream| stream.peer_addr().ok())
+            {
+                data.insert(connections.open(peer.ip()));
+            }
         })
         .listen(listener)
         .map_err(|source| StartError::Bind {
@@ -270,12 +323,17 @@ impl Application {
             server = server.workers(workers);
         }
         let server = server.run();
+        let metrics_server = match settings.metrics_addr {
+            Some(addr) => Some(metrics_server(addr, state.clone())?),
+            None => None,
+        };
 
         tracing::info!(addr = %local_addr, instance = %instance_id, "listening");
         Ok(Application {
             instance_id,
             port: local_addr.port(),
             server,
+            metrics_server,
             database,
             bus,
             bridge,
@@ -283,11 +341,17 @@ impl Application {
             shutdown: ShutdownTrigger(shutdown_tx),
             pnodes,
             pnode_lease,
+            housekeeping_lease,
         })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of the separate `/metrics` listener, when there is one.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_server.as_ref().map(|(_, port)| *port)
     }
 
     /// The handle that starts a graceful shutdown of this application.
@@ -311,13 +375,22 @@ impl Application {
     /// Serves until the shutdown trigger fires, then shuts down in order.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let upkeep = actix_web::rt::spawn(metrics_upkeep());
+        let metrics = self.metrics_server.map(|(server, _)| {
+            let handle = server.handle();
+            actix_web::rt::spawn(server);
+            handle
+        });
         let served = self.server.await;
+        if let Some(metrics) = metrics {
+            metrics.stop(true).await;
+        }
         tracing::info!("HTTP server stopped; stopping actors");
         upkeep.abort();
         if let Some(lease) = self.pnode_lease {
             // Hand the pNode work over at once rather than after the lease expires.
             lease.step_down().await;
         }
+        self.housekeeping_lease.step_down().await;
         if let Err(error) = self.fanout.send(ShutdownFanout).await {
             tracing::warn!(%error, "StreamFanout did not acknowledge shutdown");
         }
@@ -336,6 +409,31 @@ impl Application {
         tracing::info!(instance = %self.instance_id, "shutdown complete");
         served
     }
+}
+
+/// A listener of its own that serves only `/metrics`.
+fn metrics_server(
+    addr: std::net::SocketAddr,
+    state: web::Data<AppState>,
+) -> Result<(Server, u16), StartError> {
+    let listener = TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+    let port = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?
+        .port();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .configure(http::metrics_route)
+            .default_service(web::to(http::not_found))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .map_err(|source| StartError::Bind { addr, source })?
+    .run();
+    tracing::info!(%addr, port, "serving /metrics on a listener of its own");
+    Ok((server, port))
 }
 
 async fn metrics_upkeep() {

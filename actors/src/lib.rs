@@ -13,6 +13,8 @@
 //!   `/api/xandeum` routes answer from, and the pRPC simulator.
 //! - [`bridge`]: the [`bridge::RedisBridge`] actor that owns the Redis subscriber and dispatches
 //!   the control channel to the actors that registered for it.
+//! - [`housekeeping`]: the [`housekeeping::Housekeeper`] that prunes the audit log on the
+//!   leader.
 //! - [`http`]: routes, the JSON error type, and the request-observing middleware.
 //! - [`telemetry`]: tracing set-up and the Prometheus recorder.
 //!
@@ -22,6 +24,7 @@
 pub mod agents;
 pub mod app;
 pub mod bridge;
+pub mod housekeeping;
 pub mod http;
 pub mod pnodes;
 pub mod state_watcher;

@@ -28,6 +28,9 @@ pub enum ControlEvent {
     UserBlocked { user_id: i64, token_version: i32 },
     /// An admin unblocked the user; tokens older than `token_version` stay refused.
     UserUnblocked { user_id: i64, token_version: i32 },
+    /// A login session ended (logout, or a refresh token presented twice): its access tokens
+    /// are refused and its sockets close.
+    SessionRevoked { user_id: i64, session_id: Uuid },
     /// A subscription was created (`active`) or removed: instances update their subscriber
     /// counts and the live sessions of `consumer_id`.
     SubscriptionChanged {
@@ -49,6 +52,7 @@ impl ControlEvent {
             ControlEvent::Ping { .. } => "ping",
             ControlEvent::UserBlocked { .. } => "user_blocked",
             ControlEvent::UserUnblocked { .. } => "user_unblocked",
+            ControlEvent::SessionRevoked { .. } => "session_revoked",
             ControlEvent::SubscriptionChanged { .. } => "subscription_changed",
             ControlEvent::PnodeSnapshotUpdated { .. } => "pnode_snapshot_updated",
             ControlEvent::PnodeRegistryPruned { .. } => "pnode_registry_pruned",

@@ -30,6 +30,10 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// The body did not arrive within the configured time; the connection is closed.
     RequestTimeout,
+    /// The body is compressed (`Content-Encoding`), which the server does not accept.
+    UnsupportedMediaType,
+    /// The client has too many connections or sockets open.
+    TooManyConnections,
     /// No credentials: the route needs an access token.
     Unauthenticated,
     /// Wrong username or password.
@@ -53,7 +57,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthenticated,
         ErrorCode::InvalidCredentials,
@@ -69,6 +73,8 @@ impl ErrorCode {
         ErrorCode::MethodNotAllowed,
         ErrorCode::PayloadTooLarge,
         ErrorCode::RequestTimeout,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::TooManyConnections,
         ErrorCode::NotReady,
         ErrorCode::Internal,
     ];
@@ -83,6 +89,8 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::InvalidCredentials => "invalid_credentials",
             ErrorCode::TokenExpired => "token_expired",
@@ -111,6 +119,8 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::RequestTimeout => 408,
+            ErrorCode::UnsupportedMediaType => 415,
+            ErrorCode::TooManyConnections => 429,
             ErrorCode::NotReady => 503,
             ErrorCode::Internal => 500,
         }

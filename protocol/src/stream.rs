@@ -34,6 +34,8 @@ pub mod close {
     pub const TOKEN_EXPIRED: (u16, &str) = (4001, "token_expired");
     /// The login session the socket belongs to ended (logout, or the session was revoked).
     pub const SESSION_ENDED: (u16, &str) = (4004, "session_ended");
+    /// The user already has the most sockets allowed.
+    pub const TOO_MANY_SOCKETS: (u16, &str) = (4009, "too_many_sockets");
 }
 
 /// Identifiers (`producer_id`) as Motience clients send them: an integer, or a string of
@@ -482,6 +484,42 @@ pub struct SubscribersResponse {
     pub producer_id: i64,
     #[serde(rename = "subscriberCount")]
     pub subscriber_count: u64,
+    pub consumers: Vec<SubscriptionParty>,
+}
+
+/// `PUT /api/producers/{id}/visibility`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VisibilityRequest {
+    /// `true`: only allowed consumers may subscribe (existing subscriptions of others end).
+    pub private: bool,
+}
+
+/// `PUT /api/producers/{id}/visibility` → 200.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VisibilityResponse {
+    pub producer_id: i64,
+    pub private: bool,
+    /// Consumers whose subscriptions ended because they are not allowed.
+    pub unsubscribed: Vec<i64>,
+}
+
+/// `POST /api/producers/{id}/allowed-consumers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AllowConsumerRequest {
+    /// An integer, or a string of digits.
+    #[serde(deserialize_with = "lenient_id::deserialize")]
+    pub consumer_id: i64,
+}
+
+/// `GET /api/producers/{id}/allowed-consumers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AllowedConsumersResponse {
+    pub producer_id: i64,
+    pub private: bool,
     pub consumers: Vec<SubscriptionParty>,
 }
 

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use crate::identity::IdentitySettings;
 use crate::identity::passwords::PasswordCost;
 use crate::identity::tokens::{
-    DEVELOPMENT_JWT_SECRET, MIN_PRODUCTION_SECRET_BYTES, is_strong_secret,
+    DEVELOPMENT_JWT_SECRET, JwtKey, MIN_PRODUCTION_SECRET_BYTES, is_strong_secret,
 };
 use crate::pnodes::{AnalyticsConfig, PnodeSettings, Seed, XANDEUM_PUBLIC_SEEDS};
 use crate::ratelimit::RateRule;
@@ -47,6 +47,20 @@ pub struct StreamLimits {
     pub idle_timeout: Duration,
     /// Whether sockets close when their token expires.
     pub token_expiry: WsTokenExpiry,
+    /// Most sockets one user may have open on one instance (0: no limit).
+    pub max_sockets_per_user: usize,
+}
+
+/// The limits of the HTTP boundary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    pub max_body_bytes: usize,
+    pub body_timeout: Duration,
+    /// 0: no limit.
+    pub max_connections_per_ip: usize,
+    /// Requests per second per client IP to paths no route matches (0: off), and the burst.
+    pub not_found_per_sec: u32,
+    pub not_found_burst: u32,
 }
 
 /// Whether an open socket's access token is checked again when it expires.
@@ -102,6 +116,30 @@ pub struct ServeOptions {
     #[arg(long, env = "NODEGRID_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
     pub max_body_bytes: usize,
 
+    /// Seconds a request body may take to arrive; slower → 408 `request_timeout`, and the
+    /// connection closes.
+    #[arg(long, env = "NODEGRID_BODY_TIMEOUT_SECS", default_value_t = 10)]
+    pub body_timeout_secs: u64,
+
+    /// Open connections per client IP (0: no limit; trusted proxies are not counted); past it
+    /// 429 `too_many_connections` and the connection closes.
+    #[arg(long, env = "NODEGRID_MAX_CONNECTIONS_PER_IP", default_value_t = 10_000)]
+    pub max_connections_per_ip: usize,
+
+    /// Requests per second per client IP that match no route, on each instance (0: off); past
+    /// it 429 `rate_limited`.
+    #[arg(long, env = "NODEGRID_NOT_FOUND_RATE_PER_SEC", default_value_t = 5)]
+    pub not_found_rate_per_sec: u32,
+
+    /// Burst of the same.
+    #[arg(long, env = "NODEGRID_NOT_FOUND_BURST", default_value_t = 50)]
+    pub not_found_burst: u32,
+
+    /// A separate listener for `/metrics` (the usual Prometheus practice); when set, the API
+    /// port does not serve `/metrics` [default: none: `/metrics` on the API port].
+    #[arg(long, env = "NODEGRID_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
     /// Postgres.
     #[arg(
         long,
@@ -130,6 +168,24 @@ pub struct ServeOptions {
     /// shows) [default: the development secret].
     #[arg(long, env = "NODEGRID_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<SecretString>,
+
+    /// Key id (`kid`) of `--jwt-secret`, written in the header of every token it signs.
+    #[arg(long, env = "NODEGRID_JWT_KEY_ID", default_value = "k1")]
+    pub jwt_key_id: String,
+
+    /// Earlier signing keys still accepted, comma-separated `kid:secret`, so that the secret
+    /// rotates without logging everyone out [default: none].
+    #[arg(
+        long,
+        env = "NODEGRID_JWT_PREVIOUS_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub jwt_previous_keys: Vec<SecretString>,
+
+    /// Days the audit log keeps an entry; one instance prunes older ones hourly.
+    #[arg(long, env = "NODEGRID_AUDIT_RETENTION_DAYS", default_value_t = 365)]
+    pub audit_retention_days: u64,
 
     /// Admin created at start-up if missing (an existing one keeps its password) [default:
     /// none].
@@ -238,6 +294,11 @@ pub struct ServeOptions {
     )]
     pub ws_token_expiry: WsTokenExpiry,
 
+    /// Sockets one user may have open on one instance (0: no limit); past it 429
+    /// `too_many_connections` before the upgrade.
+    #[arg(long, env = "NODEGRID_MAX_SOCKETS_PER_USER", default_value_t = 100)]
+    pub max_sockets_per_user: usize,
+
     /// `human` or `json` (one object per line).
     #[arg(long, env = "NODEGRID_LOG_FORMAT", value_enum, default_value = "human")]
     pub log_format: LogFormat,
@@ -301,11 +362,19 @@ pub struct Settings {
     pub http_addr: SocketAddr,
     pub http_workers: Option<usize>,
     pub max_body_bytes: usize,
+    pub http_limits: HttpLimits,
+    pub metrics_addr: Option<SocketAddr>,
     pub database_url: String,
     pub database_pool_size: usize,
     pub redis_url: String,
     pub redis_prefix: String,
     pub jwt_secret: Option<SecretString>,
+    pub jwt_key_id: String,
+    pub jwt_previous_keys: Vec<JwtKey>,
+    pub audit_retention: Duration,
+    /// How often the leader does its hourly chores (audit pruning). Not an option: tests
+    /// shorten it.
+    pub housekeeping_interval: Duration,
     pub admin_username: Option<String>,
     pub admin_password: Option<SecretString>,
     pub environment: Environment,
@@ -374,11 +443,32 @@ impl ServeOptions {
             http_addr: self.http_addr,
             http_workers: self.http_workers,
             max_body_bytes: self.max_body_bytes,
+            http_limits: HttpLimits {
+                max_body_bytes: self.max_body_bytes,
+                body_timeout: Duration::from_secs(self.body_timeout_secs),
+                max_connections_per_ip: self.max_connections_per_ip,
+                not_found_per_sec: self.not_found_rate_per_sec,
+                not_found_burst: self.not_found_burst,
+            },
+            metrics_addr: self.metrics_addr,
             database_url: self.database_url,
             database_pool_size: self.database_pool_size,
             redis_url: self.redis_url,
             redis_prefix: self.redis_prefix,
             jwt_secret: self.jwt_secret,
+            jwt_key_id: self.jwt_key_id,
+            jwt_previous_keys: self
+                .jwt_previous_keys
+                .iter()
+                .map(|text| {
+                    JwtKey::parse(text).map_err(|reason| ConfigError::Invalid {
+                        name: "jwt_previous_keys",
+                        reason,
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            audit_retention: Duration::from_secs(self.audit_retention_days.saturating_mul(86_400)),
+            housekeeping_interval: Duration::from_secs(3_600),
             admin_username: self.admin_username,
             admin_password: self.admin_password,
             environment: self.environment,
@@ -410,6 +500,7 @@ impl ServeOptions {
                 ping_interval: Duration::from_secs(self.ws_ping_interval_secs),
                 idle_timeout: Duration::from_secs(self.ws_idle_timeout_secs),
                 token_expiry: self.ws_token_expiry,
+                max_sockets_per_user: self.max_sockets_per_user,
             },
         };
         settings.validate()?;
@@ -616,10 +707,14 @@ impl Settings {
     /// fixed one (and says so); production never gets here without a strong secret.
     pub fn identity(&self) -> IdentitySettings {
         IdentitySettings {
-            jwt_secret: self
-                .jwt_secret
-                .clone()
-                .unwrap_or_else(|| SecretString::from(DEVELOPMENT_JWT_SECRET)),
+            jwt_key: JwtKey {
+                id: self.jwt_key_id.clone(),
+                secret: self
+                    .jwt_secret
+                    .clone()
+                    .unwrap_or_else(|| SecretString::from(DEVELOPMENT_JWT_SECRET)),
+            },
+            jwt_previous_keys: self.jwt_previous_keys.clone(),
             access_ttl: self.access_token_ttl,
             refresh_ttl: self.refresh_token_ttl,
             password_cost: self.password_cost,
@@ -686,6 +781,12 @@ impl Settings {
             return Err(ConfigError::Invalid {
                 name: "http_workers",
                 reason: "must be at least 1".into(),
+            });
+        }
+        if self.http_limits.body_timeout.is_zero() || self.audit_retention.is_zero() {
+            return Err(ConfigError::Invalid {
+                name: "body_timeout_secs",
+                reason: "the body timeout and the audit retention must be positive".into(),
             });
         }
         if self.max_body_bytes == 0 {

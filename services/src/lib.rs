@@ -12,6 +12,7 @@
 //! - [`ratelimit`]: token buckets in Redis.
 //! - [`pnodes`]: pNode analytics: pRPC client, merge, scores, alerts, the network view, its store.
 //! - [`lease`]: the leader lease that makes once-only work happen on exactly one instance.
+//! - [`text`]: client text made safe to keep (names refused, free text escaped).
 //!
 //! **Architecture invariant:** only this crate talks to Postgres and Redis, and it knows nothing
 //! of actix. The `actors` crate calls it; it never calls `actors`.
@@ -25,3 +26,4 @@ pub mod pnodes;
 pub mod ratelimit;
 pub mod shared_state;
 pub mod streams;
+pub mod text;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use nodegrid_protocol::auth::{Role, TokenResponse, UserIdentity};
 use nodegrid_protocol::error::ErrorBody;
-use nodegrid_services::identity::tokens::{AccessTokens, TokenSubject, unix_now};
+use nodegrid_services::identity::tokens::{JwtKey, AccessTokens, TokenSubject, unix_now};
 use nodegrid_services::ratelimit::RateRule;
 use serde_json::{Value, json};
 
@@ -201,7 +201,14 @@ async fn expired_tampered_and_foreign_algorithm_tokens_are_refused() {
     let app = spawn_app().await;
     let user = app.register("eve-target", Role::Consumer).await;
     let tokens = app.login("eve-target", PASSWORD).await;
-    let signer = AccessTokens::new(&TEST_JWT_SECRET.into(), Duration::from_secs(3600));
+    let signer = AccessTokens::new(
+        &JwtKey {
+            id: "k1".into(),
+            secret: TEST_JWT_SECRET.into(),
+        },
+        &[],
+        Duration::from_secs(3600),
+    );
     let subject = TokenSubject {
         user_id: user.user_id,
         username: user.username.clone(),

@@ -680,6 +680,20 @@ where
                     .session
                     .renew_if_due(renewal.http, settings, renewal.backoff)
                     .await?;
+                // The open socket lives on the new token, not until the old one expires.
+                let refresh = ClientFrame::Refresh {
+                    token: renewal.session.access_token.clone(),
+                };
+                let frame = refresh
+                    .encode(settings.encoding)
+                    .map_err(|error| DeviceError::Failed(error.to_string()))?;
+                let message = match settings.encoding {
+                    Encoding::Json => Message::Text(String::from_utf8_lossy(&frame).into_owned().into()),
+                    Encoding::MessagePack => Message::Binary(frame.into()),
+                };
+                if sink.send(message).await.is_err() {
+                    return Ok(Streamed::Disconnected);
+                }
             }
             message = incoming.next() => {
                 let frame = match message {

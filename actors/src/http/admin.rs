@@ -20,7 +20,8 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .service(resource("/api/admin/users").route(web::get().to(list_users)))
         .service(resource("/api/admin/users/{id}/block").route(web::post().to(block_user)))
         .service(resource("/api/admin/users/{id}/unblock").route(web::post().to(unblock_user)))
-        .service(resource("/api/admin/audit").route(web::get().to(audit_log)));
+        .service(resource("/api/admin/audit").route(web::get().to(audit_log)))
+        .service(resource("/api/admin/audit/export").route(web::get().to(export_audit_log)));
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -165,4 +166,76 @@ pub async fn audit_log(
         )
         .await?;
     Ok(HttpResponse::Ok().json(page))
+}
+
+/// The filters of an export: those of the audit log, without paging.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExportQuery {
+    /// The actor's username or user id.
+    pub actor: Option<String>,
+    /// The action, e.g. `user.block`.
+    pub action: Option<String>,
+    /// Entries at or after this time (RFC 3339).
+    pub since: Option<DateTime<Utc>>,
+    /// Entries before this time (RFC 3339).
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// Entries read per round trip of an export.
+const EXPORT_PAGE: i64 = 1_000;
+
+/// The audit log as JSON lines (`application/x-ndjson`), oldest first, streamed a page at a
+/// time; each page takes a pooled connection only while it is read.
+#[utoipa::path(get, path = "/api/admin/audit/export", tag = "admin", params(ExportQuery),
+    responses(
+        (status = 200, description = "One `AuditEntry` JSON object per line", content_type = "application/x-ndjson", body = AuditEntry),
+        (status = 403, description = "`forbidden`: not an admin", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn export_audit_log(
+    state: web::Data<AppState>,
+    _admin: Admin,
+    query: web::Query<ExportQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner();
+    let filter = AuditFilter {
+        actor: query.actor,
+        action: query.action,
+        since: query.since,
+        until: query.until,
+    };
+    let identity = state.identity.clone();
+    let pages = futures_util::stream::unfold(Some(0i64), move |after| {
+        let (identity, filter) = (identity.clone(), filter.clone());
+        async move {
+            let after = after?;
+            match identity.audit_after(&filter, after, EXPORT_PAGE).await {
+                Ok(entries) if entries.is_empty() => None,
+                Ok(entries) => {
+                    let next = entries.last().map(|entry| entry.id);
+                    let mut lines = Vec::with_capacity(entries.len() * 200);
+                    for entry in &entries {
+                        if serde_json::to_writer(&mut lines, entry).is_ok() {
+                            lines.push(b'\n');
+                        }
+                    }
+                    let more = (entries.len() as i64 == EXPORT_PAGE).then_some(next).flatten();
+                    Some((Ok::<_, actix_web::Error>(web::Bytes::from(lines)), more))
+                }
+                Err(error) => {
+                    tracing::error!(%error, "audit export failed part way");
+                    Some((
+                        Err(actix_web::error::ErrorInternalServerError(
+                            "the export failed part way",
+                        )),
+                        None,
+                    ))
+                }
+            }
+        }
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("application/x-ndjson")
+        .streaming(pages))
 }

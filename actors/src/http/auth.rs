@@ -146,7 +146,7 @@ impl FromRequest for Admin {
                             caller(&request, &state),
                             &user,
                             &route,
-                            request.query_string(),
+                            &crate::http::redact::redact_query(request.query_string()),
                         )
                         .await;
                 }

@@ -87,6 +87,14 @@ impl ResponseError for ApiError {
         let code = self.code();
         metrics::counter!(HTTP_ERRORS_TOTAL, "code" => code.as_str()).increment(1);
         let mut response = HttpResponse::build(self.status_code());
+        // A body that never finished, or a client over its connection limit: the connection
+        // is not reused.
+        if matches!(
+            code,
+            ErrorCode::RequestTimeout | ErrorCode::TooManyConnections
+        ) {
+            response.force_close();
+        }
         let message = match self {
             ApiError::Client { message, .. } => message.clone(),
             ApiError::RateLimited {

@@ -2,12 +2,14 @@
 
 pub mod admin;
 pub mod auth;
+pub mod boundary;
 pub mod error;
 pub mod identity;
 pub mod json;
 pub mod observe;
 pub mod openapi;
 pub mod probes;
+pub mod redact;
 
 use actix_web::{HttpResponse, web};
 
@@ -18,12 +20,16 @@ pub fn routes(config: &mut web::ServiceConfig) {
     config
         .service(get_only("/health", probes::health))
         .service(get_only("/ready", probes::ready))
-        .service(get_only("/metrics", probes::metrics))
         .configure(identity::routes)
         .configure(admin::routes)
         .configure(crate::stream::routes::routes)
         .configure(crate::pnodes::routes::routes)
         .configure(openapi::routes);
+}
+
+/// `/metrics`, on the API port or on a listener of its own (`--metrics-addr`).
+pub fn metrics_route(config: &mut web::ServiceConfig) {
+    config.service(get_only("/metrics", probes::metrics));
 }
 
 /// A resource whose unrouted methods answer with a JSON `method_not_allowed`.
@@ -41,8 +47,26 @@ where
     resource(path).route(web::get().to(handler))
 }
 
-/// Answers paths that no route matches.
-pub async fn not_found() -> Result<HttpResponse, ApiError> {
+/// Answers paths that no route matches. Each client address may make only so many such
+/// requests (`--not-found-rate-per-sec`): probing for paths is not free.
+pub async fn not_found(
+    request: actix_web::HttpRequest,
+    state: Option<web::Data<crate::app::AppState>>,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(state) = state {
+        let ip = auth::client_ip(&request, &state.trusted_proxies);
+        if let Err(retry_after) = state
+            .not_found_limiter
+            .check(ip, std::time::Instant::now())
+        {
+            metrics::counter!(nodegrid_services::identity::RATE_LIMITED_TOTAL, "scope" => "not_found", "key" => "ip")
+                .increment(1);
+            return Err(ApiError::RateLimited {
+                retry_after_secs: nodegrid_services::identity::retry_after_secs(retry_after),
+                message: "too many requests for paths that do not exist".into(),
+            });
+        }
+    }
     Err(ApiError::not_found("no route matches this path"))
 }
 

@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::middleware::Next;
 
 use crate::telemetry::{HTTP_REQUEST_DURATION_SECONDS, HTTP_REQUESTS_TOTAL};
@@ -11,6 +12,23 @@ use crate::telemetry::{HTTP_REQUEST_DURATION_SECONDS, HTTP_REQUESTS_TOTAL};
 /// The route label of requests that matched no route, so that random paths cannot grow the
 /// number of metric series without bound.
 const UNMATCHED_ROUTE: &str = "unmatched";
+/// Characters of a request's path written to the log.
+const MAX_LOGGED_PATH_CHARS: usize = 200;
+
+/// The method as a metric label: the standard ones by name, anything else `OTHER`, so that
+/// made-up methods cannot grow the number of series.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
 
 /// Middleware (for `actix_web::middleware::from_fn`) that records every request.
 pub async fn observe_request(
@@ -18,8 +36,9 @@ pub async fn observe_request(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let method = request.method().to_string();
-    let path = request.path().to_owned();
+    let method = method_label(request.method());
+    // Paths are the client's text: cut short in logs, and never the query (it may hold a token).
+    let path: String = request.path().chars().take(MAX_LOGGED_PATH_CHARS).collect();
     let outcome = next.call(request).await;
     let elapsed = started.elapsed();
     let (status, route) = match &outcome {
@@ -31,7 +50,7 @@ pub async fn observe_request(
     };
     let route = route.unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
     let labels = [
-        ("method", method.clone()),
+        ("method", method.to_owned()),
         ("route", route.clone()),
         ("status", status.to_string()),
     ];

@@ -125,7 +125,8 @@ fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
     max: T,
 ) -> Result<T, ApiError> {
     let value = value.unwrap_or(default);
-    if value < min || value > max {
+    // Written so that NaN, which compares false with everything, is refused too.
+    if !(value >= min && value <= max) {
         return Err(ApiError::validation(format!(
             "{name} must be between {min} and {max}, not {value}"
         )));
@@ -1151,10 +1152,12 @@ fn collect_alerts(
     query: &AlertsQuery,
     only_critical: bool,
 ) -> Result<HttpResponse, ApiError> {
+    // The parameter is checked on both routes, so that a typo is an error, not ignored.
+    let asked = parse_severity(query.severity.as_deref())?;
     let severity = if only_critical {
         Some(Severity::Critical)
     } else {
-        parse_severity(query.severity.as_deref())?
+        asked
     };
     if let Some(kind) = &query.alert_type
         && !ALERT_TYPES.contains(&kind.as_str())

@@ -251,7 +251,7 @@ impl Actor for ConsumerSession {
         if let Some(reader) = self.reader.take() {
             ctx.add_stream(reader);
         }
-        self.registry.do_send(Register {
+        let registration = Register {
             id: self.id,
             connection: RegisteredConnection {
                 user_id: self.user.user_id,
@@ -263,7 +263,8 @@ impl Actor for ConsumerSession {
                 stats: self.core.stats().clone(),
                 queue: self.core.outbox().gauge(),
             },
-        });
+        };
+        self.register(&self.registry.clone(), registration, ctx);
         if let Some(expires_at) = self.token.expires_at() {
             self.token.arm(expires_at, ctx);
         }

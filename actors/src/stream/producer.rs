@@ -296,7 +296,7 @@ impl Actor for ProducerConnection {
         if let Some(reader) = self.reader.take() {
             ctx.add_stream(reader);
         }
-        self.registry.do_send(Register {
+        let registration = Register {
             id: self.id,
             connection: RegisteredConnection {
                 user_id: self.user.user_id,
@@ -308,7 +308,8 @@ impl Actor for ProducerConnection {
                 stats: self.core.stats().clone(),
                 queue: self.core.outbox().gauge(),
             },
-        });
+        };
+        self.register(&self.registry.clone(), registration, ctx);
         if let Some(expires_at) = self.token.expires_at() {
             self.token.arm(expires_at, ctx);
         }

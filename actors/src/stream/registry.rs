@@ -56,11 +56,20 @@ pub struct RegisteredConnection {
     pub queue: Arc<QueueGauge>,
 }
 
+/// Registers a socket; answers false (and keeps nothing) when its user already has the most
+/// sockets allowed, so that the socket closes itself.
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "bool")]
 pub struct Register {
     pub id: ConnectionId,
     pub connection: RegisteredConnection,
+}
+
+/// How many sockets a user has open here.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct CountUserSockets {
+    pub user_id: i64,
 }
 
 #[derive(Message)]
@@ -83,6 +92,8 @@ pub struct CloseAll(pub (u16, &'static str));
 pub struct ConnectionRegistry {
     role: SocketRole,
     instance: String,
+    /// Most sockets one user may have open on this instance (0: no limit).
+    max_per_user: usize,
     bridge: Addr<RedisBridge>,
     connections: HashMap<ConnectionId, RegisteredConnection>,
     by_user: HashMap<i64, HashSet<ConnectionId>>,
@@ -97,11 +108,13 @@ impl ConnectionRegistry {
     pub fn start(
         role: SocketRole,
         instance: String,
+        max_per_user: usize,
         bridge: Addr<RedisBridge>,
     ) -> Addr<ConnectionRegistry> {
         Supervisor::start(move |_| ConnectionRegistry {
             role,
             instance,
+            max_per_user,
             bridge,
             connections: HashMap::new(),
             by_user: HashMap::new(),
@@ -149,15 +162,25 @@ fn metrics_restart(role: SocketRole) {
 }
 
 impl Handler<Register> for ConnectionRegistry {
-    type Result = ();
+    type Result = bool;
 
-    fn handle(&mut self, message: Register, _: &mut Context<Self>) {
-        self.by_user
-            .entry(message.connection.user_id)
-            .or_default()
-            .insert(message.id);
+    fn handle(&mut self, message: Register, _: &mut Context<Self>) -> bool {
+        let sockets = self.by_user.entry(message.connection.user_id).or_default();
+        if self.max_per_user > 0 && sockets.len() >= self.max_per_user {
+            return false;
+        }
+        sockets.insert(message.id);
         self.connections.insert(message.id, message.connection);
         self.update_gauge();
+        true
+    }
+}
+
+impl Handler<CountUserSockets> for ConnectionRegistry {
+    type Result = usize;
+
+    fn handle(&mut self, message: CountUserSockets, _: &mut Context<Self>) -> usize {
+        self.by_user.get(&message.user_id).map_or(0, HashSet::len)
     }
 }
 
@@ -221,6 +244,22 @@ impl Handler<ControlMessage> for ConnectionRegistry {
         match message.0.event {
             ControlEvent::UserBlocked { user_id, .. } => {
                 self.close_user(user_id, close::USER_BLOCKED);
+            }
+            ControlEvent::SessionRevoked {
+                user_id,
+                session_id,
+            } => {
+                for id in self.by_user.get(&user_id).into_iter().flatten() {
+                    if let Some(connection) = self
+                        .connections
+                        .get(id)
+                        .filter(|connection| connection.session_id == session_id)
+                    {
+                        connection
+                            .close
+                            .do_send(CloseConnection(close::SESSION_ENDED));
+                    }
+                }
             }
             ControlEvent::SubscriptionChanged {
                 consumer_id,

@@ -6,14 +6,17 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use nodegrid_protocol::auth::Role;
 use nodegrid_protocol::error::{ErrorBody, ErrorCode};
 use nodegrid_protocol::stream::{
-    ConnectionsResponse, SubscribeRequest, SubscribeResponse, SubscribersResponse,
-    SubscriptionsResponse, UnsubscribeResponse,
+    AllowConsumerRequest, AllowedConsumersResponse, ConnectionsResponse, SubscribeRequest,
+    SubscribeResponse, SubscribersResponse, SubscriptionsResponse, UnsubscribeResponse,
+    VisibilityRequest, VisibilityResponse,
 };
+use nodegrid_services::identity::audit_record;
+use serde_json::json;
 use nodegrid_services::identity::AuthUser;
 use nodegrid_services::streams::subscriptions::SubscriptionError;
 
 use crate::app::AppState;
-use crate::http::auth::{Admin, Authenticated};
+use crate::http::auth::{Admin, Authenticated, caller};
 use crate::http::error::ApiError;
 use crate::http::json::Json;
 use crate::http::resource;
@@ -39,6 +42,19 @@ pub fn routes(config: &mut web::ServiceConfig) {
             resource("/api/subscriptions/{consumer_id}").route(web::get().to(subscriptions_of)),
         )
         .service(resource("/api/subscribers/{producer_id}").route(web::get().to(subscribers_of)))
+        .service(
+            resource("/api/producers/{producer_id}/visibility")
+                .route(web::put().to(set_visibility)),
+        )
+        .service(
+            resource("/api/producers/{producer_id}/allowed-consumers")
+                .route(web::get().to(allowed_consumers))
+                .route(web::post().to(allow_consumer)),
+        )
+        .service(
+            resource("/api/producers/{producer_id}/allowed-consumers/{consumer_id}")
+                .route(web::delete().to(disallow_consumer)),
+        )
         .service(resource("/api/admin/connections").route(web::get().to(connections)));
 }
 
@@ -194,6 +210,7 @@ impl From<SubscriptionError> for ApiError {
                 format!("no producer {producer_id}"),
             ),
             SubscriptionError::Forbidden(reason) => ApiError::new(ErrorCode::Forbidden, reason),
+            SubscriptionError::NotFound(message) => ApiError::not_found(message),
             other => ApiError::internal(other),
         }
     }
@@ -337,4 +354,146 @@ pub async fn connections(
         .await
         .map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().json(view))
+}
+
+/// Makes a producer's stream private (only allowed consumers may subscribe; the others'
+/// subscriptions end) or public again: the producer itself or an admin.
+#[utoipa::path(put, path = "/api/producers/{producer_id}/visibility", tag = "streams",
+    params(("producer_id" = i64, Path, description = "The producer")),
+    request_body = VisibilityRequest,
+    responses(
+        (status = 200, description = "Changed", body = VisibilityResponse),
+        (status = 403, description = "`forbidden`: another producer's", body = ErrorBody),
+        (status = 404, description = "`producer_not_found`", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn set_visibility(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    user: Authenticated,
+    path: web::Path<i64>,
+    body: Json<VisibilityRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let producer_id = path.into_inner();
+    require_self_or_admin(&user.0, producer_id)?;
+    let private = body.private;
+    let audit = audit_record(
+        caller(&request, &state),
+        &user.0,
+        "producer.visibility",
+        &format!("user:{producer_id}"),
+        json!({"private": private}),
+    );
+    let unsubscribed = state
+        .stream_access
+        .set_private(producer_id, private, audit)
+        .await?;
+    Ok(HttpResponse::Ok().json(VisibilityResponse {
+        producer_id,
+        private,
+        unsubscribed,
+    }))
+}
+
+/// Whether a producer's stream is private, and the consumers allowed: the producer itself or
+/// an admin.
+#[utoipa::path(get, path = "/api/producers/{producer_id}/allowed-consumers", tag = "streams",
+    params(("producer_id" = i64, Path, description = "The producer")),
+    responses(
+        (status = 200, description = "The allowed consumers", body = AllowedConsumersResponse),
+        (status = 403, description = "`forbidden`: another producer's", body = ErrorBody),
+        (status = 404, description = "`producer_not_found`", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn allowed_consumers(
+    state: web::Data<AppState>,
+    user: Authenticated,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let producer_id = path.into_inner();
+    require_self_or_admin(&user.0, producer_id)?;
+    Ok(HttpResponse::Ok().json(state.stream_access.allowed(producer_id).await?))
+}
+
+/// Allows a consumer to subscribe to a private stream: the producer itself or an admin.
+#[utoipa::path(post, path = "/api/producers/{producer_id}/allowed-consumers", tag = "streams",
+    params(("producer_id" = i64, Path, description = "The producer")),
+    request_body = AllowConsumerRequest,
+    responses(
+        (status = 201, description = "Allowed", body = SubscribeResponse),
+        (status = 200, description = "Allowed already", body = SubscribeResponse),
+        (status = 403, description = "`forbidden`: another producer's", body = ErrorBody),
+        (status = 404, description = "`producer_not_found`, or `not_found`: no such consumer", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn allow_consumer(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    user: Authenticated,
+    path: web::Path<i64>,
+    body: Json<AllowConsumerRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let producer_id = path.into_inner();
+    require_self_or_admin(&user.0, producer_id)?;
+    let consumer_id = body.consumer_id;
+    let audit = audit_record(
+        caller(&request, &state),
+        &user.0,
+        "producer.allow_consumer",
+        &format!("user:{producer_id}"),
+        json!({"consumer_id": consumer_id}),
+    );
+    let created = state
+        .stream_access
+        .allow(producer_id, consumer_id, audit)
+        .await?;
+    let body = SubscribeResponse {
+        consumer_id,
+        producer_id,
+        created,
+    };
+    Ok(if created {
+        HttpResponse::Created().json(body)
+    } else {
+        HttpResponse::Ok().json(body)
+    })
+}
+
+/// Withdraws a consumer's allowance (and, while the stream is private, its subscription): the
+/// producer itself or an admin.
+#[utoipa::path(delete, path = "/api/producers/{producer_id}/allowed-consumers/{consumer_id}", tag = "streams",
+    params(
+        ("producer_id" = i64, Path, description = "The producer"),
+        ("consumer_id" = i64, Path, description = "The consumer"),
+    ),
+    responses(
+        (status = 200, description = "Done (`removed` says whether it was allowed)", body = UnsubscribeResponse),
+        (status = 403, description = "`forbidden`: another producer's", body = ErrorBody),
+        (status = 404, description = "`producer_not_found`", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn disallow_consumer(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    user: Authenticated,
+    path: web::Path<(i64, i64)>,
+) -> Result<HttpResponse, ApiError> {
+    let (producer_id, consumer_id) = path.into_inner();
+    require_self_or_admin(&user.0, producer_id)?;
+    let audit = audit_record(
+        caller(&request, &state),
+        &user.0,
+        "producer.disallow_consumer",
+        &format!("user:{producer_id}"),
+        json!({"consumer_id": consumer_id}),
+    );
+    let removed = state
+        .stream_access
+        .disallow(producer_id, consumer_id, audit)
+        .await?;
+    Ok(HttpResponse::Ok().json(UnsubscribeResponse {
+        consumer_id,
+        producer_id,
+        removed,
+    }))
 }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, ActorContext, AsyncContext, Context, SpawnHandle};
+use actix::{
+    Actor, ActorContext, ActorFutureExt, AsyncContext, Context, SpawnHandle, WrapFuture,
+};
 use nodegrid_protocol::stream::{
     ClientFrame, Encoding, FrameRefusal, ServerFrame, StreamErrorCode, close,
 };
@@ -16,7 +18,7 @@ use nodegrid_services::config::StreamLimits;
 
 use crate::stream::metrics::{self, RoleMetrics, STREAM};
 use crate::stream::outbox::{Outbox, Outgoing};
-use crate::stream::registry::SocketRole;
+use crate::stream::registry::{ConnectionRegistry, Register, SocketRole};
 use crate::stream::ws::{CloseReason, WsError, WsItem};
 use crate::stream::{
     ConnectionStats, SharedEncoding, TokenBucket, error_budget, error_frame, outgoing, since,
@@ -309,6 +311,22 @@ pub trait SocketActor: Actor<Context = Context<Self>> {
         if self.core().begin_close(reason) {
             ctx.stop();
         }
+    }
+
+    /// Registers the socket with its registry; closes it when its user has too many.
+    fn register(
+        &mut self,
+        registry: &actix::Addr<ConnectionRegistry>,
+        registration: Register,
+        ctx: &mut Context<Self>,
+    ) {
+        ctx.spawn(registry.send(registration).into_actor(self).map(
+            |registered, actor, ctx| {
+                if registered.is_err() || registered == Ok(false) {
+                    actor.close(close::TOO_MANY_SOCKETS, ctx);
+                }
+            },
+        ));
     }
 
     /// One item of the socket's reader (call from `StreamHandler::handle`).

@@ -30,11 +30,15 @@ use self::tokens::{AccessTokens, TokenError, TokenSubject};
 use crate::bus::{BusError, RedisBus};
 use crate::db::{Database, DbError};
 use crate::ratelimit::{Decision, RateLimiter, RateRule};
+use crate::text::{escape_free_text, has_deceptive_characters};
 
 /// The identity settings, resolved from the server's options.
 #[derive(Debug, Clone)]
 pub struct IdentitySettings {
-    pub jwt_secret: secrecy::SecretString,
+    /// The key that signs access tokens.
+    pub jwt_key: tokens::JwtKey,
+    /// Earlier keys still accepted.
+    pub jwt_previous_keys: Vec<tokens::JwtKey>,
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
     pub password_cost: PasswordCost,
@@ -83,6 +87,10 @@ pub const AUTH_TOKEN_REJECTIONS_TOTAL: &str = "nodegrid_auth_token_rejections_to
 pub const RATE_LIMITED_TOTAL: &str = "nodegrid_rate_limited_total";
 pub const RATE_LIMIT_ERRORS_TOTAL: &str = "nodegrid_rate_limit_errors_total";
 pub const AUDIT_WRITE_ERRORS_TOTAL: &str = "nodegrid_audit_write_errors_total";
+
+/// Ended sessions are remembered this long past the access-token lifetime (clock skew between
+/// instances, and the tokens' own leeway).
+const SESSION_REVOCATION_MARGIN_SECS: u64 = 60;
 
 /// Password checks that may wait for a worker; past this, logins get `rate_limited`.
 const PASSWORD_QUEUE: usize = 256;
@@ -172,7 +180,11 @@ impl Identity {
                 database,
                 bus,
                 passwords,
-                tokens: AccessTokens::new(&settings.jwt_secret, settings.access_ttl),
+                tokens: AccessTokens::new(
+                    &settings.jwt_key,
+                    &settings.jwt_previous_keys,
+                    settings.access_ttl,
+                ),
                 refresh_ttl: settings.refresh_ttl,
                 gate: AccessGate::default(),
                 ip_rule: settings.ip_rule,
@@ -197,12 +209,15 @@ impl Identity {
         match self
             .inner
             .gate
-            .check(subject.user_id, subject.token_version)
+            .check(subject.user_id, subject.token_version, subject.session_id)
         {
             Ok(()) => Ok(subject),
             Err(Refusal::Blocked) => Err(IdentityError::UserBlocked),
             Err(Refusal::Revoked) => Err(IdentityError::TokenInvalid(
                 "the access token has been revoked",
+            )),
+            Err(Refusal::SessionEnded) => Err(IdentityError::TokenInvalid(
+                "the access token's session has ended (logged out)",
             )),
         }
     }
@@ -299,11 +314,14 @@ impl Identity {
         caller: Caller,
         request: LoginRequest,
     ) -> Result<TokenResponse, IdentityError> {
-        let username = request.username.trim().to_owned();
-        let well_formed = validate_username(&username).ok();
-        self.limit(caller, "login", well_formed.as_deref()).await?;
+        // Names are looked up as they were stored: the naming rule applies when a name is
+        // created, not here (older and imported names may not follow it).
+        let username = request.username;
+        let lookup = (!username.is_empty() && username.chars().count() <= MAX_LOOKUP_NAME_CHARS)
+            .then_some(username.as_str());
+        self.limit(caller, "login", lookup).await?;
 
-        let user = match &well_formed {
+        let user = match lookup {
             Some(name) => {
                 let client = self.inner.database.client().await?;
                 store::user_by_username(&client, name).await?
@@ -311,18 +329,24 @@ impl Identity {
             None => None,
         };
         let matches = self.check_password(request.password, user.clone()).await?;
-        let Some(user) = user.filter(|_| matches) else {
-            self.record_quietly(AuditRecord {
-                actor_id: None,
-                actor: Some(truncate(&username, 64)),
-                action: "auth.login_failed",
-                target: None,
-                source_ip: Some(caller.ip.to_string()),
-                details: json!({"reason": "invalid_credentials"}),
-            })
-            .await;
-            metrics::counter!(AUTH_EVENTS_TOTAL, "event" => "login_failed").increment(1);
-            return Err(IdentityError::InvalidCredentials);
+        // A blocked account answers `user_blocked` whatever the password: nobody can test
+        // guesses against it (the check above still took the time of one).
+        let user = match user {
+            Some(user) if user.blocked_at.is_some() => user,
+            Some(user) if matches => user,
+            _ => {
+                self.record_quietly(AuditRecord {
+                    actor_id: None,
+                    actor: Some(escape_free_text(&username, 64)),
+                    action: "auth.login_failed",
+                    target: None,
+                    source_ip: Some(caller.ip.to_string()),
+                    details: json!({"reason": "invalid_credentials"}),
+                })
+                .await;
+                metrics::counter!(AUTH_EVENTS_TOTAL, "event" => "login_failed").increment(1);
+                return Err(IdentityError::InvalidCredentials);
+            }
         };
         if user.blocked_at.is_some() {
             self.record_quietly(AuditRecord {
@@ -419,6 +443,8 @@ impl Identity {
             )
             .await?;
             transaction.commit().await.map_err(DbError::from)?;
+            drop(client);
+            self.revoke_session(user.id, presented.family_id).await;
             metrics::counter!(AUTH_EVENTS_TOTAL, "event" => "refresh_reuse").increment(1);
             return Err(IdentityError::TokenInvalid(
                 "the refresh token was already used; the session has been revoked",
@@ -454,8 +480,8 @@ impl Identity {
         self.token_response(&user, presented.family_id, refresh_token)
     }
 
-    /// Ends the session the access token belongs to: its refresh tokens stop working. The
-    /// access token itself lives until it expires.
+    /// Ends the session the access token belongs to: its refresh tokens stop working, its
+    /// access tokens are refused on every instance, and its sockets close.
     pub async fn logout(&self, caller: Caller, user: &AuthUser) -> Result<(), IdentityError> {
         let mut client = self.inner.database.client().await?;
         let transaction = client.transaction().await.map_err(DbError::from)?;
@@ -474,6 +500,7 @@ impl Identity {
         .await?;
         transaction.commit().await.map_err(DbError::from)?;
         drop(client);
+        self.revoke_session(user.user_id, user.session_id).await;
         metrics::counter!(AUTH_EVENTS_TOTAL, "event" => "logout").increment(1);
         Ok(())
     }
@@ -568,6 +595,9 @@ impl Identity {
                 "reason must be 1 to 500 characters".into(),
             ));
         }
+        // Kept whole, with control and direction-changing characters escaped.
+        let reason = escape_free_text(reason, 500);
+        let reason = reason.as_str();
         if user_id == admin.user_id {
             return Err(IdentityError::Validation(
                 "an admin cannot block themselves".into(),
@@ -640,6 +670,32 @@ impl Identity {
         })
     }
 
+    /// Deletes audit entries older than `retention`, in batches so that no statement holds
+    /// the table long; returns how many.
+    pub async fn prune_audit(&self, retention: Duration) -> Result<u64, IdentityError> {
+        const BATCH: i64 = 10_000;
+        let mut deleted = 0;
+        loop {
+            let client = self.inner.database.client().await?;
+            let batch = store::prune_audit(&client, retention.as_secs(), BATCH).await?;
+            deleted += batch;
+            if batch < BATCH as u64 {
+                return Ok(deleted);
+            }
+        }
+    }
+
+    /// A page of the audit log for an export: entries after `after` (by id), oldest first.
+    pub async fn audit_after(
+        &self,
+        filter: &AuditFilter,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>, IdentityError> {
+        let client = self.inner.database.client().await?;
+        Ok(store::audit_after(&client, filter, after, limit).await?)
+    }
+
     /// Makes sure a user called `username` with `role` exists; creates it with `password` if
     /// not. Returns whether it was created. An existing user keeps its password; one with
     /// another role is an error.
@@ -691,10 +747,21 @@ impl Identity {
         Ok(created.is_some())
     }
 
+    /// Until when an ended session must be remembered: its last access token expires by then.
+    fn session_revocation_horizon(&self) -> u64 {
+        tokens::unix_now() + self.inner.tokens.ttl().as_secs() + SESSION_REVOCATION_MARGIN_SECS
+    }
+
     /// Reloads the access gate from Postgres.
     pub async fn reload_access(&self) -> Result<usize, IdentityError> {
         let client = self.inner.database.client().await?;
         let entries = store::revocations(&client).await?;
+        let window = self.inner.tokens.ttl().as_secs() + SESSION_REVOCATION_MARGIN_SECS;
+        let sessions = store::ended_sessions(&client, window).await?;
+        drop(client);
+        self.inner
+            .gate
+            .replace_sessions(sessions, self.session_revocation_horizon());
         let count = entries.len();
         self.inner
             .gate
@@ -733,10 +800,28 @@ impl Identity {
                     blocked: false,
                 },
             ),
-            ControlEvent::Ping { .. }
-            | ControlEvent::SubscriptionChanged { .. }
-            | ControlEvent::PnodeSnapshotUpdated { .. }
-            | ControlEvent::PnodeRegistryPruned { .. } => {}
+            ControlEvent::SessionRevoked { session_id, .. } => self
+                .inner
+                .gate
+                .revoke_session(session_id, self.session_revocation_horizon()),
+            _ => {}
+        }
+    }
+
+    /// Refuses a session's access tokens on this instance at once, and tells the others (whose
+    /// registries close its sockets).
+    async fn revoke_session(&self, user_id: i64, session_id: uuid::Uuid) {
+        let event = ControlEvent::SessionRevoked {
+            user_id,
+            session_id,
+        };
+        self.apply_control(&event);
+        let envelope = ControlEnvelope {
+            origin: self.inner.instance_id,
+            event,
+        };
+        if let Err(error) = self.inner.bus.publish_control(&envelope).await {
+            tracing::warn!(%error, user_id, "could not publish a session revocation; instances will reload it");
         }
     }
 
@@ -773,8 +858,11 @@ impl Identity {
     ) -> Result<(), IdentityError> {
         let ip = caller.ip.to_string();
         let mut checks = vec![("ip", ip.clone(), self.inner.ip_rule)];
+        // Per username *and client network*: guesses against one name are bounded, but
+        // someone elsewhere cannot lock its owner out by failing on purpose.
         if let Some(username) = username {
-            checks.push(("user", username.to_lowercase(), self.inner.username_rule));
+            let key = format!("{}|{}", username.to_lowercase(), client_network(caller.ip));
+            checks.push(("user", key, self.inner.username_rule));
         }
         for (kind, key, rule) in checks {
             let bucket = format!("{scope}:{kind}");
@@ -790,7 +878,7 @@ impl Identity {
                     if first_denial {
                         self.record_quietly(AuditRecord {
                             actor_id: None,
-                            actor: username.map(|name| truncate(name, 64)),
+                            actor: username.map(|name| escape_free_text(name, 64)),
                             action: "auth.rate_limited",
                             target: Some(format!("{scope}:{kind}")),
                             source_ip: Some(ip.clone()),
@@ -883,7 +971,8 @@ impl Identity {
     }
 }
 
-/// A username: 3 to 32 characters of `[A-Za-z0-9_.-]`, starting with a letter or digit.
+/// A new username: 3 to 32 characters of `[A-Za-z0-9_.-]`, starting with a letter or digit and
+/// not ending with `.`. Checked when a name is created; logins look names up as stored.
 pub fn validate_username(username: &str) -> Result<String, IdentityError> {
     let username = username.trim();
     let valid_chars = username
@@ -893,12 +982,33 @@ pub fn validate_username(username: &str) -> Result<String, IdentityError> {
         .chars()
         .next()
         .is_some_and(|c| c.is_ascii_alphanumeric());
-    if !(3..=32).contains(&username.len()) || !valid_chars || !starts_well {
+    let ends_well = !username.ends_with('.');
+    if !(3..=32).contains(&username.len()) || !valid_chars || !starts_well || !ends_well {
         return Err(IdentityError::Validation(
-            "username must be 3 to 32 characters of letters, digits, '_', '.', '-', starting with a letter or digit".into(),
+            "username must be 3 to 32 characters of letters, digits, '_', '.', '-', starting with a letter or digit and not ending with '.'".into(),
         ));
     }
     Ok(username.to_owned())
+}
+
+/// Names longer than this are not looked up at login (no stored name is longer).
+const MAX_LOOKUP_NAME_CHARS: usize = 255;
+
+/// The client's network for per-username limits: its /24 (IPv4) or /64 (IPv6).
+fn client_network(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{a}.{b}.{c}.0/24")
+        }
+        IpAddr::V6(v6) => {
+            let segments = v6.segments();
+            format!(
+                "{:x}:{:x}:{:x}:{:x}::/64",
+                segments[0], segments[1], segments[2], segments[3]
+            )
+        }
+    }
 }
 
 /// The longest password accepted, in characters.
@@ -928,7 +1038,7 @@ struct NewUser<'a> {
 
 fn validate_device_id(device_id: &str) -> Result<String, IdentityError> {
     let device_id = device_id.trim();
-    if device_id.is_empty() || device_id.len() > 128 || device_id.chars().any(char::is_control) {
+    if device_id.is_empty() || device_id.len() > 128 || has_deceptive_characters(device_id) {
         return Err(IdentityError::Validation(
             "device_id must be 1 to 128 printable characters".into(),
         ));
@@ -944,11 +1054,23 @@ fn admin_record(
     user_id: i64,
     details: serde_json::Value,
 ) -> AuditRecord {
+    audit_record(caller, admin, action, &format!("user:{user_id}"), details)
+}
+
+/// An audit record of `actor` doing `action` to `target`, for changes that other services
+/// write in their own transaction.
+pub fn audit_record(
+    caller: Caller,
+    actor: &AuthUser,
+    action: &'static str,
+    target: &str,
+    details: serde_json::Value,
+) -> AuditRecord {
     AuditRecord {
-        actor_id: Some(admin.user_id),
-        actor: Some(admin.username.clone()),
+        actor_id: Some(actor.user_id),
+        actor: Some(actor.username.clone()),
         action,
-        target: Some(format!("user:{user_id}")),
+        target: Some(truncate(target, 200)),
         source_ip: Some(caller.ip.to_string()),
         details,
     }
@@ -996,7 +1118,7 @@ mod tests {
     #[test]
     fn usernames_are_checked_at_the_edge() {
         assert_eq!(validate_username(" ada_l ").unwrap(), "ada_l");
-        for bad in ["ab", "-ada", "ada lovelace", "ädä", &"a".repeat(33)] {
+        for bad in ["ab", "-ada", "ada lovelace", "ädä", "ada.", &"a".repeat(33)] {
             assert!(validate_username(bad).is_err(), "{bad:?} accepted");
         }
         assert!(validate_password("short", 8).is_err());

@@ -194,6 +194,25 @@ pub async fn revocations(client: &impl GenericClient) -> Result<Vec<(i64, i32, b
         .collect()
 }
 
+/// Login sessions (refresh-token families) ended within the last `window_secs`: their access
+/// tokens may still be unexpired.
+pub async fn ended_sessions(
+    client: &impl GenericClient,
+    window_secs: u64,
+) -> Result<Vec<uuid::Uuid>, DbError> {
+    let window = i64::try_from(window_secs).unwrap_or(i64::MAX);
+    let rows = client
+        .query(
+            "SELECT DISTINCT family_id FROM refresh_tokens \
+             WHERE revoked_at > now() - make_interval(secs => $1::bigint)",
+            &[&window],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| row.try_get(0).map_err(DbError::from))
+        .collect()
+}
+
 /// A refresh token row.
 #[derive(Debug, Clone)]
 pub struct RefreshRow {
@@ -314,6 +333,67 @@ pub struct AuditFilter {
     pub until: Option<DateTime<Utc>>,
 }
 
+/// Deletes up to `batch` entries older than `older_than_secs`; returns how many.
+pub async fn prune_audit(
+    client: &impl GenericClient,
+    older_than_secs: u64,
+    batch: i64,
+) -> Result<u64, DbError> {
+    let age = i64::try_from(older_than_secs).unwrap_or(i64::MAX);
+    Ok(client
+        .execute(
+            "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log \
+             WHERE at < now() - make_interval(secs => $1::bigint) ORDER BY at LIMIT $2)",
+            &[&age, &batch],
+        )
+        .await?)
+}
+
+/// Entries matching `filter` with ids above `after`, oldest first, at most `limit`: a page of
+/// an export.
+pub async fn audit_after(
+    client: &impl GenericClient,
+    filter: &AuditFilter,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<AuditEntry>, DbError> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT id, at, actor_id, actor, action, target, source_ip, details \
+                 FROM audit_log WHERE {AUDIT_CONDITION} AND id > $5 ORDER BY id LIMIT $6"
+            ),
+            &[
+                &filter.actor,
+                &filter.action,
+                &filter.since,
+                &filter.until,
+                &after,
+                &limit,
+            ],
+        )
+        .await?;
+    rows.iter().map(audit_entry).collect()
+}
+
+const AUDIT_CONDITION: &str = "($1::text IS NULL OR lower(actor) = lower($1) OR actor_id::text = $1) \
+                               AND ($2::text IS NULL OR action = $2) \
+                               AND ($3::timestamptz IS NULL OR at >= $3) \
+                               AND ($4::timestamptz IS NULL OR at < $4)";
+
+fn audit_entry(row: &tokio_postgres::Row) -> Result<AuditEntry, DbError> {
+    Ok(AuditEntry {
+        id: row.try_get(0)?,
+        at: row.try_get(1)?,
+        actor_id: row.try_get(2)?,
+        actor: row.try_get(3)?,
+        action: row.try_get(4)?,
+        target: row.try_get(5)?,
+        source_ip: row.try_get(6)?,
+        details: row.try_get(7)?,
+    })
+}
+
 /// Newest first.
 pub async fn list_audit(
     client: &impl GenericClient,
@@ -321,10 +401,7 @@ pub async fn list_audit(
     limit: i64,
     offset: i64,
 ) -> Result<(Vec<AuditEntry>, i64), DbError> {
-    let condition = "($1::text IS NULL OR lower(actor) = lower($1) OR actor_id::text = $1) \
-                     AND ($2::text IS NULL OR action = $2) \
-                     AND ($3::timestamptz IS NULL OR at >= $3) \
-                     AND ($4::timestamptz IS NULL OR at < $4)";
+    let condition = AUDIT_CONDITION;
     let params: [&(dyn ToSql + Sync); 4] =
         [&filter.actor, &filter.action, &filter.since, &filter.until];
     let rows = client
@@ -343,20 +420,6 @@ pub async fn list_audit(
         )
         .await?
         .try_get(0)?;
-    let entries = rows
-        .iter()
-        .map(|row| {
-            Ok(AuditEntry {
-                id: row.try_get(0)?,
-                at: row.try_get(1)?,
-                actor_id: row.try_get(2)?,
-                actor: row.try_get(3)?,
-                action: row.try_get(4)?,
-                target: row.try_get(5)?,
-                source_ip: row.try_get(6)?,
-                details: row.try_get(7)?,
-            })
-        })
-        .collect::<Result<_, DbError>>()?;
+    let entries = rows.iter().map(audit_entry).collect::<Result<_, DbError>>()?;
     Ok((entries, total))
 }

@@ -27,11 +27,45 @@ pub enum TokenError {
     Invalid,
 }
 
-/// Signs and checks access tokens.
+/// A signing key with its id (`kid`), so that several can be accepted while one signs.
+#[derive(Clone)]
+pub struct JwtKey {
+    pub id: String,
+    pub secret: SecretString,
+}
+
+impl std::fmt::Debug for JwtKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "JwtKey({}, ***)", self.id)
+    }
+}
+
+impl JwtKey {
+    /// `kid:secret`.
+    pub fn parse(text: &SecretString) -> Result<JwtKey, String> {
+        let (id, secret) = text
+            .expose_secret()
+            .split_once(':')
+            .ok_or_else(|| "a previous key is written kid:secret".to_owned())?;
+        let id = id.trim();
+        if id.is_empty() || id.len() > 64 || secret.is_empty() {
+            return Err("a previous key needs a kid (1 to 64 characters) and a secret".into());
+        }
+        Ok(JwtKey {
+            id: id.to_owned(),
+            secret: SecretString::from(secret.to_owned()),
+        })
+    }
+}
+
+/// Signs access tokens with one key and checks them against that key and any earlier ones,
+/// chosen by the token's `kid`.
 #[derive(Clone)]
 pub struct AccessTokens {
+    signing_id: String,
     encoding: EncodingKey,
-    decoding: DecodingKey,
+    /// Every accepted key by id, the signing key included.
+    decoding: std::collections::HashMap<String, DecodingKey>,
     validation: Validation,
     ttl: Duration,
 }
@@ -59,15 +93,26 @@ pub struct AuthUser {
 }
 
 impl AccessTokens {
-    pub fn new(secret: &SecretString, ttl: Duration) -> AccessTokens {
-        let bytes = secret.expose_secret().as_bytes();
+    /// Signs with `signing`, accepts `signing` and `previous`.
+    pub fn new(signing: &JwtKey, previous: &[JwtKey], ttl: Duration) -> AccessTokens {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECS;
         validation.validate_aud = false;
         validation.set_required_spec_claims(&["exp", "iat", "sub"]);
+        let decoding = previous
+            .iter()
+            .chain(std::iter::once(signing))
+            .map(|key| {
+                (
+                    key.id.clone(),
+                    DecodingKey::from_secret(key.secret.expose_secret().as_bytes()),
+                )
+            })
+            .collect();
         AccessTokens {
-            encoding: EncodingKey::from_secret(bytes),
-            decoding: DecodingKey::from_secret(bytes),
+            signing_id: signing.id.clone(),
+            encoding: EncodingKey::from_secret(signing.secret.expose_secret().as_bytes()),
+            decoding,
             validation,
             ttl,
         }
@@ -100,12 +145,18 @@ impl AccessTokens {
             ver: subject.token_version,
             sid: subject.session_id.to_string(),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(self.signing_id.clone());
+        jsonwebtoken::encode(&header, &claims, &self.encoding)
     }
 
     /// Checks signature, algorithm (HS256 only) and expiry; no IO.
     pub fn verify(&self, token: &str) -> Result<AuthUser, TokenError> {
-        let data = jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &self.validation)
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
+        // Tokens from before key ids existed carry none: they were signed by the signing key.
+        let kid = header.kid.as_deref().unwrap_or(&self.signing_id);
+        let key = self.decoding.get(kid).ok_or(TokenError::Invalid)?;
+        let data = jsonwebtoken::decode::<AccessClaims>(token, key, &self.validation)
             .map_err(|error| match error.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid,
@@ -162,8 +213,47 @@ mod tests {
         }
     }
 
+    fn key(id: &str, secret: &str) -> JwtKey {
+        JwtKey {
+            id: id.into(),
+            secret: SecretString::from(secret),
+        }
+    }
+
     fn tokens(secret: &str) -> AccessTokens {
-        AccessTokens::new(&SecretString::from(secret), Duration::from_secs(3600))
+        AccessTokens::new(&key("k1", secret), &[], Duration::from_secs(3600))
+    }
+
+    #[test]
+    fn the_signing_key_rotates_without_logging_anyone_out() {
+        let old = tokens("the-old-secret-that-is-long-enough!");
+        let issued_before = old.issue(&subject()).unwrap();
+        let header = jsonwebtoken::decode_header(&issued_before).unwrap();
+        assert_eq!(header.kid.as_deref(), Some("k1"));
+        let rotated = AccessTokens::new(
+            &key("k2", "the-new-secret-that-is-long-enough!"),
+            &[key("k1", "the-old-secret-that-is-long-enough!")],
+            Duration::from_secs(3600),
+        );
+        assert!(rotated.verify(&issued_before).is_ok(), "old tokens still work");
+        let issued_after = rotated.issue(&subject()).unwrap();
+        assert_eq!(
+            jsonwebtoken::decode_header(&issued_after).unwrap().kid.as_deref(),
+            Some("k2")
+        );
+        assert!(rotated.verify(&issued_after).is_ok());
+        assert_eq!(old.verify(&issued_after), Err(TokenError::Invalid));
+        // Once the old key is dropped, its tokens stop working.
+        let retired = AccessTokens::new(
+            &key("k2", "the-new-secret-that-is-long-enough!"),
+            &[],
+            Duration::from_secs(3600),
+        );
+        assert_eq!(retired.verify(&issued_before), Err(TokenError::Invalid));
+        assert!(
+            JwtKey::parse(&SecretString::from("k0:secret")).is_ok()
+                && JwtKey::parse(&SecretString::from("no-colon")).is_err()
+        );
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub enum SubscriptionError {
     ProducerNotFound(i64),
     #[error("{0}")]
     Forbidden(&'static str),
+    #[error("{0}")]
+    NotFound(String),
     #[error(transparent)]
     Database(#[from] DbError),
     #[error(transparent)]
@@ -85,22 +87,45 @@ impl Subscriptions {
         Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 
-    /// Subscribes; returns whether the subscription is new. The producer must exist.
+    /// Subscribes; returns whether the subscription is new. The producer must exist, and when
+    /// its stream is private the consumer must be allowed (see [`super::access`]).
     pub async fn subscribe(
         &self,
         consumer_id: i64,
         producer_id: i64,
     ) -> Result<bool, SubscriptionError> {
         let inserted = {
-            let client = self.database.client().await?;
-            ensure_producer(&client, producer_id).await?;
-            client
+            let mut client = self.database.client().await?;
+            let transaction = client.transaction().await?;
+            // A share lock on the producer's row: a change of its access waits for this.
+            let row = transaction
+                .query_opt(
+                    "SELECT u.role, coalesce(s.private, false), EXISTS (SELECT 1 FROM \
+                     producer_allowed_consumers a WHERE a.producer_id = u.id AND a.consumer_id = $2) \
+                     FROM users u LEFT JOIN producer_settings s ON s.producer_id = u.id \
+                     WHERE u.id = $1 FOR SHARE OF u",
+                    &[&producer_id, &consumer_id],
+                )
+                .await?;
+            let Some(row) = row.filter(|row| row.get::<_, String>(0) == Role::Producer.as_str())
+            else {
+                return Err(SubscriptionError::ProducerNotFound(producer_id));
+            };
+            let (private, allowed): (bool, bool) = (row.get(1), row.get(2));
+            if private && !allowed {
+                return Err(SubscriptionError::Forbidden(
+                    "this producer's stream is private, and this consumer is not allowed",
+                ));
+            }
+            let inserted = transaction
                 .execute(
                     "INSERT INTO subscriptions (consumer_id, producer_id) VALUES ($1, $2) \
                      ON CONFLICT DO NOTHING",
                     &[&consumer_id, &producer_id],
                 )
-                .await?
+                .await?;
+            transaction.commit().await?;
+            inserted
         };
         // The pooled connection is back before the Redis round trip.
         self.announce(consumer_id, producer_id, true).await;
@@ -168,7 +193,7 @@ impl Subscriptions {
 
     /// Changes this instance's index at once, then tells every instance (this one included;
     /// applying twice is harmless).
-    async fn announce(&self, consumer_id: i64, producer_id: i64, active: bool) {
+    pub(crate) async fn announce(&self, consumer_id: i64, producer_id: i64, active: bool) {
         let event = ControlEvent::SubscriptionChanged {
             consumer_id,
             producer_id,

@@ -1,0 +1,77 @@
+//! The Housekeeper actor: deployment-wide chores that one instance does, under the
+//! `housekeeping` leader lease: today, pruning the audit log past its retention.
+//!
+//! It runs its chores as soon as this instance becomes the leader, then every interval while it
+//! stays leader; a follower does nothing. If the leader dies, the lease moves and the next
+//! leader runs them.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use nodegrid_services::identity::Identity;
+use nodegrid_services::lease::Leadership;
+use tokio::sync::watch;
+
+/// The name of the lease whose holder does the chores.
+pub const LEASE_NAME: &str = "housekeeping";
+/// The lease's time to live; another instance takes over within this when the holder dies.
+pub const LEASE_TTL: Duration = Duration::from_secs(30);
+
+const PRUNED: &str = "nodegrid_audit_pruned_total";
+
+pub struct Housekeeper {
+    pub identity: Identity,
+    pub audit_retention: Duration,
+    pub interval: Duration,
+    pub leadership: watch::Receiver<Leadership>,
+}
+
+impl Housekeeper {
+    fn run_chores(&mut self, ctx: &mut Context<Self>) {
+        if !self.leadership.borrow().is_leader() {
+            return;
+        }
+        let (identity, retention) = (self.identity.clone(), self.audit_retention);
+        ctx.spawn(
+            async move {
+                match identity.prune_audit(retention).await {
+                    Ok(0) => {}
+                    Ok(deleted) => {
+                        metrics::counter!(PRUNED).increment(deleted);
+                        tracing::info!(deleted, "pruned audit entries past their retention");
+                    }
+                    Err(error) => tracing::warn!(%error, "audit pruning failed; retrying later"),
+                }
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+impl Actor for Housekeeper {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        metrics::describe_counter!(PRUNED, "Audit entries deleted past their retention.");
+        // Chores at once whenever this instance becomes the leader.
+        ctx.add_stream(futures_util::stream::unfold(
+            self.leadership.clone(),
+            |mut changes| async move {
+                changes.changed().await.ok()?;
+                Some((LeadershipChanged, changes))
+            },
+        ));
+        self.run_chores(ctx);
+        ctx.run_interval(self.interval, |keeper, ctx| keeper.run_chores(ctx));
+    }
+}
+
+impl Supervised for Housekeeper {}
+
+struct LeadershipChanged;
+
+impl StreamHandler<LeadershipChanged> for Housekeeper {
+    fn handle(&mut self, _: LeadershipChanged, ctx: &mut Context<Self>) {
+        self.run_chores(ctx);
+    }
+}
