@@ -41,7 +41,7 @@ seeds=$(grep -m1 '^NODEGRID_PNODE_SEEDS=' "$work/sim.log" | cut -d= -f2)
 port=${NODEGRID_BENCH_PORT:-18091}
 NODEGRID_DATABASE_URL="$NODEGRID_PG_BASE/$database" NODEGRID_REDIS_URL="$NODEGRID_TEST_REDIS_URL" \
 NODEGRID_REDIS_PREFIX="pbench-$$" NODEGRID_PNODE_SEEDS="$seeds" NODEGRID_PNODE_INTERVAL=10 \
-NODEGRID_PNODE_API_RATE_PER_SEC=0 \
+NODEGRID_PNODE_API_RATE_PER_SEC=0 NODEGRID_MAX_CONNECTIONS_PER_IP=0 \
 NODEGRID_LOG=warn,nodegrid_actors::pnodes::aggregator=info \
   target/release/nodegrid serve --http-addr "127.0.0.1:$port" >"$work/server.log" 2>&1 &
 server=$!

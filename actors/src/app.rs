@@ -24,8 +24,8 @@ use nodegrid_services::db::{Database, DbError};
 use nodegrid_services::identity::{Identity, IdentityError};
 use nodegrid_services::lease::{LeaderLease, LeaseKeeper};
 use nodegrid_services::shared_state::SharedState;
-use nodegrid_services::streams::publisher::StreamPublisher;
 use nodegrid_services::streams::access::StreamAccess;
+use nodegrid_services::streams::publisher::StreamPublisher;
 use nodegrid_services::streams::subscriptions::Subscriptions;
 use secrecy::ExposeSecret;
 use tokio::sync::watch;
@@ -33,15 +33,15 @@ use uuid::Uuid;
 
 use crate::bridge::{RedisBridge, ShutdownBridge};
 use crate::housekeeping::{self, Housekeeper};
-use crate::http::boundary::{BodyTimeout, ConnectionCounter};
-use nodegrid_services::ratelimit::LocalRateLimiter;
 use crate::http;
+use crate::http::boundary::{BodyTimeout, ConnectionCounter};
 use crate::pnodes::PnodeRuntime;
 use crate::state_watcher::StateWatcher;
 use crate::stream::fanout::{ShutdownFanout, StreamFanout};
 use crate::stream::registry::{CloseAll, ConnectionRegistry, SocketRole};
 use crate::stream::report::ConnectionsReporter;
 use crate::telemetry;
+use nodegrid_services::ratelimit::LocalRateLimiter;
 
 /// How often the Prometheus recorder drains its histograms' buffers.
 const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -270,8 +270,10 @@ impl Application {
         });
         let limits = settings.http_limits;
         let metrics_on_api_port = settings.metrics_addr.is_none();
-        let connections =
-            ConnectionCounter::new(limits.max_connections_per_ip, settings.trusted_proxies.clone());
+        let connections = ConnectionCounter::new(
+            limits.max_connections_per_ip,
+            settings.trusted_proxies.clone(),
+        );
         let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {

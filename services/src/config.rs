@@ -123,7 +123,11 @@ pub struct ServeOptions {
 
     /// Open connections per client IP (0: no limit; trusted proxies are not counted); past it
     /// 429 `too_many_connections` and the connection closes.
-    #[arg(long, env = "NODEGRID_MAX_CONNECTIONS_PER_IP", default_value_t = 10_000)]
+    #[arg(
+        long,
+        env = "NODEGRID_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 10_000
+    )]
     pub max_connections_per_ip: usize,
 
     /// Requests per second per client IP that match no route, on each instance (0: off); past

@@ -19,7 +19,7 @@ use crate::ws::{Token, Ws, connect};
 async fn watcher(app: &TestApp, device_user: &str) -> Ws {
     let producer = app.register(device_user, Role::Producer).await;
     app.register("watcher", Role::Consumer).await;
-    let token = app.login("watcher", PASSWORD).await.access_token;
+    let token = app.long_lived_token("watcher").await;
     let response = app
         .post(
             "/api/subscribe",
@@ -210,8 +210,33 @@ async fn the_agent_refreshes_its_token_while_it_streams() {
         .env("SEND_INTERVAL_SECS", "0.2")
         .spawn()
         .unwrap();
-    watcher.next_of_type("data").await;
-    let admin = app.admin_token().await;
+    let first = watcher.next_of_type("data").await;
+    let admin = app
+        .long_lived_token_with(
+            crate::helpers::TEST_ADMIN,
+            crate::helpers::TEST_ADMIN_PASSWORD,
+        )
+        .await;
+    let producer_socket = || async {
+        let view: Value = app
+            .get_with("/api/admin/connections", &admin)
+            .await
+            .json()
+            .await
+            .unwrap();
+        view["instances"][0]["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|connection| connection["username"] == "long-lived-pi")
+            .map(|connection| connection["connected_at"].clone())
+    };
+    let connected_at = crate::helpers::eventually(
+        "the agent's socket is listed",
+        Duration::from_secs(10),
+        || async { producer_socket().await },
+    )
+    .await;
     crate::helpers::eventually(
         "a refresh by the agent",
         Duration::from_secs(10),
@@ -223,8 +248,20 @@ async fn the_agent_refreshes_its_token_while_it_streams() {
         },
     )
     .await;
-    // Still streaming on the same socket.
-    watcher.next_of_type("data").await;
+    // Readings keep coming on the same socket well past the first token's expiry (2 s): the
+    // agent sent the new token in a `refresh` frame, so the socket was not closed with 4001.
+    let first_sent = first["payload"]["timestamp"].as_u64().unwrap();
+    loop {
+        let data = watcher.next_of_type("data").await;
+        if data["payload"]["timestamp"].as_u64().unwrap() > first_sent + 4_000 {
+            break;
+        }
+    }
+    assert_eq!(
+        producer_socket().await,
+        Some(connected_at),
+        "the same socket"
+    );
     agent.kill().await.unwrap();
     app.shut_down().await.unwrap();
 }

@@ -177,6 +177,8 @@ pub const PASSWORD: &str = "a-good-password";
 pub struct TestApp {
     pub address: String,
     pub port: u16,
+    /// The separate `/metrics` listener, when the settings ask for one.
+    pub metrics_port: Option<u16>,
     pub http: reqwest::Client,
     pub bus: RedisBus,
     pub bridge: actix::Addr<nodegrid_actors::bridge::RedisBridge>,
@@ -215,6 +217,7 @@ pub async fn spawn_app_with_routes(
     let test_app = TestApp {
         address: format!("http://127.0.0.1:{port}"),
         port,
+        metrics_port: app.metrics_port(),
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -285,6 +288,35 @@ impl TestApp {
             .await;
         assert_eq!(response.status(), 200, "login {username}");
         response.json().await.unwrap()
+    }
+
+    /// An access token of `username` that lives an hour whatever the server's token lifetime,
+    /// for tests that shorten the lifetime of everyone else's tokens.
+    pub async fn long_lived_token(&self, username: &str) -> String {
+        self.long_lived_token_with(username, PASSWORD).await
+    }
+
+    /// [`Self::long_lived_token`] for a user with another password.
+    pub async fn long_lived_token_with(&self, username: &str, password: &str) -> String {
+        use nodegrid_services::identity::tokens::{AccessTokens, JwtKey, TokenSubject};
+        let login = self.login(username, password).await;
+        let signer = AccessTokens::new(
+            &JwtKey {
+                id: "k1".into(),
+                secret: TEST_JWT_SECRET.into(),
+            },
+            &[],
+            Duration::from_secs(3_600),
+        );
+        signer
+            .issue(&TokenSubject {
+                user_id: login.user_id,
+                username: username.to_owned(),
+                role: login.role,
+                token_version: 0,
+                session_id: uuid::Uuid::new_v4(),
+            })
+            .unwrap()
     }
 
     /// An access token of the configured admin.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use nodegrid_protocol::auth::{Role, TokenResponse, UserIdentity};
 use nodegrid_protocol::error::ErrorBody;
-use nodegrid_services::identity::tokens::{JwtKey, AccessTokens, TokenSubject, unix_now};
+use nodegrid_services::identity::tokens::{AccessTokens, JwtKey, TokenSubject, unix_now};
 use nodegrid_services::ratelimit::RateRule;
 use serde_json::{Value, json};
 

@@ -220,7 +220,9 @@ pub async fn export_audit_log(
                             lines.push(b'\n');
                         }
                     }
-                    let more = (entries.len() as i64 == EXPORT_PAGE).then_some(next).flatten();
+                    let more = (entries.len() as i64 == EXPORT_PAGE)
+                        .then_some(next)
+                        .flatten();
                     Some((Ok::<_, actix_web::Error>(web::Bytes::from(lines)), more))
                 }
                 Err(error) => {

@@ -18,12 +18,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use actix_web::HttpMessage as _;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
 use actix_web::http::header;
 use actix_web::middleware::Next;
-use actix_web::HttpMessage as _;
 use bytes::Bytes;
 use futures_util::Stream;
 use ipnet::IpNet;
@@ -85,8 +85,7 @@ pub struct BodyTimeout(pub Duration);
 
 /// Whether the percent-decoded text holds a NUL.
 fn has_nul(text: &str) -> bool {
-    text.contains('\0')
-        || percent_encoding::percent_decode_str(text).any(|byte| byte == 0)
+    text.contains('\0') || percent_encoding::percent_decode_str(text).any(|byte| byte == 0)
 }
 
 /// Requests that carry a body (not a WebSocket upgrade, whose "body" is the socket).
@@ -99,7 +98,8 @@ fn has_body(request: &ServiceRequest) -> bool {
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
-    length.is_some_and(|length| length > 0) || request.headers().contains_key(header::TRANSFER_ENCODING)
+    length.is_some_and(|length| length > 0)
+        || request.headers().contains_key(header::TRANSFER_ENCODING)
 }
 
 /// A request body that fails with `TimedOut` when it has not ended by its deadline.
@@ -220,7 +220,10 @@ mod tests {
         assert!(!counter.open(client).over_limit);
         let proxy = IpAddr::from([10, 0, 0, 1]);
         let slots: Vec<_> = (0..5).map(|_| counter.open(proxy)).collect();
-        assert!(slots.iter().all(|slot| !slot.over_limit), "proxies are not counted");
+        assert!(
+            slots.iter().all(|slot| !slot.over_limit),
+            "proxies are not counted"
+        );
         assert!(has_nul("/a%00b") && has_nul("x=\0") && !has_nul("/a%20b"));
     }
 }

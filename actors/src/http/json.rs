@@ -101,7 +101,11 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     match bytes.iter().find(|byte| !byte.is_ascii_whitespace()) {
         Some(b'{') => {}
         Some(_) => return Err(ApiError::validation("the body must be a JSON object")),
-        None => return Err(ApiError::bad_request("the body is empty; a JSON object is expected")),
+        None => {
+            return Err(ApiError::bad_request(
+                "the body is empty; a JSON object is expected",
+            ));
+        }
     }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {

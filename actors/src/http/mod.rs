@@ -55,10 +55,7 @@ pub async fn not_found(
 ) -> Result<HttpResponse, ApiError> {
     if let Some(state) = state {
         let ip = auth::client_ip(&request, &state.trusted_proxies);
-        if let Err(retry_after) = state
-            .not_found_limiter
-            .check(ip, std::time::Instant::now())
-        {
+        if let Err(retry_after) = state.not_found_limiter.check(ip, std::time::Instant::now()) {
             metrics::counter!(nodegrid_services::identity::RATE_LIMITED_TOTAL, "scope" => "not_found", "key" => "ip")
                 .increment(1);
             return Err(ApiError::RateLimited {

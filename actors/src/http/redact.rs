@@ -48,7 +48,10 @@ mod tests {
             redact_query("token=eyJhbGc.x.y&role=producer"),
             "token=***&role=producer"
         );
-        assert_eq!(redact_query("Access_Token=a&TOKEN=b"), "Access_Token=***&TOKEN=***");
+        assert_eq!(
+            redact_query("Access_Token=a&TOKEN=b"),
+            "Access_Token=***&TOKEN=***"
+        );
         assert_eq!(redact_query("%74oken=sneaky"), "%74oken=***");
         assert_eq!(redact_query("page=2"), "page=2");
         assert_eq!(redact_query(""), "");

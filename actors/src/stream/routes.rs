@@ -10,10 +10,10 @@ use nodegrid_protocol::stream::{
     SubscribeResponse, SubscribersResponse, SubscriptionsResponse, UnsubscribeResponse,
     VisibilityRequest, VisibilityResponse,
 };
-use nodegrid_services::identity::audit_record;
-use serde_json::json;
 use nodegrid_services::identity::AuthUser;
+use nodegrid_services::identity::audit_record;
 use nodegrid_services::streams::subscriptions::SubscriptionError;
+use serde_json::json;
 
 use crate::app::AppState;
 use crate::http::auth::{Admin, Authenticated, caller};
@@ -23,6 +23,7 @@ use crate::http::resource;
 use crate::stream::consumer::{ConsumerParts, ConsumerSession};
 use crate::stream::outbox::Outbox;
 use crate::stream::producer::{ProducerConnection, ProducerParts};
+use crate::stream::registry::{ConnectionRegistry, CountUserSockets};
 use crate::stream::report;
 use crate::stream::ws::{self, ReadLimits, WsReader};
 use nodegrid_services::config::WsTokenExpiry;
@@ -90,6 +91,31 @@ struct OpenSocket {
     token_expires_at: Option<u64>,
 }
 
+/// Refuses a socket before the upgrade when its user has the most sockets allowed on this
+/// instance (the registry checks again, exactly, when the socket registers).
+async fn check_socket_count(
+    registry: &Addr<ConnectionRegistry>,
+    user: &AuthUser,
+    limit: usize,
+) -> Result<(), ApiError> {
+    if limit == 0 {
+        return Ok(());
+    }
+    let open = registry
+        .send(CountUserSockets {
+            user_id: user.user_id,
+        })
+        .await
+        .map_err(ApiError::internal)?;
+    if open >= limit {
+        return Err(ApiError::new(
+            ErrorCode::TooManyConnections,
+            format!("this user has {open} sockets open here, the most allowed"),
+        ));
+    }
+    Ok(())
+}
+
 fn open_socket(
     request: &HttpRequest,
     body: web::Payload,
@@ -151,6 +177,12 @@ pub async fn producer_socket(
 ) -> Result<HttpResponse, ApiError> {
     let user = user.0;
     require_role(&user, Role::Producer)?;
+    check_socket_count(
+        &state.producer_registry,
+        &user,
+        state.stream_limits.max_sockets_per_user,
+    )
+    .await?;
     let seq_floor = state
         .publisher
         .seq_floor(user.user_id)
@@ -185,6 +217,12 @@ pub async fn consumer_socket(
     let user = user.0;
     require_role(&user, Role::Consumer)?;
     let subscription_events = query.subscription_events()?;
+    check_socket_count(
+        &state.session_registry,
+        &user,
+        state.stream_limits.max_sockets_per_user,
+    )
+    .await?;
     let socket = open_socket(&request, body, &state, &user)?;
     let _: Addr<ConsumerSession> = ConsumerSession::new(ConsumerParts {
         user,

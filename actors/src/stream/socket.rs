@@ -8,9 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use actix::{
-    Actor, ActorContext, ActorFutureExt, AsyncContext, Context, SpawnHandle, WrapFuture,
-};
+use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, SpawnHandle, WrapFuture};
 use nodegrid_protocol::stream::{
     ClientFrame, Encoding, FrameRefusal, ServerFrame, StreamErrorCode, close,
 };
@@ -320,13 +318,16 @@ pub trait SocketActor: Actor<Context = Context<Self>> {
         registration: Register,
         ctx: &mut Context<Self>,
     ) {
-        ctx.spawn(registry.send(registration).into_actor(self).map(
-            |registered, actor, ctx| {
-                if registered.is_err() || registered == Ok(false) {
-                    actor.close(close::TOO_MANY_SOCKETS, ctx);
-                }
-            },
-        ));
+        ctx.spawn(
+            registry
+                .send(registration)
+                .into_actor(self)
+                .map(|registered, actor, ctx| {
+                    if registered.is_err() || registered == Ok(false) {
+                        actor.close(close::TOO_MANY_SOCKETS, ctx);
+                    }
+                }),
+        );
     }
 
     /// One item of the socket's reader (call from `StreamHandler::handle`).

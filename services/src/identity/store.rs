@@ -420,6 +420,9 @@ pub async fn list_audit(
         )
         .await?
         .try_get(0)?;
-    let entries = rows.iter().map(audit_entry).collect::<Result<_, DbError>>()?;
+    let entries = rows
+        .iter()
+        .map(audit_entry)
+        .collect::<Result<_, DbError>>()?;
     Ok((entries, total))
 }

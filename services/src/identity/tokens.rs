@@ -156,11 +156,12 @@ impl AccessTokens {
         // Tokens from before key ids existed carry none: they were signed by the signing key.
         let kid = header.kid.as_deref().unwrap_or(&self.signing_id);
         let key = self.decoding.get(kid).ok_or(TokenError::Invalid)?;
-        let data = jsonwebtoken::decode::<AccessClaims>(token, key, &self.validation)
-            .map_err(|error| match error.kind() {
+        let data = jsonwebtoken::decode::<AccessClaims>(token, key, &self.validation).map_err(
+            |error| match error.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid,
-            })?;
+            },
+        )?;
         let claims = data.claims;
         Ok(AuthUser {
             user_id: claims.sub.parse().map_err(|_| TokenError::Invalid)?,
@@ -235,10 +236,16 @@ mod tests {
             &[key("k1", "the-old-secret-that-is-long-enough!")],
             Duration::from_secs(3600),
         );
-        assert!(rotated.verify(&issued_before).is_ok(), "old tokens still work");
+        assert!(
+            rotated.verify(&issued_before).is_ok(),
+            "old tokens still work"
+        );
         let issued_after = rotated.issue(&subject()).unwrap();
         assert_eq!(
-            jsonwebtoken::decode_header(&issued_after).unwrap().kid.as_deref(),
+            jsonwebtoken::decode_header(&issued_after)
+                .unwrap()
+                .kid
+                .as_deref(),
             Some("k2")
         );
         assert!(rotated.verify(&issued_after).is_ok());
