@@ -3,7 +3,6 @@
 //!
 //! # Layout
 //!
-//! - [`agents`]: programs beside the server (the device agent), using only its public API.
 //! - [`app`]: [`app::Application`] builds everything from [`Settings`](nodegrid_services::config::Settings),
 //!   binds the listener, runs until told to stop, and shuts down in order.
 //! - [`state_watcher`]: the [`state_watcher::StateWatcher`] actor that keeps the in-memory
@@ -21,7 +20,6 @@
 //! **Architecture invariant:** only this crate knows actix. It talks to Postgres and Redis
 //! through `nodegrid-services`, never directly.
 
-pub mod agents;
 pub mod app;
 pub mod bridge;
 pub mod housekeeping;

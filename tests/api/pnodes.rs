@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nodegrid_actors::pnodes::aggregator::{CycleReport, RunCycle};
-use nodegrid_actors::pnodes::sim::{PnodeSim, Scripted, SimOptions};
+use nodegrid_clients::pnode_sim::{PnodeSim, Scripted, SimOptions};
 use nodegrid_protocol::prpc::METHOD_GET_PODS_WITH_STATS;
 use nodegrid_services::config::Settings;
 use nodegrid_services::db::Database;

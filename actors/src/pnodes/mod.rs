@@ -7,7 +7,6 @@ pub mod aggregator;
 pub mod metrics;
 pub mod poller;
 pub mod routes;
-pub mod sim;
 
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;

@@ -1,13 +1,14 @@
-//! The `nodegrid` binary.
+//! The `nodegrid` binary: the server (`serve`, `migrate`, `admin`) from `nodegrid-actors`, and
+//! the programs that run beside it (`device`, `bench`, `sim`) from `nodegrid-clients`.
 
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use nodegrid_actors::agents::bench::{self, BenchOptions};
-use nodegrid_actors::agents::device::{self, DeviceOptions};
 use nodegrid_actors::app::{Application, ShutdownTrigger};
-use nodegrid_actors::pnodes::sim::{PnodeSim, SimOptions};
 use nodegrid_actors::telemetry;
+use nodegrid_clients::bench::{self, BenchOptions};
+use nodegrid_clients::device::{self, DeviceOptions};
+use nodegrid_clients::pnode_sim::{PnodeSim, SimOptions};
 use nodegrid_protocol::auth::Role;
 use nodegrid_services::bus::RedisBus;
 use nodegrid_services::config::{ServeOptions, Settings};
