@@ -11,6 +11,9 @@ ensure_redis
 ensure_mosquitto
 ensure_promtool
 
+say "module import cycles"
+command -v python3 >/dev/null 2>&1 || apt_install python3
+python3 scripts/lib/module_cycles.py
 say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy"

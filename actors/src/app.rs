@@ -15,11 +15,9 @@ use actix::{Addr, Supervisor};
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
-use metrics_exporter_prometheus::PrometheusHandle;
 use nodegrid_protocol::stream::close;
 use nodegrid_services::bus::{BusError, RedisBus};
 use nodegrid_services::config::Settings;
-use nodegrid_services::config::StreamLimits;
 use nodegrid_services::db::{Database, DbError};
 use nodegrid_services::identity::{Identity, IdentityError};
 use nodegrid_services::lease::{LeaderLease, LeaseKeeper};
@@ -36,6 +34,7 @@ use crate::housekeeping::{self, Housekeeper};
 use crate::http;
 use crate::http::boundary::{BodyTimeout, ConnectionCounter};
 use crate::pnodes::PnodeRuntime;
+use crate::state::AppState;
 use crate::state_watcher::StateWatcher;
 use crate::stream::fanout::{ShutdownFanout, StreamFanout};
 use crate::stream::registry::{CloseAll, ConnectionRegistry, SocketRole};
@@ -51,29 +50,6 @@ const NOT_FOUND_LIMITER_MAX_CLIENTS: usize = 100_000;
 
 /// How long start-up waits for Redis before going on without it.
 const REDIS_START_WAIT: Duration = Duration::from_secs(2);
-
-/// What the HTTP handlers share.
-pub struct AppState {
-    pub instance_id: Uuid,
-    pub database: Database,
-    pub bus: RedisBus,
-    pub prometheus: PrometheusHandle,
-    pub process_collector: metrics_process::Collector,
-    pub ready_timeout: Duration,
-    pub identity: Identity,
-    pub trusted_proxies: Vec<ipnet::IpNet>,
-    pub bridge: Addr<RedisBridge>,
-    pub fanout: Addr<StreamFanout>,
-    pub publisher: StreamPublisher,
-    pub subscriptions: Subscriptions,
-    pub stream_access: StreamAccess,
-    pub producer_registry: Addr<ConnectionRegistry>,
-    pub session_registry: Addr<ConnectionRegistry>,
-    pub stream_limits: StreamLimits,
-    pub pnodes: PnodeRuntime,
-    /// Requests to paths no route matches, per client address.
-    pub not_found_limiter: Arc<LocalRateLimiter>,
-}
 
 /// Why the application could not start.
 #[derive(Debug, thiserror::Error)]

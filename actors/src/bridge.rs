@@ -18,7 +18,7 @@ use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use crate::telemetry::{
+use crate::metrics::{
     ACTOR_RESTARTS_TOTAL, BUS_MESSAGES_LAGGED_TOTAL, CONTROL_EVENTS_INVALID_TOTAL,
     CONTROL_EVENTS_TOTAL, REDIS_RECONNECTS_TOTAL,
 };

@@ -12,12 +12,12 @@ use nodegrid_services::identity::Identity;
 use nodegrid_services::lease::Leadership;
 use tokio::sync::watch;
 
+use crate::metrics::AUDIT_PRUNED_TOTAL;
+
 /// The name of the lease whose holder does the chores.
 pub const LEASE_NAME: &str = "housekeeping";
 /// The lease's time to live; another instance takes over within this when the holder dies.
 pub const LEASE_TTL: Duration = Duration::from_secs(30);
-
-const PRUNED: &str = "nodegrid_audit_pruned_total";
 
 pub struct Housekeeper {
     pub identity: Identity,
@@ -37,7 +37,7 @@ impl Housekeeper {
                 match identity.prune_audit(retention).await {
                     Ok(0) => {}
                     Ok(deleted) => {
-                        metrics::counter!(PRUNED).increment(deleted);
+                        metrics::counter!(AUDIT_PRUNED_TOTAL).increment(deleted);
                         tracing::info!(deleted, "pruned audit entries past their retention");
                     }
                     Err(error) => tracing::warn!(%error, "audit pruning failed; retrying later"),
@@ -52,7 +52,6 @@ impl Actor for Housekeeper {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        metrics::describe_counter!(PRUNED, "Audit entries deleted past their retention.");
         // Chores at once whenever this instance becomes the leader.
         ctx.add_stream(futures_util::stream::unfold(
             self.leadership.clone(),

@@ -5,6 +5,7 @@
 //!
 //! - [`app`]: [`app::Application`] builds everything from [`Settings`](nodegrid_services::config::Settings),
 //!   binds the listener, runs until told to stop, and shuts down in order.
+//! - [`state`]: `AppState`, what the HTTP handlers share.
 //! - [`state_watcher`]: the [`state_watcher::StateWatcher`] actor that keeps the in-memory
 //!   shared state (access gate, subscription index) current.
 //! - [`stream`]: producer connections, consumer sessions, their registries and routes.
@@ -15,6 +16,7 @@
 //! - [`housekeeping`]: the [`housekeeping::Housekeeper`] that prunes the audit log on the
 //!   leader.
 //! - [`http`]: routes, the JSON error type, and the request-observing middleware.
+//! - [`metrics`]: the names of the runtime's own metrics.
 //! - [`telemetry`]: tracing set-up and the Prometheus recorder.
 //!
 //! **Architecture invariant:** only this crate knows actix. It talks to Postgres and Redis
@@ -24,7 +26,9 @@ pub mod app;
 pub mod bridge;
 pub mod housekeeping;
 pub mod http;
+pub mod metrics;
 pub mod pnodes;
+pub mod state;
 pub mod state_watcher;
 pub mod stream;
 pub mod telemetry;

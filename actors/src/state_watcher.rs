@@ -56,7 +56,7 @@ impl Actor for StateWatcher {
 
 impl Supervised for StateWatcher {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        metrics::counter!(crate::telemetry::ACTOR_RESTARTS_TOTAL, "actor" => "state_watcher")
+        metrics::counter!(crate::metrics::ACTOR_RESTARTS_TOTAL, "actor" => "state_watcher")
             .increment(1);
     }
 }

@@ -52,6 +52,11 @@ return 0
 /// A token that increases with every acquisition of a lease, across all holders.
 pub type FencingToken = u64;
 
+/// 1 while this instance holds the named lease (label `lease`).
+pub const LEASE_LEADER: &str = "nodegrid_lease_leader";
+/// Changes of leadership of the named lease seen by this instance (label `lease`).
+pub const LEASE_TRANSITIONS_TOTAL: &str = "nodegrid_lease_transitions_total";
+
 /// One named lease, as seen by one holder.
 #[derive(Clone)]
 pub struct LeaderLease {
@@ -203,7 +208,7 @@ async fn keep(
 ) {
     let tick = lease.ttl() / 3;
     let labels = [("lease", lease.name().to_owned())];
-    metrics::gauge!("nodegrid_lease_leader", &labels).set(0.0);
+    metrics::gauge!(LEASE_LEADER, &labels).set(0.0);
     loop {
         let current = *state.borrow();
         let next = match current {
@@ -229,12 +234,8 @@ async fn keep(
         };
         if next != current {
             tracing::info!(lease = lease.name(), leadership = ?next, "leadership changed");
-            metrics::counter!("nodegrid_lease_transitions_total", &labels).increment(1);
-            metrics::gauge!("nodegrid_lease_leader", &labels).set(if next.is_leader() {
-                1.0
-            } else {
-                0.0
-            });
+            metrics::counter!(LEASE_TRANSITIONS_TOTAL, &labels).increment(1);
+            metrics::gauge!(LEASE_LEADER, &labels).set(if next.is_leader() { 1.0 } else { 0.0 });
             state.send_replace(next);
         }
         tokio::select! {
@@ -247,7 +248,7 @@ async fn keep(
         if let Err(error) = lease.release().await {
             tracing::warn!(lease = lease.name(), %error, "lease release failed; it will expire");
         }
-        metrics::gauge!("nodegrid_lease_leader", &labels).set(0.0);
+        metrics::gauge!(LEASE_LEADER, &labels).set(0.0);
         state.send_replace(Leadership::Follower);
     }
 }

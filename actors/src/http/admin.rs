@@ -9,11 +9,11 @@ use nodegrid_services::identity::store::{AuditFilter, UserFilter};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::app::AppState;
 use crate::http::auth::{Admin, caller};
 use crate::http::error::ApiError;
 use crate::http::json::Json;
 use crate::http::resource;
+use crate::state::AppState;
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config

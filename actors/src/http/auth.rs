@@ -10,8 +10,8 @@ use ipnet::IpNet;
 use nodegrid_protocol::auth::Role;
 use nodegrid_services::identity::{AuthUser, Caller, IdentityError};
 
-use crate::app::AppState;
 use crate::http::error::ApiError;
+use crate::state::AppState;
 
 /// The client's address. `X-Forwarded-For` is believed only when the peer is a trusted proxy;
 /// then the client is the rightmost address in the header that is not itself a trusted proxy.
@@ -85,7 +85,7 @@ fn authenticate(request: &HttpRequest) -> Result<AuthUser, ApiError> {
             IdentityError::UserBlocked => "blocked",
             _ => "invalid",
         };
-        metrics::counter!("nodegrid_auth_token_rejections_total", "reason" => reason).increment(1);
+        metrics::counter!(nodegrid_services::identity::AUTH_TOKEN_REJECTIONS_TOTAL, "reason" => reason).increment(1);
     })?;
     Ok(user)
 }

@@ -9,7 +9,7 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use nodegrid_protocol::error::{ErrorBody, ErrorCode};
 use nodegrid_services::identity::{IdentityError, retry_after_secs};
 
-use crate::telemetry::HTTP_ERRORS_TOTAL;
+use crate::metrics::HTTP_ERRORS_TOTAL;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

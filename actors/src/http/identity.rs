@@ -6,11 +6,11 @@ use nodegrid_protocol::auth::{
 };
 use nodegrid_protocol::error::ErrorBody;
 
-use crate::app::AppState;
 use crate::http::auth::{Authenticated, MaybeAuthenticated, caller};
 use crate::http::error::ApiError;
 use crate::http::json::Json;
 use crate::http::resource;
+use crate::state::AppState;
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config

@@ -8,8 +8,10 @@ pub mod identity;
 pub mod json;
 pub mod observe;
 pub mod openapi;
+pub mod pnodes;
 pub mod probes;
 pub mod redact;
+pub mod streams;
 
 use actix_web::{HttpResponse, web};
 
@@ -22,8 +24,8 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .service(get_only("/ready", probes::ready))
         .configure(identity::routes)
         .configure(admin::routes)
-        .configure(crate::stream::routes::routes)
-        .configure(crate::pnodes::routes::routes)
+        .configure(streams::routes)
+        .configure(pnodes::routes)
         .configure(openapi::routes);
 }
 
@@ -51,7 +53,7 @@ where
 /// requests (`--not-found-rate-per-sec`): probing for paths is not free.
 pub async fn not_found(
     request: actix_web::HttpRequest,
-    state: Option<web::Data<crate::app::AppState>>,
+    state: Option<web::Data<crate::state::AppState>>,
 ) -> Result<HttpResponse, ApiError> {
     if let Some(state) = state {
         let ip = auth::client_ip(&request, &state.trusted_proxies);

@@ -5,9 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::http::{admin, identity};
-use crate::pnodes::routes as pnodes;
-use crate::stream::routes as stream;
+use crate::http::{admin, identity, pnodes, streams as stream};
 
 #[derive(OpenApi)]
 #[openapi(

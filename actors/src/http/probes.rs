@@ -7,11 +7,11 @@ use actix_web::{HttpResponse, web};
 use nodegrid_protocol::error::ErrorCode;
 use nodegrid_protocol::health::{CheckOutcome, HealthBody, ReadyBody};
 
-use crate::app::AppState;
-use crate::telemetry::{
+use crate::metrics::{
     DB_POOL_CONNECTIONS, DB_POOL_WAITING, DEPENDENCY_CHECK_DURATION_SECONDS, DEPENDENCY_UP,
     REDIS_CONNECTED,
 };
+use crate::state::AppState;
 
 /// Liveness: answers while the process serves HTTP, whatever its dependencies do.
 pub async fn health() -> HttpResponse {
@@ -55,7 +55,7 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
             checks,
         })
     } else {
-        metrics::counter!(crate::telemetry::HTTP_ERRORS_TOTAL, "code" => ErrorCode::NotReady.as_str())
+        metrics::counter!(crate::metrics::HTTP_ERRORS_TOTAL, "code" => ErrorCode::NotReady.as_str())
             .increment(1);
         HttpResponse::ServiceUnavailable().json(ReadyBody {
             status: None,

@@ -20,7 +20,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::SnapshotCell;
+use super::cell::SnapshotCell;
 use super::metrics::{CYCLE_SECONDS, CYCLES, PRUNED};
 use super::poller::{PnodePoller, Poll};
 use crate::bridge::{
@@ -414,7 +414,7 @@ impl Supervised for PnodeAggregator {
         self.busy = false;
         self.refreshing = false;
         self.registry = None;
-        metrics::counter!(crate::telemetry::ACTOR_RESTARTS_TOTAL, "actor" => "pnode_aggregator")
+        metrics::counter!(crate::metrics::ACTOR_RESTARTS_TOTAL, "actor" => "pnode_aggregator")
             .increment(1);
     }
 }

@@ -124,7 +124,7 @@ impl Actor for PnodePoller {
 impl Supervised for PnodePoller {
     fn restarting(&mut self, _: &mut Context<Self>) {
         self.status.restarts += 1;
-        metrics::counter!(crate::telemetry::ACTOR_RESTARTS_TOTAL, "actor" => "pnode_poller")
+        metrics::counter!(crate::metrics::ACTOR_RESTARTS_TOTAL, "actor" => "pnode_poller")
             .increment(1);
     }
 }

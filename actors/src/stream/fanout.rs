@@ -24,10 +24,10 @@ use nodegrid_services::bus::{RedisBus, RedisMessage};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
+use crate::metrics::{ACTOR_RESTARTS_TOTAL, BUS_MESSAGES_LAGGED_TOTAL};
 use crate::stream::metrics::STREAM;
-use crate::stream::outbox::{Outbox, Outgoing};
-use crate::stream::{CloseConnection, ConnectionId, SharedEncoding, now_millis, outgoing};
-use crate::telemetry::{ACTOR_RESTARTS_TOTAL, BUS_MESSAGES_LAGGED_TOTAL};
+use crate::stream::outbox::{Outbox, Outgoing, outgoing};
+use crate::stream::{CloseConnection, ConnectionId, SharedEncoding, now_millis};
 
 /// How long to wait before trying a failed SUBSCRIBE again.
 const SUBSCRIBE_RETRY: Duration = Duration::from_secs(1);

@@ -10,20 +10,20 @@
 //!   local sessions want it, and writes each message into those sessions' outboxes.
 //! - [`outbox`]: the bounded outbound queue of a socket, which is also its response body.
 //! - [`socket`]: what both socket actors share (`SocketCore`, `SocketActor`).
-//! - [`ws`]: the WebSocket wire: handshake, a reader that enforces limits at frame headers,
-//!   frame encoding.
-//! - [`routes`]: `/producer`, `/consumer`, the subscription REST API, `/api/admin/connections`.
+//! - [`ws`]: the WebSocket wire in: the handshake, and a reader that enforces the limits at
+//!   frame headers.
+//! - [`frame`]: the WebSocket wire out: the encoding of the server's frames.
 //! - [`report`]: each instance's connections report in Redis, for the admin view.
 //! - [`metrics`]: cached metric handles for the hot path.
 
 pub mod consumer;
 pub mod fanout;
+pub mod frame;
 pub mod metrics;
 pub mod outbox;
 pub mod producer;
 pub mod registry;
 pub mod report;
-pub mod routes;
 pub mod socket;
 pub mod ws;
 
@@ -32,11 +32,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use actix::Message;
-use bytes::Bytes;
-use bytestring::ByteString;
-use nodegrid_protocol::stream::{Encoding, ServerFrame, StreamErrorCode, encode_frame};
-
-use self::outbox::Outgoing;
+use nodegrid_protocol::stream::{Encoding, ServerFrame, StreamErrorCode};
 
 /// Identifies one socket within this instance.
 pub type ConnectionId = u64;
@@ -126,15 +122,6 @@ impl TokenBucket {
 /// producer that is merely faster than its rate is told `rate_limited` and keeps its socket.
 pub fn error_budget() -> TokenBucket {
     TokenBucket::new(1.0, 20.0)
-}
-
-/// A frame for the socket in the connection's encoding.
-pub fn outgoing(frame: &ServerFrame, encoding: Encoding) -> Option<Outgoing> {
-    let bytes = encode_frame(frame, encoding).ok()?;
-    Some(match encoding {
-        Encoding::Json => Outgoing::Text(ByteString::try_from(Bytes::from(bytes)).ok()?),
-        Encoding::MessagePack => Outgoing::Binary(Bytes::from(bytes)),
-    })
 }
 
 /// An error frame.

@@ -20,7 +20,9 @@ use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use futures_util::Stream;
 
-use crate::stream::ws::{CloseReason, OpCode, write_close, write_frame};
+use nodegrid_protocol::stream::{Encoding, ServerFrame, encode_frame};
+
+use crate::stream::frame::{CloseReason, OpCode, write_close, write_frame};
 
 /// One frame to write.
 #[derive(Debug, Clone)]
@@ -48,6 +50,15 @@ impl Outgoing {
             Outgoing::Pong(bytes) => write_frame(buffer, OpCode::Pong, bytes),
         }
     }
+}
+
+/// A frame for the socket in the connection's encoding.
+pub fn outgoing(frame: &ServerFrame, encoding: Encoding) -> Option<Outgoing> {
+    let bytes = encode_frame(frame, encoding).ok()?;
+    Some(match encoding {
+        Encoding::Json => Outgoing::Text(ByteString::try_from(Bytes::from(bytes)).ok()?),
+        Encoding::MessagePack => Outgoing::Binary(Bytes::from(bytes)),
+    })
 }
 
 /// The queue is full: the client is not reading fast enough.

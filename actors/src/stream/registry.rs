@@ -154,7 +154,7 @@ impl Supervised for ConnectionRegistry {
 }
 
 fn metrics_restart(role: SocketRole) {
-    ::metrics::counter!(crate::telemetry::ACTOR_RESTARTS_TOTAL, "actor" => match role {
+    ::metrics::counter!(crate::metrics::ACTOR_RESTARTS_TOTAL, "actor" => match role {
         SocketRole::Producer => "producer_registry",
         SocketRole::Consumer => "session_registry",
     })

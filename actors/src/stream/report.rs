@@ -10,8 +10,8 @@ use actix::prelude::*;
 use chrono::Utc;
 use nodegrid_protocol::stream::{ConnectionsResponse, InstanceConnections};
 
-use crate::app::AppState;
 use crate::stream::registry::{ConnectionRegistry, Snapshot};
+use nodegrid_services::bus::RedisBus;
 
 /// How often an instance reports its sockets.
 const REPORT_INTERVAL: Duration = Duration::from_secs(2);
@@ -33,12 +33,16 @@ pub async fn local(
     })
 }
 
-/// Every instance's sockets: this one's fresh, the others' as last reported.
-pub async fn all_instances(state: &AppState) -> anyhow::Result<ConnectionsResponse> {
-    let instance = state.instance_id.to_string();
-    let mut instances =
-        vec![local(&instance, &state.producer_registry, &state.session_registry).await?];
-    for (other, report) in state.bus.instance_reports().await? {
+/// Every instance's sockets: this one's fresh (`instance`, its two registries), the others'
+/// as last reported in Redis.
+pub async fn all_instances(
+    instance: &str,
+    bus: &RedisBus,
+    producers: &Addr<ConnectionRegistry>,
+    sessions: &Addr<ConnectionRegistry>,
+) -> anyhow::Result<ConnectionsResponse> {
+    let mut instances = vec![local(instance, producers, sessions).await?];
+    for (other, report) in bus.instance_reports().await? {
         if other == instance {
             continue;
         }
@@ -65,7 +69,7 @@ pub async fn all_instances(state: &AppState) -> anyhow::Result<ConnectionsRespon
 /// Writes this instance's report to Redis every [`REPORT_INTERVAL`].
 pub struct ConnectionsReporter {
     pub instance: String,
-    pub bus: nodegrid_services::bus::RedisBus,
+    pub bus: RedisBus,
     pub producers: Addr<ConnectionRegistry>,
     pub sessions: Addr<ConnectionRegistry>,
 }

@@ -14,12 +14,13 @@ use nodegrid_protocol::stream::{
 };
 use nodegrid_services::config::StreamLimits;
 
+use crate::stream::frame::CloseReason;
 use crate::stream::metrics::{self, RoleMetrics, STREAM};
-use crate::stream::outbox::{Outbox, Outgoing};
+use crate::stream::outbox::{Outbox, Outgoing, outgoing};
 use crate::stream::registry::{ConnectionRegistry, Register, SocketRole};
-use crate::stream::ws::{CloseReason, WsError, WsItem};
+use crate::stream::ws::{WsError, WsItem};
 use crate::stream::{
-    ConnectionStats, SharedEncoding, TokenBucket, error_budget, error_frame, outgoing, since,
+    ConnectionStats, SharedEncoding, TokenBucket, error_budget, error_frame, since,
 };
 
 /// What arrived, once the core has handled what it can.

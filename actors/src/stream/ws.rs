@@ -15,15 +15,13 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use actix_web::{HttpRequest, HttpResponse};
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use bytestring::ByteString;
 use futures_util::Stream;
 use nodegrid_protocol::stream::close;
 
+pub use crate::stream::frame::CloseReason;
 use crate::stream::outbox::Outbox;
-
-/// A close code and the reason text sent with it.
-pub type CloseReason = (u16, &'static str);
 
 /// What a client sent, once a whole message is in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -426,53 +424,6 @@ fn unmask(payload: &mut [u8], mask: [u8; 4]) {
     }
 }
 
-/// The opcodes of the server's frames.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OpCode {
-    Text,
-    Binary,
-    Ping,
-    Pong,
-    Close,
-}
-
-/// Appends one unmasked server frame to `buffer`.
-pub fn write_frame(buffer: &mut BytesMut, opcode: OpCode, payload: &[u8]) {
-    let code = match opcode {
-        OpCode::Text => OP_TEXT,
-        OpCode::Binary => OP_BINARY,
-        OpCode::Ping => OP_PING,
-        OpCode::Pong => OP_PONG,
-        OpCode::Close => OP_CLOSE,
-    };
-    buffer.reserve(payload.len() + 10);
-    buffer.put_u8(0x80 | code);
-    match payload.len() {
-        length @ 0..=125 => buffer.put_u8(length as u8),
-        length @ 126..=0xFFFF => {
-            buffer.put_u8(126);
-            buffer.put_u16(length as u16);
-        }
-        length => {
-            buffer.put_u8(127);
-            buffer.put_u64(length as u64);
-        }
-    }
-    buffer.put_slice(payload);
-}
-
-/// Appends a close frame with `code` and `reason` (cut to fit a control frame).
-pub fn write_close(buffer: &mut BytesMut, (code, reason): CloseReason) {
-    let mut payload = Vec::with_capacity(2 + reason.len());
-    payload.extend_from_slice(&code.to_be_bytes());
-    let mut end = reason.len().min(123);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    payload.extend_from_slice(&reason.as_bytes()[..end]);
-    write_frame(buffer, OpCode::Close, &payload);
-}
-
 /// Completes the WebSocket handshake: the 101 response whose body streams `body`.
 pub fn handshake<B>(request: &HttpRequest, body: B) -> Result<HttpResponse, String>
 where
@@ -584,18 +535,5 @@ mod tests {
         assert!(matches!(items[..], [Err(WsError::Protocol(_))]));
         let items = read_all(vec![masked(false, OP_PING, b"a", None)], LIMITS).await;
         assert!(matches!(items[..], [Err(WsError::Protocol(_))]));
-    }
-
-    #[test]
-    fn server_frames_are_encoded_with_their_lengths() {
-        let mut buffer = BytesMut::new();
-        write_frame(&mut buffer, OpCode::Text, b"hi");
-        assert_eq!(&buffer[..], &[0x81, 2, b'h', b'i']);
-        let mut buffer = BytesMut::new();
-        write_frame(&mut buffer, OpCode::Binary, &[0; 300]);
-        assert_eq!(&buffer[..4], &[0x82, 126, 1, 44]);
-        let mut buffer = BytesMut::new();
-        write_close(&mut buffer, (4008, "slow_consumer"));
-        assert_eq!(&buffer[..4], &[0x88, 15, 0x0f, 0xa8]);
     }
 }

@@ -22,12 +22,12 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use utoipa::IntoParams;
 
-use super::aggregator::GetPollers;
-use super::poller::GetStatus;
-use crate::app::AppState;
 use crate::http::auth::{Admin, caller, client_ip};
 use crate::http::error::ApiError;
 use crate::http::resource;
+use crate::pnodes::aggregator::GetPollers;
+use crate::pnodes::poller::GetStatus;
+use crate::state::AppState;
 
 const API_VERSION: &str = "1.1.0";
 const MAX_SKIP: usize = 10_000_000;
@@ -78,7 +78,7 @@ async fn limit_per_client(
         if !limiter.is_off() {
             let client = client_ip(request.request(), &state.trusted_proxies);
             if let Err(retry_after) = limiter.check(client, std::time::Instant::now()) {
-                metrics::counter!("nodegrid_rate_limited_total", "scope" => "pnode_api", "key" => "ip")
+                metrics::counter!(nodegrid_services::identity::RATE_LIMITED_TOTAL, "scope" => "pnode_api", "key" => "ip")
                     .increment(1);
                 let error = ApiError::RateLimited {
                     retry_after_secs: retry_after_secs(retry_after),
@@ -704,7 +704,7 @@ pub async fn prune(
         .prune_registry(before)
         .await
         .map_err(ApiError::internal)?;
-    metrics::counter!(super::metrics::PRUNED, "table" => "registry").increment(deleted);
+    metrics::counter!(crate::pnodes::metrics::PRUNED, "table" => "registry").increment(deleted);
     state
         .identity
         .record_admin_action(

@@ -15,11 +15,11 @@ use nodegrid_services::identity::audit_record;
 use nodegrid_services::streams::subscriptions::SubscriptionError;
 use serde_json::json;
 
-use crate::app::AppState;
 use crate::http::auth::{Admin, Authenticated, caller};
 use crate::http::error::ApiError;
 use crate::http::json::Json;
 use crate::http::resource;
+use crate::state::AppState;
 use crate::stream::consumer::{ConsumerParts, ConsumerSession};
 use crate::stream::outbox::Outbox;
 use crate::stream::producer::{ProducerConnection, ProducerParts};
@@ -388,9 +388,14 @@ pub async fn connections(
     state: web::Data<AppState>,
     _admin: Admin,
 ) -> Result<HttpResponse, ApiError> {
-    let view = report::all_instances(&state)
-        .await
-        .map_err(ApiError::internal)?;
+    let view = report::all_instances(
+        &state.instance_id.to_string(),
+        &state.bus,
+        &state.producer_registry,
+        &state.session_registry,
+    )
+    .await
+    .map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().json(view))
 }
 

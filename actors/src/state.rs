@@ -1,0 +1,45 @@
+//! `AppState`: what the HTTP handlers share. It sits below the routes (`http`) and above the
+//! runtime's actors and services, which it only holds: nothing here imports a route.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+use metrics_exporter_prometheus::PrometheusHandle;
+use nodegrid_services::bus::RedisBus;
+use nodegrid_services::config::StreamLimits;
+use nodegrid_services::db::Database;
+use nodegrid_services::identity::Identity;
+use nodegrid_services::ratelimit::LocalRateLimiter;
+use nodegrid_services::streams::access::StreamAccess;
+use nodegrid_services::streams::publisher::StreamPublisher;
+use nodegrid_services::streams::subscriptions::Subscriptions;
+use uuid::Uuid;
+
+use crate::bridge::RedisBridge;
+use crate::pnodes::PnodeRuntime;
+use crate::stream::fanout::StreamFanout;
+use crate::stream::registry::ConnectionRegistry;
+
+/// What the HTTP handlers share.
+pub struct AppState {
+    pub instance_id: Uuid,
+    pub database: Database,
+    pub bus: RedisBus,
+    pub prometheus: PrometheusHandle,
+    pub process_collector: metrics_process::Collector,
+    pub ready_timeout: Duration,
+    pub identity: Identity,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub bridge: Addr<RedisBridge>,
+    pub fanout: Addr<StreamFanout>,
+    pub publisher: StreamPublisher,
+    pub subscriptions: Subscriptions,
+    pub stream_access: StreamAccess,
+    pub producer_registry: Addr<ConnectionRegistry>,
+    pub session_registry: Addr<ConnectionRegistry>,
+    pub stream_limits: StreamLimits,
+    pub pnodes: PnodeRuntime,
+    /// Requests to paths no route matches, per client address.
+    pub not_found_limiter: Arc<LocalRateLimiter>,
+}
