@@ -21,6 +21,7 @@ use nodegrid_services::config::Settings;
 use nodegrid_services::db::{Database, DbError};
 use nodegrid_services::identity::{Identity, IdentityError};
 use nodegrid_services::lease::{LeaderLease, LeaseKeeper};
+use nodegrid_services::pnodes::client::ClientSetupError;
 use nodegrid_services::shared_state::SharedState;
 use nodegrid_services::streams::access::StreamAccess;
 use nodegrid_services::streams::publisher::StreamPublisher;
@@ -39,7 +40,7 @@ use crate::state_watcher::StateWatcher;
 use crate::stream::fanout::{ShutdownFanout, StreamFanout};
 use crate::stream::registry::{CloseAll, ConnectionRegistry, SocketRole};
 use crate::stream::report::ConnectionsReporter;
-use crate::telemetry;
+use crate::telemetry::{self, MetricsSetupError};
 use nodegrid_services::ratelimit::LocalRateLimiter;
 
 /// How often the Prometheus recorder drains its histograms' buffers.
@@ -63,14 +64,14 @@ pub enum StartError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
-    #[error("cannot set up metrics: {0}")]
-    Metrics(String),
+    #[error(transparent)]
+    Metrics(#[from] MetricsSetupError),
     #[error("identity: {0}")]
     Identity(#[from] IdentityError),
-    #[error("cannot load {0}")]
-    SharedState(String),
+    #[error("cannot load {name}: {source}")]
+    SharedState { name: &'static str, source: DbError },
     #[error("pNode analytics: {0}")]
-    Pnodes(String),
+    Pnodes(#[from] ClientSetupError),
 }
 
 /// Fires the graceful shutdown of one [`Application`]. Cheap to clone; firing twice is harmless.
@@ -113,7 +114,7 @@ impl Application {
         extra_routes: fn(&mut web::ServiceConfig),
     ) -> Result<Application, StartError> {
         let instance_id = Uuid::new_v4();
-        let prometheus = telemetry::prometheus().map_err(StartError::Metrics)?;
+        let prometheus = telemetry::prometheus()?;
         let process_collector = metrics_process::Collector::default();
         process_collector.describe();
 
@@ -165,7 +166,10 @@ impl Application {
             state
                 .reload()
                 .await
-                .map_err(|error| StartError::SharedState(format!("{}: {error}", state.name())))?;
+                .map_err(|source| StartError::SharedState {
+                    name: state.name(),
+                    source,
+                })?;
         }
         StateWatcher::start_supervised(shared, bridge.clone());
         let producer_registry = ConnectionRegistry::start(
@@ -207,8 +211,7 @@ impl Application {
             bus.clone(),
             bridge.clone(),
             instance_id,
-        )
-        .map_err(StartError::Pnodes)?;
+        )?;
 
         let listener =
             TcpListener::bind(settings.http_addr).map_err(|source| StartError::Bind {
@@ -263,12 +266,12 @@ impl Application {
                 .wrap(from_fn(http::observe::observe_request))
                 .configure(|config| {
                     if metrics_on_api_port {
-                        http::metrics_route(config);
+                        http::routing::metrics_route(config);
                     }
                 })
                 .configure(http::routes)
                 .configure(extra_routes)
-                .default_service(web::to(http::not_found))
+                .default_service(web::to(http::routing::not_found))
         })
         .on_connect(move |connection, data| {
             if let Some(peer) = connection
@@ -402,8 +405,8 @@ fn metrics_server(
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
-            .configure(http::metrics_route)
-            .default_service(web::to(http::not_found))
+            .configure(http::routing::metrics_route)
+            .default_service(web::to(http::routing::not_found))
     })
     .workers(1)
     .disable_signals()

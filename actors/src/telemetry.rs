@@ -44,13 +44,18 @@ pub fn init_tracing(format: LogFormat, filter: &str) {
     };
 }
 
+/// The metrics recorder could not be installed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot install the metrics recorder: {0}")]
+pub struct MetricsSetupError(String);
+
 /// The process's Prometheus recorder, installed on first use.
-pub fn prometheus() -> Result<PrometheusHandle, String> {
-    static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+pub fn prometheus() -> Result<PrometheusHandle, MetricsSetupError> {
+    static HANDLE: OnceLock<Result<PrometheusHandle, MetricsSetupError>> = OnceLock::new();
     HANDLE.get_or_init(install_recorder).clone()
 }
 
-fn install_recorder() -> Result<PrometheusHandle, String> {
+fn install_recorder() -> Result<PrometheusHandle, MetricsSetupError> {
     let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full(HTTP_REQUEST_DURATION_SECONDS.to_owned()),
@@ -74,10 +79,10 @@ fn install_recorder() -> Result<PrometheusHandle, String> {
                 LATENCY_BUCKETS,
             )
         })
-        .map_err(|error| error.to_string())?
+        .map_err(|error| MetricsSetupError(error.to_string()))?
         .build_recorder();
     let handle = recorder.handle();
-    metrics::set_global_recorder(recorder).map_err(|error| error.to_string())?;
+    metrics::set_global_recorder(recorder).map_err(|error| MetricsSetupError(error.to_string()))?;
     crate::metrics::describe();
     crate::stream::metrics::describe();
     crate::pnodes::metrics::describe();

@@ -4,16 +4,16 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use nodegrid_actors::app::{Application, ShutdownTrigger};
+use nodegrid_actors::app::{Application, ShutdownTrigger, StartError};
 use nodegrid_actors::telemetry;
 use nodegrid_clients::bench::{self, BenchOptions};
 use nodegrid_clients::device::{self, DeviceOptions};
 use nodegrid_clients::pnode_sim::{PnodeSim, SimOptions};
 use nodegrid_protocol::auth::Role;
-use nodegrid_services::bus::RedisBus;
+use nodegrid_services::bus::{BusError, RedisBus};
 use nodegrid_services::config::{ServeOptions, Settings};
-use nodegrid_services::db::Database;
-use nodegrid_services::identity::Identity;
+use nodegrid_services::db::{Database, DbError};
+use nodegrid_services::identity::{Identity, IdentityError};
 
 /// mimalloc rather than the system allocator: it hands freed memory back to the system, where
 /// glibc's per-thread arenas kept every Argon2 work area (19 MiB a password check) they ever
@@ -132,39 +132,29 @@ fn main() -> ExitCode {
     };
     telemetry::init_tracing(settings.log_format, &settings.log);
     let system = actix_web::rt::System::new();
-    let outcome: Result<(), String> = system.block_on(async move {
+    let outcome: Result<(), CliError> = system.block_on(async move {
         if let Task::CreateUser { username, role } = task {
             return create_user(settings, &username, role).await;
         }
         if matches!(task, Task::Serve) {
             // Listen for signals before announcing the listener, so that a signal sent right
             // after start-up is never missed.
-            let signals = TerminationSignals::listen()
-                .map_err(|error| format!("cannot listen for termination signals: {error}"))?;
-            let app = Application::build(settings)
-                .await
-                .map_err(|error| error.to_string())?;
+            let signals = TerminationSignals::listen().map_err(CliError::Signals)?;
+            let app = Application::build(settings).await?;
             actix_web::rt::spawn(signals.fire_on_first(app.shutdown_trigger()));
-            app.run_until_stopped()
-                .await
-                .map_err(|error| format!("server failed: {error}"))
+            app.run_until_stopped().await.map_err(CliError::Serve)
         } else {
-            let database = Database::connect(&settings.database_url, 1)
-                .await
-                .map_err(|error| error.to_string())?;
-            let report = database
-                .migrate()
-                .await
-                .map_err(|error| error.to_string())?;
+            let database = Database::connect(&settings.database_url, 1).await?;
+            let report = database.migrate().await?;
             tracing::info!(applied = ?report.applied, "migrations are current");
             Ok(())
         }
     });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            tracing::error!(error = %message, "nodegrid failed");
-            eprintln!("nodegrid: {message}");
+        Err(error) => {
+            tracing::error!(%error, "nodegrid failed");
+            eprintln!("nodegrid: {error}");
             ExitCode::FAILURE
         }
     }
@@ -200,17 +190,16 @@ fn run_pnode_sim(options: SimOptions) -> ExitCode {
     telemetry::init_tracing(nodegrid_services::config::LogFormat::Human, &filter);
     let system = actix_web::rt::System::new();
     let result = system.block_on(async move {
-        let sim =
-            PnodeSim::start(options.clone()).map_err(|error| format!("cannot listen: {error}"))?;
+        let sim = PnodeSim::start(options.clone()).map_err(CliError::Listen)?;
         println!("NODEGRID_PNODE_SEEDS={}", sim.seeds().join(","));
         println!(
             "simulating {} seeds gossiping {} pods (seed {}, a round every {} s)",
             options.seeds, options.pods, options.seed, options.round_secs
         );
-        let signals = TerminationSignals::listen().map_err(|error| error.to_string())?;
+        let signals = TerminationSignals::listen().map_err(CliError::Signals)?;
         signals.wait().await;
         sim.stop().await;
-        Ok::<(), String>(())
+        Ok::<(), CliError>(())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -251,33 +240,46 @@ fn run_device(options: DeviceOptions) -> ExitCode {
     }
 }
 
-async fn create_user(settings: Settings, username: &str, role: Role) -> Result<(), String> {
+async fn create_user(settings: Settings, username: &str, role: Role) -> Result<(), CliError> {
     let mut password = String::new();
     std::io::stdin()
         .read_line(&mut password)
-        .map_err(|error| format!("cannot read the password from standard input: {error}"))?;
+        .map_err(CliError::Stdin)?;
     let password = password.trim_end_matches(['\r', '\n']);
-    let database = Database::connect(&settings.database_url, 2)
-        .await
-        .map_err(|error| error.to_string())?;
-    database
-        .migrate()
-        .await
-        .map_err(|error| error.to_string())?;
-    let bus = RedisBus::start(&settings.redis_url, &settings.redis_prefix)
-        .map_err(|error| error.to_string())?;
-    let identity = Identity::new(&settings.identity(), database, bus, uuid::Uuid::new_v4())
-        .map_err(|error| error.to_string())?;
+    let database = Database::connect(&settings.database_url, 2).await?;
+    database.migrate().await?;
+    let bus = RedisBus::start(&settings.redis_url, &settings.redis_prefix)?;
+    let identity = Identity::new(&settings.identity(), database, bus, uuid::Uuid::new_v4())?;
     let created = identity
         .ensure_user(username, password, role, "nodegrid admin create-user")
-        .await
-        .map_err(|error| error.to_string())?;
+        .await?;
     if created {
         println!("created {role} {username}");
     } else {
         println!("{role} {username} exists already; its password is unchanged");
     }
     Ok(())
+}
+
+/// Why a command of the server's side failed: printed as one line, exit code 1.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Database(#[from] DbError),
+    #[error(transparent)]
+    Redis(#[from] BusError),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error("cannot listen for termination signals: {0}")]
+    Signals(std::io::Error),
+    #[error("cannot listen: {0}")]
+    Listen(std::io::Error),
+    #[error("cannot read the password from standard input: {0}")]
+    Stdin(std::io::Error),
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
 }
 
 /// SIGTERM and SIGINT, both of which start a graceful shutdown.

@@ -6,12 +6,14 @@ use serde::{Deserialize, Serialize};
 
 /// `GET /health`: the process is running and serving HTTP.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthBody {
     pub status: String,
 }
 
 /// The outcome of one dependency check of `GET /ready`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CheckOutcome {
     /// `"ok"` or `"failed"`.
     pub status: String,
@@ -26,6 +28,7 @@ pub struct CheckOutcome {
 /// `code: "not_ready"` and a `message` naming the failed checks. `checks` is keyed by
 /// dependency name (`postgres`, `redis`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReadyBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,

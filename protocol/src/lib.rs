@@ -5,9 +5,12 @@
 //! - [`auth`]: identity: users, tokens, roles, the admin views, the audit log.
 //! - [`error`]: the JSON error body every HTTP error answers with, and the stable codes in it.
 //! - [`health`]: the bodies of `/health` and `/ready`.
+//! - [`json_errors`]: decoding errors described in the client's terms.
 //! - [`stream`]: the WebSocket frames, subscription bodies and the admin connections view.
 //! - [`prpc`]: Xandeum pRPC (the pNodes' JSON-RPC): requests, and the defensive reading of
 //!   their answers.
+//! - [`pnode_api`]: the pNode API (`/api/xandeum/*`, `/api/admin/pollers`): query parameters
+//!   with their checks, and the bodies answered.
 //! - [`control`]: the events that travel on a deployment's Redis control channel, so that a
 //!   change made on one instance takes effect on all of them.
 //!
@@ -18,5 +21,7 @@ pub mod auth;
 pub mod control;
 pub mod error;
 pub mod health;
+pub mod json_errors;
+pub mod pnode_api;
 pub mod prpc;
 pub mod stream;

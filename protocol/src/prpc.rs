@@ -86,6 +86,7 @@ pub fn parse_answer(body: &[u8]) -> Result<Value, RpcAnswerError> {
 
 /// What was dropped while reading one answer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ParseTally {
     /// Fields dropped for a wrong type or an impossible value.
     pub rejected_fields: u32,
@@ -102,6 +103,7 @@ impl ParseTally {
 
 /// One pod as a seed reports it. Every field but the address may be unknown.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PodReport {
     pub address: String,
     pub pubkey: Option<String>,
@@ -117,6 +119,7 @@ pub struct PodReport {
 
 /// A seed's own statistics (`get-stats`), flat or in the older `metadata`/`stats` form.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeStats {
     pub active_streams: Option<u64>,
     pub cpu_percent: Option<f64>,

@@ -52,9 +52,13 @@ def code_of(path):
     return re.sub(r"/\*.*?\*/", "", text, flags=re.S)
 
 
-def references(module, text):
-    """Absolute module paths the text names, resolved from `module`."""
+def references(module, text, children=()):
+    """Absolute module paths the text names, resolved from `module`. A path may also start with
+    the name of one of the module's own children (`child::item`, no `self::`)."""
     paths = []
+    for child in children:
+        for _ in re.finditer(r"(?<![:\w])" + re.escape(child) + r"::", text):
+            paths.append("self::" + child)
     for match in GROUP.finditer(text):
         base = match.group(1) + match.group(2)
         for item in re.split(r"[,\s]+", match.group(3)):
@@ -123,7 +127,8 @@ def check(crate):
     files, tops = {}, {}
     for module, path in found.items():
         targets = set()
-        for reference in references(module, code_of(path)):
+        children = [other[-1] for other in found if other[:-1] == module and other != module]
+        for reference in references(module, code_of(path), children):
             # The deepest module file the path reaches.
             for length in range(len(reference), -1, -1):
                 if reference[:length] in found:

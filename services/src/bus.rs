@@ -45,6 +45,8 @@ pub enum BusError {
     Encode(#[from] serde_json::Error),
     #[error("Redis answered something unexpected: {0}")]
     Unexpected(String),
+    #[error("not connected")]
+    Disconnected,
 }
 
 /// The names of a deployment's keys and channels.

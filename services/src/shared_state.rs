@@ -7,6 +7,8 @@
 use futures_util::future::BoxFuture;
 use nodegrid_protocol::control::ControlEvent;
 
+use crate::db::DbError;
+
 pub trait SharedState: Send + Sync + 'static {
     /// A short name for logs.
     fn name(&self) -> &'static str;
@@ -15,5 +17,5 @@ pub trait SharedState: Send + Sync + 'static {
     fn apply(&self, event: &ControlEvent);
 
     /// Replaces the state with a fresh load; returns how many entries it holds.
-    fn reload(&self) -> BoxFuture<'static, Result<usize, String>>;
+    fn reload(&self) -> BoxFuture<'static, Result<usize, DbError>>;
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use nodegrid_protocol::auth::Role;
 use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 use tokio::sync::broadcast;
@@ -174,9 +175,19 @@ async fn readings_wait_through_an_outage_and_arrive_in_order() {
         let data = watcher.next_of_type("data").await;
         timestamps.push(data["payload"]["timestamp"].as_u64().unwrap());
     }
-    // About fifteen readings are taken while the network is gone; five fit the buffer.
+    // Readings are taken while the network is gone; five fit the buffer. The agent says when
+    // it starts dropping the oldest; once it has dropped eight, the network comes back.
     relay.down();
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let mut log = tokio::io::BufReader::new(agent.stderr.take().unwrap()).lines();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Ok(Some(line)) = log.next_line().await {
+            if line.contains("the backlog is full") && line.contains("dropped=8") {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the agent drops readings while the network is down");
     relay.up();
 
     let mut dropped = None;

@@ -12,7 +12,7 @@ use utoipa::IntoParams;
 use crate::http::auth::{Admin, caller};
 use crate::http::error::ApiError;
 use crate::http::json::Json;
-use crate::http::resource;
+use crate::http::routing::resource;
 use crate::state::AppState;
 
 pub fn routes(config: &mut web::ServiceConfig) {

@@ -9,7 +9,7 @@ use nodegrid_protocol::error::ErrorBody;
 use crate::http::auth::{Authenticated, MaybeAuthenticated, caller};
 use crate::http::error::ApiError;
 use crate::http::json::Json;
-use crate::http::resource;
+use crate::http::routing::resource;
 use crate::state::AppState;
 
 pub fn routes(config: &mut web::ServiceConfig) {

@@ -5,12 +5,19 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::http::{admin, identity, pnodes, streams as stream};
+// One import per module: `crate::http::{…}` would name `http` itself, which names this module.
+use crate::http::admin;
+use crate::http::identity;
+use crate::http::pnodes;
+use crate::http::probes;
+use crate::http::streams as stream;
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "nodegrid", description = "IoT streams, pNode analytics and licensed child nodes."),
     paths(
+        probes::health,
+        probes::ready,
         identity::register,
         identity::login,
         identity::refresh,
@@ -31,34 +38,35 @@ use crate::http::{admin, identity, pnodes, streams as stream};
         stream::allowed_consumers,
         stream::allow_consumer,
         stream::disallow_consumer,
-        pnodes::overview,
-        pnodes::health,
-        pnodes::pnodes,
-        pnodes::compare,
-        pnodes::node_alerts,
-        pnodes::recommendations,
-        pnodes::registry,
-        pnodes::registry_entry,
-        pnodes::graveyard,
-        pnodes::prune,
-        pnodes::topology,
-        pnodes::network_health,
-        pnodes::network_history,
-        pnodes::network_growth,
-        pnodes::network_analytics,
-        pnodes::network_consistency,
-        pnodes::operators,
-        pnodes::all_nodes,
-        pnodes::alerts,
-        pnodes::critical_alerts,
-        pnodes::node_history,
-        pnodes::node_metrics_summary,
-        pnodes::node_consistency,
-        pnodes::history_status,
-        pnodes::pollers,
+        pnodes::network::overview,
+        pnodes::network::health,
+        pnodes::nodes::pnodes,
+        pnodes::nodes::compare,
+        pnodes::alerts::node_alerts,
+        pnodes::nodes::recommendations,
+        pnodes::registry::registry,
+        pnodes::registry::registry_entry,
+        pnodes::registry::graveyard,
+        pnodes::registry::prune,
+        pnodes::network::topology,
+        pnodes::network::network_health,
+        pnodes::network::network_history,
+        pnodes::network::network_growth,
+        pnodes::network::network_analytics,
+        pnodes::network::network_consistency,
+        pnodes::network::operators,
+        pnodes::network::all_nodes,
+        pnodes::alerts::alerts,
+        pnodes::alerts::critical_alerts,
+        pnodes::history::node_history,
+        pnodes::history::node_metrics_summary,
+        pnodes::network::node_consistency,
+        pnodes::history::history_status,
+        pnodes::pollers::pollers,
     ),
     modifiers(&BearerAuth),
     tags(
+        (name = "probes", description = "Liveness and readiness"),
         (name = "auth", description = "Accounts and tokens (Motience-compatible)"),
         (name = "admin", description = "Users, blocks, the audit log, live connections; admins only"),
         (name = "pnodes", description = "pNode analytics: the Xandeum PNode Developer API (v1.1.0) served from memory"),
@@ -97,4 +105,77 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .service(
             SwaggerUi::new("/api-docs/{_:.*}").url("/api-docs/openapi.json", ApiDoc::openapi()),
         );
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+    use utoipa::OpenApi;
+
+    use super::ApiDoc;
+
+    /// Every `$ref` in `value`.
+    fn references(value: &Value, found: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(reference)) = map.get("$ref") {
+                    found.push(reference.clone());
+                }
+                map.values().for_each(|v| references(v, found));
+            }
+            Value::Array(list) => list.iter().for_each(|v| references(v, found)),
+            _ => {}
+        }
+    }
+
+    /// Every 2xx answer that has a body names a schema, and every `$ref` resolves: the
+    /// document describes the real bodies, not `Object`.
+    #[test]
+    fn every_answer_is_documented_with_a_schema_of_the_document() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serialises");
+        let schema = |reference: &str| {
+            let name = reference.strip_prefix("#/components/schemas/")?;
+            doc["components"]["schemas"].get(name)
+        };
+        let mut answers = 0;
+        for (path, operations) in doc["paths"].as_object().into_iter().flatten() {
+            for (method, operation) in operations.as_object().into_iter().flatten() {
+                let responses = operation["responses"].as_object().into_iter().flatten();
+                for (status, response) in responses.filter(|(status, _)| status.starts_with('2')) {
+                    if status == "204" {
+                        continue;
+                    }
+                    let contents = response["content"].as_object();
+                    assert!(
+                        contents.is_some_and(|contents| !contents.is_empty()),
+                        "{method} {path} answers {status} without a body description: {response}"
+                    );
+                    for (media, content) in contents.into_iter().flatten() {
+                        let body = &content["schema"];
+                        let named = body["$ref"].as_str().and_then(schema).is_some();
+                        let inline = body.get("type").is_some() || body.get("items").is_some();
+                        assert!(
+                            named || inline,
+                            "{method} {path} answers {status} ({media}) without a schema: {body}"
+                        );
+                        assert_ne!(
+                            body.get("type").and_then(Value::as_str),
+                            Some("object"),
+                            "{method} {path} answers {status} with a bare object"
+                        );
+                    }
+                    answers += 1;
+                }
+            }
+        }
+        assert!(answers >= 40, "only {answers} answers are documented");
+        let mut all = Vec::new();
+        references(&doc, &mut all);
+        for reference in all {
+            assert!(
+                schema(&reference).is_some(),
+                "{reference} is not in the document"
+            );
+        }
+    }
 }

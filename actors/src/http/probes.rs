@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use actix_web::{HttpResponse, web};
 use nodegrid_protocol::error::ErrorCode;
 use nodegrid_protocol::health::{CheckOutcome, HealthBody, ReadyBody};
+use nodegrid_services::bus::BusError;
 
 use crate::metrics::{
     DB_POOL_CONNECTIONS, DB_POOL_WAITING, DEPENDENCY_CHECK_DURATION_SECONDS, DEPENDENCY_UP,
@@ -14,6 +15,8 @@ use crate::metrics::{
 use crate::state::AppState;
 
 /// Liveness: answers while the process serves HTTP, whatever its dependencies do.
+#[utoipa::path(get, path = "/health", tag = "probes",
+    responses((status = 200, description = "The process serves HTTP", body = HealthBody)))]
 pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(HealthBody {
         status: "ok".to_owned(),
@@ -21,20 +24,19 @@ pub async fn health() -> HttpResponse {
 }
 
 /// Readiness: checks Postgres and Redis concurrently, each within the configured timeout.
+#[utoipa::path(get, path = "/ready", tag = "probes",
+    responses(
+        (status = 200, description = "Postgres and Redis answer", body = ReadyBody),
+        (status = 503, description = "`not_ready`: a dependency failed its check", body = ReadyBody),
+    ))]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let timeout = state.ready_timeout;
-    let postgres = check("postgres", timeout, async {
-        state
-            .database
-            .ping()
-            .await
-            .map_err(|error| error.to_string())
-    });
+    let postgres = check("postgres", timeout, state.database.ping());
     let redis = check("redis", timeout, async {
         if !state.bus.is_connected() {
-            return Err("not connected".to_owned());
+            return Err(BusError::Disconnected);
         }
-        state.bus.ping().await.map_err(|error| error.to_string())
+        state.bus.ping().await
     });
     let (postgres, redis) = futures_util::join!(postgres, redis);
     let checks = BTreeMap::from([postgres, redis]);
@@ -75,13 +77,14 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .body(state.prometheus.render())
 }
 
-async fn check<F>(name: &'static str, timeout: Duration, probe: F) -> (String, CheckOutcome)
+async fn check<F, E>(name: &'static str, timeout: Duration, probe: F) -> (String, CheckOutcome)
 where
-    F: std::future::Future<Output = Result<(), String>>,
+    F: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
 {
     let started = Instant::now();
     let outcome = match tokio::time::timeout(timeout, probe).await {
-        Ok(outcome) => outcome,
+        Ok(outcome) => outcome.map_err(|error| error.to_string()),
         Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
     };
     let elapsed = started.elapsed();

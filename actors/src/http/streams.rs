@@ -11,14 +11,14 @@ use nodegrid_protocol::stream::{
     VisibilityRequest, VisibilityResponse,
 };
 use nodegrid_services::identity::AuthUser;
-use nodegrid_services::identity::audit_record;
+use nodegrid_services::identity::admin::audit_record;
 use nodegrid_services::streams::subscriptions::SubscriptionError;
 use serde_json::json;
 
 use crate::http::auth::{Admin, Authenticated, caller};
 use crate::http::error::ApiError;
 use crate::http::json::Json;
-use crate::http::resource;
+use crate::http::routing::resource;
 use crate::state::AppState;
 use crate::stream::consumer::{ConsumerParts, ConsumerSession};
 use crate::stream::outbox::Outbox;

@@ -14,7 +14,7 @@ use nodegrid_services::bus::RedisBus;
 use nodegrid_services::lease::Leadership;
 use nodegrid_services::pnodes::PnodeSettings;
 use nodegrid_services::pnodes::cycle::{CycleStats, Registry, SeedPoll, apply_cycle};
-use nodegrid_services::pnodes::store::{PnodeStore, WriteOutcome};
+use nodegrid_services::pnodes::store::{PnodeStore, StoreError, WriteOutcome};
 use nodegrid_services::pnodes::view::{NetworkView, SnapshotRecord};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -157,14 +157,12 @@ impl PnodeAggregator {
         );
     }
 
-    fn run_cycle(&mut self) -> ResponseActFuture<Self, Result<CycleReport, String>> {
+    fn run_cycle(&mut self) -> ResponseActFuture<Self, Result<CycleReport, CycleError>> {
         let Leadership::Leader { fencing_token } = self.leadership() else {
-            return Box::pin(fut::ready(Err(
-                "this instance does not hold the pNode lease".to_owned(),
-            )));
+            return Box::pin(fut::ready(Err(CycleError::NotLeader)));
         };
         if self.busy {
-            return Box::pin(fut::ready(Err("a cycle is already running".to_owned())));
+            return Box::pin(fut::ready(Err(CycleError::Busy)));
         }
         self.busy = true;
         let context = self.context.clone();
@@ -179,19 +177,13 @@ impl PnodeAggregator {
                 let (registry, cycle) = match registry {
                     Some(registry) => (registry, cycle),
                     None => {
-                        let loaded = context
-                            .store
-                            .load_registry()
-                            .await
-                            .map_err(|e| e.to_string());
-                        let stored = context
-                            .store
-                            .snapshot_cycle()
-                            .await
-                            .map_err(|e| e.to_string());
+                        let loaded = context.store.load_registry().await;
+                        let stored = context.store.snapshot_cycle().await;
                         match (loaded, stored) {
                             (Ok(registry), Ok(stored)) => (registry, stored),
-                            (Err(error), _) | (_, Err(error)) => return (None, cycle, Err(error)),
+                            (Err(error), _) | (_, Err(error)) => {
+                                return (None, cycle, Err(CycleError::Store(error)));
+                            }
                         }
                     }
                 };
@@ -239,7 +231,7 @@ async fn cycle_once(
     cycle: i64,
     fencing_token: u64,
     prune_due: bool,
-) -> (Option<Registry>, i64, Result<CycleReport, String>) {
+) -> (Option<Registry>, i64, Result<CycleReport, CycleError>) {
     let now = unix_now();
     let polls: Vec<SeedPoll> = join_all(pollers.iter().map(|poller| poller.send(Poll { now })))
         .await
@@ -271,11 +263,7 @@ async fn cycle_once(
     })
     .await;
     let Ok((registry, stats, built)) = built else {
-        return (
-            None,
-            cycle,
-            Err("the cycle's computation panicked".to_owned()),
-        );
+        return (None, cycle, Err(CycleError::ComputationPanicked));
     };
     let report = |outcome, stats: &CycleStats, cycle| CycleReport {
         cycle,
@@ -312,7 +300,7 @@ async fn cycle_once(
             );
             return (None, cycle, Ok(report("fenced", &stats, cycle)));
         }
-        Err(error) => return (Some(registry), cycle, Err(error.to_string())),
+        Err(error) => return (Some(registry), cycle, Err(CycleError::Store(error))),
     }
     let elapsed = started.elapsed();
     metrics::histogram!(CYCLE_SECONDS).record(elapsed.as_secs_f64());
@@ -456,13 +444,26 @@ impl Handler<BusReconnected> for PnodeAggregator {
     }
 }
 
+/// Why a cycle did not run to the end.
+#[derive(Debug, thiserror::Error)]
+pub enum CycleError {
+    #[error("this instance does not hold the pNode lease")]
+    NotLeader,
+    #[error("a cycle is already running")]
+    Busy,
+    #[error("the pNode store: {0}")]
+    Store(#[from] StoreError),
+    #[error("the cycle's computation panicked")]
+    ComputationPanicked,
+}
+
 /// Runs a cycle now (when leading): for tests and operators who cannot wait an interval.
 #[derive(Message)]
-#[rtype(result = "Result<CycleReport, String>")]
+#[rtype(result = "Result<CycleReport, CycleError>")]
 pub struct RunCycle;
 
 impl Handler<RunCycle> for PnodeAggregator {
-    type Result = ResponseActFuture<Self, Result<CycleReport, String>>;
+    type Result = ResponseActFuture<Self, Result<CycleReport, CycleError>>;
 
     fn handle(&mut self, _: RunCycle, _: &mut Context<Self>) -> Self::Result {
         self.run_cycle()

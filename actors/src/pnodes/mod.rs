@@ -16,7 +16,7 @@ use nodegrid_services::bus::RedisBus;
 use nodegrid_services::db::Database;
 use nodegrid_services::lease::{LeaderLease, LeaseKeeper};
 use nodegrid_services::pnodes::PnodeSettings;
-use nodegrid_services::pnodes::client::PrpcClient;
+use nodegrid_services::pnodes::client::{ClientSetupError, PrpcClient};
 use nodegrid_services::pnodes::store::PnodeStore;
 use nodegrid_services::ratelimit::LocalRateLimiter;
 use uuid::Uuid;
@@ -56,7 +56,7 @@ pub fn start(
     bus: RedisBus,
     bridge: Addr<RedisBridge>,
     instance_id: Uuid,
-) -> Result<(PnodeRuntime, Option<LeaseKeeper>), String> {
+) -> Result<(PnodeRuntime, Option<LeaseKeeper>), ClientSetupError> {
     let store = PnodeStore::new(database);
     let cell = SnapshotCell::default();
     let (pollers, keeper) = if settings.seeds.is_empty() {

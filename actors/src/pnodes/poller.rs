@@ -8,35 +8,16 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_util::FutureExt;
+use nodegrid_protocol::pnode_api::pollers::{PollerState, PollerStatus};
 use nodegrid_services::pnodes::Seed;
 use nodegrid_services::pnodes::client::PrpcClient;
 use nodegrid_services::pnodes::cycle::SeedPoll;
-use serde::Serialize;
 
 use super::metrics::{
     CALL_FAILURES, POLL_SECONDS, POLLER_FAILURES, POLLER_LAST_SUCCESS, POLLS, REJECTED,
 };
 
 const MAX_BACKOFF_FACTOR: u32 = 8;
-
-/// What the admin API shows of a poller.
-#[derive(Debug, Clone, Serialize, Default)]
-pub struct PollerStatus {
-    pub seed: String,
-    pub url: String,
-    /// `idle` before the first poll, then `ok`, `failing` or `backoff`.
-    pub state: String,
-    pub last_attempt: Option<i64>,
-    pub last_success: Option<i64>,
-    pub consecutive_failures: u32,
-    pub last_latency_ms: Option<u64>,
-    pub last_error: Option<String>,
-    pub last_pod_count: Option<usize>,
-    pub last_pods_method: Option<String>,
-    pub polls_total: u64,
-    pub failures_total: u64,
-    pub restarts: u64,
-}
 
 pub struct PnodePoller {
     seed: Seed,
@@ -56,7 +37,7 @@ impl PnodePoller {
             status: PollerStatus {
                 seed: seed.label(),
                 url: seed.rpc_url(),
-                state: "idle".to_owned(),
+                state: PollerState::Idle,
                 ..PollerStatus::default()
             },
             seed,
@@ -90,7 +71,7 @@ impl PnodePoller {
                 .increment(u64::from(poll.tally.rejected_pods));
         }
         if poll.succeeded() {
-            self.status.state = "ok".to_owned();
+            self.status.state = PollerState::Ok;
             self.status.consecutive_failures = 0;
             self.status.last_success = Some(poll.polled_at);
             self.status.last_error = None;
@@ -100,7 +81,7 @@ impl PnodePoller {
             metrics::counter!(POLLS, "seed" => seed.clone(), "outcome" => "ok").increment(1);
             metrics::gauge!(POLLER_LAST_SUCCESS, "seed" => seed.clone()).set(poll.polled_at as f64);
         } else {
-            self.status.state = "failing".to_owned();
+            self.status.state = PollerState::Failing;
             self.status.consecutive_failures += 1;
             self.status.failures_total += 1;
             self.status.last_error.clone_from(&poll.error);
@@ -141,7 +122,7 @@ impl Handler<Poll> for PnodePoller {
 
     fn handle(&mut self, poll: Poll, _: &mut Context<Self>) -> Self::Result {
         if self.next_attempt.is_some_and(|next| Instant::now() < next) {
-            self.status.state = "backoff".to_owned();
+            self.status.state = PollerState::Backoff;
             metrics::counter!(POLLS, "seed" => self.status.seed.clone(), "outcome" => "backoff")
                 .increment(1);
             let skipped = SeedPoll {

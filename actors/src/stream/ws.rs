@@ -424,18 +424,19 @@ fn unmask(payload: &mut [u8], mask: [u8; 4]) {
     }
 }
 
-/// Completes the WebSocket handshake: the 101 response whose body streams `body`.
-pub fn handshake<B>(request: &HttpRequest, body: B) -> Result<HttpResponse, String>
+/// Completes the WebSocket handshake: the 101 response whose body streams `body`. A request
+/// that is not a WebSocket upgrade is the error.
+pub fn handshake<B>(request: &HttpRequest, body: B) -> Result<HttpResponse, actix_web::Error>
 where
     B: Stream<Item = Result<Bytes, actix_web::Error>> + 'static,
 {
-    let mut response =
-        actix_http::ws::handshake(request.head()).map_err(|error| error.to_string())?;
-    let response = response
-        .message_body(actix_web::body::BoxBody::new(
-            actix_web::body::BodyStream::new(body),
-        ))
-        .map_err(|error| error.to_string())?;
+    let mut response = actix_http::ws::handshake(request.head()).map_err(|error| {
+        let refusal = HttpResponse::from(actix_http::Response::from(&error));
+        actix_web::error::InternalError::from_response(error, refusal)
+    })?;
+    let response = response.message_body(actix_web::body::BoxBody::new(
+        actix_web::body::BodyStream::new(body),
+    ))?;
     Ok(HttpResponse::from(response))
 }
 

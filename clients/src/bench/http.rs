@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::{
-    BenchError, BenchOptions, Latency, new_histogram, own_cpu, server_cpu, server_peak_rss,
-};
+use super::measure::{new_histogram, own_cpu, server_cpu, server_peak_rss};
+use super::options::BenchOptions;
+use super::plan::BenchError;
+use super::report::Latency;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct HttpReport {

@@ -8,10 +8,9 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
-use super::{
-    BenchError, Outcome, Pacer, Plan, Tally, finish, micros_now, new_histogram, number_after,
-    progress,
-};
+use super::measure::{micros_now, new_histogram, number_after, progress};
+use super::plan::{BenchError, Pacer, Plan, Tally};
+use super::report::{Outcome, finish};
 
 fn setup(error: impl std::fmt::Display) -> BenchError {
     BenchError::Setup(error.to_string())

@@ -14,10 +14,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::{
-    BenchError, Outcome, Pacer, Plan, Scenario, Tally, finish, micros_now, new_histogram,
-    number_after, progress, server_rss,
-};
+use super::measure::{micros_now, new_histogram, number_after, progress, server_rss};
+use super::options::Scenario;
+use super::plan::{BenchError, Pacer, Plan, Tally};
+use super::report::{Outcome, finish};
 
 const PASSWORD: &str = "bench-password-1";
 type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;

@@ -42,14 +42,11 @@ impl std::fmt::Debug for JwtKey {
 
 impl JwtKey {
     /// `kid:secret`.
-    pub fn parse(text: &SecretString) -> Result<JwtKey, String> {
-        let (id, secret) = text
-            .expose_secret()
-            .split_once(':')
-            .ok_or_else(|| "a previous key is written kid:secret".to_owned())?;
+    pub fn parse(text: &SecretString) -> Result<JwtKey, KeyFormatError> {
+        let (id, secret) = text.expose_secret().split_once(':').ok_or(KeyFormatError)?;
         let id = id.trim();
         if id.is_empty() || id.len() > 64 || secret.is_empty() {
-            return Err("a previous key needs a kid (1 to 64 characters) and a secret".into());
+            return Err(KeyFormatError);
         }
         Ok(JwtKey {
             id: id.to_owned(),
@@ -57,6 +54,11 @@ impl JwtKey {
         })
     }
 }
+
+/// A signing key given in the wrong form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a previous key is written kid:secret, with a kid of 1 to 64 characters")]
+pub struct KeyFormatError;
 
 /// Signs access tokens with one key and checks them against that key and any earlier ones,
 /// chosen by the token's `kid`.

@@ -15,6 +15,7 @@
 //!
 //! An offline node gets only the offline check: its other figures are stale.
 
+pub use nodegrid_protocol::pnode_api::node::{Alert, AlertType, Severity};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -55,58 +56,6 @@ impl Default for AlertThresholds {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Hash)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Critical,
-    Warning,
-    Info,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Critical => "critical",
-            Severity::Warning => "warning",
-            Severity::Info => "info",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Severity> {
-        match text {
-            "critical" => Some(Severity::Critical),
-            "warning" => Some(Severity::Warning),
-            "info" => Some(Severity::Info),
-            _ => None,
-        }
-    }
-}
-
-pub const ALERT_TYPES: [&str; 10] = [
-    "offline",
-    "low_uptime",
-    "storage_critical",
-    "storage_warning",
-    "version_outdated",
-    "version_behind",
-    "isolated",
-    "weak_connectivity",
-    "underutilized",
-    "gossip_flapping",
-];
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Alert {
-    pub severity: Severity,
-    #[serde(rename = "type")]
-    pub alert_type: String,
-    pub message: String,
-    pub metric: String,
-    pub value: Value,
-    pub threshold: Value,
-    pub recommendation: String,
-}
-
 /// What the alert checks read of a node.
 #[derive(Debug, Clone, Default)]
 pub struct AlertInputs<'a> {
@@ -122,7 +71,7 @@ pub struct AlertInputs<'a> {
 
 fn alert(
     severity: Severity,
-    alert_type: &str,
+    alert_type: AlertType,
     message: String,
     metric: &str,
     value: Value,
@@ -131,7 +80,7 @@ fn alert(
 ) -> Alert {
     Alert {
         severity,
-        alert_type: alert_type.to_owned(),
+        alert_type,
         message,
         metric: metric.to_owned(),
         value,
@@ -177,7 +126,7 @@ pub fn node_alerts(node: &AlertInputs<'_>, limits: &AlertThresholds) -> Vec<Aler
         if duration > limits.offline_critical_secs {
             alerts.push(alert(
                 Severity::Critical,
-                "offline",
+                AlertType::Offline,
                 format!("Node offline for {days} days"),
                 "offline_duration",
                 duration.into(),
@@ -187,7 +136,7 @@ pub fn node_alerts(node: &AlertInputs<'_>, limits: &AlertThresholds) -> Vec<Aler
         } else if duration > limits.offline_warning_secs {
             alerts.push(alert(
                 Severity::Warning,
-                "offline",
+                AlertType::Offline,
                 format!("Node offline for {days} days"),
                 "offline_duration",
                 duration.into(),
@@ -202,7 +151,7 @@ pub fn node_alerts(node: &AlertInputs<'_>, limits: &AlertThresholds) -> Vec<Aler
         if uptime < limits.uptime_critical_secs {
             alerts.push(alert(
                 Severity::Critical,
-                "low_uptime",
+                AlertType::LowUptime,
                 format!("Very low uptime: {} minutes", uptime / 60),
                 "uptime",
                 uptime.into(),
@@ -212,7 +161,7 @@ pub fn node_alerts(node: &AlertInputs<'_>, limits: &AlertThresholds) -> Vec<Aler
         } else if uptime < limits.uptime_warning_secs {
             alerts.push(alert(
                 Severity::Warning,
-                "low_uptime",
+                AlertType::LowUptime,
                 format!("Low uptime: {} hours", uptime / 3_600),
                 "uptime",
                 uptime.into(),
@@ -226,7 +175,7 @@ pub fn node_alerts(node: &AlertInputs<'_>, limits: &AlertThresholds) -> Vec<Aler
         if usage > limits.storage_critical_percent {
             alerts.push(alert(
                 Severity::Critical,
-                "storage_critical",
+                AlertType::StorageCritical,
                 format!("Storage critically full: {usage:.1}%"),
                 "storage_usage_percent",
                 usage.into(),
@@ -236,7 +185,7 @@ pub fn node_alerts(node: &AlertInputs<'_>, limits: &AlertThresholds) -> Vec<Aler
         } else if usage > limits.storage_warning_percent {
             alerts.push(alert(
                 Severity::Warning,
-                "storage_warning",
+                AlertType::StorageWarning,
                 format!("Storage filling up: {usage:.1}%"),
                 "storage_usage_percent",
                 usage.into(),
@@ -247,7 +196,7 @@ pub fn node_alerts(node: &AlertInputs<'_>, limits: &AlertThresholds) -> Vec<Aler
         if usage < limits.underutilized_percent {
             alerts.push(alert(
                 Severity::Info,
-                "underutilized",
+                AlertType::Underutilized,
                 format!("Storage underutilized: {usage:.1}%"),
                 "storage_usage_percent",
                 usage.into(),
@@ -262,7 +211,7 @@ pub fn node_alerts(node: &AlertInputs<'_>, limits: &AlertThresholds) -> Vec<Aler
         if behind >= limits.versions_behind_critical {
             alerts.push(alert(
                 Severity::Critical,
-                "version_outdated",
+                AlertType::VersionOutdated,
                 format!("Running very old version: {version} (latest: {latest})"),
                 "version",
                 version.into(),
@@ -272,7 +221,7 @@ pub fn node_alerts(node: &AlertInputs<'_>, limits: &AlertThresholds) -> Vec<Aler
         } else if behind >= limits.versions_behind_warning {
             alerts.push(alert(
                 Severity::Warning,
-                "version_behind",
+                AlertType::VersionBehind,
                 format!("Running old version: {version} (latest: {latest})"),
                 "version",
                 version.into(),
@@ -285,7 +234,7 @@ pub fn node_alerts(node: &AlertInputs<'_>, limits: &AlertThresholds) -> Vec<Aler
     if node.peer_count <= limits.isolated_max_peers {
         alerts.push(alert(
             Severity::Critical,
-            "isolated",
+            AlertType::Isolated,
             format!("Node isolated with only {} peer(s)", node.peer_count),
             "peer_count",
             node.peer_count.into(),
@@ -295,7 +244,7 @@ pub fn node_alerts(node: &AlertInputs<'_>, limits: &AlertThresholds) -> Vec<Aler
     } else if node.peer_count <= limits.weak_max_peers {
         alerts.push(alert(
             Severity::Warning,
-            "weak_connectivity",
+            AlertType::WeakConnectivity,
             format!("Weak connectivity with only {} peers", node.peer_count),
             "peer_count",
             node.peer_count.into(),
@@ -307,7 +256,7 @@ pub fn node_alerts(node: &AlertInputs<'_>, limits: &AlertThresholds) -> Vec<Aler
     if node.consistency < limits.flapping_consistency {
         alerts.push(alert(
             Severity::Warning,
-            "gossip_flapping",
+            AlertType::GossipFlapping,
             "Node frequently appears/disappears from gossip".to_owned(),
             "gossip_consistency",
             node.consistency.into(),
@@ -339,7 +288,7 @@ mod tests {
     fn types(node: &AlertInputs<'_>) -> Vec<(String, Severity)> {
         node_alerts(node, &AlertThresholds::default())
             .into_iter()
-            .map(|alert| (alert.alert_type, alert.severity))
+            .map(|alert| (alert.alert_type.as_str().to_owned(), alert.severity))
             .collect()
     }
 

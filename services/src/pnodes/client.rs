@@ -42,6 +42,11 @@ impl CallError {
     }
 }
 
+/// The HTTP client could not be built (its TLS or resolver setup failed).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the pRPC client: {0}")]
+pub struct ClientSetupError(#[from] reqwest::Error);
+
 #[derive(Clone)]
 pub struct PrpcClient {
     http: reqwest::Client,
@@ -50,12 +55,11 @@ pub struct PrpcClient {
 }
 
 impl PrpcClient {
-    pub fn new(timeout: Duration, max_answer_bytes: usize) -> Result<PrpcClient, String> {
+    pub fn new(timeout: Duration, max_answer_bytes: usize) -> Result<PrpcClient, ClientSetupError> {
         let http = reqwest::Client::builder()
             .connect_timeout(timeout)
             .pool_max_idle_per_host(4)
-            .build()
-            .map_err(|error| format!("cannot build the pRPC client: {error}"))?;
+            .build()?;
         Ok(PrpcClient {
             http,
             timeout,

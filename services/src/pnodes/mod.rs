@@ -3,9 +3,11 @@
 //! the Postgres store of registry, snapshot and history.
 //!
 //! Everything here is plain data and functions, except [`client`] (HTTP to the seeds) and
-//! [`store`] (Postgres). The actors crate runs the pollers and the aggregation cycle.
+//! [`store`] (Postgres). [`api`] computes the pNode API's answers from the view. The actors
+//! crate runs the pollers and the aggregation cycle.
 
 pub mod alerts;
+pub mod api;
 pub mod client;
 pub mod cycle;
 pub mod scoring;
@@ -13,7 +15,7 @@ pub mod store;
 pub mod view;
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -43,23 +45,34 @@ pub struct Seed {
     pub port: u16,
 }
 
+/// Why a seed was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SeedError {
+    #[error("empty seed")]
+    Empty,
+    #[error("{0}: port is not a number from 1 to 65535")]
+    BadPort(String),
+    #[error("{0}: expected host[:port]")]
+    Malformed(String),
+}
+
 impl Seed {
     /// `host[:port]`, port 6000 when omitted.
-    pub fn parse(text: &str) -> Result<Seed, String> {
+    pub fn parse(text: &str) -> Result<Seed, SeedError> {
         let text = text.trim();
         if text.is_empty() {
-            return Err("empty seed".to_owned());
+            return Err(SeedError::Empty);
         }
         let (host, port) = match text.rsplit_once(':') {
             Some((host, port)) if !host.contains(':') || host.ends_with(']') => (
                 host,
                 port.parse::<u16>()
-                    .map_err(|_| format!("{text}: port is not a number from 1 to 65535"))?,
+                    .map_err(|_| SeedError::BadPort(text.to_owned()))?,
             ),
             _ => (text, DEFAULT_PRPC_PORT),
         };
         if host.is_empty() || port == 0 {
-            return Err(format!("{text}: expected host[:port]"));
+            return Err(SeedError::Malformed(text.to_owned()));
         }
         Ok(Seed {
             host: host.to_owned(),
@@ -96,11 +109,31 @@ pub struct AnalyticsConfig {
     pub alerts: AlertThresholds,
 }
 
+/// Why the scoring file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AnalyticsFileError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not valid: {source}", path.display())]
+    Invalid {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+}
+
 impl AnalyticsConfig {
-    pub fn from_file(path: &Path) -> Result<AnalyticsConfig, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
-        toml::from_str(&text).map_err(|error| format!("{} is not valid: {error}", path.display()))
+    pub fn from_file(path: &Path) -> Result<AnalyticsConfig, AnalyticsFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AnalyticsFileError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| AnalyticsFileError::Invalid {
+            path: path.to_owned(),
+            source,
+        })
     }
 }
 

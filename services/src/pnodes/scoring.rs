@@ -3,6 +3,10 @@
 //! stake-confidence composite, and the network health score. Weights and thresholds come from
 //! [`ScoringConfig`]; its defaults are the seed's.
 
+pub use nodegrid_protocol::pnode_api::network::{HealthFactors, NetworkHealth};
+pub use nodegrid_protocol::pnode_api::node::{
+    CapacityBreakdown, CapacityScore, Scores, StakeConfidence, TrustBreakdown, TrustScore,
+};
 use serde::{Deserialize, Serialize};
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
@@ -76,47 +80,6 @@ pub struct ScoreInputs<'a> {
     pub storage_committed: Option<u64>,
     pub storage_usage_percent: Option<f64>,
     pub growth_trend: Option<f64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrustScore {
-    pub score: f64,
-    pub breakdown: TrustBreakdown,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrustBreakdown {
-    pub uptime: f64,
-    pub gossip_presence: f64,
-    pub version_compliance: f64,
-    pub gossip_consistency: f64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CapacityScore {
-    pub score: f64,
-    pub breakdown: CapacityBreakdown,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CapacityBreakdown {
-    pub storage_committed: f64,
-    pub usage_balance: f64,
-    pub growth_trend: f64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StakeConfidence {
-    pub composite_score: f64,
-    pub rating: String,
-    pub color: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Scores {
-    pub trust: TrustScore,
-    pub capacity: CapacityScore,
-    pub stake_confidence: StakeConfidence,
 }
 
 /// Rounded to two decimals, as the seed answers.
@@ -208,22 +171,6 @@ pub fn all_scores(inputs: &ScoreInputs<'_>, config: &ScoringConfig) -> Scores {
         capacity,
         stake_confidence,
     }
-}
-
-/// The network health factors and their total.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NetworkHealth {
-    pub health_score: f64,
-    pub status: String,
-    pub factors: HealthFactors,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct HealthFactors {
-    pub availability: f64,
-    pub version_consistency: f64,
-    pub node_quality: f64,
-    pub connectivity: f64,
 }
 
 /// What the health score needs to know of the network.

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+pub use nodegrid_protocol::pnode_api::history::{HistoryStatus, NetworkHistoryRow, NodeHistoryRow};
 use tokio_postgres::Row;
 
 use super::cycle::{Registry, RegistryEntry};
@@ -32,58 +32,6 @@ pub enum WriteOutcome {
     Written,
     /// A newer leader has written since: this instance is no longer the leader.
     Fenced,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct NetworkHistoryRow {
-    pub cycle: i64,
-    pub timestamp: i64,
-    pub total_pnodes: i32,
-    pub online_pnodes: i32,
-    pub offline_pnodes: i32,
-    pub public_pnodes: i32,
-    pub private_pnodes: i32,
-    pub total_ip_nodes: i32,
-    pub responding_ip_nodes: i32,
-    pub total_storage_committed: i64,
-    pub total_storage_used: i64,
-    pub avg_storage_usage_percent: f64,
-    pub avg_uptime_hours: f64,
-    pub avg_peer_count: f64,
-    pub avg_cpu_percent: f64,
-    pub avg_ram_used_percent: f64,
-    pub total_active_streams: i64,
-    pub total_bytes_processed: i64,
-    pub avg_score: f64,
-    pub health_score: f64,
-    pub latest_version: Option<String>,
-    pub version_distribution: serde_json::Value,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct NodeHistoryRow {
-    pub timestamp: i64,
-    pub is_online: bool,
-    pub version: Option<String>,
-    pub uptime: Option<i64>,
-    pub storage_committed: Option<i64>,
-    pub storage_used: Option<i64>,
-    pub storage_usage_percent: Option<f64>,
-    pub peer_count: i32,
-    pub peer_sources: Vec<String>,
-    pub score: f64,
-    pub trust_score: f64,
-    pub capacity_score: f64,
-    pub is_public: Option<bool>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct HistoryStatus {
-    pub network_snapshots: i64,
-    pub node_history_rows: i64,
-    pub nodes_tracked: i64,
-    pub oldest_timestamp: Option<i64>,
-    pub newest_timestamp: Option<i64>,
 }
 
 fn to_i64(value: Option<u64>) -> Option<i64> {

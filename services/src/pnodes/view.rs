@@ -5,6 +5,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+pub use nodegrid_protocol::pnode_api::node::NodeView;
+use nodegrid_protocol::pnode_api::params::PnodeSortKey;
+use nodegrid_protocol::pnode_api::topology::{
+    EdgeKind, NetworkTopology, PnodeProperties, SeedAnswer, SeedProperties, TopologyEdge,
+    TopologyGroup, TopologyNode, TopologyStats,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -12,7 +18,7 @@ use super::AnalyticsConfig;
 use super::alerts::{Alert, AlertInputs, node_alerts};
 use super::cycle::{RegistryEntry, SeedPoll};
 use super::scoring::{
-    HealthInputs, NetworkHealth, ScoreInputs, Scores, all_scores, network_health, round2,
+    HealthInputs, NetworkHealth, ScoreInputs, all_scores, network_health, round2,
 };
 
 /// What the leader stores per cycle and every instance builds its view from.
@@ -24,38 +30,6 @@ pub struct SnapshotRecord {
     pub interval_secs: u64,
     pub seeds: Vec<SeedPoll>,
     pub entries: Vec<RegistryEntry>,
-}
-
-/// One pNode as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NodeView {
-    pub address: String,
-    pub pubkey: Option<String>,
-    pub is_online: bool,
-    pub last_seen: i64,
-    pub last_checked: i64,
-    pub last_seen_timestamp: Option<i64>,
-    pub version: Option<String>,
-    pub uptime: Option<u64>,
-    pub is_public: Option<bool>,
-    pub rpc_port: Option<u16>,
-    pub storage_committed: Option<u64>,
-    pub storage_used: Option<u64>,
-    pub storage_usage_percent: Option<f64>,
-    pub peer_sources: Vec<String>,
-    pub peer_count: usize,
-    pub first_seen: i64,
-    pub source_ips: Vec<String>,
-    pub gossip_appearances: u64,
-    pub gossip_disappearances: u64,
-    pub last_gossip_appearance: Option<i64>,
-    pub last_gossip_drop: Option<i64>,
-    pub consistency_score: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub offline_duration: Option<i64>,
-    pub scores: Scores,
-    pub score: f64,
-    pub tier: String,
 }
 
 /// Totals and averages of the network; the online nodes' unless named otherwise.
@@ -94,42 +68,15 @@ pub struct SortOrders {
     pub first_seen: Vec<u32>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SortKey {
-    LastSeen,
-    Uptime,
-    Score,
-    StorageUsed,
-    StorageUsagePercent,
-    FirstSeen,
-}
-
-impl SortKey {
-    pub const NAMES: &'static str =
-        "last_seen, uptime, score, storage_used, storage_usage_percent, first_seen";
-
-    pub fn parse(text: &str) -> Option<SortKey> {
-        Some(match text {
-            "last_seen" => SortKey::LastSeen,
-            "uptime" => SortKey::Uptime,
-            "score" => SortKey::Score,
-            "storage_used" => SortKey::StorageUsed,
-            "storage_usage_percent" => SortKey::StorageUsagePercent,
-            "first_seen" => SortKey::FirstSeen,
-            _ => return None,
-        })
-    }
-}
-
 impl SortOrders {
-    pub fn get(&self, key: SortKey) -> &[u32] {
+    pub fn get(&self, key: PnodeSortKey) -> &[u32] {
         match key {
-            SortKey::LastSeen => &self.last_seen,
-            SortKey::Uptime => &self.uptime,
-            SortKey::Score => &self.score,
-            SortKey::StorageUsed => &self.storage_used,
-            SortKey::StorageUsagePercent => &self.storage_usage_percent,
-            SortKey::FirstSeen => &self.first_seen,
+            PnodeSortKey::LastSeen => &self.last_seen,
+            PnodeSortKey::Uptime => &self.uptime,
+            PnodeSortKey::Score => &self.score,
+            PnodeSortKey::StorageUsed => &self.storage_used,
+            PnodeSortKey::StorageUsagePercent => &self.storage_usage_percent,
+            PnodeSortKey::FirstSeen => &self.first_seen,
         }
     }
 }
@@ -162,91 +109,101 @@ pub struct NetworkView {
 }
 
 /// Serialises what `build` makes into `cell` the first time; returns the cached JSON after.
-fn cached(
+fn cached<T: Serialize>(
     cell: &std::sync::OnceLock<Box<RawValue>>,
-    build: impl FnOnce() -> serde_json::Value,
+    build: impl FnOnce() -> T,
 ) -> &RawValue {
     cell.get_or_init(|| serde_json::value::to_raw_value(&build()).unwrap_or_default())
 }
 
-impl Default for NetworkHealth {
-    fn default() -> Self {
-        NetworkHealth {
-            health_score: 0.0,
-            status: "unknown".to_owned(),
-            factors: Default::default(),
-        }
-    }
-}
-
 impl NetworkView {
-    /// Each seed's answer as it came, keyed by seed: version, stats, pods, error, latency.
+    /// Each seed's answer as it came, keyed by seed (a `BTreeMap<String, SeedAnswer>`).
     pub fn seeds_json(&self) -> &RawValue {
         cached(&self.seeds_json, || {
-            let seeds: serde_json::Map<String, serde_json::Value> = self
-                .seeds
+            self.seeds
                 .iter()
                 .map(|seed| {
-                    (
-                        seed.seed.clone(),
-                        serde_json::json!({
-                            "version": seed.version, "stats": seed.stats, "pods": seed.pods,
-                            "pods_method": seed.pods_method, "error": seed.error,
-                            "latency_ms": seed.latency_ms, "polled_at": seed.polled_at,
-                            "rejected": seed.tally,
-                        }),
-                    )
+                    let answer = SeedAnswer {
+                        version: seed.version.clone(),
+                        stats: seed.stats.clone(),
+                        pods: seed.pods.clone(),
+                        pods_method: seed.pods_method.clone(),
+                        error: seed.error.clone(),
+                        latency_ms: seed.latency_ms,
+                        polled_at: seed.polled_at,
+                        rejected: seed.tally,
+                    };
+                    (seed.seed.clone(), answer)
                 })
-                .collect();
-            serde_json::Value::Object(seeds)
+                .collect::<BTreeMap<String, SeedAnswer>>()
         })
     }
 
-    /// The gossip graph: `{nodes, edges, stats}` with the seeds as `ip_node`s, the online
-    /// pNodes as `pnode`s (`group` public or private), and one `gossip_connection` per seed
-    /// that reported a pNode.
+    /// The gossip graph (a [`NetworkTopology`]): the seeds as `ip_node`s, the online pNodes as
+    /// `pnode`s (`group` public or private), and one `gossip_connection` per seed that
+    /// reported a pNode.
     pub fn topology_json(&self) -> &RawValue {
-        cached(&self.topology_json, || {
-            let mut nodes: Vec<serde_json::Value> = self
-                .seeds
-                .iter()
-                .map(|seed| {
-                    serde_json::json!({
-                        "id": seed.seed, "type": "ip_node", "label": seed.seed, "group": "ip",
-                        "properties": {"version": seed.version, "responding": seed.succeeded(),
-                                       "pod_count": seed.pods.as_ref().map(Vec::len),
-                                       "latency_ms": seed.latency_ms},
-                    })
-                })
-                .collect();
-            let mut edges = Vec::new();
-            for node in self.nodes.iter().filter(|n| n.is_online) {
-                nodes.push(serde_json::json!({
-                    "id": node.address, "type": "pnode", "label": node.address,
-                    "group": if node.is_public == Some(true) { "public" } else { "private" },
-                    "properties": {"version": node.version, "score": node.score, "tier": node.tier,
-                                   "storage_committed": node.storage_committed,
-                                   "peer_count": node.peer_count},
-                }));
-                for source in &node.peer_sources {
-                    edges.push(serde_json::json!({
-                        "source": source, "target": node.address, "type": "gossip_connection",
-                    }));
-                }
-            }
-            let pnodes = nodes.len() - self.seeds.len();
-            let average = if pnodes == 0 {
-                0.0
-            } else {
-                round2(edges.len() as f64 / pnodes as f64)
-            };
-            serde_json::json!({
-                "nodes": nodes,
-                "edges": edges,
-                "stats": {"ip_nodes": self.seeds.len(), "pnodes": pnodes, "edges": edges.len(),
-                          "avg_connections_per_pnode": average},
+        cached(&self.topology_json, || self.topology())
+    }
+
+    fn topology(&self) -> NetworkTopology {
+        let mut nodes: Vec<TopologyNode> = self
+            .seeds
+            .iter()
+            .map(|seed| TopologyNode::IpNode {
+                id: seed.seed.clone(),
+                label: seed.seed.clone(),
+                group: TopologyGroup::Ip,
+                properties: SeedProperties {
+                    version: seed.version.clone(),
+                    responding: seed.succeeded(),
+                    pod_count: seed.pods.as_ref().map(Vec::len),
+                    latency_ms: seed.latency_ms,
+                },
             })
-        })
+            .collect();
+        let mut edges = Vec::new();
+        for node in self.nodes.iter().filter(|n| n.is_online) {
+            nodes.push(TopologyNode::Pnode {
+                id: node.address.clone(),
+                label: node.address.clone(),
+                group: if node.is_public == Some(true) {
+                    TopologyGroup::Public
+                } else {
+                    TopologyGroup::Private
+                },
+                properties: PnodeProperties {
+                    version: node.version.clone(),
+                    score: node.score,
+                    tier: node.tier.clone(),
+                    storage_committed: node.storage_committed,
+                    peer_count: node.peer_count,
+                },
+            });
+            for source in &node.peer_sources {
+                edges.push(TopologyEdge {
+                    source: source.clone(),
+                    target: node.address.clone(),
+                    kind: EdgeKind::GossipConnection,
+                });
+            }
+        }
+        let pnodes = nodes.len() - self.seeds.len();
+        let average = if pnodes == 0 {
+            0.0
+        } else {
+            round2(edges.len() as f64 / pnodes as f64)
+        };
+        NetworkTopology {
+            stats: TopologyStats {
+                ip_nodes: self.seeds.len(),
+                pnodes,
+                edges: edges.len(),
+                avg_connections_per_pnode: average,
+            },
+            nodes,
+            edges,
+        }
     }
 
     pub fn node(&self, address: &str) -> Option<(&NodeView, &[Alert])> {

@@ -242,18 +242,13 @@ impl SharedState for Subscriptions {
         }
     }
 
-    fn reload(&self) -> BoxFuture<'static, Result<usize, String>> {
+    fn reload(&self) -> BoxFuture<'static, Result<usize, DbError>> {
         let this = self.clone();
         Box::pin(async move {
-            let client = this
-                .database
-                .client()
-                .await
-                .map_err(|error| error.to_string())?;
+            let client = this.database.client().await?;
             let rows = client
                 .query("SELECT producer_id, consumer_id FROM subscriptions", &[])
-                .await
-                .map_err(|error| error.to_string())?;
+                .await?;
             let mut fresh = Index::default();
             for row in &rows {
                 fresh

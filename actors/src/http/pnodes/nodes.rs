@@ -1,0 +1,68 @@
+//! `/pnodes`, `/recommendations` and `/pnodes/compare`.
+
+use actix_web::{HttpResponse, web};
+use nodegrid_protocol::error::ErrorBody;
+use nodegrid_protocol::pnode_api::node::NodeView;
+use nodegrid_protocol::pnode_api::nodes::{
+    CompareResponse, PnodesResponse, RecommendationsResponse,
+};
+use nodegrid_protocol::pnode_api::queries::{CompareQuery, PnodesQuery, RecommendationsQuery};
+use nodegrid_services::pnodes::api;
+
+use super::shared::{current, now};
+use crate::http::error::ApiError;
+use crate::state::AppState;
+
+/// The filtered, sorted page of nodes. The sort orders are precomputed per cycle; a request
+/// walks one of them once, filtering, and copies the page's pre-serialised nodes.
+#[utoipa::path(get, path = "/api/xandeum/pnodes", tag = "pnodes",
+    params(PnodesQuery),
+    responses(
+        (status = 200, description = "A filtered, sorted page of pNodes", body = PnodesResponse<NodeView>),
+        (status = 400, description = "`validation_failed` or `bad_request`", body = ErrorBody),
+        (status = 503, description = "`not_ready`: no snapshot yet", body = ErrorBody),
+    )
+)]
+pub async fn pnodes(
+    state: web::Data<AppState>,
+    query: web::Query<PnodesQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let request = query.into_inner().check()?;
+    let view = current(&state)?;
+    Ok(HttpResponse::Ok().json(api::nodes::pnodes_page(&view, request, now())))
+}
+
+#[utoipa::path(get, path = "/api/xandeum/recommendations", tag = "pnodes",
+    params(RecommendationsQuery),
+    responses(
+        (status = 200, description = "The best online pNodes to stake with", body = RecommendationsResponse),
+        (status = 400, description = "`validation_failed` or `bad_request`", body = ErrorBody),
+        (status = 503, description = "`not_ready`: no snapshot yet", body = ErrorBody),
+    )
+)]
+pub async fn recommendations(
+    state: web::Data<AppState>,
+    query: web::Query<RecommendationsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let filters = query.check()?;
+    let view = current(&state)?;
+    Ok(HttpResponse::Ok().json(api::nodes::recommendations(&view, filters, now())))
+}
+
+#[utoipa::path(get, path = "/api/xandeum/pnodes/compare", tag = "pnodes",
+    params(CompareQuery),
+    responses(
+        (status = 200, description = "Two to five pNodes side by side", body = CompareResponse),
+        (status = 400, description = "`validation_failed` or `bad_request`", body = ErrorBody),
+        (status = 404, description = "`not_found`: unknown pNode", body = ErrorBody),
+        (status = 503, description = "`not_ready`: no snapshot yet", body = ErrorBody),
+    )
+)]
+pub async fn compare(
+    state: web::Data<AppState>,
+    query: web::Query<CompareQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let addresses = query.check()?;
+    let view = current(&state)?;
+    Ok(HttpResponse::Ok().json(api::compare::compare(&view, &addresses, now())?))
+}

@@ -1,0 +1,76 @@
+//! The options of `nodegrid bench`.
+
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    /// P producers at R msg/s each; C consumers, each subscribed to K producers.
+    Fleet,
+    /// One producer, N consumers.
+    Broadcast,
+    /// N idle consumers held open: the server's memory per connection.
+    Connections,
+    /// Raise the rate until delivery falls behind or p99 passes `--max-p99-ms`.
+    Max,
+    /// GET `--path` at `--rate` requests a second in all, over `--connections` connections.
+    Http,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchOptions {
+    /// nodegrid base URLs (several instances: comma-separated; connections are spread over
+    /// them), or `mqtt://host:port` for a broker.
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:8080")]
+    pub target: Vec<String>,
+    /// Also run the scenario against this MQTT broker, and print both and their ratio.
+    #[arg(long)]
+    pub compare: Option<String>,
+    #[arg(long, value_enum, default_value = "fleet")]
+    pub scenario: Scenario,
+    #[arg(long, default_value_t = 10)]
+    pub producers: usize,
+    #[arg(long, default_value_t = 10)]
+    pub consumers: usize,
+    /// Producers each consumer subscribes to (fleet; round-robin).
+    #[arg(long, default_value_t = 1)]
+    pub per_consumer: usize,
+    /// Messages per second per producer.
+    #[arg(long, default_value_t = 50.0)]
+    pub rate: f64,
+    /// Seconds of sending (per step for `max`).
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Stop after this many messages in all, whatever the duration.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub max_messages: u64,
+    /// Extra payload bytes per message.
+    #[arg(long, default_value_t = 64)]
+    pub payload_bytes: usize,
+    /// Loopback source addresses to spread connections over (127.0.0.1 … 127.0.0.N), so that
+    /// many connections fit the port range.
+    #[arg(long, default_value_t = 1)]
+    pub source_addresses: u8,
+    /// Server process ids whose CPU seconds and peak RSS to report.
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
+    /// The compared broker's process ids, likewise.
+    #[arg(long, value_delimiter = ',')]
+    pub compare_pid: Vec<u32>,
+    /// `max`: the p99 latency bound, in milliseconds.
+    #[arg(long, default_value_t = 50.0)]
+    pub max_p99_ms: f64,
+    /// `http`: the path (and query) to GET.
+    #[arg(long, default_value = "/api/xandeum/pnodes?limit=100")]
+    pub path: String,
+    /// `http`: concurrent connections the rate is spread over.
+    #[arg(long, default_value_t = 16)]
+    pub connections: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Print the report as a Markdown table: a header, then a row per target.
+    #[arg(long)]
+    pub markdown: bool,
+}

@@ -1,0 +1,214 @@
+//! What a run measured, put together, and printed for people, as JSON, or as a Markdown row.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use super::measure::new_histogram;
+use super::options::Scenario;
+use super::plan::{BenchError, Plan, Tally};
+
+/// What one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub target: String,
+    pub scenario: Scenario,
+    pub producers: usize,
+    pub consumers: usize,
+    pub per_consumer: usize,
+    pub rate_per_producer: f64,
+    pub seconds: f64,
+    pub sent: u64,
+    pub acked: u64,
+    pub expected_deliveries: u64,
+    pub delivered: u64,
+    pub offered_msgs_per_sec: f64,
+    pub delivered_msgs_per_sec: f64,
+    pub lost: u64,
+    pub seq_gaps: u64,
+    pub errors: BTreeMap<String, u64>,
+    pub latency_ms: Latency,
+    pub bench_cpu_seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu_seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_peak_rss_mib: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_kib_per_connection: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Latency {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+/// Waits for the producers (each answers its index and how many it sent) and then the
+/// consumers, and puts together what the run measured.
+pub async fn finish(
+    plan: &Plan,
+    tally: Arc<Tally>,
+    started: Instant,
+    done: Arc<std::sync::atomic::AtomicBool>,
+    writers: Vec<tokio::task::JoinHandle<(usize, u64)>>,
+    readers: Vec<tokio::task::JoinHandle<Result<Histogram<u64>, BenchError>>>,
+) -> Result<Outcome, BenchError> {
+    let failed = |error: tokio::task::JoinError| BenchError::Setup(error.to_string());
+    let mut expected = 0u64;
+    for writer in writers {
+        let (index, count) = writer.await.map_err(failed)?;
+        expected += count * plan.subscribers_of(index);
+    }
+    let sending_seconds = started.elapsed().as_secs_f64();
+    let mut histogram = new_histogram()?;
+    for reader in readers {
+        let part = reader.await.map_err(failed)??;
+        let _ = histogram.add(&part);
+    }
+    done.store(true, Ordering::Relaxed);
+    Ok(Outcome {
+        tally,
+        histogram,
+        expected,
+        sending_seconds,
+        rss_with_connections: None,
+    })
+}
+
+/// What a driver measured.
+pub struct Outcome {
+    pub tally: Arc<Tally>,
+    pub histogram: Histogram<u64>,
+    pub expected: u64,
+    pub sending_seconds: f64,
+    pub rss_with_connections: Option<u64>,
+}
+
+impl Outcome {
+    pub(super) fn report(&self, target: String, scenario: Scenario, plan: &Plan) -> Report {
+        let sent = self.tally.sent.load(Ordering::Relaxed);
+        let delivered = self.tally.delivered.load(Ordering::Relaxed);
+        let seconds = self.sending_seconds.max(0.001);
+        let quantile = |q: f64| self.histogram.value_at_quantile(q) as f64 / 1_000.0;
+        Report {
+            target,
+            scenario,
+            producers: plan.producers,
+            consumers: plan.consumers,
+            per_consumer: plan.per_consumer,
+            rate_per_producer: plan.rate,
+            seconds,
+            sent,
+            acked: self.tally.acked.load(Ordering::Relaxed),
+            expected_deliveries: self.expected,
+            delivered,
+            offered_msgs_per_sec: (sent as f64 / seconds).round(),
+            delivered_msgs_per_sec: (delivered as f64 / seconds).round(),
+            lost: self.expected.saturating_sub(delivered),
+            seq_gaps: self.tally.gaps.load(Ordering::Relaxed),
+            errors: self
+                .tally
+                .errors
+                .lock()
+                .map(|errors| errors.clone())
+                .unwrap_or_default(),
+            latency_ms: if self.histogram.is_empty() {
+                Latency::default()
+            } else {
+                Latency {
+                    p50: quantile(0.5),
+                    p90: quantile(0.9),
+                    p99: quantile(0.99),
+                    p999: quantile(0.999),
+                    max: self.histogram.max() as f64 / 1_000.0,
+                }
+            },
+            bench_cpu_seconds: 0.0,
+            server_cpu_seconds: None,
+            server_peak_rss_mib: None,
+            server_kib_per_connection: None,
+        }
+    }
+}
+
+/// The header of [`markdown_row`]'s table.
+pub const MARKDOWN_HEADER: &str = "| target | scenario | producers × rate | consumers × subscriptions | offered msg/s | delivered msg/s | p50 ms | p99 ms | p99.9 ms | max ms | lost | server CPU s | server peak RSS MiB | KiB/connection | bench CPU s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+
+pub(super) fn markdown_row(report: &Report) -> String {
+    let optional = |value: Option<f64>, digits: usize| {
+        value.map_or("–".to_owned(), |value| format!("{value:.digits$}"))
+    };
+    format!(
+        "| {} | {:?} | {} × {:.0} | {} × {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {:.1} |",
+        if report.target.starts_with("mqtt://") {
+            "Mosquitto"
+        } else {
+            "nodegrid"
+        },
+        report.scenario,
+        report.producers,
+        report.rate_per_producer,
+        report.consumers,
+        report.per_consumer,
+        report.offered_msgs_per_sec,
+        report.delivered_msgs_per_sec,
+        report.latency_ms.p50,
+        report.latency_ms.p99,
+        report.latency_ms.p999,
+        report.latency_ms.max,
+        report.lost,
+        optional(report.server_cpu_seconds, 1),
+        optional(report.server_peak_rss_mib, 0),
+        optional(report.server_kib_per_connection, 1),
+        report.bench_cpu_seconds,
+    )
+}
+
+pub(super) fn print_human(report: &Report) {
+    println!(
+        "{} {:?}: {} producers × {:.0} msg/s, {} consumers × {} → sent {}, delivered {} of {} ({:.0}/s), lost {}, gaps {}",
+        report.target,
+        report.scenario,
+        report.producers,
+        report.rate_per_producer,
+        report.consumers,
+        report.per_consumer,
+        report.sent,
+        report.delivered,
+        report.expected_deliveries,
+        report.delivered_msgs_per_sec,
+        report.lost,
+        report.seq_gaps,
+    );
+    println!(
+        "  latency ms: p50 {:.2}, p90 {:.2}, p99 {:.2}, p99.9 {:.2}, max {:.2}; errors {:?}",
+        report.latency_ms.p50,
+        report.latency_ms.p90,
+        report.latency_ms.p99,
+        report.latency_ms.p999,
+        report.latency_ms.max,
+        report.errors
+    );
+    println!(
+        "  bench CPU {:.1} s; server CPU {}; server peak RSS {}{}",
+        report.bench_cpu_seconds,
+        report
+            .server_cpu_seconds
+            .map_or("-".to_owned(), |seconds| format!("{seconds:.1} s")),
+        report
+            .server_peak_rss_mib
+            .map_or("-".to_owned(), |mib| format!("{mib:.0} MiB")),
+        report
+            .server_kib_per_connection
+            .map_or(String::new(), |kib| format!(
+                "; {kib:.1} KiB per connection"
+            )),
+    );
+}

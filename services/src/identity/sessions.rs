@@ -1,0 +1,243 @@
+//! Login sessions: login, refresh-token rotation (with reuse detection), logout.
+
+use chrono::Utc;
+use nodegrid_protocol::auth::{LoginRequest, RefreshRequest, TokenResponse};
+use serde_json::json;
+
+use super::rules::*;
+use super::store::{self, AuditRecord, UserRow};
+use super::tokens::{self, TokenSubject};
+use super::{AUTH_EVENTS_TOTAL, AuthUser, Caller, Identity, IdentityError};
+use crate::db::DbError;
+use crate::text::escape_free_text;
+
+impl Identity {
+    pub async fn login(
+        &self,
+        caller: Caller,
+        request: LoginRequest,
+    ) -> Result<TokenResponse, IdentityError> {
+        // Names are looked up as they were stored: the naming rule applies when a name is
+        // created, not here (older and imported names may not follow it).
+        let username = request.username;
+        let lookup = (!username.is_empty() && username.chars().count() <= MAX_LOOKUP_NAME_CHARS)
+            .then_some(username.as_str());
+        self.limit(caller, "login", lookup).await?;
+
+        let user = match lookup {
+            Some(name) => {
+                let client = self.inner.database.client().await?;
+                store::user_by_username(&client, name).await?
+            }
+            None => None,
+        };
+        let matches = self.check_password(request.password, user.clone()).await?;
+        // A blocked account answers `user_blocked` whatever the password: nobody can test
+        // guesses against it (the check above still took the time of one).
+        let user = match user {
+            Some(user) if user.blocked_at.is_some() => user,
+            Some(user) if matches => user,
+            _ => {
+                self.record_quietly(AuditRecord {
+                    actor_id: None,
+                    actor: Some(escape_free_text(&username, 64)),
+                    action: "auth.login_failed",
+                    target: None,
+                    source_ip: Some(caller.ip.to_string()),
+                    details: json!({"reason": "invalid_credentials"}),
+                })
+                .await;
+                metrics::counter!(AUTH_EVENTS_TOTAL, "event" => "login_failed").increment(1);
+                return Err(IdentityError::InvalidCredentials);
+            }
+        };
+        if user.blocked_at.is_some() {
+            self.record_quietly(AuditRecord {
+                actor_id: Some(user.id),
+                actor: Some(user.username.clone()),
+                action: "auth.login_failed",
+                target: Some(user_target(&user)),
+                source_ip: Some(caller.ip.to_string()),
+                details: json!({"reason": "user_blocked"}),
+            })
+            .await;
+            metrics::counter!(AUTH_EVENTS_TOTAL, "event" => "login_blocked").increment(1);
+            return Err(IdentityError::UserBlocked);
+        }
+
+        let session_id = uuid::Uuid::new_v4();
+        let refresh_token = tokens::new_refresh_token();
+        let mut client = self.inner.database.client().await?;
+        let transaction = client.transaction().await.map_err(DbError::from)?;
+        store::insert_refresh_token(
+            &transaction,
+            session_id,
+            user.id,
+            &tokens::refresh_token_hash(&refresh_token),
+            self.refresh_expiry()?,
+        )
+        .await?;
+        store::insert_audit(
+            &transaction,
+            &AuditRecord {
+                actor_id: Some(user.id),
+                actor: Some(user.username.clone()),
+                action: "auth.login",
+                target: Some(user_target(&user)),
+                source_ip: Some(caller.ip.to_string()),
+                details: json!({"session": session_id}),
+            },
+        )
+        .await?;
+        transaction.commit().await.map_err(DbError::from)?;
+        drop(client);
+        metrics::counter!(AUTH_EVENTS_TOTAL, "event" => "login").increment(1);
+        self.token_response(&user, session_id, refresh_token)
+    }
+
+    pub async fn refresh(
+        &self,
+        caller: Caller,
+        request: RefreshRequest,
+    ) -> Result<TokenResponse, IdentityError> {
+        self.limit(caller, "refresh", None).await?;
+        if request.refresh_token.is_empty() || request.refresh_token.len() > 256 {
+            return Err(IdentityError::TokenInvalid(
+                "the refresh token is not valid",
+            ));
+        }
+        let token_hash = tokens::refresh_token_hash(&request.refresh_token);
+        let mut client = self.inner.database.client().await?;
+        let transaction = client.transaction().await.map_err(DbError::from)?;
+        let Some(presented) = store::refresh_token_for_update(&transaction, &token_hash).await?
+        else {
+            return Err(IdentityError::TokenInvalid(
+                "the refresh token is not valid",
+            ));
+        };
+        let user = store::user_by_id(&transaction, presented.user_id)
+            .await?
+            .ok_or(IdentityError::TokenInvalid(
+                "the refresh token is not valid",
+            ))?;
+        // A block also revokes the user's tokens; say why rather than just "revoked".
+        if user.blocked_at.is_some() {
+            return Err(IdentityError::UserBlocked);
+        }
+        if presented.revoked_at.is_some() {
+            return Err(IdentityError::TokenInvalid(
+                "the refresh token has been revoked",
+            ));
+        }
+        if presented.used_at.is_some() {
+            // Someone holds a copy of a token that was already exchanged: end the session for
+            // everyone who has any of its tokens.
+            let revoked = store::revoke_family(&transaction, presented.family_id).await?;
+            store::insert_audit(
+                &transaction,
+                &AuditRecord {
+                    actor_id: Some(user.id),
+                    actor: Some(user.username.clone()),
+                    action: "auth.refresh_reuse",
+                    target: Some(user_target(&user)),
+                    source_ip: Some(caller.ip.to_string()),
+                    details: json!({"session": presented.family_id, "revoked_tokens": revoked}),
+                },
+            )
+            .await?;
+            transaction.commit().await.map_err(DbError::from)?;
+            drop(client);
+            self.revoke_session(user.id, presented.family_id).await;
+            metrics::counter!(AUTH_EVENTS_TOTAL, "event" => "refresh_reuse").increment(1);
+            return Err(IdentityError::TokenInvalid(
+                "the refresh token was already used; the session has been revoked",
+            ));
+        }
+        if presented.expires_at <= Utc::now() {
+            return Err(IdentityError::TokenExpired);
+        }
+        let refresh_token = tokens::new_refresh_token();
+        store::mark_refresh_token_used(&transaction, presented.id).await?;
+        store::insert_refresh_token(
+            &transaction,
+            presented.family_id,
+            user.id,
+            &tokens::refresh_token_hash(&refresh_token),
+            self.refresh_expiry()?,
+        )
+        .await?;
+        store::insert_audit(
+            &transaction,
+            &AuditRecord {
+                actor_id: Some(user.id),
+                actor: Some(user.username.clone()),
+                action: "auth.refresh",
+                target: Some(user_target(&user)),
+                source_ip: Some(caller.ip.to_string()),
+                details: json!({"session": presented.family_id}),
+            },
+        )
+        .await?;
+        transaction.commit().await.map_err(DbError::from)?;
+        metrics::counter!(AUTH_EVENTS_TOTAL, "event" => "refresh").increment(1);
+        self.token_response(&user, presented.family_id, refresh_token)
+    }
+
+    /// Ends the session the access token belongs to: its refresh tokens stop working, its
+    /// access tokens are refused on every instance, and its sockets close.
+    pub async fn logout(&self, caller: Caller, user: &AuthUser) -> Result<(), IdentityError> {
+        let mut client = self.inner.database.client().await?;
+        let transaction = client.transaction().await.map_err(DbError::from)?;
+        let revoked = store::revoke_family(&transaction, user.session_id).await?;
+        store::insert_audit(
+            &transaction,
+            &AuditRecord {
+                actor_id: Some(user.user_id),
+                actor: Some(user.username.clone()),
+                action: "auth.logout",
+                target: Some(format!("user:{}", user.user_id)),
+                source_ip: Some(caller.ip.to_string()),
+                details: json!({"session": user.session_id, "revoked_tokens": revoked}),
+            },
+        )
+        .await?;
+        transaction.commit().await.map_err(DbError::from)?;
+        drop(client);
+        self.revoke_session(user.user_id, user.session_id).await;
+        metrics::counter!(AUTH_EVENTS_TOTAL, "event" => "logout").increment(1);
+        Ok(())
+    }
+
+    pub(super) fn token_response(
+        &self,
+        user: &UserRow,
+        session_id: uuid::Uuid,
+        refresh_token: String,
+    ) -> Result<TokenResponse, IdentityError> {
+        let access_token = self
+            .inner
+            .tokens
+            .issue(&TokenSubject {
+                user_id: user.id,
+                username: user.username.clone(),
+                role: user.role,
+                token_version: user.token_version,
+                session_id,
+            })
+            .map_err(|error| IdentityError::Internal(error.to_string()))?;
+        Ok(TokenResponse {
+            access_token,
+            refresh_token,
+            token_type: "Bearer".to_owned(),
+            expires_in: self.inner.tokens.ttl().as_secs(),
+            user_id: user.id,
+            role: user.role,
+        })
+    }
+
+    pub(super) fn refresh_expiry(&self) -> Result<chrono::DateTime<Utc>, IdentityError> {
+        chrono::Duration::from_std(self.inner.refresh_ttl)
+            .map(|ttl| Utc::now() + ttl)
+            .map_err(|error| IdentityError::Internal(error.to_string()))
+    }
+}
