@@ -24,7 +24,12 @@ use nodegrid_services::lease::{LeaderLease, LeaseKeeper};
 use nodegrid_services::pnodes::client::ClientSetupError;
 use nodegrid_services::shared_state::SharedState;
 use nodegrid_services::streams::access::StreamAccess;
-use nodegrid_services::streams::publisher::StreamPublisher;
+use nodegrid_services::identity::api_tokens::ApiTokens;
+use nodegrid_services::streams::data::DataStore;
+use nodegrid_services::streams::directory::ProducerDirectory;
+use nodegrid_services::streams::history::StreamHistory;
+use nodegrid_services::streams::policies::ProducerPolicies;
+use nodegrid_services::streams::publisher::{ProducerRate, StreamPublisher};
 use nodegrid_services::streams::subscriptions::Subscriptions;
 use secrecy::ExposeSecret;
 use tokio::sync::watch;
@@ -38,6 +43,8 @@ use crate::pnodes::PnodeRuntime;
 use crate::state::AppState;
 use crate::state_watcher::StateWatcher;
 use crate::stream::fanout::{ShutdownFanout, StreamFanout};
+use crate::stream::ingest::Ingest;
+use crate::stream::writer::{DataWriter, Drain};
 use crate::stream::registry::{CloseAll, ConnectionRegistry, SocketRole};
 use crate::stream::report::ConnectionsReporter;
 use crate::telemetry::{self, MetricsSetupError};
@@ -94,6 +101,7 @@ pub struct Application {
     bus: RedisBus,
     bridge: Addr<RedisBridge>,
     fanout: Addr<StreamFanout>,
+    data_writer: Addr<DataWriter>,
     shutdown: ShutdownTrigger,
     pnodes: PnodeRuntime,
     pnode_lease: Option<LeaseKeeper>,
@@ -132,7 +140,13 @@ impl Application {
             tracing::warn!(url = %redacted_url(&settings.redis_url), "Redis is not reachable yet; starting anyway and retrying in the background");
         }
         let bridge = RedisBridge::start_supervised(bus.clone());
-        let fanout = StreamFanout::start_supervised(bus.clone());
+        let policies = ProducerPolicies::new(
+            database.clone(),
+            bus.clone(),
+            instance_id,
+            settings.stream_defaults,
+        );
+        let fanout = StreamFanout::start_supervised(bus.clone(), policies.clone());
 
         if settings.jwt_secret.is_none() {
             tracing::warn!(
@@ -160,8 +174,18 @@ impl Application {
             tracing::info!(username = %username, "created the configured admin");
         }
         let subscriptions = Subscriptions::new(database.clone(), bus.clone(), instance_id);
-        let shared: Vec<Arc<dyn SharedState>> =
-            vec![Arc::new(identity.clone()), Arc::new(subscriptions.clone())];
+        let api_tokens = ApiTokens::new(
+            database.clone(),
+            bus.clone(),
+            instance_id,
+            settings.api_token_secret(),
+        );
+        let shared: Vec<Arc<dyn SharedState>> = vec![
+            Arc::new(identity.clone()),
+            Arc::new(subscriptions.clone()),
+            Arc::new(policies.clone()),
+            Arc::new(api_tokens.clone()),
+        ];
         for state in &shared {
             state
                 .reload()
@@ -191,7 +215,17 @@ impl Application {
             sessions: session_registry.clone(),
         };
         Supervisor::start(move |_| reporter);
-        let publisher = StreamPublisher::new(bus.clone(), database.clone());
+        let data = DataStore::new(database.clone());
+        let data_writer = DataWriter::start_supervised(data.clone(), settings.data_writer);
+        let ingest = Ingest {
+            publisher: StreamPublisher::new(bus.clone(), database.clone()),
+            policies: policies.clone(),
+            writer: data_writer.clone().recipient(),
+            rate: ProducerRate {
+                per_sec: settings.stream.producer_rate_per_sec,
+                burst: settings.stream.producer_burst,
+            },
+        };
         let housekeeping_lease = LeaseKeeper::start(LeaderLease::new(
             &bus,
             housekeeping::LEASE_NAME,
@@ -201,6 +235,8 @@ impl Application {
         let housekeeper = Housekeeper {
             identity: identity.clone(),
             audit_retention: settings.audit_retention,
+            data: data.clone(),
+            data_retention: settings.data_writer.retention,
             interval: settings.housekeeping_interval,
             leadership: housekeeping_lease.watch(),
         };
@@ -234,7 +270,13 @@ impl Application {
             trusted_proxies: settings.trusted_proxies.clone(),
             bridge: bridge.clone(),
             fanout: fanout.clone(),
-            publisher,
+            ingest,
+            policies,
+            history: StreamHistory::new(bus.clone()),
+            data,
+            producers: ProducerDirectory::new(database.clone()),
+            api_tokens,
+            cors_allowed_origins: settings.cors_allowed_origins.clone(),
             subscriptions: subscriptions.clone(),
             stream_access: StreamAccess::new(database.clone(), subscriptions.clone()),
             producer_registry: producer_registry.clone(),
@@ -264,6 +306,7 @@ impl Application {
                 .app_data(web::PathConfig::default().error_handler(http::error::path_error))
                 .wrap(from_fn(http::boundary::check_request))
                 .wrap(from_fn(http::observe::observe_request))
+                .wrap(from_fn(http::browser::browser_headers))
                 .configure(|config| {
                     if metrics_on_api_port {
                         http::routing::metrics_route(config);
@@ -319,6 +362,7 @@ impl Application {
             bus,
             bridge,
             fanout,
+            data_writer,
             shutdown: ShutdownTrigger(shutdown_tx),
             pnodes,
             pnode_lease,
@@ -372,6 +416,12 @@ impl Application {
             lease.step_down().await;
         }
         self.housekeeping_lease.step_down().await;
+        // Accepted messages of stored producers are written before the process goes.
+        match self.data_writer.send(Drain).await {
+            Ok(0) => {}
+            Ok(left) => tracing::error!(rows = left, "stored data could not be written before shutdown"),
+            Err(error) => tracing::warn!(%error, "the data writer did not answer at shutdown"),
+        }
         if let Err(error) = self.fanout.send(ShutdownFanout).await {
             tracing::warn!(%error, "StreamFanout did not acknowledge shutdown");
         }

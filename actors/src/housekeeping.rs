@@ -1,5 +1,6 @@
 //! The Housekeeper actor: deployment-wide chores that one instance does, under the
-//! `housekeeping` leader lease: today, pruning the audit log past its retention.
+//! `housekeeping` leader lease: pruning the audit log past its retention, and dropping the
+//! days of stored producer data past theirs.
 //!
 //! It runs its chores as soon as this instance becomes the leader, then every interval while it
 //! stays leader; a follower does nothing. If the leader dies, the lease moves and the next
@@ -10,9 +11,11 @@ use std::time::Duration;
 use actix::prelude::*;
 use nodegrid_services::identity::Identity;
 use nodegrid_services::lease::Leadership;
+use nodegrid_services::streams::data::DataStore;
 use tokio::sync::watch;
 
-use crate::metrics::AUDIT_PRUNED_TOTAL;
+use crate::metrics::{AUDIT_PRUNED_TOTAL, DATA_DAYS_DROPPED_TOTAL};
+use crate::stream::now_millis;
 
 /// The name of the lease whose holder does the chores.
 pub const LEASE_NAME: &str = "housekeeping";
@@ -22,6 +25,8 @@ pub const LEASE_TTL: Duration = Duration::from_secs(30);
 pub struct Housekeeper {
     pub identity: Identity,
     pub audit_retention: Duration,
+    pub data: DataStore,
+    pub data_retention: Duration,
     pub interval: Duration,
     pub leadership: watch::Receiver<Leadership>,
 }
@@ -32,6 +37,10 @@ impl Housekeeper {
             return;
         }
         let (identity, retention) = (self.identity.clone(), self.audit_retention);
+        let data = self.data.clone();
+        let data_cutoff = now_millis().saturating_sub(
+            i64::try_from(self.data_retention.as_millis()).unwrap_or(i64::MAX),
+        );
         ctx.spawn(
             async move {
                 match identity.prune_audit(retention).await {
@@ -41,6 +50,16 @@ impl Housekeeper {
                         tracing::info!(deleted, "pruned audit entries past their retention");
                     }
                     Err(error) => tracing::warn!(%error, "audit pruning failed; retrying later"),
+                }
+                match data.drop_days_before(data_cutoff).await {
+                    Ok(days) if days.is_empty() => {}
+                    Ok(days) => {
+                        metrics::counter!(DATA_DAYS_DROPPED_TOTAL).increment(days.len() as u64);
+                        tracing::info!(?days, "dropped days of stored data past their retention");
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "dropping old stored data failed; retrying later")
+                    }
                 }
             }
             .into_actor(self),

@@ -21,6 +21,7 @@ pub const CONTROL_EVENTS_INVALID_TOTAL: &str = "nodegrid_control_events_invalid_
 pub const BUS_MESSAGES_LAGGED_TOTAL: &str = "nodegrid_bus_messages_lagged_total";
 pub const ACTOR_RESTARTS_TOTAL: &str = "nodegrid_actor_restarts_total";
 pub const AUDIT_PRUNED_TOTAL: &str = "nodegrid_audit_pruned_total";
+pub const DATA_DAYS_DROPPED_TOTAL: &str = "nodegrid_data_days_dropped_total";
 pub const BUILD_INFO: &str = "nodegrid_build_info";
 
 /// Describes the runtime's own metrics (the telemetry set-up calls it once).
@@ -111,5 +112,9 @@ pub fn describe() {
     describe_counter!(
         AUDIT_PRUNED_TOTAL,
         "Audit entries deleted past their retention."
+    );
+    describe_counter!(
+        DATA_DAYS_DROPPED_TOTAL,
+        "Days of stored producer data dropped past their retention."
     );
 }

@@ -12,13 +12,18 @@ use nodegrid_services::db::Database;
 use nodegrid_services::identity::Identity;
 use nodegrid_services::ratelimit::LocalRateLimiter;
 use nodegrid_services::streams::access::StreamAccess;
-use nodegrid_services::streams::publisher::StreamPublisher;
+use nodegrid_services::identity::api_tokens::ApiTokens;
+use nodegrid_services::streams::data::DataStore;
+use nodegrid_services::streams::directory::ProducerDirectory;
+use nodegrid_services::streams::history::StreamHistory;
+use nodegrid_services::streams::policies::ProducerPolicies;
 use nodegrid_services::streams::subscriptions::Subscriptions;
 use uuid::Uuid;
 
 use crate::bridge::RedisBridge;
 use crate::pnodes::PnodeRuntime;
 use crate::stream::fanout::StreamFanout;
+use crate::stream::ingest::Ingest;
 use crate::stream::registry::ConnectionRegistry;
 
 /// What the HTTP handlers share.
@@ -33,7 +38,15 @@ pub struct AppState {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub bridge: Addr<RedisBridge>,
     pub fanout: Addr<StreamFanout>,
-    pub publisher: StreamPublisher,
+    /// Publishing: the publisher, the producers' policies, the data writer.
+    pub ingest: Ingest,
+    pub policies: ProducerPolicies,
+    pub history: StreamHistory,
+    pub data: DataStore,
+    pub producers: ProducerDirectory,
+    pub api_tokens: ApiTokens,
+    /// Browser origins allowed to call the API and open sockets.
+    pub cors_allowed_origins: Vec<String>,
     pub subscriptions: Subscriptions,
     pub stream_access: StreamAccess,
     pub producer_registry: Addr<ConnectionRegistry>,

@@ -85,6 +85,7 @@ fn install_recorder() -> Result<PrometheusHandle, MetricsSetupError> {
     metrics::set_global_recorder(recorder).map_err(|error| MetricsSetupError(error.to_string()))?;
     crate::metrics::describe();
     crate::stream::metrics::describe();
+    crate::stream::writer::describe();
     crate::pnodes::metrics::describe();
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(handle)

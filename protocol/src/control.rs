@@ -43,6 +43,26 @@ pub enum ControlEvent {
     /// An admin pruned registry entries last seen before `before` (unix seconds): every
     /// instance drops them from memory.
     PnodeRegistryPruned { before: i64 },
+    /// An admin changed a producer's stream settings (history, stored data); `None` follows
+    /// the deployment's default.
+    ProducerSettingsChanged {
+        producer_id: i64,
+        history_messages: Option<u32>,
+        history_age_secs: Option<u64>,
+        store_data: Option<bool>,
+    },
+    /// An admin issued an API token: instances add it to the tokens they accept. The token
+    /// itself never travels; `token_hash` is its keyed hash (hex).
+    ApiTokenIssued {
+        id: i64,
+        token_hash: String,
+        scopes: Vec<String>,
+        producer_ids: Option<Vec<i64>>,
+        /// Unix seconds.
+        expires_at: Option<i64>,
+    },
+    /// An admin revoked an API token: instances refuse it from now on.
+    ApiTokenRevoked { id: i64 },
 }
 
 impl ControlEvent {
@@ -56,6 +76,9 @@ impl ControlEvent {
             ControlEvent::SubscriptionChanged { .. } => "subscription_changed",
             ControlEvent::PnodeSnapshotUpdated { .. } => "pnode_snapshot_updated",
             ControlEvent::PnodeRegistryPruned { .. } => "pnode_registry_pruned",
+            ControlEvent::ProducerSettingsChanged { .. } => "producer_settings_changed",
+            ControlEvent::ApiTokenIssued { .. } => "api_token_issued",
+            ControlEvent::ApiTokenRevoked { .. } => "api_token_revoked",
         }
     }
 }

@@ -3,6 +3,7 @@
 //! # Layout
 //!
 //! - [`auth`]: identity: users, tokens, roles, the admin views, the audit log.
+//! - [`api_tokens`]: API tokens (`ngt_…`) and their scopes.
 //! - [`error`]: the JSON error body every HTTP error answers with, and the stable codes in it.
 //! - [`health`]: the bodies of `/health` and `/ready`.
 //! - [`json_errors`]: decoding errors described in the client's terms.
@@ -17,6 +18,7 @@
 //! **Architecture invariant:** this crate does no IO and knows nothing of actix, Postgres or
 //! Redis. Clients depend on it alone.
 
+pub mod api_tokens;
 pub mod auth;
 pub mod control;
 pub mod error;

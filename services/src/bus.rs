@@ -99,6 +99,21 @@ impl RedisKeys {
         format!("{}:ids:{producer_id}:order", self.prefix)
     }
 
+    /// A producer's history: a Redis Stream whose entry ids are `<seq>-0`.
+    pub fn producer_history(&self, producer_id: i64) -> String {
+        format!("{}:h:{producer_id}", self.prefix)
+    }
+
+    /// A producer's history epoch.
+    pub fn producer_epoch(&self, producer_id: i64) -> String {
+        format!("{}:epoch:{producer_id}", self.prefix)
+    }
+
+    /// A producer's message-rate bucket, shared by its sockets and the publish API.
+    pub fn producer_rate(&self, producer_id: i64) -> String {
+        format!("{}:rate:{producer_id}", self.prefix)
+    }
+
     /// The key where an instance reports its live connections.
     pub fn instance_connections(&self, instance_id: &str) -> String {
         format!("{}:connections:{instance_id}", self.prefix)

@@ -8,6 +8,8 @@ use actix_web::{FromRequest, HttpRequest, web};
 use futures_util::future::LocalBoxFuture;
 use ipnet::IpNet;
 use nodegrid_protocol::auth::Role;
+use nodegrid_protocol::error::ErrorCode;
+use nodegrid_services::identity::api_tokens::{ApiGrant, ApiTokens};
 use nodegrid_services::identity::{AuthUser, Caller, IdentityError};
 
 use crate::http::error::ApiError;
@@ -159,6 +161,74 @@ impl FromRequest for Admin {
             Err(IdentityError::Forbidden("this route is for admins").into())
         })
     }
+}
+
+/// Refuses a user of another role.
+pub fn require_role(user: &AuthUser, role: Role) -> Result<(), ApiError> {
+    if user.role == role {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("this route is for {role}s"),
+        ))
+    }
+}
+
+/// Refuses anyone but that user and admins.
+pub fn require_self_or_admin(user: &AuthUser, user_id: i64) -> Result<(), ApiError> {
+    if user.user_id == user_id || user.role == Role::Admin {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "only that user or an admin may see this",
+        ))
+    }
+}
+
+
+/// Who calls a route that programs may call with an API token: a user with an access token,
+/// or an API token's grant. A bad token of either kind is refused.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    User(AuthUser),
+    ApiToken(ApiGrant),
+}
+
+impl FromRequest for Principal {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let presented = bearer_token(request);
+        if let Some(token) = presented.filter(|token| ApiTokens::is_api_token(token)) {
+            let verified = state(request).and_then(|state| {
+                state
+                    .api_tokens
+                    .verify(&token, chrono::Utc::now().timestamp())
+                    .map_err(|_| {
+                        metrics::counter!(nodegrid_services::identity::AUTH_TOKEN_REJECTIONS_TOTAL, "reason" => "api_token").increment(1);
+                        ApiError::new(ErrorCode::TokenInvalid, "the API token is not valid")
+                    })
+            });
+            return ready(verified.map(Principal::ApiToken));
+        }
+        ready(authenticate(request).map(Principal::User))
+    }
+}
+
+/// The `Authorization: Bearer` token only (API tokens never travel in URLs).
+fn bearer_token(request: &HttpRequest) -> Option<String> {
+    let value = request
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
 }
 
 #[cfg(test)]

@@ -1,11 +1,14 @@
-//! The HTTP surface: the route table. The route modules (`identity`, `admin`, `streams`,
-//! `pnodes`, `probes`, `openapi`) are thin: they parse, call the services and the actors, and
-//! answer; `routing` holds what every route module uses; `boundary`, `observe`, `json`,
-//! `error`, `auth` and `redact` are the checks and conversions at the edge.
+//! The HTTP surface: the route table. The route modules (`identity`, `admin`, `api_tokens`,
+//! `sockets`, `streams`, `producers`, `pnodes`, `probes`, `openapi`) are thin: they parse, call
+//! the services and the actors, and answer; `routing` holds what every route module uses;
+//! `boundary`, `browser`, `observe`, `json`, `error`, `auth` and `redact` are the checks and
+//! conversions at the edge.
 
 pub mod admin;
+pub mod api_tokens;
 pub mod auth;
 pub mod boundary;
+pub mod browser;
 pub mod error;
 pub mod identity;
 pub mod json;
@@ -13,8 +16,10 @@ pub mod observe;
 pub mod openapi;
 pub mod pnodes;
 pub mod probes;
+pub mod producers;
 pub mod redact;
 pub mod routing;
+pub mod sockets;
 pub mod streams;
 
 use actix_web::web;
@@ -28,7 +33,10 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .service(get_only("/ready", probes::ready))
         .configure(identity::routes)
         .configure(admin::routes)
+        .configure(sockets::routes)
         .configure(streams::routes)
+        .configure(producers::routes)
+        .configure(api_tokens::routes)
         .configure(pnodes::routes)
         .configure(openapi::routes);
 }

@@ -7,9 +7,11 @@ use utoipa_swagger_ui::SwaggerUi;
 
 // One import per module: `crate::http::{…}` would name `http` itself, which names this module.
 use crate::http::admin;
+use crate::http::api_tokens;
 use crate::http::identity;
 use crate::http::pnodes;
 use crate::http::probes;
+use crate::http::producers;
 use crate::http::streams as stream;
 
 #[derive(OpenApi)]
@@ -38,6 +40,15 @@ use crate::http::streams as stream;
         stream::allowed_consumers,
         stream::allow_consumer,
         stream::disallow_consumer,
+        producers::publish,
+        producers::post_data,
+        producers::history,
+        producers::stored_data,
+        producers::settings,
+        producers::set_settings,
+        api_tokens::issue,
+        api_tokens::list,
+        api_tokens::revoke,
         pnodes::network::overview,
         pnodes::network::health,
         pnodes::nodes::pnodes,

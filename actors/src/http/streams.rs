@@ -1,7 +1,5 @@
-//! The socket upgrades (`/producer`, `/consumer`), the subscription REST API, and the admin
-//! view of live connections.
+//! The subscription REST API, private streams, and the admin view of live connections.
 
-use actix::{Actor, Addr};
 use actix_web::{HttpRequest, HttpResponse, web};
 use nodegrid_protocol::auth::Role;
 use nodegrid_protocol::error::{ErrorBody, ErrorCode};
@@ -15,23 +13,15 @@ use nodegrid_services::identity::admin::audit_record;
 use nodegrid_services::streams::subscriptions::SubscriptionError;
 use serde_json::json;
 
-use crate::http::auth::{Admin, Authenticated, caller};
+use crate::http::auth::{Admin, Authenticated, caller, require_role, require_self_or_admin};
 use crate::http::error::ApiError;
 use crate::http::json::Json;
 use crate::http::routing::resource;
 use crate::state::AppState;
-use crate::stream::consumer::{ConsumerParts, ConsumerSession};
-use crate::stream::outbox::Outbox;
-use crate::stream::producer::{ProducerConnection, ProducerParts};
-use crate::stream::registry::{ConnectionRegistry, CountUserSockets};
 use crate::stream::report;
-use crate::stream::ws::{self, ReadLimits, WsReader};
-use nodegrid_services::config::WsTokenExpiry;
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
-        .service(resource("/producer").route(web::get().to(producer_socket)))
-        .service(resource("/consumer").route(web::get().to(consumer_socket)))
         .service(
             resource("/api/subscribe")
                 .route(web::post().to(subscribe))
@@ -57,187 +47,6 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 .route(web::delete().to(disallow_consumer)),
         )
         .service(resource("/api/admin/connections").route(web::get().to(connections)));
-}
-
-fn require_role(user: &AuthUser, role: Role) -> Result<(), ApiError> {
-    if user.role == role {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            ErrorCode::Forbidden,
-            format!("this route is for {role}s"),
-        ))
-    }
-}
-
-/// Lists of a user's subscriptions are for that user and admins only.
-fn require_self_or_admin(user: &AuthUser, user_id: i64) -> Result<(), ApiError> {
-    if user.user_id == user_id || user.role == Role::Admin {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            ErrorCode::Forbidden,
-            "only that user or an admin may see this",
-        ))
-    }
-}
-
-/// The parts of a socket that its actor takes over: the outbox to write to, the reader of
-/// the client's frames, and when its token expires (if expiry is enforced on open sockets).
-struct OpenSocket {
-    response: HttpResponse,
-    outbox: Outbox,
-    reader: WsReader<web::Payload>,
-    token_expires_at: Option<u64>,
-}
-
-/// Refuses a socket before the upgrade when its user has the most sockets allowed on this
-/// instance (the registry checks again, exactly, when the socket registers).
-async fn check_socket_count(
-    registry: &Addr<ConnectionRegistry>,
-    user: &AuthUser,
-    limit: usize,
-) -> Result<(), ApiError> {
-    if limit == 0 {
-        return Ok(());
-    }
-    let open = registry
-        .send(CountUserSockets {
-            user_id: user.user_id,
-        })
-        .await
-        .map_err(ApiError::internal)?;
-    if open >= limit {
-        return Err(ApiError::new(
-            ErrorCode::TooManyConnections,
-            format!("this user has {open} sockets open here, the most allowed"),
-        ));
-    }
-    Ok(())
-}
-
-fn open_socket(
-    request: &HttpRequest,
-    body: web::Payload,
-    state: &AppState,
-    user: &AuthUser,
-) -> Result<OpenSocket, ApiError> {
-    let limits = state.stream_limits;
-    let (outbox, outbox_body) = Outbox::new(limits.buffer_messages, limits.buffer_bytes);
-    let response = ws::handshake(request, outbox_body)
-        .map_err(|error| ApiError::bad_request(format!("not a WebSocket upgrade: {error}")))?;
-    let reader = WsReader::new(body, ReadLimits::for_max_frame(limits.max_frame_bytes))
-        .paced_by(outbox.clone());
-    let token_expires_at = match limits.token_expiry {
-        WsTokenExpiry::Refresh => Some(user.expires_at),
-        WsTokenExpiry::ConnectOnly => None,
-    };
-    Ok(OpenSocket {
-        response,
-        outbox,
-        reader,
-        token_expires_at,
-    })
-}
-
-/// What a consumer may ask for on its socket's URL.
-#[derive(Debug, Default, serde::Deserialize)]
-pub struct ConsumerQuery {
-    /// `subscriptions`: announce subscription changes made elsewhere, and the subscriptions
-    /// found at connect, with `subscribed` / `unsubscribed` frames.
-    pub events: Option<String>,
-}
-
-impl ConsumerQuery {
-    fn subscription_events(&self) -> Result<bool, ApiError> {
-        let mut subscriptions = false;
-        for event in self.events.iter().flat_map(|events| events.split(',')) {
-            match event.trim() {
-                "subscriptions" => subscriptions = true,
-                "" => {}
-                other => {
-                    return Err(ApiError::validation(format!(
-                        "unknown event kind {:?}; the socket offers \"subscriptions\"",
-                        other.chars().take(32).collect::<String>()
-                    )));
-                }
-            }
-        }
-        Ok(subscriptions)
-    }
-}
-
-/// `GET /producer`: a producer's socket. The token comes as `Authorization: Bearer` or
-/// `?token=`; a bad token or another role is refused before the upgrade.
-pub async fn producer_socket(
-    state: web::Data<AppState>,
-    request: HttpRequest,
-    body: web::Payload,
-    user: Authenticated,
-) -> Result<HttpResponse, ApiError> {
-    let user = user.0;
-    require_role(&user, Role::Producer)?;
-    check_socket_count(
-        &state.producer_registry,
-        &user,
-        state.stream_limits.max_sockets_per_user,
-    )
-    .await?;
-    let seq_floor = state
-        .publisher
-        .seq_floor(user.user_id)
-        .await
-        .map_err(ApiError::internal)?;
-    let socket = open_socket(&request, body, &state, &user)?;
-    ProducerConnection::new(ProducerParts {
-        user,
-        outbox: socket.outbox,
-        reader: socket.reader,
-        publisher: state.publisher.clone(),
-        subscriptions: state.subscriptions.clone(),
-        identity: state.identity.clone(),
-        registry: state.producer_registry.clone(),
-        limits: state.stream_limits,
-        seq_floor,
-        token_expires_at: socket.token_expires_at,
-    })
-    .start();
-    Ok(socket.response)
-}
-
-/// `GET /consumer`: a consumer's socket; it receives every producer the consumer subscribes to,
-/// and changes take effect on the open socket.
-pub async fn consumer_socket(
-    state: web::Data<AppState>,
-    request: HttpRequest,
-    body: web::Payload,
-    user: Authenticated,
-    query: web::Query<ConsumerQuery>,
-) -> Result<HttpResponse, ApiError> {
-    let user = user.0;
-    require_role(&user, Role::Consumer)?;
-    let subscription_events = query.subscription_events()?;
-    check_socket_count(
-        &state.session_registry,
-        &user,
-        state.stream_limits.max_sockets_per_user,
-    )
-    .await?;
-    let socket = open_socket(&request, body, &state, &user)?;
-    let _: Addr<ConsumerSession> = ConsumerSession::new(ConsumerParts {
-        user,
-        outbox: socket.outbox,
-        reader: socket.reader,
-        fanout: state.fanout.clone(),
-        registry: state.session_registry.clone(),
-        subscriptions: state.subscriptions.clone(),
-        identity: state.identity.clone(),
-        limits: state.stream_limits,
-        token_expires_at: socket.token_expires_at,
-        subscription_events,
-    })
-    .start();
-    Ok(socket.response)
 }
 
 impl From<SubscriptionError> for ApiError {

@@ -5,12 +5,16 @@
 //! does not read fills its outbox and is closed with 4008 `slow_consumer`; nobody else waits
 //! for it.
 //!
+//! Resume: a consumer that comes back names, per producer, the last message it saw (a
+//! `resume` frame, or `?resume=` when it connects); the fan-out sends it what history holds
+//! after that, then live messages (see [`super::replay`]). Only producers it subscribes to.
+//!
 //! Subscription frames: every `subscribe` / `unsubscribe` frame gets exactly one answer
 //! (`subscribed` / `unsubscribed`, or an error). Changes made elsewhere (the REST API, another
 //! socket) and the subscriptions found at connect are announced only to consumers that asked
 //! for them with `?events=subscriptions`; a Motience consumer sees data frames only.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
 use actix::prelude::*;
@@ -23,6 +27,7 @@ use nodegrid_services::streams::subscriptions::{SubscriptionError, Subscriptions
 use crate::stream::fanout::{Attach, Detach, DetachAll, SessionSink, StreamFanout};
 use crate::stream::metrics::STREAM;
 use crate::stream::outbox::Outbox;
+use crate::stream::replay::ResumeFrom;
 use crate::stream::registry::{
     Register, RegisteredConnection, SessionRegistry, SocketRole, SubscriptionUpdate, Unregister,
 };
@@ -47,6 +52,8 @@ pub struct ConsumerSession {
     /// Whether the client asked for `subscribed`/`unsubscribed` frames about changes it did
     /// not make on this socket.
     subscription_events: bool,
+    /// `?resume=` positions, applied when the subscriptions are loaded.
+    resume_at_connect: HashMap<i64, ResumeFrom>,
     reader: Option<WsReader<Payload>>,
 }
 
@@ -62,6 +69,8 @@ pub struct ConsumerParts {
     /// When the socket's token expires, if expiry is enforced on open sockets.
     pub token_expires_at: Option<u64>,
     pub subscription_events: bool,
+    /// Positions to resume from, by producer (`?resume=`).
+    pub resume: HashMap<i64, ResumeFrom>,
 }
 
 impl ConsumerSession {
@@ -78,6 +87,7 @@ impl ConsumerSession {
             receiving: HashSet::new(),
             frames_in_flight: HashSet::new(),
             subscription_events: parts.subscription_events,
+            resume_at_connect: parts.resume,
             reader: Some(parts.reader),
         }
     }
@@ -93,7 +103,12 @@ impl ConsumerSession {
                 Ok(producers) => {
                     for producer_id in producers {
                         let announce = session.subscription_events;
-                        session.receive(producer_id, announce, ctx);
+                        let resume = session.resume_at_connect.remove(&producer_id);
+                        session.receive(producer_id, announce, resume, ctx);
+                    }
+                    let unknown: Vec<i64> = session.resume_at_connect.drain().map(|(p, _)| p).collect();
+                    for producer_id in unknown {
+                        session.not_subscribed(producer_id, ctx);
                     }
                 }
                 Err(error) => {
@@ -112,8 +127,15 @@ impl ConsumerSession {
         }
     }
 
-    /// Starts receiving a producer's messages; false if it already did.
-    fn receive(&mut self, producer_id: i64, announce: bool, ctx: &mut Context<Self>) -> bool {
+    /// Starts receiving a producer's messages (after `resume`, if given); false if it already
+    /// did.
+    fn receive(
+        &mut self,
+        producer_id: i64,
+        announce: bool,
+        resume: Option<ResumeFrom>,
+        ctx: &mut Context<Self>,
+    ) -> bool {
         if !self.receiving.insert(producer_id) {
             return false;
         }
@@ -124,8 +146,42 @@ impl ConsumerSession {
             session: self.id,
             sink,
             announce,
+            resume,
         });
         true
+    }
+
+    /// A `resume` frame: history after the position, then live. The messages this socket got
+    /// live before the frame are not taken back: a client that wants each message once
+    /// resumes as it connects (`?resume=`) or before the producer's first message arrives.
+    fn resume(
+        &mut self,
+        producer_id: i64,
+        since_seq: u64,
+        epoch: Option<String>,
+        ctx: &mut Context<Self>,
+    ) {
+        if !self.receiving.contains(&producer_id) {
+            return self.not_subscribed(producer_id, ctx);
+        }
+        let sink = self.sink(ctx);
+        self.fanout.do_send(Attach {
+            producer_id,
+            session: self.id,
+            sink,
+            announce: false,
+            resume: Some(ResumeFrom { since_seq, epoch }),
+        });
+    }
+
+    fn not_subscribed(&mut self, producer_id: i64, ctx: &mut Context<Self>) {
+        self.answer_error(
+            StreamErrorCode::NotSubscribed,
+            &format!("this consumer does not subscribe to producer {producer_id}"),
+            None,
+            None,
+            ctx,
+        );
     }
 
     /// Stops receiving a producer's messages; false if it did not.
@@ -174,7 +230,7 @@ impl ConsumerSession {
             session.frames_in_flight.remove(&producer_id);
             match outcome {
                 Ok(()) if active => {
-                    if !session.receive(producer_id, true, ctx) {
+                    if !session.receive(producer_id, true, None, ctx) {
                         // Already receiving (the change event came first): announce only.
                         let sink = session.sink(ctx);
                         session.fanout.do_send(Attach {
@@ -182,6 +238,7 @@ impl ConsumerSession {
                             session: session.id,
                             sink,
                             announce: true,
+                            resume: None,
                         });
                     }
                 }
@@ -294,6 +351,11 @@ impl SocketActor for ConsumerSession {
             ClientFrame::Subscribe { producer_id } => self.change(producer_id, true, ctx),
             ClientFrame::Unsubscribe { producer_id } => self.change(producer_id, false, ctx),
             ClientFrame::Refresh { token } => self.refresh(&token, ctx),
+            ClientFrame::Resume {
+                producer_id,
+                since_seq,
+                epoch,
+            } => self.resume(producer_id, since_seq, epoch, ctx),
             ClientFrame::Data { id, .. } => self.refuse_code(
                 StreamErrorCode::Forbidden,
                 "consumers do not publish",
@@ -321,7 +383,7 @@ impl Handler<SubscriptionUpdate> for ConsumerSession {
         let announce =
             self.subscription_events && !self.frames_in_flight.contains(&update.producer_id);
         if update.active {
-            self.receive(update.producer_id, announce, ctx);
+            self.receive(update.producer_id, announce, None, ctx);
         } else {
             self.stop_receiving(update.producer_id, announce);
         }

@@ -10,27 +10,36 @@
 //! Because the fan-out is the only writer of a producer's frames into a session, it also
 //! writes the `subscribed` and `unsubscribed` frames: `subscribed` once the channel is
 //! subscribed (so every data frame after it is live), `unsubscribed` after the last data
-//! frame the session will get.
+//! frame the session will get; and it runs resumes (see [`super::replay`]): history first,
+//! then live, nothing lost or repeated at the switch.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::Bytes;
 use bytestring::ByteString;
 use nodegrid_protocol::stream::{Encoding, ServerFrame, close};
-use nodegrid_services::bus::{RedisBus, RedisMessage};
+use nodegrid_services::bus::{BusError, RedisBus, RedisMessage};
+use nodegrid_services::streams::history::{HistoryPage, StreamHistory, frame_seq, frame_ts};
+use nodegrid_services::streams::policies::ProducerPolicies;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use crate::metrics::{ACTOR_RESTARTS_TOTAL, BUS_MESSAGES_LAGGED_TOTAL};
 use crate::stream::metrics::STREAM;
 use crate::stream::outbox::{Outbox, Outgoing, outgoing};
+use crate::stream::replay::{Replay, ResumeFrom};
 use crate::stream::{CloseConnection, ConnectionId, SharedEncoding, now_millis};
 
 /// How long to wait before trying a failed SUBSCRIBE again.
 const SUBSCRIBE_RETRY: Duration = Duration::from_secs(1);
+/// How long to wait before reading history again after a failed read.
+const HISTORY_RETRY: Duration = Duration::from_secs(1);
+/// How often a resume waiting for room in a session's outbox looks again.
+const ROOM_POLL: Duration = Duration::from_millis(20);
 
 /// Where the fan-out writes a session's frames.
 #[derive(Clone)]
@@ -42,7 +51,8 @@ pub struct SessionSink {
 }
 
 /// A session wants a producer's messages (idempotent). With `announce`, the session gets a
-/// `subscribed` frame once the channel is live (at once if it is already).
+/// `subscribed` frame once the channel is live (at once if it is already). With `resume`, it
+/// first gets what history holds after that position (and a `gap` frame for what it does not).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Attach {
@@ -50,6 +60,7 @@ pub struct Attach {
     pub session: ConnectionId,
     pub sink: SessionSink,
     pub announce: bool,
+    pub resume: Option<ResumeFrom>,
 }
 
 /// A session no longer wants a producer's messages; with `announce` it gets an
@@ -112,12 +123,14 @@ impl StreamItem {
         }
     }
 
-    /// The message's `ts` field, read without decoding the whole frame: the publisher writes
-    /// `{"type":"data","producer_id":…,"seq":…,"ts":…,` in that order.
+    /// The message's `ts` field, read without decoding the whole frame.
     pub fn ts_millis(&self) -> Option<i64> {
-        let after = self.json.split_once(",\"ts\":")?.1;
-        let end = after.find(',')?;
-        after[..end].parse().ok()
+        frame_ts(&self.json)
+    }
+
+    /// The message's `seq` field, read without decoding the whole frame.
+    pub fn seq(&self) -> Option<u64> {
+        frame_seq(&self.json)
     }
 }
 
@@ -126,13 +139,22 @@ struct Attached {
     /// Owes the session a `subscribed` frame once the channel is live.
     announce_when_live: bool,
     closing: bool,
+    /// A resume in progress: live messages are held until history is sent.
+    replay: Option<Replay>,
 }
 
 impl Attached {
     fn push(&mut self, frame: Option<Outgoing>) {
         let Some(frame) = frame else { return };
-        if self.sink.outbox.push(frame).is_err() && !self.closing {
+        if self.sink.outbox.push(frame).is_err() {
+            self.close_slow();
+        }
+    }
+
+    fn close_slow(&mut self) {
+        if !self.closing {
             self.closing = true;
+            self.replay = None;
             self.sink
                 .close
                 .do_send(CloseConnection(close::SLOW_CONSUMER));
@@ -154,18 +176,178 @@ struct ProducerChannel {
 
 pub struct StreamFanout {
     bus: RedisBus,
+    history: StreamHistory,
+    policies: ProducerPolicies,
     producers: HashMap<i64, ProducerChannel>,
     shutting_down: bool,
 }
 
+/// A new resume generation, unique within the process.
+fn next_generation() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 impl StreamFanout {
     /// Starts the fan-out under a Supervisor on the current arbiter.
-    pub fn start_supervised(bus: RedisBus) -> Addr<StreamFanout> {
+    pub fn start_supervised(bus: RedisBus, policies: ProducerPolicies) -> Addr<StreamFanout> {
         Supervisor::start(move |_| StreamFanout {
+            history: StreamHistory::new(bus.clone()),
             bus,
+            policies,
             producers: HashMap::new(),
             shutting_down: false,
         })
+    }
+
+    /// Reads the next page of history for a resuming session, once its outbox has room and
+    /// the producer's channel is live.
+    fn read_page(&mut self, producer_id: i64, session: ConnectionId, ctx: &mut Context<Self>) {
+        let Some(state) = self.producers.get_mut(&producer_id) else {
+            return;
+        };
+        if !state.subscribed {
+            // The subscription's completion starts the read.
+            return;
+        }
+        let Some(attached) = state.sessions.get_mut(&session) else {
+            return;
+        };
+        let (free, _) = attached.sink.outbox.room();
+        let capacity = attached.sink.outbox.capacity();
+        let Some(replay) = attached.replay.as_mut() else {
+            return;
+        };
+        replay.reading = true;
+        let generation = replay.generation;
+        let Some(limit) = Replay::page_size(free, capacity) else {
+            ctx.run_later(ROOM_POLL, move |fanout, ctx| {
+                if fanout.replay_of(producer_id, session, generation).is_some() {
+                    fanout.read_page(producer_id, session, ctx);
+                }
+            });
+            return;
+        };
+        let after = replay.after_seq;
+        let history = self.history.clone();
+        let policy = self.policies.policy(producer_id);
+        async move {
+            history
+                .read(producer_id, after, limit, policy, now_millis())
+                .await
+        }
+        .into_actor(self)
+        .map(move |page, fanout, ctx| {
+            fanout.on_page(producer_id, session, generation, after, page, ctx);
+        })
+        .spawn(ctx);
+    }
+
+    fn replay_of(
+        &mut self,
+        producer_id: i64,
+        session: ConnectionId,
+        generation: u64,
+    ) -> Option<&mut Attached> {
+        self.producers
+            .get_mut(&producer_id)?
+            .sessions
+            .get_mut(&session)
+            .filter(|attached| {
+                attached
+                    .replay
+                    .as_ref()
+                    .is_some_and(|replay| replay.generation == generation)
+            })
+    }
+
+    fn on_page(
+        &mut self,
+        producer_id: i64,
+        session: ConnectionId,
+        generation: u64,
+        read_after: u64,
+        page: Result<HistoryPage, BusError>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(attached) = self.replay_of(producer_id, session, generation) else {
+            return;
+        };
+        let page = match page {
+            Ok(page) => page,
+            Err(error) => {
+                tracing::warn!(producer_id, %error, "cannot read a producer's history; retrying");
+                ctx.run_later(HISTORY_RETRY, move |fanout, ctx| {
+                    if fanout.replay_of(producer_id, session, generation).is_some() {
+                        fanout.read_page(producer_id, session, ctx);
+                    }
+                });
+                return;
+            }
+        };
+        let encoding = attached.sink.encoding.get();
+        let Some(replay) = attached.replay.as_mut() else {
+            return;
+        };
+        if replay.first_page {
+            let asked_epoch = replay.from.epoch.clone();
+            let new_epoch = asked_epoch
+                .as_deref()
+                .is_some_and(|epoch| !page.epoch.is_empty() && epoch != page.epoch);
+            if new_epoch && read_after != 0 {
+                // The numbering restarted: everything the new epoch still holds is missed.
+                replay.after_seq = 0;
+                return self.read_page(producer_id, session, ctx);
+            }
+            replay.first_page = false;
+            let gap = page.gap(replay.from.since_seq, asked_epoch.as_deref());
+            if let Some(first) = page.first_seq {
+                STREAM
+                    .history_length
+                    .record(page.last_seq.saturating_sub(first).saturating_add(1) as f64);
+            }
+            match (gap, new_epoch) {
+                (_, true) => STREAM.resumes_epoch_changed.increment(1),
+                (Some(_), false) => STREAM.resumes_with_gap.increment(1),
+                (None, false) => STREAM.resumes_complete.increment(1),
+            }
+            if let Some((from_seq, to_seq)) = gap {
+                let frame = ServerFrame::Gap {
+                    producer_id,
+                    from_seq,
+                    to_seq,
+                    epoch: page.epoch.clone(),
+                };
+                attached.push(outgoing(&frame, encoding));
+            }
+        }
+        let mut last = None;
+        let mut sent = 0u64;
+        for entry in page.entries {
+            last = Some(entry.seq);
+            let item = StreamItem::new(producer_id, ByteString::from(entry.frame));
+            attached.push(item.outgoing(encoding));
+            sent += 1;
+        }
+        STREAM.history_replayed.increment(sent);
+        if attached.closing {
+            return;
+        }
+        let Some(replay) = attached.replay.as_mut() else {
+            return;
+        };
+        if let Some(last) = last {
+            replay.after_seq = last;
+        }
+        if page.more {
+            return self.read_page(producer_id, session, ctx);
+        }
+        // History is sent: the held live messages follow, and the session is live again.
+        if let Some(replay) = attached.replay.take() {
+            for frame in replay.release() {
+                attached.push(Some(frame));
+            }
+        }
     }
 
     fn subscribe_channel(&mut self, producer_id: i64, ctx: &mut Context<Self>) {
@@ -182,10 +364,17 @@ impl StreamFanout {
                     Ok(()) => {
                         state.subscribed = true;
                         let frame = ServerFrame::Subscribed { producer_id };
-                        for attached in state.sessions.values_mut() {
+                        let mut resuming = Vec::new();
+                        for (session, attached) in &mut state.sessions {
                             if std::mem::take(&mut attached.announce_when_live) {
                                 attached.announce(&frame);
                             }
+                            if attached.replay.as_ref().is_some_and(|replay| !replay.reading) {
+                                resuming.push(*session);
+                            }
+                        }
+                        for session in resuming {
+                            fanout.read_page(producer_id, session, ctx);
                         }
                     }
                     Err(error) => {
@@ -259,7 +448,18 @@ impl StreamFanout {
             if attached.closing {
                 continue;
             }
-            attached.push(item.outgoing(attached.sink.encoding.get()));
+            let frame = item.outgoing(attached.sink.encoding.get());
+            if let Some(replay) = attached.replay.as_mut() {
+                // Resuming: held until history is sent. A frame without a readable seq was
+                // not written by the publisher; it is not held.
+                if let (Some(seq), Some(frame)) = (item.seq(), frame)
+                    && replay.hold(seq, frame).is_err()
+                {
+                    attached.close_slow();
+                }
+                continue;
+            }
+            attached.push(frame);
             delivered += 1;
         }
         STREAM.data_out.increment(delivered);
@@ -326,7 +526,13 @@ impl Handler<Attach> for StreamFanout {
                 sink: message.sink,
                 announce_when_live: false,
                 closing: false,
+                replay: None,
             });
+        let resume_now = message.resume.is_some() && live;
+        if let Some(from) = message.resume {
+            let limit = attached.sink.outbox.capacity();
+            attached.replay = Some(Replay::new(from, next_generation(), limit));
+        }
         if message.announce {
             if live {
                 attached.announce(&ServerFrame::Subscribed {
@@ -338,6 +544,9 @@ impl Handler<Attach> for StreamFanout {
         }
         if first {
             self.subscribe_channel(message.producer_id, ctx);
+        }
+        if resume_now {
+            self.read_page(message.producer_id, message.session, ctx);
         }
     }
 }

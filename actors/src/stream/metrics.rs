@@ -18,6 +18,9 @@ pub const BUS_MESSAGES: &str = "nodegrid_stream_bus_messages_total";
 pub const DUPLICATES: &str = "nodegrid_stream_duplicates_total";
 pub const UNDECODABLE: &str = "nodegrid_stream_bus_undecodable_total";
 pub const PUBLISH_BATCH: &str = "nodegrid_stream_publish_batch_messages";
+pub const RESUMES: &str = "nodegrid_stream_resumes_total";
+pub const HISTORY_REPLAYED: &str = "nodegrid_stream_history_replayed_total";
+pub const HISTORY_LENGTH: &str = "nodegrid_stream_history_length_messages";
 
 pub struct RoleMetrics {
     pub connections: Gauge,
@@ -54,6 +57,13 @@ pub struct StreamMetrics {
     pub duplicates: Counter,
     pub undecodable: Counter,
     pub publish_batch: Histogram,
+    /// Resumes by outcome: everything missed was in history, a gap was reported, or the
+    /// epoch had changed.
+    pub resumes_complete: Counter,
+    pub resumes_with_gap: Counter,
+    pub resumes_epoch_changed: Counter,
+    pub history_replayed: Counter,
+    pub history_length: Histogram,
 }
 
 pub static STREAM: LazyLock<StreamMetrics> = LazyLock::new(|| StreamMetrics {
@@ -67,6 +77,11 @@ pub static STREAM: LazyLock<StreamMetrics> = LazyLock::new(|| StreamMetrics {
     duplicates: counter!(DUPLICATES),
     undecodable: counter!(UNDECODABLE),
     publish_batch: histogram!(PUBLISH_BATCH),
+    resumes_complete: counter!(RESUMES, "outcome" => "complete"),
+    resumes_with_gap: counter!(RESUMES, "outcome" => "gap"),
+    resumes_epoch_changed: counter!(RESUMES, "outcome" => "epoch_changed"),
+    history_replayed: counter!(HISTORY_REPLAYED),
+    history_length: histogram!(HISTORY_LENGTH),
 });
 
 /// Counts an error frame sent on a socket (a rare path: no cached handle).
@@ -122,5 +137,17 @@ pub fn describe() {
     describe_histogram!(
         PUBLISH_BATCH,
         "Messages of one producer published in one Redis round trip."
+    );
+    describe_counter!(
+        RESUMES,
+        "Consumer resumes, by outcome (complete: everything missed was in history; gap: a gap frame was sent; epoch_changed: the producer's history had been reset)."
+    );
+    describe_counter!(
+        HISTORY_REPLAYED,
+        "Messages sent from history to resuming consumers."
+    );
+    describe_histogram!(
+        HISTORY_LENGTH,
+        "Messages a producer's history held when a consumer resumed or read it."
     );
 }

@@ -18,13 +18,16 @@
 
 pub mod consumer;
 pub mod fanout;
+pub mod ingest;
 pub mod frame;
 pub mod metrics;
 pub mod outbox;
 pub mod producer;
 pub mod registry;
+pub mod replay;
 pub mod report;
 pub mod socket;
+pub mod writer;
 pub mod ws;
 
 use std::sync::Arc;

@@ -183,6 +183,24 @@ impl Outbox {
         true
     }
 
+    /// Frames that could be pushed now before the queue is full (0 once it is closing), and
+    /// the bytes likewise.
+    pub fn room(&self) -> (usize, u64) {
+        let queue = self.0.lock();
+        if queue.closing {
+            return (0, 0);
+        }
+        (
+            self.0.max_messages.saturating_sub(queue.frames.len()),
+            self.0.max_bytes.saturating_sub(queue.bytes),
+        )
+    }
+
+    /// The most frames the queue holds.
+    pub fn capacity(&self) -> usize {
+        self.0.max_messages
+    }
+
     pub fn gauge(&self) -> Arc<QueueGauge> {
         self.0.gauge.clone()
     }

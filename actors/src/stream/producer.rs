@@ -13,16 +13,16 @@
 //! `rate_limited` with a `retry_after_ms` hint and keeps its socket.
 
 use std::collections::VecDeque;
-use std::time::Instant;
 
 use actix::prelude::*;
 use actix_web::web::Payload;
 use nodegrid_protocol::stream::{ClientFrame, ServerFrame, StreamErrorCode};
 use nodegrid_services::config::StreamLimits;
 use nodegrid_services::identity::{AuthUser, Identity};
-use nodegrid_services::streams::publisher::{OutgoingMessage, Published, StreamPublisher};
+use nodegrid_services::streams::publisher::{OutgoingMessage, PublishOutcome, PublishedBatch};
 use nodegrid_services::streams::subscriptions::Subscriptions;
 
+use crate::stream::ingest::Ingest;
 use crate::stream::metrics::STREAM;
 use crate::stream::outbox::Outbox;
 use crate::stream::registry::{
@@ -49,7 +49,7 @@ pub struct ProducerConnection {
     id: ConnectionId,
     user: AuthUser,
     core: SocketCore,
-    publisher: StreamPublisher,
+    ingest: Ingest,
     subscriptions: Subscriptions,
     identity: Identity,
     registry: Addr<ProducerRegistry>,
@@ -70,7 +70,7 @@ pub struct ProducerParts {
     pub user: AuthUser,
     pub outbox: Outbox,
     pub reader: WsReader<Payload>,
-    pub publisher: StreamPublisher,
+    pub ingest: Ingest,
     pub subscriptions: Subscriptions,
     pub identity: Identity,
     pub registry: Addr<ProducerRegistry>,
@@ -87,7 +87,7 @@ impl ProducerConnection {
             id: next_connection_id(),
             user: parts.user,
             core: SocketCore::new(SocketRole::Producer, parts.outbox, limits),
-            publisher: parts.publisher,
+            ingest: parts.ingest,
             subscriptions: parts.subscriptions,
             identity: parts.identity,
             registry: parts.registry,
@@ -139,7 +139,7 @@ impl ProducerConnection {
         if self.publishing || self.pending.is_empty() {
             return;
         }
-        if !self.publisher.is_connected() {
+        if !self.ingest.publisher.is_connected() {
             let unpublished: Vec<OutgoingMessage> = self.pending.drain(..).collect();
             self.pending_bytes = 0;
             self.gate.resume();
@@ -164,16 +164,11 @@ impl ProducerConnection {
             }
         }
         self.publishing = true;
-        let publisher = self.publisher.clone();
+        let ingest = self.ingest.clone();
         let producer_id = self.user.user_id;
         let floor = self.seq_seen;
         async move {
-            let started = Instant::now();
-            let outcome = publisher.publish(producer_id, &batch, floor).await;
-            STREAM
-                .publish_seconds
-                .record(started.elapsed().as_secs_f64());
-            STREAM.publish_batch.record(batch.len() as f64);
+            let outcome = ingest.publish(producer_id, &batch, Some(floor)).await;
             (outcome, batch)
         }
         .into_actor(self)
@@ -205,13 +200,29 @@ impl ProducerConnection {
     fn acknowledge(
         &mut self,
         batch: Vec<OutgoingMessage>,
-        published: Vec<Published>,
+        published: PublishedBatch,
         ctx: &mut Context<Self>,
     ) {
         let subscriber_count = self.subscriptions.subscriber_count(self.user.user_id);
-        for (message, published) in batch.into_iter().zip(published) {
-            if published.duplicate {
-                STREAM.duplicates.increment(1);
+        for (message, published) in batch.into_iter().zip(published.messages) {
+            match published.outcome {
+                PublishOutcome::Published { .. } => {}
+                PublishOutcome::Duplicate => STREAM.duplicates.increment(1),
+                PublishOutcome::RateLimited { retry_after_ms } => {
+                    let limits = self.core.limits();
+                    let text = format!(
+                        "this producer is limited to {} messages per second (burst {}) across its sockets and the publish API",
+                        limits.producer_rate_per_sec, limits.producer_burst
+                    );
+                    self.answer_error(
+                        StreamErrorCode::RateLimited,
+                        &text,
+                        message.client_id,
+                        Some(std::time::Duration::from_millis(retry_after_ms)),
+                        ctx,
+                    );
+                    continue;
+                }
             }
             self.seq_seen = self.seq_seen.max(published.seq);
             STREAM.acks.increment(1);
@@ -275,7 +286,7 @@ impl ProducerConnection {
         if self.seq_seen <= self.seq_saved {
             return;
         }
-        let publisher = self.publisher.clone();
+        let publisher = self.ingest.publisher.clone();
         let (producer_id, seq) = (self.user.user_id, self.seq_seen);
         self.seq_saved = seq;
         ctx.spawn(
@@ -325,7 +336,7 @@ impl Actor for ProducerConnection {
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.registry.do_send(Unregister { id: self.id });
         if self.seq_seen > self.seq_saved {
-            let publisher = self.publisher.clone();
+            let publisher = self.ingest.publisher.clone();
             let (producer_id, seq) = (self.user.user_id, self.seq_seen);
             actix_web::rt::spawn(async move {
                 let _ = publisher.save_seq_floor(producer_id, seq).await;
@@ -343,7 +354,9 @@ impl SocketActor for ProducerConnection {
         match frame {
             ClientFrame::Data { payload, id } => self.on_data(payload, id, ctx),
             ClientFrame::Refresh { token } => self.refresh(&token, ctx),
-            ClientFrame::Subscribe { .. } | ClientFrame::Unsubscribe { .. } => self.refuse_code(
+            ClientFrame::Subscribe { .. }
+            | ClientFrame::Unsubscribe { .. }
+            | ClientFrame::Resume { .. } => self.refuse_code(
                 StreamErrorCode::Forbidden,
                 "producers do not subscribe",
                 None,

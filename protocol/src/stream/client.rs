@@ -24,6 +24,10 @@ struct WireFrame {
     producer_id: Option<LenientId>,
     #[serde(default)]
     token: Option<String>,
+    #[serde(default)]
+    since_seq: Option<u64>,
+    #[serde(default)]
+    epoch: Option<String>,
 }
 
 /// Tells a field that is present but `null` (`Some(Value::Null)`) from one that is absent
@@ -34,6 +38,8 @@ fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, 
 
 /// Client message ids are at most this long, in bytes.
 pub const MAX_CLIENT_ID_BYTES: usize = 128;
+/// Epochs are at most this long, in bytes (the server's are 16 hex digits).
+pub const MAX_EPOCH_BYTES: usize = 64;
 
 /// A frame from a client, one variant per type (the `type` field on the wire).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -52,6 +58,15 @@ pub enum ClientFrame {
     Unsubscribe { producer_id: i64 },
     /// A newer access token for the open socket, so that it outlives the one it opened with.
     Refresh { token: String },
+    /// A consumer asks for every message of a producer after `since_seq` that is still in
+    /// history, then the live ones: what it missed while it was away. `epoch` is the one its
+    /// last message carried; a different current epoch means the history was reset.
+    Resume {
+        producer_id: i64,
+        since_seq: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<String>,
+    },
 }
 
 /// Why a client frame was refused; the socket answers with an error frame of this code.
@@ -93,6 +108,7 @@ impl ClientFrame {
             ClientFrame::Subscribe { .. } => "subscribe",
             ClientFrame::Unsubscribe { .. } => "unsubscribe",
             ClientFrame::Refresh { .. } => "refresh",
+            ClientFrame::Resume { .. } => "resume",
         }
     }
 
@@ -128,6 +144,8 @@ impl ClientFrame {
             id,
             producer_id,
             token,
+            since_seq,
+            epoch,
         } = wire;
         if id.as_ref().is_some_and(|id| id.len() > MAX_CLIENT_ID_BYTES) {
             return Err(FrameRefusal::bad(
@@ -154,6 +172,23 @@ impl ClientFrame {
             "unsubscribe" => Ok(ClientFrame::Unsubscribe {
                 producer_id: producer(id)?,
             }),
+            "resume" => {
+                let producer_id = producer(id.clone())?;
+                let Some(since_seq) = since_seq else {
+                    return Err(FrameRefusal::bad("resume frames carry since_seq", id));
+                };
+                if epoch.as_ref().is_some_and(|epoch| epoch.len() > MAX_EPOCH_BYTES) {
+                    return Err(FrameRefusal::bad(
+                        format!("epoch is limited to {MAX_EPOCH_BYTES} bytes"),
+                        id,
+                    ));
+                }
+                Ok(ClientFrame::Resume {
+                    producer_id,
+                    since_seq,
+                    epoch,
+                })
+            }
             "refresh" => match token {
                 Some(token) if !token.is_empty() => Ok(ClientFrame::Refresh { token }),
                 _ => Err(FrameRefusal::bad("refresh frames carry a token", id)),

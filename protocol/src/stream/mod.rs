@@ -10,10 +10,12 @@
 //!
 //! [`client`] (frames from clients), [`server`] (frames from the server), [`wire`] (encodings,
 //! error codes), [`close`] (close codes), [`lenient_id`] (ids as Motience sends them), [`rest`]
-//! (the REST bodies). Everything is re-exported here.
+//! (the REST bodies of subscriptions and connections), [`history`] (the REST bodies of
+//! history, stored data, publishing and per-producer settings). Everything is re-exported here.
 
 pub mod client;
 pub mod close;
+pub mod history;
 pub mod lenient_id;
 pub mod rest;
 pub mod server;
@@ -21,7 +23,8 @@ pub mod server;
 mod tests;
 pub mod wire;
 
-pub use self::client::{ClientFrame, FrameRefusal, MAX_CLIENT_ID_BYTES};
+pub use self::client::{ClientFrame, FrameRefusal, MAX_CLIENT_ID_BYTES, MAX_EPOCH_BYTES};
+pub use self::history::*;
 pub use self::rest::*;
 pub use self::server::{DataFrame, ServerFrame};
 pub use self::wire::{Encoding, FrameError, StreamErrorCode, encode_frame};

@@ -23,6 +23,8 @@ pub enum StreamErrorCode {
     Internal,
     /// The token of a `refresh` frame is not valid.
     TokenInvalid,
+    /// A `resume` frame named a producer the consumer does not subscribe to.
+    NotSubscribed,
 }
 
 impl StreamErrorCode {
@@ -37,6 +39,7 @@ impl StreamErrorCode {
             StreamErrorCode::Unavailable => "unavailable",
             StreamErrorCode::Internal => "internal",
             StreamErrorCode::TokenInvalid => "token_invalid",
+            StreamErrorCode::NotSubscribed => "not_subscribed",
         }
     }
 }

@@ -248,6 +248,47 @@ pub struct ServeOptions {
     #[arg(long, env = "NODEGRID_MAX_SOCKETS_PER_USER", default_value_t = 100)]
     pub max_sockets_per_user: usize,
 
+    /// Messages kept in each producer's history, in Redis, for consumers that resume (0: no
+    /// history); an admin may set another figure per producer.
+    #[arg(long, env = "NODEGRID_HISTORY_MESSAGES", default_value_t = 1_000)]
+    pub history_messages: u32,
+
+    /// Seconds a message stays in its producer's history.
+    #[arg(long, env = "NODEGRID_HISTORY_AGE_SECS", default_value_t = 86_400)]
+    pub history_age_secs: u64,
+
+    /// `true`: every producer's accepted messages are stored in Postgres (an admin may turn it
+    /// on or off per producer).
+    #[arg(long, env = "NODEGRID_STORE_DATA", default_value_t = false, action = clap::ArgAction::Set)]
+    pub store_data: bool,
+
+    /// Days stored data is kept; one instance drops older days hourly.
+    #[arg(long, env = "NODEGRID_DATA_RETENTION_DAYS", default_value_t = 30)]
+    pub data_retention_days: u64,
+
+    /// Messages waiting to be stored that each instance keeps while Postgres is slow or away;
+    /// past it new ones are dropped, counted and logged.
+    #[arg(long, env = "NODEGRID_DATA_WRITER_BUFFER_ROWS", default_value_t = 100_000)]
+    pub data_writer_buffer_rows: usize,
+
+    /// Most messages stored in one insert.
+    #[arg(long, env = "NODEGRID_DATA_WRITER_BATCH_ROWS", default_value_t = 1_000)]
+    pub data_writer_batch_rows: usize,
+
+    /// Milliseconds a message waits at most before its batch is written.
+    #[arg(long, env = "NODEGRID_DATA_WRITER_FLUSH_MS", default_value_t = 100)]
+    pub data_writer_flush_ms: u64,
+
+    /// Comma-separated origins (`https://dash.example.com`) whose pages may call the API and
+    /// open sockets; `*` for any [default: none: only pages of the server's own origin].
+    #[arg(long, env = "NODEGRID_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub cors_allowed_origins: Vec<String>,
+
+    /// Secret key of the API tokens' hashes [default: derived from the JWT secret; set it
+    /// before rotating that secret, or every API token stops working].
+    #[arg(long, env = "NODEGRID_API_TOKEN_PEPPER", hide_env_values = true)]
+    pub api_token_pepper: Option<SecretString>,
+
     /// `human` or `json` (one object per line).
     #[arg(long, env = "NODEGRID_LOG_FORMAT", value_enum, default_value = "human")]
     pub log_format: LogFormat,

@@ -10,6 +10,8 @@ use secrecy::SecretString;
 
 use super::error::ConfigError;
 use super::options::{Environment, LogFormat, ServeOptions, WsTokenExpiry};
+use nodegrid_protocol::stream::StreamPolicy;
+
 use crate::identity::IdentitySettings;
 use crate::identity::passwords::PasswordCost;
 use crate::identity::tokens::{
@@ -90,7 +92,22 @@ pub struct Settings {
     pub auth_username_rule: RateRule,
     pub trusted_proxies: Vec<IpNet>,
     pub stream: StreamLimits,
+    /// What applies to a producer's stream unless an admin set otherwise for it.
+    pub stream_defaults: StreamPolicy,
+    pub data_writer: DataWriterSettings,
+    /// Browser origins allowed to call the API and open sockets (`*`: any).
+    pub cors_allowed_origins: Vec<String>,
+    pub api_token_pepper: Option<SecretString>,
     pub pnodes: PnodeSettings,
+}
+
+/// How stored data is written and kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataWriterSettings {
+    pub buffer_rows: usize,
+    pub batch_rows: usize,
+    pub flush_interval: Duration,
+    pub retention: Duration,
 }
 
 impl ServeOptions {
@@ -186,6 +203,24 @@ impl ServeOptions {
                 token_expiry: self.ws_token_expiry,
                 max_sockets_per_user: self.max_sockets_per_user,
             },
+            stream_defaults: StreamPolicy {
+                history_messages: self.history_messages,
+                history_age_secs: self.history_age_secs,
+                store_data: self.store_data,
+            },
+            data_writer: DataWriterSettings {
+                buffer_rows: self.data_writer_buffer_rows,
+                batch_rows: self.data_writer_batch_rows,
+                flush_interval: Duration::from_millis(self.data_writer_flush_ms),
+                retention: Duration::from_secs(self.data_retention_days.saturating_mul(86_400)),
+            },
+            cors_allowed_origins: self
+                .cors_allowed_origins
+                .iter()
+                .map(|origin| origin.trim().trim_end_matches('/').to_owned())
+                .filter(|origin| !origin.is_empty())
+                .collect(),
+            api_token_pepper: self.api_token_pepper,
         };
         settings.validate()?;
         Ok(settings)
@@ -273,6 +308,14 @@ impl Settings {
         }
     }
 
+    /// The secret the API tokens' hashes are keyed with: the pepper if set, else the JWT
+    /// signing secret (the development one without a configured secret).
+    pub fn api_token_secret(&self) -> SecretString {
+        self.api_token_pepper
+            .clone()
+            .unwrap_or_else(|| self.identity().jwt_key.secret)
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         validate_redis_prefix(&self.redis_prefix)?;
         if self.environment == Environment::Production
@@ -303,6 +346,28 @@ impl Settings {
             return Err(ConfigError::Invalid {
                 name: "ws limits",
                 reason: "stream limits must be positive and the idle timeout longer than the ping interval".into(),
+            });
+        }
+        let writer = &self.data_writer;
+        if self.stream_defaults.history_age_secs == 0
+            || writer.buffer_rows == 0
+            || writer.batch_rows == 0
+            || writer.flush_interval.is_zero()
+            || writer.retention.is_zero()
+        {
+            return Err(ConfigError::Invalid {
+                name: "history and data limits",
+                reason: "the history age, the data writer's buffer, batch and flush interval, \
+                         and the data retention must be positive"
+                    .into(),
+            });
+        }
+        if let Some(origin) = self.cors_allowed_origins.iter().find(|origin| {
+            origin.as_str() != "*" && !origin.starts_with("http://") && !origin.starts_with("https://")
+        }) {
+            return Err(ConfigError::Invalid {
+                name: "cors_allowed_origins",
+                reason: format!("{origin:?} is not an origin (scheme://host[:port]) or *"),
             });
         }
         if self.admin_username.is_some() != self.admin_password.is_some() {

@@ -65,6 +65,15 @@ impl AccessGate {
         Ok(())
     }
 
+    /// Whether the user is blocked. No IO.
+    pub fn is_blocked(&self, user_id: i64) -> bool {
+        self.users
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&user_id)
+            .is_some_and(|access| access.blocked)
+    }
+
     /// Refuses the session's tokens until `forget_after` (Unix seconds), after which they have
     /// all expired. Entries past their time are dropped as new ones come.
     pub fn revoke_session(&self, session_id: Uuid, forget_after: u64) {

@@ -16,6 +16,7 @@
 pub mod access;
 mod accounts;
 pub mod admin;
+pub mod api_tokens;
 mod limits;
 pub mod passwords;
 mod revocation;
@@ -221,6 +222,11 @@ impl Identity {
                 "the access token's session has ended (logged out)",
             )),
         }
+    }
+
+    /// Whether an admin blocked the user. No IO.
+    pub fn is_blocked(&self, user_id: i64) -> bool {
+        self.inner.gate.is_blocked(user_id)
     }
 
     async fn hash_password(&self, password: String) -> Result<String, IdentityError> {

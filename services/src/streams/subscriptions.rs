@@ -75,6 +75,18 @@ impl Subscriptions {
             .map_or(0, |consumers| consumers.len() as u64)
     }
 
+    /// Whether `consumer_id` subscribes to `producer_id`. No IO.
+    pub fn is_subscribed(&self, consumer_id: i64, producer_id: i64) -> bool {
+        let index = self
+            .index
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        index
+            .by_producer
+            .get(&producer_id)
+            .is_some_and(|consumers| consumers.contains(&consumer_id))
+    }
+
     /// The producers `consumer_id` subscribes to, from Postgres (once per consumer socket).
     pub async fn producers_of(&self, consumer_id: i64) -> Result<Vec<i64>, SubscriptionError> {
         let client = self.database.client().await?;

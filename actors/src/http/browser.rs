@@ -1,0 +1,150 @@
+//! What browsers need from the server: CORS for the origins the operator allows, the usual
+//! security headers on every answer, and an origin check on socket upgrades.
+//!
+//! - **CORS** (`--cors-allowed-origins`, none by default): a request from an allowed origin gets
+//!   `Access-Control-Allow-Origin` (and a preflight is answered 204 with the methods and headers
+//!   the API uses); any other origin gets no CORS header, so the browser keeps the answer from
+//!   its page, and its preflight is refused with 403. Requests without `Origin` (programs) and
+//!   same-origin requests are not affected. Credentials are bearer tokens, never cookies, so
+//!   `Access-Control-Allow-Credentials` is never sent.
+//! - **Headers**: `nosniff`, no framing, no referrer, and a Content-Security-Policy that allows
+//!   nothing on API answers (the Swagger UI under `/api-docs` gets the scripts and styles it
+//!   needs from its own origin).
+//! - **Sockets**: browsers do not apply CORS to WebSockets, so an upgrade whose `Origin` is
+//!   neither the server's own nor allowed is refused with 403.
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use nodegrid_protocol::error::ErrorCode;
+
+use crate::http::error::ApiError;
+use crate::state::AppState;
+
+const ALLOWED_METHODS: &str = "GET, POST, PUT, DELETE";
+const ALLOWED_HEADERS: &str = "Authorization, Content-Type, Accept";
+const PREFLIGHT_MAX_AGE_SECS: &str = "3600";
+const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
+const DOCS_CSP: &str = "default-src 'self'; script-src 'self' 'unsafe-inline'; \
+                        style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
+                        frame-ancestors 'none'";
+
+/// Whether a page of `origin` may use the API: it is allowed by the operator, or it is the
+/// server's own origin (by the request's `Host`).
+pub fn origin_allowed(request: &HttpRequest, origin: &str, allowed: &[String]) -> bool {
+    if allowed.iter().any(|entry| entry == "*" || entry == origin) {
+        return true;
+    }
+    let host = request.connection_info().host().to_owned();
+    origin
+        .split_once("://")
+        .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(&host))
+}
+
+/// Refuses a socket upgrade from a page of an origin that may not use the API.
+pub fn check_socket_origin(request: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    let Some(origin) = request.headers().get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let allowed = origin
+        .to_str()
+        .is_ok_and(|origin| origin_allowed(request, origin, &state.cors_allowed_origins));
+    if allowed {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "pages of this origin may not open sockets here (see --cors-allowed-origins)",
+        ))
+    }
+}
+
+/// Middleware (for `actix_web::middleware::from_fn`): CORS and the security headers.
+pub async fn browser_headers(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|origin| origin.to_str().ok())
+        .map(str::to_owned);
+    let allowed_origin = match (&origin, request.app_data::<actix_web::web::Data<AppState>>()) {
+        (Some(origin), Some(state)) => {
+            origin_allowed(request.request(), origin, &state.cors_allowed_origins)
+                .then(|| origin.clone())
+        }
+        _ => None,
+    };
+    let preflight = request.method() == actix_web::http::Method::OPTIONS
+        && request
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let docs = request.path().starts_with("/api-docs");
+    if preflight && origin.is_some() {
+        let mut response = match &allowed_origin {
+            Some(_) => HttpResponse::NoContent().finish(),
+            None => ApiError::new(
+                ErrorCode::Forbidden,
+                "pages of this origin may not use this API (see --cors-allowed-origins)",
+            )
+            .error_response(),
+        };
+        decorate(response.headers_mut(), allowed_origin.as_deref(), true, docs);
+        return Ok(request.into_response(response).map_into_right_body());
+    }
+    let mut response = next.call(request).await?;
+    decorate(response.headers_mut(), allowed_origin.as_deref(), false, docs);
+    Ok(response.map_into_left_body())
+}
+
+fn decorate(
+    headers: &mut actix_web::http::header::HeaderMap,
+    allowed_origin: Option<&str>,
+    preflight: bool,
+    docs: bool,
+) {
+    let mut set = |name: HeaderName, value: &str| {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    };
+    set(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(header::X_FRAME_OPTIONS, "DENY");
+    set(header::REFERRER_POLICY, "no-referrer");
+    set(
+        header::CONTENT_SECURITY_POLICY,
+        if docs { DOCS_CSP } else { API_CSP },
+    );
+    set(header::VARY, "Origin");
+    if let Some(origin) = allowed_origin {
+        set(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        set(header::ACCESS_CONTROL_EXPOSE_HEADERS, "Retry-After");
+        if preflight {
+            set(header::ACCESS_CONTROL_ALLOW_METHODS, ALLOWED_METHODS);
+            set(header::ACCESS_CONTROL_ALLOW_HEADERS, ALLOWED_HEADERS);
+            set(header::ACCESS_CONTROL_MAX_AGE, PREFLIGHT_MAX_AGE_SECS);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    #[test]
+    fn an_origin_is_allowed_when_listed_or_when_it_is_the_server_itself() {
+        let request = TestRequest::default()
+            .insert_header(("Host", "127.0.0.1:8080"))
+            .to_http_request();
+        let listed = vec!["https://dash.example".to_owned()];
+        assert!(origin_allowed(&request, "https://dash.example", &listed));
+        assert!(origin_allowed(&request, "http://127.0.0.1:8080", &listed));
+        assert!(!origin_allowed(&request, "https://evil.example", &listed));
+        assert!(!origin_allowed(&request, "http://127.0.0.1:8081", &[]));
+        assert!(origin_allowed(&request, "https://anyone", &["*".to_owned()]));
+    }
+}
