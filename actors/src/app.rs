@@ -19,12 +19,12 @@ use nodegrid_protocol::stream::close;
 use nodegrid_services::bus::{BusError, RedisBus};
 use nodegrid_services::config::Settings;
 use nodegrid_services::db::{Database, DbError};
+use nodegrid_services::identity::api_tokens::ApiTokens;
 use nodegrid_services::identity::{Identity, IdentityError};
 use nodegrid_services::lease::{LeaderLease, LeaseKeeper};
 use nodegrid_services::pnodes::client::ClientSetupError;
 use nodegrid_services::shared_state::SharedState;
 use nodegrid_services::streams::access::StreamAccess;
-use nodegrid_services::identity::api_tokens::ApiTokens;
 use nodegrid_services::streams::data::DataStore;
 use nodegrid_services::streams::directory::ProducerDirectory;
 use nodegrid_services::streams::history::StreamHistory;
@@ -44,9 +44,9 @@ use crate::state::AppState;
 use crate::state_watcher::StateWatcher;
 use crate::stream::fanout::{ShutdownFanout, StreamFanout};
 use crate::stream::ingest::Ingest;
-use crate::stream::writer::{DataWriter, Drain};
 use crate::stream::registry::{CloseAll, ConnectionRegistry, SocketRole};
 use crate::stream::report::ConnectionsReporter;
+use crate::stream::writer::{DataWriter, Drain};
 use crate::telemetry::{self, MetricsSetupError};
 use nodegrid_services::ratelimit::LocalRateLimiter;
 
@@ -419,7 +419,10 @@ impl Application {
         // Accepted messages of stored producers are written before the process goes.
         match self.data_writer.send(Drain).await {
             Ok(0) => {}
-            Ok(left) => tracing::error!(rows = left, "stored data could not be written before shutdown"),
+            Ok(left) => tracing::error!(
+                rows = left,
+                "stored data could not be written before shutdown"
+            ),
             Err(error) => tracing::warn!(%error, "the data writer did not answer at shutdown"),
         }
         if let Err(error) = self.fanout.send(ShutdownFanout).await {

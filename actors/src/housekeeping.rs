@@ -38,9 +38,8 @@ impl Housekeeper {
         }
         let (identity, retention) = (self.identity.clone(), self.audit_retention);
         let data = self.data.clone();
-        let data_cutoff = now_millis().saturating_sub(
-            i64::try_from(self.data_retention.as_millis()).unwrap_or(i64::MAX),
-        );
+        let data_cutoff = now_millis()
+            .saturating_sub(i64::try_from(self.data_retention.as_millis()).unwrap_or(i64::MAX));
         ctx.spawn(
             async move {
                 match identity.prune_audit(retention).await {

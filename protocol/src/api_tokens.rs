@@ -47,7 +47,9 @@ impl ApiScope {
     }
 
     pub fn parse(text: &str) -> Option<ApiScope> {
-        ApiScope::ALL.into_iter().find(|scope| scope.as_str() == text)
+        ApiScope::ALL
+            .into_iter()
+            .find(|scope| scope.as_str() == text)
     }
 }
 

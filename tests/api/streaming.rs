@@ -13,13 +13,13 @@ use crate::helpers::{
 use crate::ws::{Frame, Token, Ws, connect, connect_with_buffer};
 
 /// A user of `role` and an access token of theirs.
-async fn user(app: &TestApp, username: &str, role: Role) -> (i64, String) {
+pub(crate) async fn user(app: &TestApp, username: &str, role: Role) -> (i64, String) {
     let user = app.register(username, role).await;
     let tokens = app.login(username, PASSWORD).await;
     (user.user_id, tokens.access_token)
 }
 
-async fn subscribe(app: &TestApp, token: &str, producer_id: i64) -> u16 {
+pub(crate) async fn subscribe(app: &TestApp, token: &str, producer_id: i64) -> u16 {
     app.post(
         "/api/subscribe",
         &json!({"producer_id": producer_id}),
@@ -42,7 +42,7 @@ async fn consumer(app: &TestApp, token: &str, producers: &[i64]) -> Ws {
     socket
 }
 
-async fn send_data(producer: &mut Ws, payload: Value) -> Value {
+pub(crate) async fn send_data(producer: &mut Ws, payload: Value) -> Value {
     producer
         .send_json(&json!({"type": "data", "payload": payload}))
         .await;

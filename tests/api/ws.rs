@@ -55,12 +55,23 @@ pub async fn connect_with_buffer(
     token: Token<'_>,
     receive_buffer: Option<u32>,
 ) -> Result<Ws, u16> {
+    connect_to(app.port, path, token, receive_buffer, &[]).await
+}
+
+/// Opens `path` on the server at `port`, with `headers` added to the upgrade request.
+pub async fn connect_to(
+    port: u16,
+    path: &str,
+    token: Token<'_>,
+    receive_buffer: Option<u32>,
+    headers: &[(&'static str, &str)],
+) -> Result<Ws, u16> {
     let url = match token {
         Token::Query(token) => {
             let separator = if path.contains('?') { '&' } else { '?' };
-            format!("ws://127.0.0.1:{}{path}{separator}token={token}", app.port)
+            format!("ws://127.0.0.1:{port}{path}{separator}token={token}")
         }
-        Token::Header(_) => format!("ws://127.0.0.1:{}{path}", app.port),
+        Token::Header(_) => format!("ws://127.0.0.1:{port}{path}"),
     };
     let mut request = url.into_client_request().unwrap();
     if let Token::Header(token) = token {
@@ -68,12 +79,15 @@ pub async fn connect_with_buffer(
             .headers_mut()
             .insert("Authorization", format!("Bearer {token}").parse().unwrap());
     }
+    for (name, value) in headers {
+        request.headers_mut().insert(*name, value.parse().unwrap());
+    }
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     if let Some(size) = receive_buffer {
         socket.set_recv_buffer_size(size).unwrap();
     }
     let tcp = socket
-        .connect(format!("127.0.0.1:{}", app.port).parse().unwrap())
+        .connect(format!("127.0.0.1:{port}").parse().unwrap())
         .await
         .unwrap();
     match tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp)).await {

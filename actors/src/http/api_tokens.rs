@@ -1,9 +1,7 @@
 //! `/api/admin/api-tokens`: admins issue, list and revoke API tokens.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use nodegrid_protocol::api_tokens::{
-    ApiTokenCreated, ApiTokensResponse, CreateApiTokenRequest,
-};
+use nodegrid_protocol::api_tokens::{ApiTokenCreated, ApiTokensResponse, CreateApiTokenRequest};
 use nodegrid_protocol::error::{ErrorBody, ErrorCode};
 use nodegrid_services::identity::admin::audit_record;
 use nodegrid_services::identity::api_tokens::ApiTokenError;

@@ -187,7 +187,6 @@ pub fn require_self_or_admin(user: &AuthUser, user_id: i64) -> Result<(), ApiErr
     }
 }
 
-
 /// Who calls a route that programs may call with an API token: a user with an access token,
 /// or an API token's grant. A bad token of either kind is refused.
 #[derive(Debug, Clone)]

@@ -71,7 +71,10 @@ pub async fn browser_headers(
         .get(header::ORIGIN)
         .and_then(|origin| origin.to_str().ok())
         .map(str::to_owned);
-    let allowed_origin = match (&origin, request.app_data::<actix_web::web::Data<AppState>>()) {
+    let allowed_origin = match (
+        &origin,
+        request.app_data::<actix_web::web::Data<AppState>>(),
+    ) {
         (Some(origin), Some(state)) => {
             origin_allowed(request.request(), origin, &state.cors_allowed_origins)
                 .then(|| origin.clone())
@@ -92,11 +95,21 @@ pub async fn browser_headers(
             )
             .error_response(),
         };
-        decorate(response.headers_mut(), allowed_origin.as_deref(), true, docs);
+        decorate(
+            response.headers_mut(),
+            allowed_origin.as_deref(),
+            true,
+            docs,
+        );
         return Ok(request.into_response(response).map_into_right_body());
     }
     let mut response = next.call(request).await?;
-    decorate(response.headers_mut(), allowed_origin.as_deref(), false, docs);
+    decorate(
+        response.headers_mut(),
+        allowed_origin.as_deref(),
+        false,
+        docs,
+    );
     Ok(response.map_into_left_body())
 }
 
@@ -145,6 +158,10 @@ mod tests {
         assert!(origin_allowed(&request, "http://127.0.0.1:8080", &listed));
         assert!(!origin_allowed(&request, "https://evil.example", &listed));
         assert!(!origin_allowed(&request, "http://127.0.0.1:8081", &[]));
-        assert!(origin_allowed(&request, "https://anyone", &["*".to_owned()]));
+        assert!(origin_allowed(
+            &request,
+            "https://anyone",
+            &["*".to_owned()]
+        ));
     }
 }

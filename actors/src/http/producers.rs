@@ -34,9 +34,7 @@ const DEFAULT_PAGE: usize = 100;
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
-        .service(
-            resource("/api/producers/{producer_id}/publish").route(web::post().to(publish)),
-        )
+        .service(resource("/api/producers/{producer_id}/publish").route(web::post().to(publish)))
         .service(resource("/api/data").route(web::post().to(post_data)))
         .service(resource("/api/producers/{producer_id}/history").route(web::get().to(history)))
         .service(resource("/api/producers/{producer_id}/data").route(web::get().to(stored_data)))
@@ -158,9 +156,7 @@ async fn publish_messages(
     if acks.is_empty() && refused > 0 {
         let limits = state.stream_limits;
         return Err(ApiError::RateLimited {
-            retry_after_secs: Duration::from_millis(retry_after_ms)
-                .as_secs()
-                .max(1),
+            retry_after_secs: Duration::from_millis(retry_after_ms).as_secs().max(1),
             message: format!(
                 "this producer is limited to {} messages per second (burst {})",
                 limits.producer_rate_per_sec, limits.producer_burst
@@ -199,7 +195,11 @@ pub async fn publish(
     let producer_id = path.into_inner();
     check_publisher(&state, &principal, producer_id).await?;
     let request = body.into_inner();
-    if request.id.as_ref().is_some_and(|id| id.len() > MAX_CLIENT_ID_BYTES) {
+    if request
+        .id
+        .as_ref()
+        .is_some_and(|id| id.len() > MAX_CLIENT_ID_BYTES)
+    {
         return Err(ApiError::validation(format!(
             "id is limited to {MAX_CLIENT_ID_BYTES} bytes"
         )));
@@ -278,9 +278,7 @@ fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
     match limit {
         None => Ok(DEFAULT_PAGE),
         Some(limit) if (1..=MAX_PAGE).contains(&limit) => Ok(limit),
-        Some(_) => Err(ApiError::validation(format!(
-            "limit is 1 to {MAX_PAGE}"
-        ))),
+        Some(_) => Err(ApiError::validation(format!("limit is 1 to {MAX_PAGE}"))),
     }
 }
 
@@ -323,7 +321,10 @@ pub async fn history(
         .await
         .map_err(|error| {
             tracing::warn!(%error, producer_id, "cannot read a producer's history");
-            ApiError::new(ErrorCode::NotReady, "the history is unavailable; retry later")
+            ApiError::new(
+                ErrorCode::NotReady,
+                "the history is unavailable; retry later",
+            )
         })?;
     let messages = page
         .entries

@@ -241,7 +241,6 @@ pub async fn consumer_socket(
     Ok(socket.response)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,10 +27,10 @@ use nodegrid_services::streams::subscriptions::{SubscriptionError, Subscriptions
 use crate::stream::fanout::{Attach, Detach, DetachAll, SessionSink, StreamFanout};
 use crate::stream::metrics::STREAM;
 use crate::stream::outbox::Outbox;
-use crate::stream::replay::ResumeFrom;
 use crate::stream::registry::{
     Register, RegisteredConnection, SessionRegistry, SocketRole, SubscriptionUpdate, Unregister,
 };
+use crate::stream::replay::ResumeFrom;
 use crate::stream::socket::{SocketActor, SocketCore, TokenClock};
 use crate::stream::ws::{WsError, WsItem, WsReader};
 use crate::stream::{CloseConnection, ConnectionId, next_connection_id};
@@ -106,7 +106,8 @@ impl ConsumerSession {
                         let resume = session.resume_at_connect.remove(&producer_id);
                         session.receive(producer_id, announce, resume, ctx);
                     }
-                    let unknown: Vec<i64> = session.resume_at_connect.drain().map(|(p, _)| p).collect();
+                    let unknown: Vec<i64> =
+                        session.resume_at_connect.drain().map(|(p, _)| p).collect();
                     for producer_id in unknown {
                         session.not_subscribed(producer_id, ctx);
                     }

@@ -31,7 +31,7 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use crate::metrics::{ACTOR_RESTARTS_TOTAL, BUS_MESSAGES_LAGGED_TOTAL};
 use crate::stream::metrics::STREAM;
 use crate::stream::outbox::{Outbox, Outgoing, outgoing};
-use crate::stream::replay::{Replay, ResumeFrom};
+use crate::stream::replay::{MAX_PAGE, Replay, ResumeFrom};
 use crate::stream::{CloseConnection, ConnectionId, SharedEncoding, now_millis};
 
 /// How long to wait before trying a failed SUBSCRIBE again.
@@ -141,6 +141,10 @@ struct Attached {
     closing: bool,
     /// A resume in progress: live messages are held until history is sent.
     replay: Option<Replay>,
+    /// After a resume: live messages numbered up to this were sent from history. A message
+    /// published just before the history read may reach the fan-out after the resume ended;
+    /// it is skipped here, and the first later one ends the skipping.
+    skip_through: Option<u64>,
 }
 
 impl Attached {
@@ -200,8 +204,8 @@ impl StreamFanout {
         })
     }
 
-    /// Reads the next page of history for a resuming session, once its outbox has room and
-    /// the producer's channel is live.
+    /// Reads the next page of history for a resuming session, once the producer's channel is
+    /// live.
     fn read_page(&mut self, producer_id: i64, session: ConnectionId, ctx: &mut Context<Self>) {
         let Some(state) = self.producers.get_mut(&producer_id) else {
             return;
@@ -210,30 +214,20 @@ impl StreamFanout {
             // The subscription's completion starts the read.
             return;
         }
-        let Some(attached) = state.sessions.get_mut(&session) else {
-            return;
-        };
-        let (free, _) = attached.sink.outbox.room();
-        let capacity = attached.sink.outbox.capacity();
-        let Some(replay) = attached.replay.as_mut() else {
+        let Some(replay) = state
+            .sessions
+            .get_mut(&session)
+            .and_then(|attached| attached.replay.as_mut())
+        else {
             return;
         };
         replay.reading = true;
-        let generation = replay.generation;
-        let Some(limit) = Replay::page_size(free, capacity) else {
-            ctx.run_later(ROOM_POLL, move |fanout, ctx| {
-                if fanout.replay_of(producer_id, session, generation).is_some() {
-                    fanout.read_page(producer_id, session, ctx);
-                }
-            });
-            return;
-        };
-        let after = replay.after_seq;
+        let (generation, after) = (replay.generation, replay.after_seq);
         let history = self.history.clone();
         let policy = self.policies.policy(producer_id);
         async move {
             history
-                .read(producer_id, after, limit, policy, now_millis())
+                .read(producer_id, after, MAX_PAGE, policy, now_millis())
                 .await
         }
         .into_actor(self)
@@ -321,32 +315,70 @@ impl StreamFanout {
                 attached.push(outgoing(&frame, encoding));
             }
         }
-        let mut last = None;
+        if let Some(replay) = attached.replay.as_mut() {
+            replay.reading = false;
+            replay.more = page.more;
+            replay.backlog.extend(page.entries);
+        }
+        self.send_backlog(producer_id, session, generation, ctx);
+    }
+
+    /// Sends what a resume has read, as far as the session's outbox has room; then reads on,
+    /// or goes live.
+    fn send_backlog(
+        &mut self,
+        producer_id: i64,
+        session: ConnectionId,
+        generation: u64,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(attached) = self.replay_of(producer_id, session, generation) else {
+            return;
+        };
+        let encoding = attached.sink.encoding.get();
+        let capacity = attached.sink.outbox.capacity();
         let mut sent = 0u64;
-        for entry in page.entries {
-            last = Some(entry.seq);
+        loop {
+            let Some(replay) = attached.replay.as_mut() else {
+                return;
+            };
+            let Some(entry) = replay.backlog.front() else {
+                break;
+            };
+            let room = attached.sink.outbox.room();
+            if !Replay::fits(room, capacity, entry.frame.len() as u64) {
+                STREAM.history_replayed.increment(sent);
+                ctx.run_later(ROOM_POLL, move |fanout, ctx| {
+                    fanout.send_backlog(producer_id, session, generation, ctx);
+                });
+                return;
+            }
+            let Some(entry) = replay.backlog.pop_front() else {
+                break;
+            };
+            replay.after_seq = entry.seq;
             let item = StreamItem::new(producer_id, ByteString::from(entry.frame));
             attached.push(item.outgoing(encoding));
             sent += 1;
+            if attached.closing {
+                return;
+            }
         }
         STREAM.history_replayed.increment(sent);
-        if attached.closing {
-            return;
-        }
         let Some(replay) = attached.replay.as_mut() else {
             return;
         };
-        if let Some(last) = last {
-            replay.after_seq = last;
-        }
-        if page.more {
+        if replay.more {
             return self.read_page(producer_id, session, ctx);
         }
         // History is sent: the held live messages follow, and the session is live again.
         if let Some(replay) = attached.replay.take() {
-            for frame in replay.release() {
+            let mut last = replay.after_seq;
+            for (seq, frame) in replay.release() {
+                last = last.max(seq);
                 attached.push(Some(frame));
             }
+            attached.skip_through = Some(last);
         }
     }
 
@@ -369,7 +401,11 @@ impl StreamFanout {
                             if std::mem::take(&mut attached.announce_when_live) {
                                 attached.announce(&frame);
                             }
-                            if attached.replay.as_ref().is_some_and(|replay| !replay.reading) {
+                            if attached
+                                .replay
+                                .as_ref()
+                                .is_some_and(|replay| replay.first_page && !replay.reading)
+                            {
                                 resuming.push(*session);
                             }
                         }
@@ -459,6 +495,12 @@ impl StreamFanout {
                 }
                 continue;
             }
+            if let Some(through) = attached.skip_through {
+                match item.seq() {
+                    Some(seq) if seq <= through => continue,
+                    _ => attached.skip_through = None,
+                }
+            }
             attached.push(frame);
             delivered += 1;
         }
@@ -527,10 +569,11 @@ impl Handler<Attach> for StreamFanout {
                 announce_when_live: false,
                 closing: false,
                 replay: None,
+                skip_through: None,
             });
         let resume_now = message.resume.is_some() && live;
         if let Some(from) = message.resume {
-            let limit = attached.sink.outbox.capacity();
+            let (limit, _) = attached.sink.outbox.capacity();
             attached.replay = Some(Replay::new(from, next_generation(), limit));
         }
         if message.announce {

@@ -56,9 +56,7 @@ impl Ingest {
         let rows: Vec<StoredRow> = messages
             .iter()
             .zip(&batch.messages)
-            .filter(|(_, published)| {
-                matches!(published.outcome, PublishOutcome::Published { .. })
-            })
+            .filter(|(_, published)| matches!(published.outcome, PublishOutcome::Published { .. }))
             .map(|(message, published)| StoredRow {
                 producer_id,
                 ts: message.ts,

@@ -18,8 +18,8 @@
 
 pub mod consumer;
 pub mod fanout;
-pub mod ingest;
 pub mod frame;
+pub mod ingest;
 pub mod metrics;
 pub mod outbox;
 pub mod producer;

@@ -196,9 +196,9 @@ impl Outbox {
         )
     }
 
-    /// The most frames the queue holds.
-    pub fn capacity(&self) -> usize {
-        self.0.max_messages
+    /// The most frames, and bytes, the queue holds.
+    pub fn capacity(&self) -> (usize, u64) {
+        (self.0.max_messages, self.0.max_bytes)
     }
 
     pub fn gauge(&self) -> Arc<QueueGauge> {

@@ -6,9 +6,13 @@
 //! the read is delivered live), holds the session's live messages while it sends history page
 //! by page, and then releases only the held messages numbered after the last one history sent.
 //! The publish script appends to history and publishes in one atomic step, so a message is
-//! either in the read or among the live ones, and sequence numbers tell which were both.
+//! either in the read or among the live ones, and sequence numbers tell which were both. A
+//! message published just before the read can reach the fan-out only after the resume ended;
+//! the fan-out skips live messages up to the last number sent until a later one arrives.
 
 use std::collections::VecDeque;
+
+use nodegrid_services::streams::history::HistoryEntry;
 
 use crate::stream::outbox::Outgoing;
 
@@ -19,7 +23,7 @@ pub struct ResumeFrom {
     pub epoch: Option<String>,
 }
 
-/// Most history entries read and sent in one step.
+/// Most history entries read in one step.
 pub const MAX_PAGE: usize = 500;
 
 /// The state of one resume.
@@ -35,6 +39,10 @@ pub struct Replay {
     pub first_page: bool,
     /// A page read is in flight or scheduled.
     pub reading: bool,
+    /// Entries read and not yet sent: they go out as the session's outbox has room.
+    pub backlog: VecDeque<HistoryEntry>,
+    /// History holds more after the last entry read.
+    pub more: bool,
     live: VecDeque<(u64, Outgoing)>,
     live_limit: usize,
 }
@@ -51,6 +59,8 @@ impl Replay {
             generation,
             first_page: true,
             reading: false,
+            backlog: VecDeque::new(),
+            more: false,
             live: VecDeque::new(),
             live_limit: live_limit.max(1),
         }
@@ -65,23 +75,18 @@ impl Replay {
         Ok(())
     }
 
-    /// History is sent: the held live messages it did not already send, in order.
-    pub fn release(self) -> impl Iterator<Item = Outgoing> {
+    /// History is sent: the held live messages it did not already send, in order, with their
+    /// numbers.
+    pub fn release(self) -> impl Iterator<Item = (u64, Outgoing)> {
         let after = self.after_seq;
-        self.live
-            .into_iter()
-            .filter(move |(seq, _)| *seq > after)
-            .map(|(_, frame)| frame)
+        self.live.into_iter().filter(move |(seq, _)| *seq > after)
     }
 
-    /// How many entries the next page may hold, given the room left in the session's outbox
-    /// (`free` of `capacity` frames): `None` while the outbox is more than half full, so that
-    /// a resume never overflows a consumer that is reading.
-    pub fn page_size(free: usize, capacity: usize) -> Option<usize> {
-        if free < capacity.div_ceil(2) {
-            return None;
-        }
-        Some(free.saturating_sub(free / 8).clamp(1, MAX_PAGE))
+    /// Whether an outbox with `room` free of `capacity` (frames, bytes) may take a history
+    /// frame of `length` bytes: a quarter of it is kept for the session's live traffic, so
+    /// that resuming several producers at once never overflows a consumer that reads.
+    pub fn fits(room: (usize, u64), capacity: (usize, u64), length: u64) -> bool {
+        room.0 > capacity.0 / 4 && room.1 >= length.saturating_add(capacity.1 / 4)
     }
 }
 
@@ -109,7 +114,7 @@ mod tests {
         replay.after_seq = 6;
         let released: Vec<String> = replay
             .release()
-            .map(|frame| match frame {
+            .map(|(_, frame)| match frame {
                 Outgoing::Text(text) => text.to_string(),
                 _ => String::new(),
             })
@@ -132,11 +137,11 @@ mod tests {
     }
 
     #[test]
-    fn pages_wait_for_room_and_stay_below_it() {
-        assert_eq!(Replay::page_size(100, 1_000), None);
-        assert_eq!(Replay::page_size(1_000, 1_000), Some(MAX_PAGE));
-        assert_eq!(Replay::page_size(600, 1_000), Some(MAX_PAGE));
-        assert_eq!(Replay::page_size(8, 10), Some(7));
-        assert_eq!(Replay::page_size(1, 1), Some(1));
+    fn history_keeps_a_quarter_of_the_outbox_for_live_traffic() {
+        let capacity = (1_000, 1_000_000);
+        assert!(Replay::fits((1_000, 1_000_000), capacity, 100));
+        assert!(!Replay::fits((250, 1_000_000), capacity, 100));
+        assert!(Replay::fits((251, 1_000_000), capacity, 100));
+        assert!(!Replay::fits((1_000, 250_050), capacity, 100));
     }
 }

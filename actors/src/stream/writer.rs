@@ -52,6 +52,8 @@ pub struct DataWriter {
     store: DataStore,
     settings: DataWriterSettings,
     queue: VecDeque<StoredRow>,
+    /// Rows of the write in flight: they count toward the buffer until they are stored.
+    in_flight: usize,
     writing: bool,
     failures: u32,
     retry_at: Option<Instant>,
@@ -64,6 +66,7 @@ impl DataWriter {
             store,
             settings,
             queue: VecDeque::new(),
+            in_flight: 0,
             writing: false,
             failures: 0,
             retry_at: None,
@@ -81,7 +84,7 @@ impl DataWriter {
         self.writing = true;
         let take = self.queue.len().min(self.settings.batch_rows);
         let batch: Vec<StoredRow> = self.queue.drain(..take).collect();
-        gauge!(WRITER_QUEUE).set(self.queue.len() as f64);
+        self.in_flight = batch.len();
         let store = self.store.clone();
         async move {
             let outcome = store.insert(&batch).await;
@@ -90,6 +93,7 @@ impl DataWriter {
         .into_actor(self)
         .map(|(outcome, batch), writer, ctx| {
             writer.writing = false;
+            writer.in_flight = 0;
             match outcome {
                 Ok(()) => {
                     if writer.failures > 0 {
@@ -124,12 +128,21 @@ impl DataWriter {
                     ctx.run_later(backoff, |writer, ctx| writer.write_next(ctx));
                 }
             }
-            gauge!(WRITER_QUEUE).set(writer.queue.len() as f64);
+            writer.report_queue();
             if writer.queue.len() >= writer.settings.batch_rows {
                 writer.write_next(ctx);
             }
         })
         .spawn(ctx);
+    }
+
+    /// Rows held: queued, and being written.
+    fn held(&self) -> usize {
+        self.queue.len() + self.in_flight
+    }
+
+    fn report_queue(&self) {
+        gauge!(WRITER_QUEUE).set(self.held() as f64);
     }
 
     fn drop_row(&mut self, row: &StoredRow) {
@@ -189,6 +202,7 @@ impl Supervised for DataWriter {
         counter!(ACTOR_RESTARTS_TOTAL, "actor" => "data_writer").increment(1);
         tracing::warn!("DataWriter restarting");
         self.writing = false;
+        self.in_flight = 0;
     }
 }
 
@@ -197,13 +211,13 @@ impl Handler<StoreRows> for DataWriter {
 
     fn handle(&mut self, StoreRows(rows): StoreRows, ctx: &mut Context<Self>) {
         for row in rows {
-            if self.queue.len() >= self.settings.buffer_rows {
+            if self.held() >= self.settings.buffer_rows {
                 self.drop_row(&row);
             } else {
                 self.queue.push_back(row);
             }
         }
-        gauge!(WRITER_QUEUE).set(self.queue.len() as f64);
+        self.report_queue();
         if self.queue.len() >= self.settings.batch_rows {
             self.write_next(ctx);
         }
@@ -240,7 +254,7 @@ impl Handler<Drain> for DataWriter {
                 for row in left.into_iter().rev() {
                     writer.queue.push_front(row);
                 }
-                gauge!(WRITER_QUEUE).set(writer.queue.len() as f64);
+                writer.report_queue();
                 count
             }),
         )
@@ -254,7 +268,10 @@ pub fn describe() {
         ROWS_DROPPED,
         "Producer messages not stored because the writer's queue was full (each drop is logged with its producer and sequence range)."
     );
-    describe_gauge!(WRITER_QUEUE, "Messages waiting to be stored.");
+    describe_gauge!(
+        WRITER_QUEUE,
+        "Messages waiting to be stored (queued or being written)."
+    );
     describe_histogram!(
         WRITER_LAG,
         Unit::Seconds,

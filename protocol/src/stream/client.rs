@@ -177,7 +177,10 @@ impl ClientFrame {
                 let Some(since_seq) = since_seq else {
                     return Err(FrameRefusal::bad("resume frames carry since_seq", id));
                 };
-                if epoch.as_ref().is_some_and(|epoch| epoch.len() > MAX_EPOCH_BYTES) {
+                if epoch
+                    .as_ref()
+                    .is_some_and(|epoch| epoch.len() > MAX_EPOCH_BYTES)
+                {
                     return Err(FrameRefusal::bad(
                         format!("epoch is limited to {MAX_EPOCH_BYTES} bytes"),
                         id,

@@ -24,4 +24,6 @@ pub use self::error::ConfigError;
 pub use self::file::layer_config_file;
 pub use self::options::{Environment, LogFormat, ServeOptions, WsTokenExpiry};
 pub use self::readme::options_markdown;
-pub use self::settings::{DataWriterSettings, HttpLimits, Settings, StreamLimits, XANDEUM_PUBLIC_PRESET};
+pub use self::settings::{
+    DataWriterSettings, HttpLimits, Settings, StreamLimits, XANDEUM_PUBLIC_PRESET,
+};

@@ -268,7 +268,11 @@ pub struct ServeOptions {
 
     /// Messages waiting to be stored that each instance keeps while Postgres is slow or away;
     /// past it new ones are dropped, counted and logged.
-    #[arg(long, env = "NODEGRID_DATA_WRITER_BUFFER_ROWS", default_value_t = 100_000)]
+    #[arg(
+        long,
+        env = "NODEGRID_DATA_WRITER_BUFFER_ROWS",
+        default_value_t = 100_000
+    )]
     pub data_writer_buffer_rows: usize,
 
     /// Most messages stored in one insert.

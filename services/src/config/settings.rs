@@ -363,7 +363,9 @@ impl Settings {
             });
         }
         if let Some(origin) = self.cors_allowed_origins.iter().find(|origin| {
-            origin.as_str() != "*" && !origin.starts_with("http://") && !origin.starts_with("https://")
+            origin.as_str() != "*"
+                && !origin.starts_with("http://")
+                && !origin.starts_with("https://")
         }) {
             return Err(ConfigError::Invalid {
                 name: "cors_allowed_origins",

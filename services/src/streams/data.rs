@@ -154,16 +154,13 @@ impl DataStore {
                 payload,
             });
         }
-        let next_cursor = more
-            .then(|| items.last())
-            .flatten()
-            .map(|last| {
-                Cursor {
-                    ts: last.ts,
-                    seq: i64::try_from(last.seq).unwrap_or(i64::MAX),
-                }
-                .encode()
-            });
+        let next_cursor = more.then(|| items.last()).flatten().map(|last| {
+            Cursor {
+                ts: last.ts,
+                seq: i64::try_from(last.seq).unwrap_or(i64::MAX),
+            }
+            .encode()
+        });
         Ok(StoredDataPage {
             producer_id,
             items,
@@ -259,7 +256,12 @@ fn partition_day(name: &str) -> Option<i64> {
         return None;
     }
     let date = NaiveDate::parse_from_str(digits, "%Y%m%d").ok()?;
-    Some(date.and_hms_opt(0, 0, 0)?.and_utc().timestamp().div_euclid(86_400))
+    Some(
+        date.and_hms_opt(0, 0, 0)?
+            .and_utc()
+            .timestamp()
+            .div_euclid(86_400),
+    )
 }
 
 #[cfg(test)]
@@ -269,7 +271,10 @@ mod tests {
     #[test]
     fn partitions_are_named_by_day_and_read_back() {
         let day = 1_764_460_800_000 / DAY_MS; // 2025-11-30
-        assert_eq!(partition_name(day).as_deref(), Some("producer_data_d20251130"));
+        assert_eq!(
+            partition_name(day).as_deref(),
+            Some("producer_data_d20251130")
+        );
         assert_eq!(partition_day("producer_data_d20251130"), Some(day));
         assert_eq!(partition_day("producer_data_d2025113"), None);
         assert_eq!(partition_day("users"), None);

@@ -63,7 +63,8 @@ impl HistoryPage {
     /// numbering restarted); `to_seq < from_seq` then means nothing of the new epoch is
     /// missing.
     pub fn gap(&self, since_seq: u64, epoch: Option<&str>) -> Option<(u64, u64)> {
-        let epoch_changed = epoch.is_some_and(|epoch| epoch != self.epoch) && !self.epoch.is_empty();
+        let epoch_changed =
+            epoch.is_some_and(|epoch| epoch != self.epoch) && !self.epoch.is_empty();
         let after = if epoch_changed { 0 } else { since_seq };
         let first_available = match (self.entries.first(), self.first_seq) {
             (Some(entry), _) => entry.seq,
@@ -228,7 +229,10 @@ mod tests {
 
     #[test]
     fn no_gap_when_history_reaches_the_next_message() {
-        assert_eq!(page("e", 10, Some(1), &[6, 7, 8, 9, 10]).gap(5, Some("e")), None);
+        assert_eq!(
+            page("e", 10, Some(1), &[6, 7, 8, 9, 10]).gap(5, Some("e")),
+            None
+        );
         // Nothing missed at all.
         assert_eq!(page("e", 10, Some(1), &[]).gap(10, Some("e")), None);
         // No epoch given: the position is taken as it is.
@@ -237,15 +241,24 @@ mod tests {
 
     #[test]
     fn a_gap_names_what_left_the_window() {
-        assert_eq!(page("e", 10, Some(8), &[8, 9, 10]).gap(3, Some("e")), Some((4, 7)));
+        assert_eq!(
+            page("e", 10, Some(8), &[8, 9, 10]).gap(3, Some("e")),
+            Some((4, 7))
+        );
         // History expired entirely: everything after the position up to the last is gone.
         assert_eq!(page("e", 10, None, &[]).gap(3, Some("e")), Some((4, 10)));
     }
 
     #[test]
     fn a_new_epoch_always_reports_a_gap() {
-        assert_eq!(page("new", 3, Some(1), &[1, 2, 3]).gap(50, Some("old")), Some((1, 0)));
-        assert_eq!(page("new", 5, Some(3), &[3, 4, 5]).gap(50, Some("old")), Some((1, 2)));
+        assert_eq!(
+            page("new", 3, Some(1), &[1, 2, 3]).gap(50, Some("old")),
+            Some((1, 0))
+        );
+        assert_eq!(
+            page("new", 5, Some(3), &[3, 4, 5]).gap(50, Some("old")),
+            Some((1, 2))
+        );
         assert_eq!(resume_after(&page("new", 5, None, &[]), 50, Some("old")), 0);
         assert_eq!(resume_after(&page("e", 5, None, &[]), 50, Some("e")), 50);
     }
