@@ -43,7 +43,7 @@ NODEGRID_DATABASE_URL="$NODEGRID_PG_BASE/$database" NODEGRID_REDIS_URL="$NODEGRI
 NODEGRID_REDIS_PREFIX="pbench-$$" NODEGRID_PNODE_SEEDS="$seeds" NODEGRID_PNODE_INTERVAL=10 \
 NODEGRID_PNODE_API_RATE_PER_SEC=0 NODEGRID_MAX_CONNECTIONS_PER_IP=0 \
 NODEGRID_LOG=warn,nodegrid_actors::pnodes::aggregator=info \
-  target/release/nodegrid serve --http-addr "127.0.0.1:$port" >"$work/server.log" 2>&1 &
+  target/release/nodegrid serve --http-addr "127.0.0.1:$port" --grpc-addr 127.0.0.1:0 >"$work/server.log" 2>&1 &
 server=$!
 
 say "waiting for $cycles aggregation cycles of $pods pods from 9 seeds"

@@ -36,19 +36,23 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::bridge::{RedisBridge, ShutdownBridge};
+use crate::grpc::{GrpcServer, NodeApi};
 use crate::housekeeping::{self, Housekeeper};
 use crate::http;
 use crate::http::boundary::{BodyTimeout, ConnectionCounter};
+use crate::node_registry;
 use crate::pnodes::PnodeRuntime;
 use crate::state::AppState;
 use crate::state_watcher::StateWatcher;
 use crate::stream::fanout::{ShutdownFanout, StreamFanout};
 use crate::stream::ingest::Ingest;
+use crate::stream::presence::Presence;
 use crate::stream::registry::{CloseAll, ConnectionRegistry, SocketRole};
 use crate::stream::report::ConnectionsReporter;
 use crate::stream::writer::{DataWriter, Drain};
 use crate::telemetry::{self, MetricsSetupError};
 use nodegrid_services::ratelimit::LocalRateLimiter;
+use nodegrid_services::registry::NodeRegistry;
 
 /// How often the Prometheus recorder drains its histograms' buffers.
 const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -58,6 +62,9 @@ const NOT_FOUND_LIMITER_MAX_CLIENTS: usize = 100_000;
 
 /// How long start-up waits for Redis before going on without it.
 const REDIS_START_WAIT: Duration = Duration::from_secs(2);
+/// How long open gRPC calls may run on at shutdown before they are cut (watch streams end
+/// only with their clients).
+const GRPC_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Why the application could not start.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +113,8 @@ pub struct Application {
     pnodes: PnodeRuntime,
     pnode_lease: Option<LeaseKeeper>,
     housekeeping_lease: LeaseKeeper,
+    grpc: GrpcServer,
+    keeper_stop: watch::Sender<bool>,
 }
 
 impl Application {
@@ -196,17 +205,20 @@ impl Application {
                 })?;
         }
         StateWatcher::start_supervised(shared, bridge.clone());
+        let nodes = NodeRegistry::new(database.clone(), bus.clone(), settings.registry);
         let producer_registry = ConnectionRegistry::start(
             SocketRole::Producer,
             instance_id.to_string(),
             settings.stream.max_sockets_per_user,
             bridge.clone(),
+            Some(Presence::start(nodes.clone())),
         );
         let session_registry = ConnectionRegistry::start(
             SocketRole::Consumer,
             instance_id.to_string(),
             settings.stream.max_sockets_per_user,
             bridge.clone(),
+            None,
         );
         let reporter = ConnectionsReporter {
             instance: instance_id.to_string(),
@@ -241,6 +253,29 @@ impl Application {
             leadership: housekeeping_lease.watch(),
         };
         Supervisor::start(move |_| housekeeper);
+        let (keeper_stop, keeper_stopped) = watch::channel(false);
+        node_registry::start_keeper(
+            nodes.clone(),
+            bus.clone(),
+            instance_id.to_string(),
+            producer_registry.clone(),
+            session_registry.clone(),
+            housekeeping_lease.watch(),
+            keeper_stopped,
+        );
+        let grpc = GrpcServer::start(
+            settings.grpc_addr,
+            NodeApi {
+                nodes: nodes.clone(),
+                identity: identity.clone(),
+                api_tokens: api_tokens.clone(),
+                public_reads: settings.registry_public_reads,
+            },
+        )
+        .map_err(|source| StartError::Bind {
+            addr: settings.grpc_addr,
+            source,
+        })?;
         let (pnodes, pnode_lease) = crate::pnodes::start(
             &settings.pnodes,
             database.clone(),
@@ -283,6 +318,8 @@ impl Application {
             session_registry: session_registry.clone(),
             stream_limits: settings.stream,
             pnodes: pnodes.clone(),
+            nodes,
+            registry_public_reads: settings.registry_public_reads,
             not_found_limiter: Arc::new(LocalRateLimiter::new(
                 settings.http_limits.not_found_per_sec,
                 settings.http_limits.not_found_burst,
@@ -367,11 +404,18 @@ impl Application {
             pnodes,
             pnode_lease,
             housekeeping_lease,
+            grpc,
+            keeper_stop,
         })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of the gRPC API.
+    pub fn grpc_port(&self) -> u16 {
+        self.grpc.port()
     }
 
     /// The port of the separate `/metrics` listener, when there is one.
@@ -398,7 +442,7 @@ impl Application {
     }
 
     /// Serves until the shutdown trigger fires, then shuts down in order.
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+    pub async fn run_until_stopped(mut self) -> std::io::Result<()> {
         let upkeep = actix_web::rt::spawn(metrics_upkeep());
         let metrics = self.metrics_server.map(|(server, _)| {
             let handle = server.handle();
@@ -411,6 +455,8 @@ impl Application {
         }
         tracing::info!("HTTP server stopped; stopping actors");
         upkeep.abort();
+        self.grpc.stop(GRPC_SHUTDOWN_GRACE).await;
+        let _ = self.keeper_stop.send(true);
         if let Some(lease) = self.pnode_lease {
             // Hand the pNode work over at once rather than after the lease expires.
             lease.step_down().await;

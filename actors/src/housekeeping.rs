@@ -14,7 +14,7 @@ use nodegrid_services::lease::Leadership;
 use nodegrid_services::streams::data::DataStore;
 use tokio::sync::watch;
 
-use crate::metrics::{AUDIT_PRUNED_TOTAL, DATA_DAYS_DROPPED_TOTAL};
+use crate::metrics::{AUDIT_PRUNED_TOTAL, DATA_PARTITIONS_DROPPED_TOTAL};
 use crate::stream::now_millis;
 
 /// The name of the lease whose holder does the chores.
@@ -53,7 +53,8 @@ impl Housekeeper {
                 match data.drop_days_before(data_cutoff).await {
                     Ok(days) if days.is_empty() => {}
                     Ok(days) => {
-                        metrics::counter!(DATA_DAYS_DROPPED_TOTAL).increment(days.len() as u64);
+                        metrics::counter!(DATA_PARTITIONS_DROPPED_TOTAL)
+                            .increment(days.len() as u64);
                         tracing::info!(?days, "dropped days of stored data past their retention");
                     }
                     Err(error) => {

@@ -16,6 +16,9 @@
 //! - [`housekeeping`]: the [`housekeeping::Housekeeper`] that prunes the audit log on the
 //!   leader.
 //! - [`http`]: routes, the JSON error type, and the request-observing middleware.
+//! - [`grpc`]: the gRPC API (tonic): the node registry's `NodeService`.
+//! - [`node_registry`]: the node registry's runtime: the event tail for watchers, the relay,
+//!   the device sweep.
 //! - [`metrics`]: the names of the runtime's own metrics.
 //! - [`telemetry`]: tracing set-up and the Prometheus recorder.
 //!
@@ -24,9 +27,11 @@
 
 pub mod app;
 pub mod bridge;
+pub mod grpc;
 pub mod housekeeping;
 pub mod http;
 pub mod metrics;
+pub mod node_registry;
 pub mod pnodes;
 pub mod state;
 pub mod state_watcher;

@@ -6,6 +6,7 @@
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 use nodegrid_services::identity;
 use nodegrid_services::lease::{LEASE_LEADER, LEASE_TRANSITIONS_TOTAL};
+use nodegrid_services::registry;
 
 pub const HTTP_REQUESTS_TOTAL: &str = "nodegrid_http_requests_total";
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "nodegrid_http_request_duration_seconds";
@@ -21,7 +22,7 @@ pub const CONTROL_EVENTS_INVALID_TOTAL: &str = "nodegrid_control_events_invalid_
 pub const BUS_MESSAGES_LAGGED_TOTAL: &str = "nodegrid_bus_messages_lagged_total";
 pub const ACTOR_RESTARTS_TOTAL: &str = "nodegrid_actor_restarts_total";
 pub const AUDIT_PRUNED_TOTAL: &str = "nodegrid_audit_pruned_total";
-pub const DATA_DAYS_DROPPED_TOTAL: &str = "nodegrid_data_days_dropped_total";
+pub const DATA_PARTITIONS_DROPPED_TOTAL: &str = "nodegrid_data_partitions_dropped_total";
 pub const BUILD_INFO: &str = "nodegrid_build_info";
 
 /// Describes the runtime's own metrics (the telemetry set-up calls it once).
@@ -91,7 +92,7 @@ pub fn describe() {
     );
     describe_counter!(
         identity::AUTH_EVENTS_TOTAL,
-        "Identity events: register, login, login_failed, login_blocked, refresh, refresh_reuse, logout, forbidden, block, unblock."
+        "Identity events: register, login, login_failed, login_blocked, password_upgraded, refresh, refresh_reuse, logout, forbidden, block, unblock."
     );
     describe_counter!(
         identity::AUTH_TOKEN_REJECTIONS_TOTAL,
@@ -114,7 +115,23 @@ pub fn describe() {
         "Audit entries deleted past their retention."
     );
     describe_counter!(
-        DATA_DAYS_DROPPED_TOTAL,
+        DATA_PARTITIONS_DROPPED_TOTAL,
         "Days of stored producer data dropped past their retention."
+    );
+    describe_counter!(
+        registry::REGISTRY_MUTATIONS_TOTAL,
+        "Changes of the node registry committed by this instance, by event (CREATED, UPDATED, DELETED)."
+    );
+    describe_counter!(
+        registry::REGISTRY_EVENTS_RELAYED_TOTAL,
+        "Registry events this instance copied from the outbox into the Redis Stream."
+    );
+    describe_gauge!(
+        registry::REGISTRY_WATCHERS,
+        "Open watches of the registry's events on this instance (WebSocket)."
+    );
+    describe_counter!(
+        registry::REGISTRY_RESETS_TOTAL,
+        "Watchers told RESET: they asked for events older than those kept."
     );
 }

@@ -12,6 +12,7 @@ use nodegrid_services::db::Database;
 use nodegrid_services::identity::Identity;
 use nodegrid_services::identity::api_tokens::ApiTokens;
 use nodegrid_services::ratelimit::LocalRateLimiter;
+use nodegrid_services::registry::NodeRegistry;
 use nodegrid_services::streams::access::StreamAccess;
 use nodegrid_services::streams::data::DataStore;
 use nodegrid_services::streams::directory::ProducerDirectory;
@@ -53,6 +54,9 @@ pub struct AppState {
     pub session_registry: Addr<ConnectionRegistry>,
     pub stream_limits: StreamLimits,
     pub pnodes: PnodeRuntime,
+    /// The node registry, and whether its reads need a token.
+    pub nodes: NodeRegistry,
+    pub registry_public_reads: bool,
     /// Requests to paths no route matches, per client address.
     pub not_found_limiter: Arc<LocalRateLimiter>,
 }

@@ -1,4 +1,5 @@
-//! The `nodegrid` binary: the server (`serve`, `migrate`, `admin`) from `nodegrid-actors`, and
+//! The `nodegrid` binary: the server (`serve`, `migrate`, `admin`, `import`) from `nodegrid-actors`
+//! and `nodegrid-services`, and
 //! the programs that run beside it (`device`, `bench`, `sim`) from `nodegrid-clients`.
 
 use std::process::ExitCode;
@@ -8,12 +9,15 @@ use nodegrid_actors::app::{Application, ShutdownTrigger, StartError};
 use nodegrid_actors::telemetry;
 use nodegrid_clients::bench::{self, BenchOptions};
 use nodegrid_clients::device::{self, DeviceOptions};
+use nodegrid_clients::nodes::{self, NodesOptions};
 use nodegrid_clients::pnode_sim::{PnodeSim, SimOptions};
 use nodegrid_protocol::auth::Role;
 use nodegrid_services::bus::{BusError, RedisBus};
 use nodegrid_services::config::{ServeOptions, Settings};
 use nodegrid_services::db::{Database, DbError};
 use nodegrid_services::identity::{Identity, IdentityError};
+use nodegrid_services::import::ImportError;
+use nodegrid_services::import::motience::{self, MotienceImport};
 
 /// mimalloc rather than the system allocator: it hands freed memory back to the system, where
 /// glibc's per-thread arenas kept every Argon2 work area (19 MiB a password check) they ever
@@ -45,6 +49,45 @@ enum Command {
     /// Simulators of the outside world, for demos, tests and benchmarks.
     #[command(subcommand)]
     Sim(SimCommand),
+    /// The node registry over gRPC, with nodectl's commands (`BACKEND_ADDR`, `BACKEND_TOKEN`).
+    Nodes(NodesOptions),
+    /// Bring another system's deployment into nodegrid.
+    #[command(subcommand)]
+    Import(ImportCommand),
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// A Motience deployment: its users (ids, names, bcrypt passwords), active subscriptions and,
+    /// with --data-history, its stored data. Safe to run again: a second run changes nothing.
+    Motience {
+        /// The Motience database's URL (postgres://…). Only read.
+        #[arg(long = "from", value_name = "URL")]
+        from: String,
+        /// Print what the import would do; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also copy data_history into stored producer data (resumable).
+        #[arg(long)]
+        data_history: bool,
+        /// Only data rows from this time on (RFC 3339, or a date: 2026-01-31).
+        #[arg(long, value_parser = parse_since)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        #[command(flatten)]
+        options: ServeOptions,
+    },
+}
+
+/// An RFC 3339 time, or a date taken as its midnight UTC.
+fn parse_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(time.with_timezone(&chrono::Utc));
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|date| date.and_hms_opt(0, 0, 0))
+        .map(|midnight| midnight.and_utc())
+        .ok_or_else(|| format!("{text:?} is neither an RFC 3339 time nor a date (YYYY-MM-DD)"))
 }
 
 #[derive(Subcommand)]
@@ -89,6 +132,15 @@ enum Task {
     Serve,
     Migrate,
     CreateUser { username: String, role: Role },
+    ImportMotience(ImportOptions),
+}
+
+/// The import's own options (the rest are the server's: database, Redis, retention).
+struct ImportOptions {
+    from: String,
+    dry_run: bool,
+    data_history: bool,
+    since: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Exit codes: 0 after a clean shutdown, 1 when start-up or serving fails, 2 for bad options.
@@ -111,6 +163,22 @@ fn main() -> ExitCode {
         Command::Device(options) => return run_device(options),
         Command::Bench(options) => return run_bench(options),
         Command::Sim(SimCommand::Pnodes(options)) => return run_pnode_sim(options),
+        Command::Nodes(options) => return run_nodes(options),
+        Command::Import(ImportCommand::Motience {
+            from,
+            dry_run,
+            data_history,
+            since,
+            options,
+        }) => (
+            options,
+            Task::ImportMotience(ImportOptions {
+                from,
+                dry_run,
+                data_history,
+                since,
+            }),
+        ),
         Command::Admin(AdminCommand::CreateUser {
             username,
             role,
@@ -133,9 +201,13 @@ fn main() -> ExitCode {
     telemetry::init_tracing(settings.log_format, &settings.log);
     let system = actix_web::rt::System::new();
     let outcome: Result<(), CliError> = system.block_on(async move {
-        if let Task::CreateUser { username, role } = task {
-            return create_user(settings, &username, role).await;
-        }
+        let task = match task {
+            Task::CreateUser { username, role } => {
+                return create_user(settings, &username, role).await;
+            }
+            Task::ImportMotience(import) => return import_motience(settings, import).await,
+            task => task,
+        };
         if matches!(task, Task::Serve) {
             // Listen for signals before announcing the listener, so that a signal sent right
             // after start-up is never missed.
@@ -210,6 +282,29 @@ fn run_pnode_sim(options: SimOptions) -> ExitCode {
     }
 }
 
+/// Runs one `nodegrid nodes` command on a runtime of its own.
+fn run_nodes(options: NodesOptions) -> ExitCode {
+    let filter = std::env::var("NODEGRID_LOG").unwrap_or_else(|_| "warn".to_owned());
+    telemetry::init_tracing(nodegrid_services::config::LogFormat::Human, &filter);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("nodegrid nodes: cannot start: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(nodes::run(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("nodegrid nodes: {error}");
+            ExitCode::from(error.exit_code())
+        }
+    }
+}
+
 /// Runs the device agent on a runtime of its own (it needs no actor system).
 fn run_device(options: DeviceOptions) -> ExitCode {
     let filter = std::env::var("NODEGRID_LOG").unwrap_or_else(|_| "info".to_owned());
@@ -261,6 +356,28 @@ async fn create_user(settings: Settings, username: &str, role: Role) -> Result<(
     Ok(())
 }
 
+/// Runs `nodegrid import motience` and prints its report; a stopped import exits with 1.
+async fn import_motience(settings: Settings, import: ImportOptions) -> Result<(), CliError> {
+    let database = Database::connect(&settings.database_url, 2).await?;
+    database.migrate().await?;
+    let bus = RedisBus::start(&settings.redis_url, &settings.redis_prefix)?;
+    let connected = bus.wait_connected(motience::REDIS_WAIT).await;
+    let options = MotienceImport {
+        source_url: import.from,
+        dry_run: import.dry_run,
+        data_history: import.data_history,
+        since: import.since,
+        retention_days: settings.data_writer.retention.as_secs() / 86_400,
+    };
+    let report = motience::import(&database, connected.then_some(&bus), &options).await?;
+    println!("{report}");
+    bus.quit().await;
+    match report.aborted {
+        Some(reason) => Err(CliError::ImportStopped(reason)),
+        None => Ok(()),
+    }
+}
+
 /// Why a command of the server's side failed: printed as one line, exit code 1.
 #[derive(Debug, thiserror::Error)]
 enum CliError {
@@ -272,6 +389,10 @@ enum CliError {
     Redis(#[from] BusError),
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Import(#[from] ImportError),
+    #[error("the import stopped: {0}")]
+    ImportStopped(String),
     #[error("cannot listen for termination signals: {0}")]
     Signals(std::io::Error),
     #[error("cannot listen: {0}")]

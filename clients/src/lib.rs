@@ -6,12 +6,15 @@
 //!   readings as a producer, renews its token, survives outages.
 //! - [`bench`]: the load generator (`nodegrid bench`), against nodegrid or an MQTT broker.
 //! - [`pnode_sim`]: a pRPC simulator of Xandeum seed nodes (`nodegrid sim pnodes`).
+//! - [`nodes`]: the node registry's command line (`nodegrid nodes`, nodectl's commands), over
+//!   gRPC.
 //!
 //! **Architecture invariant:** clients depend on `nodegrid-protocol` alone: they talk to
-//! nodegrid only over its public HTTP and WebSocket API, with the wire types, and the compiler
+//! nodegrid only over its public HTTP, WebSocket and gRPC APIs, with the wire types, and the compiler
 //! keeps it so (this crate cannot see the server's actors or services). What a client serves
 //! itself (the simulator's pRPC endpoint) may use an HTTP server library.
 
 pub mod bench;
 pub mod device;
+pub mod nodes;
 pub mod pnode_sim;

@@ -48,6 +48,8 @@ pub enum ErrorCode {
     UserBlocked,
     /// The username exists already (compared without case).
     UsernameTaken,
+    /// The change clashes with what exists (a node name taken within its type, an id taken).
+    Conflict,
     /// Too many requests; retry after the `Retry-After` header's seconds.
     RateLimited,
     /// A dependency (Postgres, Redis) does not answer; retry later.
@@ -57,7 +59,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthenticated,
         ErrorCode::InvalidCredentials,
@@ -66,6 +68,7 @@ impl ErrorCode {
         ErrorCode::Forbidden,
         ErrorCode::UserBlocked,
         ErrorCode::UsernameTaken,
+        ErrorCode::Conflict,
         ErrorCode::RateLimited,
         ErrorCode::ValidationFailed,
         ErrorCode::NotFound,
@@ -98,6 +101,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::UserBlocked => "user_blocked",
             ErrorCode::UsernameTaken => "username_taken",
+            ErrorCode::Conflict => "conflict",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::NotReady => "not_ready",
             ErrorCode::Internal => "internal",
@@ -113,7 +117,7 @@ impl ErrorCode {
             | ErrorCode::TokenExpired
             | ErrorCode::TokenInvalid => 401,
             ErrorCode::Forbidden | ErrorCode::UserBlocked => 403,
-            ErrorCode::UsernameTaken => 409,
+            ErrorCode::UsernameTaken | ErrorCode::Conflict => 409,
             ErrorCode::RateLimited => 429,
             ErrorCode::NotFound | ErrorCode::ProducerNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,

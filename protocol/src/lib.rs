@@ -26,4 +26,5 @@ pub mod health;
 pub mod json_errors;
 pub mod pnode_api;
 pub mod prpc;
+pub mod registry;
 pub mod stream;

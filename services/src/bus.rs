@@ -114,6 +114,33 @@ impl RedisKeys {
         format!("{}:rate:{producer_id}", self.prefix)
     }
 
+    /// The node registry's event stream (entry ids `<event id>-0`).
+    pub fn registry_events(&self) -> String {
+        format!("{}:nodes:events", self.prefix)
+    }
+
+    /// The last registry event id copied into the stream.
+    pub fn registry_relayed(&self) -> String {
+        format!("{}:nodes:relayed", self.prefix)
+    }
+
+    /// The channel on which registry appends are announced.
+    pub fn registry_wake(&self) -> String {
+        format!("{}:nodes:wake", self.prefix)
+    }
+
+    /// Every key of a producer's stream state, for moving or forgetting it whole.
+    pub fn producer_keys(&self, producer_id: i64) -> [String; 6] {
+        [
+            self.producer_seq(producer_id),
+            self.producer_recent_ids(producer_id),
+            self.producer_recent_id_order(producer_id),
+            self.producer_history(producer_id),
+            self.producer_epoch(producer_id),
+            self.producer_rate(producer_id),
+        ]
+    }
+
     /// The key where an instance reports its live connections.
     pub fn instance_connections(&self, instance_id: &str) -> String {
         format!("{}:connections:{instance_id}", self.prefix)
@@ -285,6 +312,35 @@ impl RedisBus {
             .publisher
             .srem(self.keys.instances(), instance_id)
             .await?;
+        Ok(())
+    }
+
+    /// Moves a producer's stream state (sequence, history, epoch, …) to another user id, when
+    /// an account changes id.
+    pub async fn move_producer_state(&self, from_id: i64, to_id: i64) -> Result<(), BusError> {
+        let from = self.keys.producer_keys(from_id);
+        let to = self.keys.producer_keys(to_id);
+        for (from, to) in from.into_iter().zip(to) {
+            let exists: i64 = self.publisher.exists(from.as_str()).await?;
+            if exists > 0 {
+                self.publisher.rename::<(), _, _>(from, to).await?;
+            } else {
+                let _: i64 = self.publisher.del(to).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the stream state kept under these user ids (left by accounts that no longer
+    /// hold them), so that a new holder of an id never sees an old holder's history.
+    pub async fn forget_producer_state(&self, producer_ids: &[i64]) -> Result<(), BusError> {
+        for chunk in producer_ids.chunks(100) {
+            let keys: Vec<String> = chunk
+                .iter()
+                .flat_map(|id| self.keys.producer_keys(*id))
+                .collect();
+            let _: i64 = self.publisher.del(keys).await?;
+        }
         Ok(())
     }
 

@@ -137,6 +137,7 @@ pub fn unique_prefix() -> String {
 pub fn test_settings(database_url: &str) -> Settings {
     let mut settings = Settings::defaults().expect("defaults");
     settings.http_addr = "127.0.0.1:0".parse().expect("addr");
+    settings.grpc_addr = "127.0.0.1:0".parse().expect("addr");
     settings.http_workers = Some(1);
     settings.database_url = database_url.to_owned();
     settings.database_pool_size = 4;
@@ -179,6 +180,8 @@ pub struct TestApp {
     pub port: u16,
     /// The separate `/metrics` listener, when the settings ask for one.
     pub metrics_port: Option<u16>,
+    /// The gRPC API.
+    pub grpc_port: u16,
     pub http: reqwest::Client,
     pub bus: RedisBus,
     pub bridge: actix::Addr<nodegrid_actors::bridge::RedisBridge>,
@@ -218,6 +221,7 @@ pub async fn spawn_app_with_routes(
         address: format!("http://127.0.0.1:{port}"),
         port,
         metrics_port: app.metrics_port(),
+        grpc_port: app.grpc_port(),
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -407,7 +411,15 @@ pub fn spawn_server_process_with(
 ) -> ServerProcess {
     let addr = format!("127.0.0.1:{port}");
     let mut child = Command::new(env!("CARGO_BIN_EXE_nodegrid"))
-        .args(["serve", "--http-addr", &addr, "--http-workers", "1"])
+        .args([
+            "serve",
+            "--http-addr",
+            &addr,
+            "--http-workers",
+            "1",
+            "--grpc-addr",
+            "127.0.0.1:0",
+        ])
         .env("NODEGRID_JWT_SECRET", TEST_JWT_SECRET)
         .env("NODEGRID_PASSWORD_MEMORY_KIB", "1024")
         .env("NODEGRID_PASSWORD_ITERATIONS", "1")

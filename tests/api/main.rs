@@ -21,6 +21,8 @@ mod identity;
 mod lease;
 mod migrations;
 mod motience;
+mod motience_import;
+mod nodes;
 mod outage;
 mod pnodes;
 mod probes;

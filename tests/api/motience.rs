@@ -14,7 +14,7 @@ use crate::ws::{Frame, Token, connect};
 
 /// Waits until this instance has subscribed the producer's channel, so that a consumer that
 /// asked for no subscription events is known to be live.
-async fn until_channel_is_live(app: &TestApp, producer_id: i64) {
+pub(crate) async fn until_channel_is_live(app: &TestApp, producer_id: i64) {
     let channel = app.bus.keys().producer_channel(producer_id);
     eventually(
         "the producer's channel is live",

@@ -17,7 +17,12 @@ use crate::streaming::{send_data, subscribe, user};
 use crate::ws::{Token, connect, connect_to};
 
 /// Every stored message of `producer_id`, page by page (ascending), as `token` reads them.
-async fn stored(app: &TestApp, token: &str, producer_id: i64, query: &str) -> Vec<Value> {
+pub(crate) async fn stored(
+    app: &TestApp,
+    token: &str,
+    producer_id: i64,
+    query: &str,
+) -> Vec<Value> {
     let mut items = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -304,4 +309,69 @@ async fn past_its_buffer_the_writer_drops_counts_and_logs_exactly_what() {
             .any(|line| line == "nodegrid_data_rows_dropped_total 60"),
         "{metrics}"
     );
+}
+
+#[actix_web::test]
+async fn days_past_the_retention_are_dropped_by_the_housekeeper() {
+    let database = Arc::new(fresh_database().await);
+    let mut settings = fast_settings(&database.url);
+    settings.stream_defaults.store_data = true;
+    settings.housekeeping_interval = Duration::from_millis(300);
+    let app = spawn_app_with(database.clone(), settings).await;
+    let (producer_id, token) = user(&app, "retained-producer", Role::Producer).await;
+    let mut producer = connect(&app, "/producer", Token::Query(&token))
+        .await
+        .unwrap();
+    send_data(&mut producer, json!("today")).await;
+    eventually(
+        "today's message is stored",
+        Duration::from_secs(20),
+        || async { (stored(&app, &token, producer_id, "").await.len() == 1).then_some(()) },
+    )
+    .await;
+
+    // A day 40 days ago, as an older deployment would have left it.
+    let client = crate::helpers::connect(&database.url).await;
+    let day_ms: i64 = 86_400_000;
+    let old_day = (chrono::Utc::now().timestamp_millis() / day_ms) - 40;
+    let name = format!(
+        "producer_data_d{}",
+        chrono::DateTime::from_timestamp(old_day * 86_400, 0)
+            .unwrap()
+            .format("%Y%m%d")
+    );
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {name} PARTITION OF producer_data FOR VALUES FROM ({}) TO ({}); \
+             INSERT INTO producer_data VALUES ({producer_id}, {}, 1, 'old', '\"old\"')",
+            old_day * day_ms,
+            (old_day + 1) * day_ms,
+            old_day * day_ms + 5
+        ))
+        .await
+        .unwrap();
+    let partitions = || async {
+        client
+            .query(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+                 JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'producer_data'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get::<_, String>(0))
+            .collect::<Vec<_>>()
+    };
+    assert!(partitions().await.contains(&name));
+    eventually(
+        "the old day is dropped",
+        Duration::from_secs(20),
+        || async { (!partitions().await.contains(&name)).then_some(()) },
+    )
+    .await;
+    // Today's stays.
+    assert_eq!(partitions().await.len(), 1);
+    assert_eq!(stored(&app, &token, producer_id, "").await.len(), 1);
+    app.shut_down().await.unwrap();
 }

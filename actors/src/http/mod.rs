@@ -12,6 +12,7 @@ pub mod browser;
 pub mod error;
 pub mod identity;
 pub mod json;
+pub mod nodes;
 pub mod observe;
 pub mod openapi;
 pub mod pnodes;
@@ -37,6 +38,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .configure(streams::routes)
         .configure(producers::routes)
         .configure(api_tokens::routes)
+        .configure(nodes::routes)
         .configure(pnodes::routes)
         .configure(openapi::routes);
 }

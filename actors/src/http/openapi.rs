@@ -9,6 +9,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::http::admin;
 use crate::http::api_tokens;
 use crate::http::identity;
+use crate::http::nodes;
 use crate::http::pnodes;
 use crate::http::probes;
 use crate::http::producers;
@@ -49,6 +50,14 @@ use crate::http::streams as stream;
         api_tokens::issue,
         api_tokens::list,
         api_tokens::revoke,
+        nodes::list,
+        nodes::create,
+        nodes::get,
+        nodes::update,
+        nodes::set_status,
+        nodes::delete,
+        nodes::watch,
+        nodes::issue_operator_token,
         pnodes::network::overview,
         pnodes::network::health,
         pnodes::nodes::pnodes,
@@ -81,6 +90,7 @@ use crate::http::streams as stream;
         (name = "auth", description = "Accounts and tokens (Motience-compatible)"),
         (name = "admin", description = "Users, blocks, the audit log, live connections; admins only"),
         (name = "pnodes", description = "pNode analytics: the Xandeum PNode Developer API (v1.1.0) served from memory"),
+        (name = "nodes", description = "The node registry; the same API over gRPC (nodegrid.registry.v1.NodeService) and its events on /api/nodes/watch"),
         (name = "streams", description = "Durable subscriptions (Motience-compatible); the sockets are /producer and /consumer"),
     )
 )]

@@ -14,6 +14,8 @@
 //!   frame headers.
 //! - [`frame`]: the WebSocket wire out: the encoding of the server's frames.
 //! - [`report`]: each instance's connections report in Redis, for the admin view.
+//! - [`presence`]: producer sockets opening and closing, as their device node's status in the
+//!   node registry.
 //! - [`metrics`]: cached metric handles for the hot path.
 
 pub mod consumer;
@@ -22,6 +24,7 @@ pub mod frame;
 pub mod ingest;
 pub mod metrics;
 pub mod outbox;
+pub mod presence;
 pub mod producer;
 pub mod registry;
 pub mod replay;

@@ -16,6 +16,7 @@ use nodegrid_protocol::stream::{ConnectionInfo, close};
 
 use crate::bridge::{ControlMessage, RedisBridge, RegisterControlListener};
 use crate::stream::outbox::QueueGauge;
+use crate::stream::presence::Presence;
 use crate::stream::{CloseConnection, ConnectionId, ConnectionStats, metrics};
 
 /// Which sockets a registry keeps.
@@ -97,6 +98,8 @@ pub struct ConnectionRegistry {
     bridge: Addr<RedisBridge>,
     connections: HashMap<ConnectionId, RegisteredConnection>,
     by_user: HashMap<i64, HashSet<ConnectionId>>,
+    /// Producers: their device nodes follow their first socket opening and last one closing.
+    presence: Option<Presence>,
 }
 
 /// The registry of producer connections.
@@ -110,6 +113,7 @@ impl ConnectionRegistry {
         instance: String,
         max_per_user: usize,
         bridge: Addr<RedisBridge>,
+        presence: Option<Presence>,
     ) -> Addr<ConnectionRegistry> {
         Supervisor::start(move |_| ConnectionRegistry {
             role,
@@ -118,6 +122,7 @@ impl ConnectionRegistry {
             bridge,
             connections: HashMap::new(),
             by_user: HashMap::new(),
+            presence: presence.clone(),
         })
     }
 
@@ -169,7 +174,11 @@ impl Handler<Register> for ConnectionRegistry {
         if self.max_per_user > 0 && sockets.len() >= self.max_per_user {
             return false;
         }
+        let first = sockets.is_empty();
         sockets.insert(message.id);
+        if first && let Some(presence) = &self.presence {
+            presence.set(&message.connection.username, true);
+        }
         self.connections.insert(message.id, message.connection);
         self.update_gauge();
         true
@@ -194,6 +203,9 @@ impl Handler<Unregister> for ConnectionRegistry {
             ids.remove(&message.id);
             if ids.is_empty() {
                 self.by_user.remove(&connection.user_id);
+                if let Some(presence) = &self.presence {
+                    presence.set(&connection.username, false);
+                }
             }
         }
         self.update_gauge();

@@ -95,7 +95,7 @@ impl DataWriter {
             writer.writing = false;
             writer.in_flight = 0;
             match outcome {
-                Ok(()) => {
+                Ok(_) => {
                     if writer.failures > 0 {
                         tracing::info!(
                             queued = writer.queue.len() + batch.len(),

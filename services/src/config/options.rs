@@ -293,6 +293,20 @@ pub struct ServeOptions {
     #[arg(long, env = "NODEGRID_API_TOKEN_PEPPER", hide_env_values = true)]
     pub api_token_pepper: Option<SecretString>,
 
+    /// Address of the gRPC API (the node registry's `NodeService`).
+    #[arg(long, env = "NODEGRID_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: SocketAddr,
+
+    /// `true`: reading the node registry (list, get, watch) needs no token, as in the Node
+    /// Status Platform; changes always need one.
+    #[arg(long, env = "NODEGRID_REGISTRY_PUBLIC_READS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub registry_public_reads: bool,
+
+    /// Registry events kept in Redis for watchers that resume (`since`); older ones get a
+    /// `RESET`.
+    #[arg(long, env = "NODEGRID_REGISTRY_EVENTS_KEPT", default_value_t = 100_000)]
+    pub registry_events_kept: u64,
+
     /// `human` or `json` (one object per line).
     #[arg(long, env = "NODEGRID_LOG_FORMAT", value_enum, default_value = "human")]
     pub log_format: LogFormat,

@@ -19,6 +19,7 @@ use crate::identity::tokens::{
 };
 use crate::pnodes::{AnalyticsConfig, PnodeSettings, Seed, XANDEUM_PUBLIC_SEEDS};
 use crate::ratelimit::RateRule;
+use crate::registry::RegistrySettings;
 
 /// The `--pnode-seeds` preset that names the public Xandeum IP nodes.
 pub const XANDEUM_PUBLIC_PRESET: &str = "xandeum-public";
@@ -98,6 +99,11 @@ pub struct Settings {
     /// Browser origins allowed to call the API and open sockets (`*`: any).
     pub cors_allowed_origins: Vec<String>,
     pub api_token_pepper: Option<SecretString>,
+    /// The gRPC API's address.
+    pub grpc_addr: SocketAddr,
+    /// Reads of the node registry need no token.
+    pub registry_public_reads: bool,
+    pub registry: RegistrySettings,
     pub pnodes: PnodeSettings,
 }
 
@@ -221,6 +227,11 @@ impl ServeOptions {
                 .filter(|origin| !origin.is_empty())
                 .collect(),
             api_token_pepper: self.api_token_pepper,
+            grpc_addr: self.grpc_addr,
+            registry_public_reads: self.registry_public_reads,
+            registry: RegistrySettings {
+                events_kept: self.registry_events_kept,
+            },
         };
         settings.validate()?;
         Ok(settings)

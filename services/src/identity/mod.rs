@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use self::access::{AccessGate, Refusal};
-use self::passwords::{PasswordCost, PasswordError, PasswordHasher, PasswordWorkers};
+use self::passwords::{PasswordCost, PasswordError, PasswordHasher, PasswordWorkers, Verification};
 use self::store::{AuditRecord, UserRow};
 pub use self::tokens::AuthUser;
 use self::tokens::{AccessTokens, TokenError};
@@ -238,16 +238,21 @@ impl Identity {
             .map_err(|error| IdentityError::Internal(error.to_string()))
     }
 
+    /// Checks a login's password (against a decoy when there is no such user, to take the same
+    /// time); a match against an imported bcrypt hash brings its Argon2id replacement.
     async fn check_password(
         &self,
         password: String,
         user: Option<UserRow>,
-    ) -> Result<bool, IdentityError> {
+    ) -> Result<Verification, IdentityError> {
         self.inner
             .passwords
             .run(move |hasher| match user {
-                Some(user) => hasher.verify(&password, &user.password_hash),
-                None => hasher.verify_decoy(&password),
+                Some(user) => hasher.verify_and_upgrade(&password, &user.password_hash),
+                None => Verification {
+                    matches: hasher.verify_decoy(&password),
+                    upgraded: None,
+                },
             })
             .await
             .map_err(password_error)

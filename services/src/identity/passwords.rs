@@ -1,4 +1,5 @@
-//! Password hashing with Argon2id.
+//! Password hashing with Argon2id, and verification of the bcrypt hashes of imported
+//! accounts (upgraded to Argon2id at their first successful login).
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
@@ -33,6 +34,45 @@ pub enum PasswordError {
     Hash(String),
 }
 
+/// The password hash formats nodegrid accepts in its users table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashScheme {
+    /// nodegrid's own: `$argon2id$v=19$…`.
+    Argon2,
+    /// Imported: `$2a$`, `$2b$` or `$2y$`, a two-digit cost from 04 to 31, then 53 characters
+    /// of bcrypt's base64 (salt and hash).
+    Bcrypt,
+}
+
+impl HashScheme {
+    /// The scheme of a stored hash; `None` for anything nodegrid cannot verify.
+    pub fn of(stored: &str) -> Option<HashScheme> {
+        if stored.starts_with("$argon2") {
+            return Some(HashScheme::Argon2);
+        }
+        let bytes = stored.as_bytes();
+        let bcrypt = bytes.len() == 60
+            && matches!(&bytes[..4], b"$2a$" | b"$2b$" | b"$2y$")
+            && std::str::from_utf8(&bytes[4..6])
+                .ok()
+                .and_then(|cost| cost.parse::<u32>().ok())
+                .is_some_and(|cost| (4..=31).contains(&cost))
+            && bytes[6] == b'$'
+            && bytes[7..]
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'/'));
+        bcrypt.then_some(HashScheme::Bcrypt)
+    }
+}
+
+/// The outcome of a login's password check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verification {
+    pub matches: bool,
+    /// The password's Argon2id hash, when it matched a hash of an older scheme.
+    pub upgraded: Option<String>,
+}
+
 /// Hashes and verifies passwords. Both are CPU-heavy by design: call them off the async
 /// executor (`spawn_blocking`).
 #[derive(Clone)]
@@ -64,15 +104,33 @@ impl PasswordHasher {
             .map_err(|error| PasswordError::Hash(error.to_string()))
     }
 
-    /// Whether `password` matches the stored PHC string; a malformed stored hash never matches.
+    /// Whether `password` matches the stored hash (an Argon2 PHC string, or the bcrypt hash of
+    /// an imported account); a malformed stored hash never matches.
     pub fn verify(&self, password: &str, stored: &str) -> bool {
-        match PasswordHash::new(stored) {
-            Ok(parsed) => self
-                .argon2
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok(),
-            Err(_) => false,
+        match HashScheme::of(stored) {
+            Some(HashScheme::Argon2) => match PasswordHash::new(stored) {
+                Ok(parsed) => self
+                    .argon2
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok(),
+                Err(_) => false,
+            },
+            // bcrypt reads at most 72 bytes of a password; `verify` does the same, as the
+            // libraries that made these hashes (Motience's Node.js bcrypt) did.
+            Some(HashScheme::Bcrypt) => bcrypt::verify(password, stored).unwrap_or(false),
+            None => false,
         }
+    }
+
+    /// Verifies like [`verify`](Self::verify); a match against a hash of an older scheme also
+    /// brings the password's Argon2id hash, for the caller to store in its place.
+    pub fn verify_and_upgrade(&self, password: &str, stored: &str) -> Verification {
+        let matches = self.verify(password, stored);
+        let upgraded = match HashScheme::of(stored) {
+            Some(HashScheme::Bcrypt) if matches => self.hash(password).ok(),
+            _ => None,
+        };
+        Verification { matches, upgraded }
     }
 
     /// Spends the time of one verification and returns false.
@@ -168,5 +226,52 @@ mod tests {
         assert!(!hasher.verify("wrong", &first));
         assert!(!hasher.verify("correct horse battery", "not a hash"));
         assert!(!hasher.verify_decoy("anything"));
+    }
+
+    #[test]
+    fn bcrypt_hashes_verify_and_upgrade_to_argon2id() {
+        let hasher = cheap();
+        let imported = bcrypt::hash_with_salt("pass123", 4, [7u8; 16])
+            .unwrap()
+            .format_for_version(bcrypt::Version::TwoB);
+        assert_eq!(HashScheme::of(&imported), Some(HashScheme::Bcrypt));
+        let wrong = hasher.verify_and_upgrade("pass124", &imported);
+        assert_eq!(
+            wrong,
+            Verification {
+                matches: false,
+                upgraded: None
+            }
+        );
+        let right = hasher.verify_and_upgrade("pass123", &imported);
+        assert!(right.matches);
+        let upgraded = right.upgraded.unwrap();
+        assert_eq!(HashScheme::of(&upgraded), Some(HashScheme::Argon2));
+        assert!(hasher.verify("pass123", &upgraded));
+        // An Argon2 hash is not upgraded again.
+        assert_eq!(
+            hasher.verify_and_upgrade("pass123", &upgraded).upgraded,
+            None
+        );
+    }
+
+    #[test]
+    fn unknown_hash_formats_are_recognised_as_such() {
+        for stored in [
+            "",
+            "pass123",
+            "$1$abc$def",
+            "$2x$10$abcdefghijklmnopqrstuuabcdefghijklmnopqrstuvwxyz01234",
+            "$2b$99$abcdefghijklmnopqrstuuabcdefghijklmnopqrstuvwxyz01234",
+            "$2b$10$abcdefghijklmnopqrstuuabcdefghijklmnopqrstuvwxyz0123",
+            "$2b$10$abcdefghijklmnopqrstuuabcdefghijklmnopqrstuvwxyz0123!",
+            "sha256:0123",
+        ] {
+            assert_eq!(HashScheme::of(stored), None, "{stored:?}");
+        }
+        assert_eq!(
+            HashScheme::of("$2b$10$abcdefghijklmnopqrstuuabcdefghijklmnopqrstuvwxyz01234"),
+            Some(HashScheme::Bcrypt)
+        );
     }
 }

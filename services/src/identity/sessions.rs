@@ -31,7 +31,8 @@ impl Identity {
             }
             None => None,
         };
-        let matches = self.check_password(request.password, user.clone()).await?;
+        let verification = self.check_password(request.password, user.clone()).await?;
+        let matches = verification.matches;
         // A blocked account answers `user_blocked` whatever the password: nobody can test
         // guesses against it (the check above still took the time of one).
         let user = match user {
@@ -89,9 +90,21 @@ impl Identity {
             },
         )
         .await?;
+        // An imported bcrypt hash is replaced by Argon2id at the first login that proves the
+        // password; the condition on the old hash keeps a concurrent password change.
+        let upgraded = match verification.upgraded {
+            Some(hash) => {
+                store::replace_password_hash(&transaction, user.id, &user.password_hash, &hash)
+                    .await?
+            }
+            None => false,
+        };
         transaction.commit().await.map_err(DbError::from)?;
         drop(client);
         metrics::counter!(AUTH_EVENTS_TOTAL, "event" => "login").increment(1);
+        if upgraded {
+            metrics::counter!(AUTH_EVENTS_TOTAL, "event" => "password_upgraded").increment(1);
+        }
         self.token_response(&user, session_id, refresh_token)
     }
 

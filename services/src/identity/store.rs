@@ -92,6 +92,22 @@ pub async fn user_by_username(
         .transpose()
 }
 
+/// Replaces `user_id`'s password hash if it is still `old`; whether it was replaced.
+pub async fn replace_password_hash(
+    client: &impl GenericClient,
+    user_id: i64,
+    old: &str,
+    new: &str,
+) -> Result<bool, DbError> {
+    let updated = client
+        .execute(
+            "UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2",
+            &[&user_id, &old, &new],
+        )
+        .await?;
+    Ok(updated == 1)
+}
+
 pub async fn user_by_id(client: &impl GenericClient, id: i64) -> Result<Option<UserRow>, DbError> {
     let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
     client

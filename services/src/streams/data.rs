@@ -82,10 +82,11 @@ impl DataStore {
     }
 
     /// Stores `rows` in one statement; a message stored twice (a retried batch) stays one row.
-    /// Creates the day partitions the batch needs when they are missing.
-    pub async fn insert(&self, rows: &[StoredRow]) -> Result<(), DbError> {
+    /// Creates the day partitions the batch needs when they are missing. Returns how many rows
+    /// were new.
+    pub async fn insert(&self, rows: &[StoredRow]) -> Result<u64, DbError> {
         if rows.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let client = self.database.client().await?;
         match insert_rows(&client, rows).await {
@@ -100,10 +101,9 @@ impl DataStore {
                         tracing::debug!(%error, day, "creating a data partition failed");
                     }
                 }
-                insert_rows(&client, rows).await?;
-                Ok(())
+                Ok(insert_rows(&client, rows).await?)
             }
-            outcome => Ok(outcome.map(|_| ())?),
+            outcome => Ok(outcome?),
         }
     }
 

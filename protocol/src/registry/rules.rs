@@ -1,0 +1,144 @@
+//! The registry's limits and the label selector, shared by every API that takes them.
+
+use std::collections::BTreeMap;
+
+/// The longest node name, in characters.
+pub const MAX_NAME_CHARS: usize = 200;
+/// Labels per node.
+pub const MAX_LABELS: usize = 64;
+/// A label key: 1 to 63 characters; a value: at most 200.
+const MAX_LABEL_KEY_CHARS: usize = 63;
+const MAX_LABEL_VALUE_CHARS: usize = 200;
+/// A node's metadata, as JSON text.
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+/// The largest page of a listing.
+pub const MAX_PAGE_SIZE: usize = 1_000;
+
+/// A node name: 1 to 200 characters, no control characters, not blank.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let length = name.chars().count();
+    if length == 0 || length > MAX_NAME_CHARS || name.trim().is_empty() {
+        return Err(format!("name must be 1 to {MAX_NAME_CHARS} characters"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("name must not contain control characters".into());
+    }
+    Ok(())
+}
+
+fn valid_label_key(key: &str) -> bool {
+    (1..=MAX_LABEL_KEY_CHARS).contains(&key.len())
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '/'))
+}
+
+/// At most 64 labels; keys of `[A-Za-z0-9_.-/]` (1–63), values of at most 200 characters
+/// without control characters or `,` and `=` (which the selector syntax uses).
+pub fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), String> {
+    if labels.len() > MAX_LABELS {
+        return Err(format!("at most {MAX_LABELS} labels"));
+    }
+    for (key, value) in labels {
+        if !valid_label_key(key) {
+            return Err(format!(
+                "label key {key:?} must be 1 to {MAX_LABEL_KEY_CHARS} characters of letters, digits, '_', '.', '-', '/'"
+            ));
+        }
+        if value.chars().count() > MAX_LABEL_VALUE_CHARS
+            || value
+                .chars()
+                .any(|c| c.is_control() || c == ',' || c == '=')
+        {
+            return Err(format!(
+                "label {key:?}: a value is at most {MAX_LABEL_VALUE_CHARS} characters, without ',' '=' or control characters"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Metadata: any JSON of at most 16 KiB.
+pub fn validate_metadata(metadata: &serde_json::Value) -> Result<(), String> {
+    let size = serde_json::to_vec(metadata).map_or(usize::MAX, |bytes| bytes.len());
+    if size > MAX_METADATA_BYTES {
+        return Err(format!(
+            "metadata must be at most {MAX_METADATA_BYTES} bytes of JSON"
+        ));
+    }
+    Ok(())
+}
+
+/// `k=v,k2=v2`: nodes carrying every one of these labels.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LabelSelector(pub BTreeMap<String, String>);
+
+impl LabelSelector {
+    pub fn parse(text: &str) -> Result<LabelSelector, String> {
+        let mut labels = BTreeMap::new();
+        if text.trim().is_empty() {
+            return Ok(LabelSelector(labels));
+        }
+        for part in text.split(',') {
+            let Some((key, value)) = part.split_once('=') else {
+                return Err(format!(
+                    "label selector part {part:?} is not key=value (as in env=prod,tier=web)"
+                ));
+            };
+            let (key, value) = (key.trim(), value.trim());
+            if !valid_label_key(key) {
+                return Err(format!(
+                    "label selector key {key:?} is not a valid label key"
+                ));
+            }
+            labels.insert(key.to_owned(), value.to_owned());
+        }
+        if labels.len() > MAX_LABELS {
+            return Err(format!("at most {MAX_LABELS} labels in a selector"));
+        }
+        Ok(LabelSelector(labels))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.0
+            .iter()
+            .all(|(key, value)| labels.get(key) == Some(value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_parse_and_match() {
+        let selector = LabelSelector::parse("env=prod, tier=web").unwrap();
+        let mut labels = BTreeMap::new();
+        labels.insert("env".to_owned(), "prod".to_owned());
+        assert!(!selector.matches(&labels));
+        labels.insert("tier".to_owned(), "web".to_owned());
+        assert!(selector.matches(&labels));
+        for bad in ["env", "=x", "a b=c", "env=prod,"] {
+            assert!(LabelSelector::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(LabelSelector::parse("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn names_labels_and_metadata_have_limits() {
+        assert!(validate_name("web-01").is_ok());
+        assert!(validate_name("").is_err());
+        assert!(validate_name("  ").is_err());
+        assert!(validate_name("a\nb").is_err());
+        assert!(validate_name(&"x".repeat(201)).is_err());
+        let mut labels = BTreeMap::new();
+        labels.insert("env".to_owned(), "a,b".to_owned());
+        assert!(validate_labels(&labels).is_err());
+        let big = serde_json::Value::String("x".repeat(MAX_METADATA_BYTES));
+        assert!(validate_metadata(&big).is_err());
+    }
+}

@@ -1,0 +1,49 @@
+//! What the registry's parts share: its error type, who changes it, its settings and its
+//! metric names.
+
+use crate::bus::BusError;
+use crate::db::DbError;
+use uuid::Uuid;
+
+/// Metric names of the registry.
+pub const REGISTRY_MUTATIONS_TOTAL: &str = "nodegrid_registry_mutations_total";
+pub const REGISTRY_EVENTS_RELAYED_TOTAL: &str = "nodegrid_registry_events_relayed_total";
+pub const REGISTRY_WATCHERS: &str = "nodegrid_registry_watchers";
+pub const REGISTRY_RESETS_TOTAL: &str = "nodegrid_registry_resets_total";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{0}")]
+    Validation(String),
+    #[error("no node {0}")]
+    NotFound(Uuid),
+    /// A name taken within its type, or an id taken.
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Database(#[from] DbError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+impl From<tokio_postgres::Error> for RegistryError {
+    fn from(error: tokio_postgres::Error) -> RegistryError {
+        RegistryError::Database(DbError::from(error))
+    }
+}
+
+/// Who changes the registry, for the audit log: a user, an operator token (named masked, as
+/// `token:ngt_AbCd****`), or nodegrid itself (devices, pNodes, children: not audited).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryActor {
+    User { user_id: i64, username: String },
+    Token { label: String },
+    System,
+}
+
+/// The registry's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegistrySettings {
+    /// Events the Redis Stream keeps (about; trimmed on append).
+    pub events_kept: u64,
+}

@@ -1,0 +1,323 @@
+//! The node registry (the seed's Node Status Platform): every node nodegrid knows of in one
+//! Postgres table, and every change as an event.
+//!
+//! A change, its event (the outbox row) and its audit entry are one transaction. Changes take a
+//! transaction-level advisory lock before drawing their event id, so event ids commit in order;
+//! [`EventLog`] then copies the outbox into a bounded Redis Stream in id order, from any
+//! instance (a script skips what is already there), and every instance tails that stream for
+//! its watchers.
+
+mod errors;
+mod events;
+mod store;
+
+use std::collections::BTreeMap;
+
+use nodegrid_protocol::registry::{
+    CreateNodeRequest, LabelSelector, MAX_PAGE_SIZE, Node, NodeEventType, NodeFilter,
+    NodeListResponse, NodeStatus, NodeType, UpdateNodeRequest, validate_labels, validate_metadata,
+    validate_name,
+};
+use tokio_postgres::error::SqlState;
+use uuid::Uuid;
+
+pub use self::errors::{
+    REGISTRY_EVENTS_RELAYED_TOTAL, REGISTRY_MUTATIONS_TOTAL, REGISTRY_RESETS_TOTAL,
+    REGISTRY_WATCHERS, RegistryActor, RegistryError, RegistrySettings,
+};
+pub use self::events::{EventLog, RegistryWatch, SWEEP_INTERVAL};
+use self::store::{NodeChange, NodeWrite};
+use crate::bus::RedisBus;
+use crate::db::{Database, DbError};
+use crate::identity::store::AuditRecord;
+
+#[derive(Clone)]
+pub struct NodeRegistry {
+    database: Database,
+    log: EventLog,
+}
+
+impl NodeRegistry {
+    pub fn new(database: Database, bus: RedisBus, settings: RegistrySettings) -> NodeRegistry {
+        NodeRegistry {
+            log: EventLog::new(database.clone(), bus, settings.events_kept),
+            database,
+        }
+    }
+
+    pub fn log(&self) -> &EventLog {
+        &self.log
+    }
+
+    pub async fn create(
+        &self,
+        actor: &RegistryActor,
+        request: CreateNodeRequest,
+    ) -> Result<Node, RegistryError> {
+        validate_name(&request.name).map_err(RegistryError::Validation)?;
+        validate_labels(&request.labels).map_err(RegistryError::Validation)?;
+        let metadata = request.metadata.unwrap_or_else(|| serde_json::json!({}));
+        validate_metadata(&metadata).map_err(RegistryError::Validation)?;
+        let write = NodeWrite {
+            id: request.id.unwrap_or_else(Uuid::new_v4),
+            node_type: request.node_type,
+            name: request.name,
+            status: request.status.unwrap_or(NodeStatus::Unknown),
+            labels: request.labels,
+            metadata,
+        };
+        let node = self
+            .change(actor, "node.create", |transaction| {
+                Box::pin(store::insert(transaction, write))
+            })
+            .await?;
+        node.ok_or_else(|| RegistryError::Validation("the node was not created".into()))
+    }
+
+    /// Replaces the fields `request` names; a request that changes nothing writes nothing.
+    pub async fn update(
+        &self,
+        actor: &RegistryActor,
+        id: Uuid,
+        request: UpdateNodeRequest,
+    ) -> Result<Node, RegistryError> {
+        if request.is_empty() {
+            return Err(RegistryError::Validation(
+                "no field to change: give name, labels, metadata or status".into(),
+            ));
+        }
+        if let Some(name) = &request.name {
+            validate_name(name).map_err(RegistryError::Validation)?;
+        }
+        if let Some(labels) = &request.labels {
+            validate_labels(labels).map_err(RegistryError::Validation)?;
+        }
+        if let Some(metadata) = &request.metadata {
+            validate_metadata(metadata).map_err(RegistryError::Validation)?;
+        }
+        let node = self
+            .change(actor, "node.update", move |transaction| {
+                Box::pin(store::update(transaction, id, request))
+            })
+            .await?;
+        node.ok_or(RegistryError::NotFound(id))
+    }
+
+    pub async fn delete(&self, actor: &RegistryActor, id: Uuid) -> Result<Node, RegistryError> {
+        let node = self
+            .change(actor, "node.delete", move |transaction| {
+                Box::pin(store::delete(transaction, id))
+            })
+            .await?;
+        node.ok_or(RegistryError::NotFound(id))
+    }
+
+    pub async fn get(&self, id: Uuid) -> Result<Node, RegistryError> {
+        let client = self.database.client().await?;
+        store::get(&client, id)
+            .await?
+            .ok_or(RegistryError::NotFound(id))
+    }
+
+    /// A page of nodes in id order; `page_token` is the previous page's last id.
+    pub async fn list(
+        &self,
+        filter: &NodeFilter,
+        page_size: usize,
+        page_token: Option<&str>,
+    ) -> Result<NodeListResponse, RegistryError> {
+        let page_size = match page_size {
+            0 => 100,
+            size if size > MAX_PAGE_SIZE => {
+                return Err(RegistryError::Validation(format!(
+                    "page_size must be 1 to {MAX_PAGE_SIZE}"
+                )));
+            }
+            size => size,
+        };
+        let after = match page_token.filter(|token| !token.is_empty()) {
+            Some(token) => Some(Uuid::parse_str(token).map_err(|_| {
+                RegistryError::Validation("page_token is not one this server gave".into())
+            })?),
+            None => None,
+        };
+        let client = self.database.client().await?;
+        let mut nodes = store::list(&client, filter, after, page_size + 1).await?;
+        let next_page_token = if nodes.len() > page_size {
+            nodes.truncate(page_size);
+            nodes.last().map(|node| node.id.to_string())
+        } else {
+            None
+        };
+        Ok(NodeListResponse {
+            nodes,
+            next_page_token,
+        })
+    }
+
+    /// What nodegrid itself knows of a node it runs (a device's socket, a pNode, a child):
+    /// creates it, or sets its status and labels; no event when nothing changed.
+    pub async fn report(
+        &self,
+        node_type: NodeType,
+        name: &str,
+        status: NodeStatus,
+        labels: Option<BTreeMap<String, String>>,
+    ) -> Result<(), RegistryError> {
+        let name = name.to_owned();
+        self.change(&RegistryActor::System, "node.report", move |transaction| {
+            Box::pin(store::report(transaction, node_type, name, status, labels))
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Makes the nodes of `node_type` follow what is connected: the ones named in `connected`
+    /// `UP`, the others that are `UP` now `DOWN`. Returns how many changed.
+    pub async fn settle(
+        &self,
+        node_type: NodeType,
+        connected: Vec<String>,
+    ) -> Result<usize, RegistryError> {
+        let (stale, missing) = {
+            let client = self.database.client().await?;
+            (
+                store::up_names_except(&client, node_type, &connected).await?,
+                store::names_not_up(&client, node_type, &connected).await?,
+            )
+        };
+        for name in &stale {
+            self.report(node_type, name, NodeStatus::Down, None).await?;
+        }
+        for name in &missing {
+            self.report(node_type, name, NodeStatus::Up, None).await?;
+        }
+        Ok(stale.len() + missing.len())
+    }
+
+    /// Runs one change in a transaction under the registry's lock: the change itself, its
+    /// event and (for people and tokens) its audit entry; then relays the event.
+    async fn change<F>(
+        &self,
+        actor: &RegistryActor,
+        action: &'static str,
+        work: F,
+    ) -> Result<Option<Node>, RegistryError>
+    where
+        F: for<'a> FnOnce(
+            &'a deadpool_postgres::Transaction<'a>,
+        ) -> futures_util::future::BoxFuture<
+            'a,
+            Result<Option<NodeChange>, RegistryError>,
+        >,
+    {
+        let change = {
+            let mut client = self.database.client().await?;
+            let transaction = client.transaction().await.map_err(DbError::from)?;
+            store::lock(&transaction).await?;
+            let change = match work(&transaction).await {
+                Err(RegistryError::Database(DbError::Query(error)))
+                    if error.code() == Some(&SqlState::UNIQUE_VIOLATION) =>
+                {
+                    return Err(unique_violation(&error));
+                }
+                outcome => outcome?,
+            };
+            let Some(change) = change else {
+                return Ok(None);
+            };
+            if let Some(event_type) = change.event {
+                store::insert_event(&transaction, event_type, &change).await?;
+                if let Some(record) = audit_record(actor, action, event_type, &change) {
+                    crate::identity::store::insert_audit(&transaction, &record).await?;
+                }
+                metrics::counter!(REGISTRY_MUTATIONS_TOTAL, "event" => event_type.as_str())
+                    .increment(1);
+            }
+            transaction.commit().await.map_err(DbError::from)?;
+            change
+        };
+        if change.event.is_some() {
+            // Committed: a relay that fails now is done by the next one (or the periodic one).
+            if let Err(error) = self.log.relay().await {
+                tracing::warn!(%error, "could not relay a registry event yet; it follows");
+            }
+        }
+        Ok(Some(change.node))
+    }
+}
+
+/// Which unique constraint a write broke.
+fn unique_violation(error: &tokio_postgres::Error) -> RegistryError {
+    let detail = error
+        .as_db_error()
+        .and_then(|db| db.constraint().map(str::to_owned))
+        .unwrap_or_default();
+    if detail == "nodes_pkey" {
+        RegistryError::Conflict("a node with this id exists already".into())
+    } else {
+        RegistryError::Conflict("a node of this type has this name already".into())
+    }
+}
+
+fn audit_record(
+    actor: &RegistryActor,
+    action: &'static str,
+    event_type: NodeEventType,
+    change: &NodeChange,
+) -> Option<AuditRecord> {
+    let (actor_id, actor) = match actor {
+        RegistryActor::User { user_id, username } => (Some(*user_id), username.clone()),
+        RegistryActor::Token { label } => (None, label.clone()),
+        RegistryActor::System => return None,
+    };
+    Some(AuditRecord {
+        actor_id,
+        actor: Some(actor),
+        action,
+        target: Some(format!("node:{}", change.node.id)),
+        source_ip: None,
+        details: serde_json::json!({
+            "event": event_type.as_str(),
+            "type": change.node.node_type.as_str(),
+            "name": change.node.name,
+            "changed_fields": change.changed_fields,
+        }),
+    })
+}
+
+/// Parses the REST and gRPC filters into one.
+pub fn filter(
+    node_type: Option<&str>,
+    status: Option<&str>,
+    label_selector: Option<&str>,
+    name_contains: Option<&str>,
+) -> Result<NodeFilter, RegistryError> {
+    let node_type = match node_type.filter(|text| !text.is_empty()) {
+        Some(text) => Some(NodeType::parse(text).ok_or_else(|| {
+            RegistryError::Validation(format!(
+                "type {text:?} is not one of BAREMETAL, VM, CONTAINER, IOT_DEVICE, PNODE, CHILD, CUSTOM"
+            ))
+        })?),
+        None => None,
+    };
+    let status = match status.filter(|text| !text.is_empty()) {
+        Some(text) => Some(NodeStatus::parse(text).ok_or_else(|| {
+            RegistryError::Validation(format!(
+                "status {text:?} is not one of UNKNOWN, UP, DOWN, DEGRADED"
+            ))
+        })?),
+        None => None,
+    };
+    let labels =
+        LabelSelector::parse(label_selector.unwrap_or("")).map_err(RegistryError::Validation)?;
+    let name_contains = name_contains
+        .filter(|text| !text.is_empty())
+        .map(|text| text.chars().take(200).collect());
+    Ok(NodeFilter {
+        node_type,
+        status,
+        labels,
+        name_contains,
+    })
+}
