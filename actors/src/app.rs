@@ -282,6 +282,7 @@ impl Application {
             bus.clone(),
             bridge.clone(),
             instance_id,
+            nodes.clone(),
         )?;
 
         let listener =

@@ -9,8 +9,10 @@ use nodegrid_actors::app::{Application, ShutdownTrigger, StartError};
 use nodegrid_actors::telemetry;
 use nodegrid_clients::bench::{self, BenchOptions};
 use nodegrid_clients::device::{self, DeviceOptions};
-use nodegrid_clients::nodes::{self, NodesOptions};
+use nodegrid_clients::nodes::{self, NodesError, NodesOptions};
+use nodegrid_clients::nodes_sim::{self, NodesSimOptions};
 use nodegrid_clients::pnode_sim::{PnodeSim, SimOptions};
+use nodegrid_clients::sensor::{self, SensorOptions};
 use nodegrid_protocol::auth::Role;
 use nodegrid_services::bus::{BusError, RedisBus};
 use nodegrid_services::config::{ServeOptions, Settings};
@@ -51,6 +53,8 @@ enum Command {
     Sim(SimCommand),
     /// The node registry over gRPC, with nodectl's commands (`BACKEND_ADDR`, `BACKEND_TOKEN`).
     Nodes(NodesOptions),
+    /// Keep one node's status current: an HTTP endpoint, or this machine.
+    Sensor(SensorOptions),
     /// Bring another system's deployment into nodegrid.
     #[command(subcommand)]
     Import(ImportCommand),
@@ -94,6 +98,8 @@ fn parse_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
 enum SimCommand {
     /// A pRPC server playing Xandeum seed nodes that gossip pods with churn.
     Pnodes(SimOptions),
+    /// Load on the node registry: creates nodes, changes their status at a rate, and watches.
+    Nodes(NodesSimOptions),
 }
 
 #[derive(Subcommand)]
@@ -163,7 +169,11 @@ fn main() -> ExitCode {
         Command::Device(options) => return run_device(options),
         Command::Bench(options) => return run_bench(options),
         Command::Sim(SimCommand::Pnodes(options)) => return run_pnode_sim(options),
+        Command::Sim(SimCommand::Nodes(options)) => {
+            return run_registry_client("nodegrid sim nodes", "warn", nodes_sim::run(options));
+        }
         Command::Nodes(options) => return run_nodes(options),
+        Command::Sensor(options) => return run_sensor(options),
         Command::Import(ImportCommand::Motience {
             from,
             dry_run,
@@ -284,7 +294,21 @@ fn run_pnode_sim(options: SimOptions) -> ExitCode {
 
 /// Runs one `nodegrid nodes` command on a runtime of its own.
 fn run_nodes(options: NodesOptions) -> ExitCode {
-    let filter = std::env::var("NODEGRID_LOG").unwrap_or_else(|_| "warn".to_owned());
+    run_registry_client("nodegrid nodes", "warn", nodes::run(options))
+}
+
+/// Runs a sensor until SIGTERM or SIGINT.
+fn run_sensor(options: SensorOptions) -> ExitCode {
+    run_registry_client("nodegrid sensor", "info", sensor::run(options))
+}
+
+/// A registry client on a runtime of its own; its error printed as one line.
+fn run_registry_client(
+    name: &str,
+    default_log: &str,
+    work: impl std::future::Future<Output = Result<(), NodesError>>,
+) -> ExitCode {
+    let filter = std::env::var("NODEGRID_LOG").unwrap_or_else(|_| default_log.to_owned());
     telemetry::init_tracing(nodegrid_services::config::LogFormat::Human, &filter);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -292,14 +316,14 @@ fn run_nodes(options: NodesOptions) -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("nodegrid nodes: cannot start: {error}");
+            eprintln!("{name}: cannot start: {error}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(nodes::run(options)) {
+    match runtime.block_on(work) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("nodegrid nodes: {error}");
+            eprintln!("{name}: {error}");
             ExitCode::from(error.exit_code())
         }
     }

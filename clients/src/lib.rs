@@ -8,6 +8,8 @@
 //! - [`pnode_sim`]: a pRPC simulator of Xandeum seed nodes (`nodegrid sim pnodes`).
 //! - [`nodes`]: the node registry's command line (`nodegrid nodes`, nodectl's commands), over
 //!   gRPC.
+//! - [`nodes_sim`]: `nodegrid sim nodes`, the registry's load simulator (the seed's demo-sim).
+//! - [`sensor`]: `nodegrid sensor http|system`, which keep one node's status current.
 //!
 //! **Architecture invariant:** clients depend on `nodegrid-protocol` alone: they talk to
 //! nodegrid only over its public HTTP, WebSocket and gRPC APIs, with the wire types, and the compiler
@@ -17,4 +19,6 @@
 pub mod bench;
 pub mod device;
 pub mod nodes;
+pub mod nodes_sim;
 pub mod pnode_sim;
+pub mod sensor;

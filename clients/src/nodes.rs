@@ -22,7 +22,7 @@ use service::node_service_client::NodeServiceClient;
 /// How long connecting to the server may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one call (other than `watch`) may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Args)]
 pub struct NodesOptions {
@@ -162,7 +162,7 @@ impl NodesError {
     }
 }
 
-fn node_type(text: &str) -> Result<i32, NodesError> {
+pub(crate) fn node_type(text: &str) -> Result<i32, NodesError> {
     json::NodeType::parse(text)
         .map(|kind| grpc::NodeType::from(kind) as i32)
         .ok_or_else(|| {
@@ -201,20 +201,22 @@ fn selector(flags: &[String]) -> Result<String, NodesError> {
     Ok(pairs.join(","))
 }
 
-struct Client {
-    inner: NodeServiceClient<Channel>,
+/// A registry client with its bearer token, shared by the CLI, the sensors and the simulator.
+#[derive(Clone)]
+pub(crate) struct Client {
+    pub(crate) inner: NodeServiceClient<Channel>,
     token: Option<MetadataValue<tonic::metadata::Ascii>>,
 }
 
 impl Client {
-    async fn connect(options: &NodesOptions) -> Result<Client, NodesError> {
-        let url = if options.addr.contains("://") {
-            options.addr.clone()
+    pub(crate) async fn connect(addr: &str, token: Option<&str>) -> Result<Client, NodesError> {
+        let url = if addr.contains("://") {
+            addr.to_owned()
         } else {
-            format!("http://{}", options.addr)
+            format!("http://{addr}")
         };
         let unreachable = |reason: String| NodesError::Connect {
-            addr: options.addr.clone(),
+            addr: addr.to_owned(),
             reason,
         };
         let channel = Endpoint::from_shared(url)
@@ -224,7 +226,7 @@ impl Client {
             .await
             .map_err(|error| unreachable(error.to_string()))?;
         let token =
-            match &options.token {
+            match token {
                 Some(token) => Some(format!("Bearer {token}").parse().map_err(|_| {
                     NodesError::Usage("BACKEND_TOKEN is not printable text".into())
                 })?),
@@ -236,7 +238,7 @@ impl Client {
         })
     }
 
-    fn request<T>(&self, message: T, timeout: Option<Duration>) -> Request<T> {
+    pub(crate) fn request<T>(&self, message: T, timeout: Option<Duration>) -> Request<T> {
         let mut request = Request::new(message);
         if let Some(token) = &self.token {
             request
@@ -252,7 +254,7 @@ impl Client {
 
 /// Runs one `nodegrid nodes` command, printing to standard output.
 pub async fn run(options: NodesOptions) -> Result<(), NodesError> {
-    let mut client = Client::connect(&options).await?;
+    let mut client = Client::connect(&options.addr, options.token.as_deref()).await?;
     match options.command {
         NodesCommand::List {
             node_type: kind,

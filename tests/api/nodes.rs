@@ -829,3 +829,138 @@ async fn the_cli_speaks_nodectl() {
     assert!(out.contains(&id));
     app.shut_down().await.unwrap();
 }
+
+/// A loopback HTTP endpoint that answers 200 until its task is aborted.
+async fn answering_endpoint() -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                let mut buffer = [0u8; 1024];
+                let _ = stream.read(&mut buffer).await;
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    (port, task)
+}
+
+#[actix_web::test]
+async fn a_sensor_registers_its_node_and_turns_it_down_when_its_url_stops_answering() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let (_, operator) = operator_token(&app, &admin, json!(["nodes:read", "nodes:write"])).await;
+    let (port, endpoint) = answering_endpoint().await;
+    let mut sensor = tokio::process::Command::new(env!("CARGO_BIN_EXE_nodegrid"))
+        .args([
+            "sensor",
+            "http",
+            "--url",
+            &format!("http://127.0.0.1:{port}/health"),
+            "--node",
+            "billing-api",
+            "--interval",
+            "200ms",
+            "--timeout",
+            "1s",
+        ])
+        .env("BACKEND_ADDR", format!("127.0.0.1:{}", app.grpc_port))
+        .env("BACKEND_TOKEN", &operator)
+        .env("NODEGRID_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let status = || async {
+        let (_, page) = send(
+            &app,
+            reqwest::Method::GET,
+            "/api/nodes?type=BAREMETAL&search=billing-api",
+            Some(&admin),
+            None,
+        )
+        .await;
+        page["nodes"]
+            .as_array()
+            .and_then(|nodes| nodes.first())
+            .map(|node| node["status"].as_str().unwrap_or("").to_owned())
+    };
+    eventually(
+        "the sensor registers its node UP",
+        Duration::from_secs(20),
+        || async { (status().await.as_deref() == Some("UP")).then_some(()) },
+    )
+    .await;
+    endpoint.abort();
+    let _ = endpoint.await;
+    eventually("the node goes DOWN", Duration::from_secs(20), || async {
+        (status().await.as_deref() == Some("DOWN")).then_some(())
+    })
+    .await;
+    // Only changes are reported: UP then DOWN, no event per check.
+    let audit = app.audit_with(&admin, "action=node.update").await;
+    assert_eq!(audit.len(), 2, "{audit:?}");
+    // SIGTERM: a clean exit.
+    let pid = sensor.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(10), sensor.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+    app.shut_down().await.unwrap();
+}
+
+#[actix_web::test]
+async fn the_simulator_loads_the_registry_and_every_watcher_sees_every_update() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let (_, operator) = operator_token(&app, &admin, json!(["nodes:read", "nodes:write"])).await;
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_nodegrid"))
+        .args([
+            "sim",
+            "nodes",
+            "--nodes",
+            "60",
+            "--update-qps",
+            "40",
+            "--watchers",
+            "3",
+            "--duration",
+            "2s",
+            "--concurrency",
+            "4",
+        ])
+        .env("BACKEND_ADDR", format!("127.0.0.1:{}", app.grpc_port))
+        .env("BACKEND_TOKEN", &operator)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), output)
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("nodes 60 ·"), "{stdout}");
+    assert!(stdout.contains("failed 0"), "{stdout}");
+    assert!(
+        stdout.contains("watchers that saw every update: 3 of 3"),
+        "{stdout}"
+    );
+    app.shut_down().await.unwrap();
+}

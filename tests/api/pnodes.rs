@@ -1156,3 +1156,55 @@ async fn the_public_api_is_rate_limited_per_client_address() {
     assert!(counter(&text, "nodegrid_rate_limited_total", "scope=\"pnode_api\"") >= 1.0);
     sim.stop().await;
 }
+
+/// Each pNode is a `PNODE` node of the registry, its status following the cycle; a cycle that
+/// changes no status records no registry event.
+#[actix_web::test]
+async fn pnodes_are_registry_nodes_and_an_unchanged_cycle_records_no_event() {
+    let sim = sim(SimOptions {
+        seeds: 2,
+        pods: 30,
+        seed: 11,
+        round_secs: 0,
+        ..SimOptions::default()
+    });
+    let database = Arc::new(fresh_database().await);
+    let app = spawn_app_with(database.clone(), settings_for(&database, &sim)).await;
+    first_cycle(&app).await;
+    let report = run_cycle(&app).await;
+    let admin = app.admin_token().await;
+    let (_, all) = get(&app, "/api/xandeum/pnodes?status=all&limit=1000").await;
+    let expected = all["pnodes"].as_array().unwrap().len();
+    assert!(expected > 0, "{report:?}");
+    let page: Value = app
+        .get_with("/api/nodes?type=PNODE&page_size=1000", &admin)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let nodes = page["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), expected);
+    for node in nodes {
+        let address = node["name"].as_str().unwrap();
+        let pnode = all["pnodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|pnode| pnode["address"] == address)
+            .unwrap_or_else(|| panic!("{address} is not a pNode"));
+        let online = pnode["is_online"].as_bool().unwrap();
+        assert_eq!(node["status"] == "DOWN", !online, "{node} vs {pnode}");
+    }
+    let db = crate::helpers::connect(&database.url).await;
+    let events = || async {
+        db.query_one("SELECT count(*) FROM node_events", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let before = events().await;
+    assert_eq!(before, expected as i64, "one CREATED per pNode");
+    run_cycle(&app).await;
+    assert_eq!(events().await, before, "nothing changed, nothing recorded");
+    app.shut_down().await.unwrap();
+}

@@ -4,18 +4,22 @@
 //! instances it keeps the served snapshot current: on the control event, after a Redis
 //! reconnect, and by a cheap cycle-number check every interval.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_util::future::join_all;
 use nodegrid_protocol::control::{ControlEnvelope, ControlEvent};
+use nodegrid_protocol::pnode_api::node::Severity;
+use nodegrid_protocol::registry::{NodeStatus, NodeType};
 use nodegrid_services::bus::RedisBus;
 use nodegrid_services::lease::Leadership;
 use nodegrid_services::pnodes::PnodeSettings;
 use nodegrid_services::pnodes::cycle::{CycleStats, Registry, SeedPoll, apply_cycle};
 use nodegrid_services::pnodes::store::{PnodeStore, StoreError, WriteOutcome};
 use nodegrid_services::pnodes::view::{NetworkView, SnapshotRecord};
+use nodegrid_services::registry::NodeRegistry;
 use serde::Serialize;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -37,6 +41,10 @@ pub struct AggregatorContext {
     pub cell: SnapshotCell,
     pub bus: RedisBus,
     pub instance_id: Uuid,
+    /// The node registry, where each pNode is a `PNODE` node, and the statuses this leader
+    /// reported to it last (only changes are reported).
+    pub nodes: NodeRegistry,
+    pub reported: std::sync::Mutex<HashMap<String, NodeStatus>>,
 }
 
 /// What one cycle did.
@@ -316,7 +324,8 @@ async fn cycle_once(
         write_ms = write_started.elapsed().as_millis() as u64,
         "pNode cycle written"
     );
-    context.cell.set(Arc::new(record), Arc::new(view));
+    let view = Arc::new(view);
+    context.cell.set(Arc::new(record), view.clone());
     let envelope = ControlEnvelope {
         origin: context.instance_id,
         event: ControlEvent::PnodeSnapshotUpdated { cycle: next_cycle },
@@ -337,11 +346,59 @@ async fn cycle_once(
             Err(error) => tracing::warn!(%error, "pNode history retention failed"),
         }
     }
+    report_to_registry(context, &view).await;
     (
         Some(registry),
         next_cycle,
         Ok(report("written", &stats, next_cycle)),
     )
+}
+
+/// Reports the pNodes whose status changed since the last cycle to the node registry (online
+/// `UP`, with a critical alert `DEGRADED`, offline `DOWN`); after the cycle is served, so that
+/// the API never waits for it.
+async fn report_to_registry(context: &Arc<AggregatorContext>, view: &NetworkView) {
+    let changes: Vec<(String, NodeStatus)> = {
+        let mut reported = context
+            .reported
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        view.nodes
+            .iter()
+            .zip(&view.alerts)
+            .filter_map(|(node, alerts)| {
+                let status = if !node.is_online {
+                    NodeStatus::Down
+                } else if alerts
+                    .iter()
+                    .any(|alert| alert.severity == Severity::Critical)
+                {
+                    NodeStatus::Degraded
+                } else {
+                    NodeStatus::Up
+                };
+                (reported.insert(node.address.clone(), status) != Some(status))
+                    .then(|| (node.address.clone(), status))
+            })
+            .collect()
+    };
+    if changes.is_empty() {
+        return;
+    }
+    let names: Vec<String> = changes.iter().map(|(name, _)| name.clone()).collect();
+    match context.nodes.report_many(NodeType::Pnode, changes).await {
+        Ok(events) => tracing::debug!(events, "pNode statuses reported to the registry"),
+        Err(error) => {
+            tracing::warn!(%error, "could not report pNode statuses to the registry; the next cycle retries");
+            let mut reported = context
+                .reported
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            for name in names {
+                reported.remove(&name);
+            }
+        }
+    }
 }
 
 /// Whether a built view replaces the served one only when it is of a newer cycle.

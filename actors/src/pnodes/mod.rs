@@ -19,6 +19,7 @@ use nodegrid_services::pnodes::PnodeSettings;
 use nodegrid_services::pnodes::client::{ClientSetupError, PrpcClient};
 use nodegrid_services::pnodes::store::PnodeStore;
 use nodegrid_services::ratelimit::LocalRateLimiter;
+use nodegrid_services::registry::NodeRegistry;
 use uuid::Uuid;
 
 use self::aggregator::{AggregatorContext, PnodeAggregator};
@@ -56,6 +57,7 @@ pub fn start(
     bus: RedisBus,
     bridge: Addr<RedisBridge>,
     instance_id: Uuid,
+    nodes: NodeRegistry,
 ) -> Result<(PnodeRuntime, Option<LeaseKeeper>), ClientSetupError> {
     let store = PnodeStore::new(database);
     let cell = SnapshotCell::default();
@@ -88,6 +90,8 @@ pub fn start(
             cell: cell.clone(),
             bus,
             instance_id,
+            nodes,
+            reported: std::sync::Mutex::default(),
         },
         pollers,
         bridge,

@@ -31,6 +31,10 @@ use crate::bus::RedisBus;
 use crate::db::{Database, DbError};
 use crate::identity::store::AuditRecord;
 
+/// Nodes reported per transaction by [`NodeRegistry::report_many`]: the registry's lock is
+/// held for one chunk at a time.
+const REPORT_CHUNK: usize = 250;
+
 #[derive(Clone)]
 pub struct NodeRegistry {
     database: Database,
@@ -170,6 +174,40 @@ impl NodeRegistry {
         })
         .await?;
         Ok(())
+    }
+
+    /// [`report`](Self::report) for many nodes of one type, a few hundred per transaction
+    /// (a pNode cycle's changes); returns how many events it recorded.
+    pub async fn report_many(
+        &self,
+        node_type: NodeType,
+        statuses: Vec<(String, NodeStatus)>,
+    ) -> Result<usize, RegistryError> {
+        let mut events = 0;
+        for chunk in statuses.chunks(REPORT_CHUNK) {
+            {
+                let mut client = self.database.client().await?;
+                let transaction = client.transaction().await.map_err(DbError::from)?;
+                store::lock(&transaction).await?;
+                for (name, status) in chunk {
+                    let change =
+                        store::report(&transaction, node_type, name.clone(), *status, None).await?;
+                    if let Some(change) = change
+                        && let Some(event_type) = change.event
+                    {
+                        store::insert_event(&transaction, event_type, &change).await?;
+                        metrics::counter!(REGISTRY_MUTATIONS_TOTAL, "event" => event_type.as_str())
+                            .increment(1);
+                        events += 1;
+                    }
+                }
+                transaction.commit().await.map_err(DbError::from)?;
+            }
+            if let Err(error) = self.log.relay().await {
+                tracing::warn!(%error, "could not relay registry events yet; they follow");
+            }
+        }
+        Ok(events)
     }
 
     /// Makes the nodes of `node_type` follow what is connected: the ones named in `connected`
