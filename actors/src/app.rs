@@ -249,6 +249,7 @@ impl Application {
             audit_retention: settings.audit_retention,
             data: data.clone(),
             data_retention: settings.data_writer.retention,
+            nodes: nodes.clone(),
             interval: settings.housekeeping_interval,
             leadership: housekeeping_lease.watch(),
         };

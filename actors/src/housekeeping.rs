@@ -1,6 +1,7 @@
 //! The Housekeeper actor: deployment-wide chores that one instance does, under the
-//! `housekeeping` leader lease: pruning the audit log past its retention, and dropping the
-//! days of stored producer data past theirs.
+//! `housekeeping` leader lease: pruning the audit log past its retention, dropping the
+//! days of stored producer data past theirs, and pruning the registry's outbox to what its
+//! event stream keeps.
 //!
 //! It runs its chores as soon as this instance becomes the leader, then every interval while it
 //! stays leader; a follower does nothing. If the leader dies, the lease moves and the next
@@ -11,6 +12,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use nodegrid_services::identity::Identity;
 use nodegrid_services::lease::Leadership;
+use nodegrid_services::registry::NodeRegistry;
 use nodegrid_services::streams::data::DataStore;
 use tokio::sync::watch;
 
@@ -27,6 +29,7 @@ pub struct Housekeeper {
     pub audit_retention: Duration,
     pub data: DataStore,
     pub data_retention: Duration,
+    pub nodes: NodeRegistry,
     pub interval: Duration,
     pub leadership: watch::Receiver<Leadership>,
 }
@@ -38,6 +41,7 @@ impl Housekeeper {
         }
         let (identity, retention) = (self.identity.clone(), self.audit_retention);
         let data = self.data.clone();
+        let nodes = self.nodes.clone();
         let data_cutoff = now_millis()
             .saturating_sub(i64::try_from(self.data_retention.as_millis()).unwrap_or(i64::MAX));
         ctx.spawn(
@@ -59,6 +63,15 @@ impl Housekeeper {
                     }
                     Err(error) => {
                         tracing::warn!(%error, "dropping old stored data failed; retrying later")
+                    }
+                }
+                match nodes.prune_events().await {
+                    Ok(0) => {}
+                    Ok(deleted) => {
+                        tracing::info!(deleted, "pruned registry events the stream no longer keeps")
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "pruning registry events failed; retrying later")
                     }
                 }
             }

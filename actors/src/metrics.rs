@@ -128,7 +128,7 @@ pub fn describe() {
     );
     describe_gauge!(
         registry::REGISTRY_WATCHERS,
-        "Open watches of the registry's events on this instance (WebSocket)."
+        "Open watches of the registry's events on this instance (WebSocket and gRPC)."
     );
     describe_counter!(
         registry::REGISTRY_RESETS_TOTAL,

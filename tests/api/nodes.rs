@@ -964,3 +964,80 @@ async fn the_simulator_loads_the_registry_and_every_watcher_sees_every_update() 
     );
     app.shut_down().await.unwrap();
 }
+
+#[actix_web::test]
+async fn with_public_reads_anyone_reads_and_only_writers_write() {
+    let database = Arc::new(fresh_database().await);
+    let mut settings = test_settings(&database.url);
+    settings.registry_public_reads = true;
+    let app = spawn_app_with(database, settings).await;
+    let admin = app.admin_token().await;
+    create(&app, &admin, json!({"type": "VM", "name": "open-01"})).await;
+    let (status, page) = send(&app, reqwest::Method::GET, "/api/nodes", None, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(page["nodes"][0]["name"], "open-01");
+    let mut client = grpc_client(&app).await;
+    let listed = client
+        .list_nodes(tonic::Request::new(grpc::ListNodesRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.nodes.len(), 1);
+    let (status, _) = send(
+        &app,
+        reqwest::Method::POST,
+        "/api/nodes",
+        None,
+        Some(json!({"type": "VM", "name": "x"})),
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert!(
+        connect(&app, "/api/nodes/watch", Token::Header(&admin))
+            .await
+            .is_ok()
+    );
+    app.shut_down().await.unwrap();
+}
+
+#[actix_web::test]
+async fn devices_of_an_instance_that_dies_are_settled_down_by_the_leader() {
+    let database = Arc::new(fresh_database().await);
+    let settings = test_settings(&database.url);
+    let prefix = settings.redis_prefix.clone();
+    // This instance starts first and holds the housekeeping lease.
+    let app = spawn_app_with(database.clone(), settings).await;
+    let admin = app.admin_token().await;
+    let (_, producer) = user(&app, "orphan-sensor", Role::Producer).await;
+    let mut other = crate::helpers::spawn_server_process(&database.url, &prefix);
+    let _socket =
+        crate::ws::connect_to(other.port, "/producer", Token::Query(&producer), None, &[])
+            .await
+            .unwrap();
+    let status = || async {
+        let (_, page) = send(
+            &app,
+            reqwest::Method::GET,
+            "/api/nodes?type=IOT_DEVICE&search=orphan-sensor",
+            Some(&admin),
+            None,
+        )
+        .await;
+        page["nodes"]
+            .as_array()
+            .and_then(|nodes| nodes.first())
+            .map(|node| node["status"].as_str().unwrap_or("").to_owned())
+    };
+    eventually("the device is UP", Duration::from_secs(15), || async {
+        (status().await.as_deref() == Some("UP")).then_some(())
+    })
+    .await;
+    other.signal("KILL");
+    let _ = other.wait_exit(Duration::from_secs(10));
+    // Its connections report expires (10 s) and the leader's sweep (every 10 s) settles it.
+    eventually("the device is DOWN", Duration::from_secs(40), || async {
+        (status().await.as_deref() == Some("DOWN")).then_some(())
+    })
+    .await;
+    app.shut_down().await.unwrap();
+}

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 
 use tokio::sync::oneshot;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 
 pub use self::nodes::NodeApi;
 
@@ -38,7 +39,8 @@ impl GrpcServer {
                 .add_service(service::node_service_server::NodeServiceServer::new(api))
                 .add_service(reflection)
                 .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    // No Nagle: a small answer otherwise waits for the peer's delayed ACK.
+                    TcpIncoming::from(listener).with_nodelay(Some(true)),
                     async {
                         let _ = stopped.await;
                     },

@@ -16,7 +16,7 @@ use nodegrid_protocol::registry::{
     CreateNodeRequest, Node, NodeEvent, NodeListResponse, SetNodeStatusRequest, UpdateNodeRequest,
 };
 use nodegrid_services::identity::admin::audit_record;
-use nodegrid_services::registry::{REGISTRY_WATCHERS, RegistryActor, RegistryError, filter};
+use nodegrid_services::registry::{RegistryActor, RegistryError, filter};
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
@@ -345,28 +345,8 @@ pub async fn watch(
         write_frame(&mut buffer, OpCode::Ping, b"");
         buffer.freeze()
     });
-    let gauge = WatcherGauge::new();
-    let body = futures_util::stream::select(events, pings).map(move |frame: Bytes| {
-        let _held = &gauge;
-        Ok::<_, actix_web::Error>(frame)
-    });
+    let body = futures_util::stream::select(events, pings).map(Ok::<Bytes, actix_web::Error>);
     crate::stream::ws::handshake(&request, body)
-}
-
-/// Counts a watch socket while it lives.
-struct WatcherGauge;
-
-impl WatcherGauge {
-    fn new() -> WatcherGauge {
-        metrics::gauge!(REGISTRY_WATCHERS).increment(1.0);
-        WatcherGauge
-    }
-}
-
-impl Drop for WatcherGauge {
-    fn drop(&mut self) {
-        metrics::gauge!(REGISTRY_WATCHERS).decrement(1.0);
-    }
 }
 
 /// `POST /api/admin/operator-tokens`: an API token for node operators (sensors, the CLI).

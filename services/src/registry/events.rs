@@ -19,7 +19,9 @@ use fred::types::scripts::Script;
 use nodegrid_protocol::registry::{NodeEvent, NodeEventType, NodeFilter};
 use tokio::sync::broadcast;
 
-use super::errors::{REGISTRY_EVENTS_RELAYED_TOTAL, REGISTRY_RESETS_TOTAL, RegistryError};
+use super::errors::{
+    REGISTRY_EVENTS_RELAYED_TOTAL, REGISTRY_RESETS_TOTAL, REGISTRY_WATCHERS, RegistryError,
+};
 use crate::bus::{BusError, RedisBus};
 use crate::db::{Database, DbError};
 
@@ -294,6 +296,7 @@ impl EventLog {
             filter,
             last: 0,
             pending: VecDeque::new(),
+            _gauge: WatcherGauge::new(),
         };
         match since {
             Some(since) => watch.replay_from(since, true).await?,
@@ -314,6 +317,23 @@ pub struct RegistryWatch {
     /// The last event id handed out (or skipped by the filter).
     last: i64,
     pending: VecDeque<LoggedEvent>,
+    _gauge: WatcherGauge,
+}
+
+/// Counts a watch (WebSocket or gRPC) while it lives.
+struct WatcherGauge;
+
+impl WatcherGauge {
+    fn new() -> WatcherGauge {
+        metrics::gauge!(REGISTRY_WATCHERS).increment(1.0);
+        WatcherGauge
+    }
+}
+
+impl Drop for WatcherGauge {
+    fn drop(&mut self) {
+        metrics::gauge!(REGISTRY_WATCHERS).decrement(1.0);
+    }
 }
 
 impl RegistryWatch {

@@ -39,6 +39,7 @@ const REPORT_CHUNK: usize = 250;
 pub struct NodeRegistry {
     database: Database,
     log: EventLog,
+    events_kept: u64,
 }
 
 impl NodeRegistry {
@@ -46,6 +47,7 @@ impl NodeRegistry {
         NodeRegistry {
             log: EventLog::new(database.clone(), bus, settings.events_kept),
             database,
+            events_kept: settings.events_kept,
         }
     }
 
@@ -208,6 +210,19 @@ impl NodeRegistry {
             }
         }
         Ok(events)
+    }
+
+    /// Deletes the outbox rows older than what the event stream keeps (they can no longer be
+    /// replayed); returns how many.
+    pub async fn prune_events(&self) -> Result<u64, RegistryError> {
+        let kept = i64::try_from(self.events_kept).unwrap_or(i64::MAX);
+        let client = self.database.client().await?;
+        Ok(client
+            .execute(
+                "DELETE FROM node_events WHERE id < (SELECT max(id) FROM node_events) - $1",
+                &[&kept],
+            )
+            .await?)
     }
 
     /// Makes the nodes of `node_type` follow what is connected: the ones named in `connected`
