@@ -1,6 +1,7 @@
-//! The node registry's runtime on each instance: the task that tails the registry's event
-//! stream for this instance's watchers (woken by the relay's announcement, and every second
-//! in case a wake-up was lost) and relays what the outbox holds; on the housekeeping leader,
+//! The node registry's runtime on each instance: the task that relays what the outbox holds
+//! into the event stream (asked by every change, and every second) and tails the stream for
+//! this instance's watchers (woken by a relay's announcement, and every second in case a
+//! wake-up was lost); on the housekeeping leader,
 //! the sweep that settles device nodes against the producer sockets open on every instance
 //! (`stream::presence` reports them as they open and close).
 
@@ -52,6 +53,11 @@ pub fn start_keeper(
                     };
                     if woken && let Err(error) = nodes.log().tail().await {
                         tracing::debug!(%error, "could not read the registry's event stream");
+                    }
+                }
+                _ = nodes.log().relay_wanted() => {
+                    if let Err(error) = nodes.log().relay().await {
+                        tracing::debug!(%error, "could not relay registry events");
                     }
                 }
                 _ = tick.tick() => {

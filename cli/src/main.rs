@@ -65,8 +65,14 @@ enum ImportCommand {
     /// A Motience deployment: its users (ids, names, bcrypt passwords), active subscriptions and,
     /// with --data-history, its stored data. Safe to run again: a second run changes nothing.
     Motience {
-        /// The Motience database's URL (postgres://…). Only read.
-        #[arg(long = "from", value_name = "URL")]
+        /// The Motience database's URL (postgres://…); only read. Prefer the variable to the
+        /// flag: a password in a flag shows in the process list.
+        #[arg(
+            long = "from",
+            value_name = "URL",
+            env = "NODEGRID_IMPORT_FROM",
+            hide_env_values = true
+        )]
         from: String,
         /// Print what the import would do; write nothing.
         #[arg(long)]

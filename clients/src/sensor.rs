@@ -380,22 +380,31 @@ impl Sensor {
 /// The id of the node of `kind` named `name`, created when missing.
 async fn register(client: &mut Client, kind: i32, name: &str) -> Result<String, NodesError> {
     for _ in 0..2 {
-        let page = client
-            .inner
-            .list_nodes(client.request(
-                grpc::ListNodesRequest {
-                    r#type: kind,
-                    name_contains: name.to_owned(),
-                    page_size: 1000,
-                    ..grpc::ListNodesRequest::default()
-                },
-                Some(CALL_TIMEOUT),
-            ))
-            .await
-            .map_err(NodesError::Call)?
-            .into_inner();
-        if let Some(node) = page.nodes.into_iter().find(|node| node.name == name) {
-            return Ok(node.id);
+        // Name search matches parts of names: page through the matches for this exact one.
+        let mut page_token = String::new();
+        loop {
+            let page = client
+                .inner
+                .list_nodes(client.request(
+                    grpc::ListNodesRequest {
+                        r#type: kind,
+                        name_contains: name.to_owned(),
+                        page_size: 1000,
+                        page_token: page_token.clone(),
+                        ..grpc::ListNodesRequest::default()
+                    },
+                    Some(CALL_TIMEOUT),
+                ))
+                .await
+                .map_err(NodesError::Call)?
+                .into_inner();
+            if let Some(node) = page.nodes.into_iter().find(|node| node.name == name) {
+                return Ok(node.id);
+            }
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
         }
         let created = client
             .inner

@@ -263,9 +263,11 @@ async fn a_motience_deployment_moves_over_with_its_ids_passwords_and_subscriptio
         rows[0].get::<_, Option<String>>(3).as_deref(),
         Some("raspberry-pi-001")
     );
-    assert_eq!(
-        rows[0].get::<_, Option<String>>(4).as_deref(),
-        Some("motience")
+    let origin = rows[0].get::<_, Option<String>>(4).unwrap();
+    assert!(origin.starts_with("motience:127.0.0.1:"), "{origin}");
+    assert!(
+        !origin.contains("postgres@"),
+        "no user or password in {origin}"
     );
     assert!(rows[0].get::<_, String>(5).starts_with("2025-10-29"));
     let newcomer = app
@@ -404,7 +406,7 @@ async fn a_motience_deployment_moves_over_with_its_ids_passwords_and_subscriptio
 }
 
 #[actix_web::test]
-async fn an_id_taken_by_an_account_imported_from_elsewhere_stops_the_import_with_nothing_written() {
+async fn a_renamed_user_is_reported_and_an_id_imported_from_another_database_stops_the_import() {
     let source = motience_database().await;
     let target = Arc::new(fresh_database().await);
     let target_url = target.url.clone();
@@ -412,13 +414,40 @@ async fn an_id_taken_by_an_account_imported_from_elsewhere_stops_the_import_with
     let db = connect_db(&target_url).await;
     assert!(import(&app, &target_url, &source.url, &[]).await.success);
 
-    // The source now names id 1 differently, and adds a user nodegrid has not seen.
+    // The same Motience renames user 1 and gains user 20: the rename is reported and skipped,
+    // the newcomer imported.
     let source_db = connect_db(&source.url).await;
     source_db
         .batch_execute(
             "UPDATE users SET username = 'sensor-Beta' WHERE id = 1;
              INSERT INTO users (id, username, password_hash, role)
                  VALUES (20, 'late-joiner', '$2b$04$abcdefghijklmnopqrstuuabcdefghijklmnopqrstuvwxyz01234', 'consumer');",
+        )
+        .await
+        .unwrap();
+    let again = import(&app, &target_url, &source.url, &[]).await;
+    assert!(again.success, "{}", again.stdout);
+    assert!(
+        again.stdout.contains(
+            "conflict: users 1: renamed in Motience from \"sensor-Alpha\" to \"sensor-Beta\""
+        ),
+        "{}",
+        again.stdout
+    );
+    assert!(
+        again.stdout.contains("users:         1 imported"),
+        "{}",
+        again.stdout
+    );
+
+    // Another Motience database whose id 1 is someone else: the import stops, nothing written.
+    let other = motience_database().await;
+    connect_db(&other.url)
+        .await
+        .batch_execute(
+            "UPDATE users SET username = 'someone-else' WHERE id = 1;
+             INSERT INTO users (id, username, password_hash, role)
+                 VALUES (30, 'brand-new', '$2b$04$abcdefghijklmnopqrstuuabcdefghijklmnopqrstuvwxyz01234', 'consumer');",
         )
         .await
         .unwrap();
@@ -429,11 +458,12 @@ async fn an_id_taken_by_an_account_imported_from_elsewhere_stops_the_import_with
         .iter()
         .map(|row| (row.get(0), row.get(1)))
         .collect();
-    let run = import(&app, &target_url, &source.url, &[]).await;
+    let run = import(&app, &target_url, &other.url, &[]).await;
     assert!(!run.success, "a collision fails the command");
     assert!(
-        run.stdout
-            .contains("collision: users 1: id 1 belongs to \"sensor-Alpha\", imported earlier from motience, not to \"sensor-Beta\""),
+        run.stdout.contains(
+            "collision: users 1: id 1 belongs to \"sensor-Alpha\", imported earlier from motience:"
+        ),
         "{}",
         run.stdout
     );

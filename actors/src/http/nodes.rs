@@ -15,6 +15,7 @@ use nodegrid_protocol::error::{ErrorBody, ErrorCode};
 use nodegrid_protocol::registry::{
     CreateNodeRequest, Node, NodeEvent, NodeListResponse, SetNodeStatusRequest, UpdateNodeRequest,
 };
+use nodegrid_protocol::stream::close;
 use nodegrid_services::identity::admin::audit_record;
 use nodegrid_services::registry::{RegistryActor, RegistryError, filter};
 use serde::Deserialize;
@@ -321,21 +322,28 @@ pub async fn watch(
         .watch(filter, since)
         .await
         .map_err(ApiError::from)?;
-    let events = futures_util::stream::unfold(watch, |mut watch| async move {
-        let frame = match watch.next().await {
+    // Events, then (when the watch fails) a close frame, then the end of the socket: the pings
+    // must not keep a dead watch open.
+    let events = futures_util::stream::unfold(Some(watch), |watch| async move {
+        let mut watch = watch?;
+        match watch.next().await {
             Ok(event) => {
                 let json = serde_json::to_vec(&event).unwrap_or_default();
                 let mut buffer = BytesMut::with_capacity(json.len() + 10);
                 write_frame(&mut buffer, OpCode::Text, &json);
-                buffer.freeze()
+                Some((Some(buffer.freeze()), Some(watch)))
             }
             Err(error) => {
                 tracing::warn!(%error, "a registry watch ended");
-                return None;
+                let mut buffer = BytesMut::with_capacity(32);
+                let mut payload = close::INTERNAL.0.to_be_bytes().to_vec();
+                payload.extend_from_slice(close::INTERNAL.1.as_bytes());
+                write_frame(&mut buffer, OpCode::Close, &payload);
+                Some((Some(buffer.freeze()), None))
             }
-        };
-        Some((frame, watch))
-    });
+        }
+    })
+    .chain(futures_util::stream::once(async { None }));
     let pings = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval_at(
         tokio::time::Instant::now() + WATCH_PING_INTERVAL,
         WATCH_PING_INTERVAL,
@@ -343,9 +351,12 @@ pub async fn watch(
     .map(|_| {
         let mut buffer = BytesMut::with_capacity(2);
         write_frame(&mut buffer, OpCode::Ping, b"");
-        buffer.freeze()
+        Some(buffer.freeze())
     });
-    let body = futures_util::stream::select(events, pings).map(Ok::<Bytes, actix_web::Error>);
+    let body = futures_util::stream::select(events, pings)
+        .take_while(|frame| std::future::ready(frame.is_some()))
+        .filter_map(std::future::ready)
+        .map(Ok::<Bytes, actix_web::Error>);
     crate::stream::ws::handshake(&request, body)
 }
 

@@ -34,13 +34,17 @@ pub enum PasswordError {
     Hash(String),
 }
 
+/// The highest bcrypt cost verified (Motience uses 10; each step doubles the work).
+pub const MAX_BCRYPT_COST: u32 = 14;
+
 /// The password hash formats nodegrid accepts in its users table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HashScheme {
     /// nodegrid's own: `$argon2id$v=19$…`.
     Argon2,
-    /// Imported: `$2a$`, `$2b$` or `$2y$`, a two-digit cost from 04 to 31, then 53 characters
-    /// of bcrypt's base64 (salt and hash).
+    /// Imported: `$2a$`, `$2b$` or `$2y$`, a two-digit cost from 04 to 14, then 53 characters
+    /// of bcrypt's base64 (salt and hash). Higher costs are refused: one check at cost 31
+    /// would hold a password worker for days.
     Bcrypt,
 }
 
@@ -56,7 +60,7 @@ impl HashScheme {
             && std::str::from_utf8(&bytes[4..6])
                 .ok()
                 .and_then(|cost| cost.parse::<u32>().ok())
-                .is_some_and(|cost| (4..=31).contains(&cost))
+                .is_some_and(|cost| (4..=MAX_BCRYPT_COST).contains(&cost))
             && bytes[6] == b'$'
             && bytes[7..]
                 .iter()
@@ -263,6 +267,7 @@ mod tests {
             "$1$abc$def",
             "$2x$10$abcdefghijklmnopqrstuuabcdefghijklmnopqrstuvwxyz01234",
             "$2b$99$abcdefghijklmnopqrstuuabcdefghijklmnopqrstuvwxyz01234",
+            "$2b$15$abcdefghijklmnopqrstuuabcdefghijklmnopqrstuvwxyz01234",
             "$2b$10$abcdefghijklmnopqrstuuabcdefghijklmnopqrstuvwxyz0123",
             "$2b$10$abcdefghijklmnopqrstuuabcdefghijklmnopqrstuvwxyz0123!",
             "sha256:0123",

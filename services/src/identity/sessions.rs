@@ -70,6 +70,21 @@ impl Identity {
         let refresh_token = tokens::new_refresh_token();
         let mut client = self.inner.database.client().await?;
         let transaction = client.transaction().await.map_err(DbError::from)?;
+        // An imported bcrypt hash is replaced by Argon2id at the first login that proves the
+        // password; the condition on the old hash keeps a concurrent password change. Done
+        // before the share lock below: two logins holding it could not both upgrade it.
+        let upgraded = match verification.upgraded {
+            Some(hash) => {
+                store::replace_password_hash(&transaction, user.id, &user.password_hash, &hash)
+                    .await?
+            }
+            None => false,
+        };
+        // The account read before the password check may have moved to another id since (an
+        // import): the session must belong to the account whose password was checked.
+        if !store::lock_user_as_read(&transaction, user.id, &user.username).await? {
+            return Err(IdentityError::InvalidCredentials);
+        }
         store::insert_refresh_token(
             &transaction,
             session_id,
@@ -90,15 +105,6 @@ impl Identity {
             },
         )
         .await?;
-        // An imported bcrypt hash is replaced by Argon2id at the first login that proves the
-        // password; the condition on the old hash keeps a concurrent password change.
-        let upgraded = match verification.upgraded {
-            Some(hash) => {
-                store::replace_password_hash(&transaction, user.id, &user.password_hash, &hash)
-                    .await?
-            }
-            None => false,
-        };
         transaction.commit().await.map_err(DbError::from)?;
         drop(client);
         metrics::counter!(AUTH_EVENTS_TOTAL, "event" => "login").increment(1);

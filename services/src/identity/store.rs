@@ -92,6 +92,22 @@ pub async fn user_by_username(
         .transpose()
 }
 
+/// Share-locks `user_id`'s row if it still holds `username`, so it cannot change id until the
+/// transaction ends; whether it does.
+pub async fn lock_user_as_read(
+    client: &impl GenericClient,
+    user_id: i64,
+    username: &str,
+) -> Result<bool, DbError> {
+    Ok(client
+        .query_opt(
+            "SELECT 1 FROM users WHERE id = $1 AND username = $2 FOR SHARE",
+            &[&user_id, &username],
+        )
+        .await?
+        .is_some())
+}
+
 /// Replaces `user_id`'s password hash if it is still `old`; whether it was replaced.
 pub async fn replace_password_hash(
     client: &impl GenericClient,

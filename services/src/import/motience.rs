@@ -28,14 +28,13 @@ use crate::identity::passwords::HashScheme;
 use crate::identity::store::{self, AuditRecord};
 use crate::streams::data::{DataStore, StoredRow};
 
-/// What accounts imported from Motience are marked with (`users.imported_from`).
+/// What accounts imported from Motience are marked with (`users.imported_from`), before the
+/// source database's host, port and name: `motience:db.example:5432/motience`.
 const ORIGIN: &str = "motience";
 /// The epoch of imported data rows (their `seq` is Motience's `data_history.id`).
 const DATA_EPOCH: &str = "motience";
 /// Data rows read and written per batch.
 const DATA_BATCH_ROWS: i64 = 5_000;
-/// The `import_progress` key of the data rows.
-const DATA_PROGRESS: &str = "motience:data_history";
 /// Motience's names are VARCHAR(255).
 const MAX_NAME_CHARS: usize = 255;
 
@@ -109,6 +108,7 @@ pub async fn import(
         dry_run: options.dry_run,
         ..ImportReport::default()
     };
+    let origin = source_key(&options.source_url)?;
     let source = Database::connect(&options.source_url, 1)
         .await
         .map_err(ImportError::Source)?;
@@ -126,11 +126,37 @@ pub async fn import(
             )
             .await
             .map_err(DbError::from)?;
-        let outcome =
-            import_users_and_subscriptions(&transaction, users, subscriptions, &mut report).await?;
+        let outcome = import_users_and_subscriptions(
+            &transaction,
+            &origin,
+            users,
+            subscriptions,
+            &mut report,
+        )
+        .await?;
+        if report.aborted.is_none() && !options.dry_run && !report.moved.is_empty() && bus.is_none()
+        {
+            // The old holders' tokens name the ids they lose: every running instance must hear
+            // of the move before it is safe.
+            report.aborted = Some(
+                "nodegrid accounts must move out of the way and Redis does not answer: running instances could not be told; start Redis (or stop every instance) and run again".into(),
+            );
+        }
         if report.aborted.is_some() || options.dry_run {
             transaction.rollback().await.map_err(DbError::from)?;
         } else {
+            if !report.moved.is_empty() || report.users.imported > 0 {
+                // The sequence moves past every id now taken (never back). Not in a dry run:
+                // sequences ignore rollbacks.
+                transaction
+                    .execute(
+                        "SELECT setval(pg_get_serial_sequence('users', 'id'), max(id)) FROM users \
+                         HAVING max(id) > (SELECT last_value FROM users_id_seq)",
+                        &[],
+                    )
+                    .await
+                    .map_err(DbError::from)?;
+            }
             if report.changes() > 0 {
                 store::insert_audit(
                     &transaction,
@@ -161,7 +187,16 @@ pub async fn import(
         announce(bus, &outcome, &report.moved, &mut report.warnings).await;
     }
     if options.data_history {
-        let rows = import_data(&source, target, &outcome.present, options, &mut report).await?;
+        let progress_key = format!("{origin}:data_history");
+        let rows = import_data(
+            &source,
+            target,
+            &outcome.present,
+            options,
+            &progress_key,
+            &mut report,
+        )
+        .await?;
         report.data_rows = Some(rows);
         if !options.dry_run && rows.imported > 0 {
             let client = target.client().await?;
@@ -227,6 +262,22 @@ async fn read_subscriptions(
         .collect())
 }
 
+/// The source's name for `users.imported_from` and the progress of its data rows: host, port
+/// and database, never the user or password.
+fn source_key(url: &str) -> Result<String, ImportError> {
+    let config: tokio_postgres::Config = url.parse().map_err(|error: tokio_postgres::Error| {
+        ImportError::Source(DbError::InvalidUrl(error.to_string()))
+    })?;
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let database = config.get_dbname().unwrap_or("postgres");
+    Ok(format!("{ORIGIN}:{host}:{port}/{database}"))
+}
+
 /// A missing table or column means the URL points somewhere else.
 fn source_error(error: tokio_postgres::Error) -> ImportError {
     match error.code() {
@@ -245,6 +296,7 @@ fn source_error(error: tokio_postgres::Error) -> ImportError {
 /// Decides every source user and subscription against nodegrid's rows and writes them.
 async fn import_users_and_subscriptions(
     transaction: &impl GenericClient,
+    origin: &str,
     users: Vec<SourceUser>,
     subscriptions: Vec<SourceSubscription>,
     report: &mut ImportReport,
@@ -282,13 +334,28 @@ async fn import_users_and_subscriptions(
     for candidate in &candidates {
         let holder = by_id.get(&candidate.id).copied();
         let namesake = by_name.get(candidate.lowered.as_str()).copied();
-        if let Some(holder) = holder.filter(|holder| {
-            holder.imported_from.as_deref() == Some(ORIGIN) && holder.username == candidate.username
-        }) {
-            report.users.unchanged += 1;
-            // The role an earlier run stored (a role never changes in nodegrid).
-            let role = Role::parse(&holder.role).unwrap_or(candidate.role);
-            outcome.present.insert(candidate.id, role);
+        if let Some(holder) =
+            holder.filter(|holder| holder.imported_from.as_deref() == Some(origin))
+        {
+            if holder.username == candidate.username {
+                report.users.unchanged += 1;
+                // The role an earlier run stored (a role never changes in nodegrid).
+                let role = Role::parse(&holder.role).unwrap_or(candidate.role);
+                outcome.present.insert(candidate.id, role);
+            } else {
+                // The same account, renamed in Motience since: its devices log in with one
+                // name or the other, and nodegrid cannot tell which; an operator decides.
+                report.users.skipped += 1;
+                report.problem(
+                    "users",
+                    candidate.id,
+                    ProblemKind::Conflict,
+                    format!(
+                        "renamed in Motience from {:?} to {:?} since the last import; skipped (rename it in one of the two)",
+                        holder.username, candidate.username
+                    ),
+                );
+            }
             continue;
         }
         if let Some(namesake) = namesake {
@@ -353,7 +420,7 @@ async fn import_users_and_subscriptions(
             to_id,
         });
     }
-    insert_users(transaction, &to_insert).await?;
+    insert_users(transaction, origin, &to_insert).await?;
     report.users.imported = to_insert.len() as u64;
     for (candidate, token_version) in &to_insert {
         outcome.present.insert(candidate.id, candidate.role);
@@ -361,17 +428,6 @@ async fn import_users_and_subscriptions(
         if *token_version > 0 {
             outcome.displaced.push((candidate.id, *token_version));
         }
-    }
-    if !report.moved.is_empty() || !to_insert.is_empty() {
-        // The sequence moves past every id now taken (never back), so new accounts follow them.
-        transaction
-            .execute(
-                "SELECT setval(pg_get_serial_sequence('users', 'id'), max(id)) FROM users \
-                 HAVING max(id) > (SELECT last_value FROM users_id_seq)",
-                &[],
-            )
-            .await
-            .map_err(DbError::from)?;
     }
     outcome.new_subscriptions =
         import_subscriptions(transaction, subscriptions, &outcome.present, report).await?;
@@ -431,7 +487,7 @@ async fn candidates(
                 "users",
                 user.id,
                 ProblemKind::Skipped,
-                "unknown password hash format (bcrypt $2a$/$2b$/$2y$ or Argon2 expected)".into(),
+                "unknown password hash format (bcrypt $2a$/$2b$/$2y$ of cost 4 to 14, or Argon2, expected)".into(),
             );
             continue;
         }
@@ -510,6 +566,7 @@ async fn move_account(
 
 async fn insert_users(
     transaction: &impl GenericClient,
+    origin: &str,
     users: &[(&Candidate, i32)],
 ) -> Result<(), DbError> {
     if users.is_empty() {
@@ -541,7 +598,7 @@ async fn insert_users(
                          $6::FLOAT8[], $7::INT[]) \
                   AS t(id, name, hash, role, device, created, version)",
             &[
-                &ids, &names, &hashes, &roles, &devices, &created, &versions, &ORIGIN,
+                &ids, &names, &hashes, &roles, &devices, &created, &versions, &origin,
             ],
         )
         .await?;
@@ -627,6 +684,39 @@ async fn announce(
         return;
     };
     let mut failed = 0usize;
+    let origin = uuid::Uuid::new_v4();
+    let mut publish = async |event: ControlEvent| {
+        if bus
+            .publish_control(&ControlEnvelope { origin, event })
+            .await
+            .is_err()
+        {
+            failed += 1;
+        }
+    };
+    // First the old holders of moved ids lose their sockets and tokens (blocked, then
+    // unblocked at the new version, which the new holders' tokens carry), so that nothing
+    // they send lands in the stream state that is about to change hands.
+    for &(user_id, token_version) in &outcome.displaced {
+        publish(ControlEvent::UserBlocked {
+            user_id,
+            token_version,
+        })
+        .await;
+        publish(ControlEvent::UserUnblocked {
+            user_id,
+            token_version,
+        })
+        .await;
+    }
+    for &(consumer_id, producer_id) in &outcome.new_subscriptions {
+        publish(ControlEvent::SubscriptionChanged {
+            consumer_id,
+            producer_id,
+            active: true,
+        })
+        .await;
+    }
     for account in moved {
         if bus
             .move_producer_state(account.from_id, account.to_id)
@@ -646,36 +736,6 @@ async fn announce(
     if bus.forget_producer_state(&stale).await.is_err() {
         failed += 1;
     }
-    let origin = uuid::Uuid::new_v4();
-    let mut events = Vec::new();
-    for &(user_id, token_version) in &outcome.displaced {
-        // Blocked then unblocked at the new version: the old holder's sockets close and its
-        // tokens (which name this id) are refused; the new holder's tokens are not.
-        events.push(ControlEvent::UserBlocked {
-            user_id,
-            token_version,
-        });
-        events.push(ControlEvent::UserUnblocked {
-            user_id,
-            token_version,
-        });
-    }
-    for &(consumer_id, producer_id) in &outcome.new_subscriptions {
-        events.push(ControlEvent::SubscriptionChanged {
-            consumer_id,
-            producer_id,
-            active: true,
-        });
-    }
-    for event in events {
-        if bus
-            .publish_control(&ControlEnvelope { origin, event })
-            .await
-            .is_err()
-        {
-            failed += 1;
-        }
-    }
     if failed > 0 {
         warnings.push(format!(
             "{failed} notice(s) to running instances failed: restart them, or they see the import after their next reload"
@@ -691,6 +751,7 @@ async fn import_data(
     target: &Database,
     present: &HashMap<i64, Role>,
     options: &MotienceImport,
+    progress_key: &str,
     report: &mut ImportReport,
 ) -> Result<Counts, ImportError> {
     let mut counts = Counts::default();
@@ -706,7 +767,7 @@ async fn import_data(
         client
             .query_opt(
                 "SELECT last_id FROM import_progress WHERE source = $1",
-                &[&DATA_PROGRESS],
+                &[&progress_key],
             )
             .await
             .map_err(DbError::from)?
@@ -715,6 +776,10 @@ async fn import_data(
     let store = DataStore::new(target.clone());
     let epoch: Arc<str> = Arc::from(DATA_EPOCH);
     let mut unknown_producers: HashMap<i64, u64> = HashMap::new();
+    // Progress only passes rows that are stored: a row skipped now (its producer in conflict,
+    // older than `--since`) is read again by the next run, which may take it.
+    let mut contiguous = last_id;
+    let mut gap = false;
     loop {
         let rows = {
             let client = source.client().await.map_err(ImportError::Source)?;
@@ -732,21 +797,31 @@ async fn import_data(
         last_id = last.get(0);
         let mut batch = Vec::with_capacity(rows.len());
         for row in &rows {
-            let producer_id: i64 = row.get(1);
+            let row_id: i64 = row.get(0);
+            let producer_id: Option<i64> = row.get(1);
             let ts: Option<i64> = row.get(3);
             let payload: Option<String> = row.get(2);
-            let (Some(ts), Some(payload)) = (ts, payload) else {
+            let (Some(producer_id), Some(ts), Some(payload)) = (producer_id, ts, payload) else {
+                // A row without its producer, time or payload can never be stored.
                 counts.skipped += 1;
+                if !gap {
+                    contiguous = row_id;
+                }
                 continue;
             };
             if present.get(&producer_id) != Some(&Role::Producer) {
                 *unknown_producers.entry(producer_id).or_default() += 1;
                 counts.skipped += 1;
+                gap = true;
                 continue;
             }
             if ts < since {
                 counts.skipped += 1;
+                gap = true;
                 continue;
+            }
+            if !gap {
+                contiguous = row_id;
             }
             batch.push(StoredRow {
                 producer_id,
@@ -768,7 +843,7 @@ async fn import_data(
             .execute(
                 "INSERT INTO import_progress (source, last_id) VALUES ($1, $2) \
                  ON CONFLICT (source) DO UPDATE SET last_id = $2, updated_at = now()",
-                &[&DATA_PROGRESS, &last_id],
+                &[&progress_key, &contiguous],
             )
             .await
             .map_err(DbError::from)?;

@@ -33,7 +33,7 @@ impl From<tokio_postgres::Error> for RegistryError {
 }
 
 /// Who changes the registry, for the audit log: a user, an operator token (named masked, as
-/// `token:ngt_AbCd****`), or nodegrid itself (devices, pNodes, children: not audited).
+/// `token:****3a4b`, its last four characters, as the seed's audit shows it), or nodegrid itself (devices, pNodes, children: not audited).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RegistryActor {
     User { user_id: i64, username: String },

@@ -1,8 +1,9 @@
 //! The registry's events: the outbox in Postgres copied, in id order, into a bounded Redis
 //! Stream; every instance tails the stream for its watchers.
 //!
-//! Any instance may relay: the append script adds only ids above the last one relayed, so two
-//! relays at once add each event once, in order. After each append the script publishes a
+//! Any instance may relay (each runs one relay task, woken after every change it commits and
+//! every second): the append script adds only ids above the last one relayed, so two relays at
+//! once add each event once, in order. After each append the script publishes a
 //! wake-up on the deployment's channel; each instance's tail then reads what is new and hands
 //! it to its watchers through a broadcast channel. A watcher subscribes to that channel before
 //! it reads what it missed from the stream, and skips what it has already seen: no gap and no
@@ -10,14 +11,14 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use fred::interfaces::KeysInterface as _;
 use fred::types::Value as RedisValue;
 use fred::types::scripts::Script;
 use nodegrid_protocol::registry::{NodeEvent, NodeEventType, NodeFilter};
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 
 use super::errors::{
     REGISTRY_EVENTS_RELAYED_TOTAL, REGISTRY_RESETS_TOTAL, REGISTRY_WATCHERS, RegistryError,
@@ -81,6 +82,10 @@ struct StreamRead {
     last_relayed: i64,
     oldest: i64,
     entries: Vec<LoggedEvent>,
+    /// Entries the stream answered with, readable or not: a full batch means more may follow.
+    read: usize,
+    /// The id of the last entry answered, readable or not.
+    last_read: Option<i64>,
 }
 
 #[derive(Clone)]
@@ -97,8 +102,7 @@ struct Inner {
     live: broadcast::Sender<Arc<LoggedEvent>>,
     /// The last id this instance's tail handed to its watchers.
     tailed: AtomicI64,
-    relaying: AtomicBool,
-    relay_again: AtomicBool,
+    relay_wanted: Notify,
 }
 
 impl EventLog {
@@ -113,8 +117,7 @@ impl EventLog {
                 read: Script::from_lua(READ_SCRIPT),
                 live,
                 tailed: AtomicI64::new(-1),
-                relaying: AtomicBool::new(false),
-                relay_again: AtomicBool::new(false),
+                relay_wanted: Notify::new(),
             }),
         }
     }
@@ -124,37 +127,37 @@ impl EventLog {
         vec![keys.registry_events(), keys.registry_relayed()]
     }
 
+    /// The last event id copied into the stream (`None` when Redis does not answer).
+    pub async fn relayed(&self) -> Option<i64> {
+        self.inner
+            .bus
+            .publisher()
+            .get::<Option<i64>, _>(self.inner.bus.keys().registry_relayed())
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// The channel on which appends are announced; every instance's tail listens to it.
     pub fn wake_channel(&self) -> String {
         self.inner.bus.keys().registry_wake()
     }
 
-    /// Copies outbox rows the stream lacks into it, in id order. One relay runs per instance
-    /// at a time; a call during one makes it go round once more.
-    pub async fn relay(&self) -> Result<(), RegistryError> {
-        self.inner.relay_again.store(true, Ordering::SeqCst);
-        loop {
-            if self.inner.relaying.swap(true, Ordering::SeqCst) {
-                // The running relay sees `relay_again` and goes round once more.
-                return Ok(());
-            }
-            let outcome = async {
-                while self.inner.relay_again.swap(false, Ordering::SeqCst) {
-                    self.relay_pending().await?;
-                }
-                Ok::<(), RegistryError>(())
-            }
-            .await;
-            self.inner.relaying.store(false, Ordering::SeqCst);
-            outcome?;
-            // A call that came between the last round and the release: take it.
-            if !self.inner.relay_again.load(Ordering::SeqCst) {
-                return Ok(());
-            }
-        }
+    /// Asks this instance's relay task to copy what the outbox holds into the stream. Changes
+    /// call it after their commit and return at once: the relay never runs inside a request,
+    /// where a steady flow of changes could keep it going past the caller's deadline.
+    pub fn request_relay(&self) {
+        self.inner.relay_wanted.notify_one();
     }
 
-    async fn relay_pending(&self) -> Result<(), RegistryError> {
+    /// Waits for a [`request_relay`](Self::request_relay) (one stored if none is waiting).
+    pub async fn relay_wanted(&self) {
+        self.inner.relay_wanted.notified().await;
+    }
+
+    /// Copies outbox rows the stream lacks into it, in id order, until none is left. Run by one
+    /// task per instance; instances relaying at once is safe (the script skips what is there).
+    pub async fn relay(&self) -> Result<(), RegistryError> {
         loop {
             let relayed: Option<i64> = self
                 .inner
@@ -237,10 +240,13 @@ impl EventLog {
             .and_then(|value| value.as_i64())
             .ok_or_else(unexpected)?;
         let mut entries = Vec::new();
+        let (mut read, mut last_read) = (0, None);
         while let (Some(id), Some(json)) = (values.next(), values.next()) {
             let (Some(id), Some(json)) = (id.as_i64(), json.into_string()) else {
                 return Err(unexpected().into());
             };
+            read += 1;
+            last_read = Some(id);
             match serde_json::from_str::<NodeEvent>(&json) {
                 Ok(event) => entries.push(LoggedEvent { id, event }),
                 Err(error) => tracing::warn!(%error, id, "an unreadable registry event is skipped"),
@@ -250,6 +256,8 @@ impl EventLog {
             last_relayed,
             oldest,
             entries,
+            read,
+            last_read,
         })
     }
 
@@ -270,10 +278,22 @@ impl EventLog {
                 self.inner.tailed.store(read.last_relayed, Ordering::SeqCst);
                 return Ok(());
             }
-            let full = read.entries.len() == READ_BATCH;
+            if read.oldest > 0 && after.saturating_add(1) < read.oldest && after < read.last_relayed
+            {
+                // Trimmed past this instance's position before it read them (a burst after an
+                // outage): its watchers are told to re-list, not left with a silent gap.
+                let resume_at = read.oldest - 1;
+                metrics::counter!(REGISTRY_RESETS_TOTAL).increment(1);
+                let _ = self.inner.live.send(Arc::new(reset_event(resume_at)));
+                after = resume_at;
+            }
+            let full = read.read == READ_BATCH;
             for entry in read.entries {
-                after = entry.id;
+                after = after.max(entry.id);
                 let _ = self.inner.live.send(Arc::new(entry));
+            }
+            if let Some(last_read) = read.last_read {
+                after = after.max(last_read);
             }
             self.inner.tailed.store(after, Ordering::SeqCst);
             if !full {
@@ -306,6 +326,21 @@ impl EventLog {
             }
         }
         Ok(watch)
+    }
+}
+
+/// The `RESET` event telling a watcher to re-list, then continue after `resume_at`.
+fn reset_event(resume_at: i64) -> LoggedEvent {
+    LoggedEvent {
+        id: resume_at,
+        event: NodeEvent {
+            event_id: resume_at.to_string(),
+            event_type: NodeEventType::Reset,
+            node_id: None,
+            changed_fields: Vec::new(),
+            node: None,
+            ts: chrono::Utc::now(),
+        },
     }
 }
 
@@ -353,25 +388,18 @@ impl RegistryWatch {
                         read.oldest - 1
                     };
                     metrics::counter!(REGISTRY_RESETS_TOTAL).increment(1);
-                    self.pending.push_back(LoggedEvent {
-                        id: resume_at,
-                        event: NodeEvent {
-                            event_id: resume_at.to_string(),
-                            event_type: NodeEventType::Reset,
-                            node_id: None,
-                            changed_fields: Vec::new(),
-                            node: None,
-                            ts: chrono::Utc::now(),
-                        },
-                    });
+                    self.pending.push_back(reset_event(resume_at));
                     self.last = resume_at;
                 }
             }
             first = false;
-            let full = read.entries.len() == READ_BATCH;
+            let full = read.read == READ_BATCH;
             for entry in read.entries {
                 self.last = entry.id;
                 self.pending.push_back(entry);
+            }
+            if let Some(last_read) = read.last_read {
+                self.last = self.last.max(last_read);
             }
             if !full {
                 return Ok(());
@@ -389,7 +417,17 @@ impl RegistryWatch {
                 continue;
             }
             match self.live.recv().await {
-                Ok(entry) if entry.id <= self.last => continue,
+                Ok(entry)
+                    if entry.id <= self.last && entry.event.event_type != NodeEventType::Reset =>
+                {
+                    continue;
+                }
+                Ok(entry) if entry.event.event_type == NodeEventType::Reset => {
+                    if entry.id > self.last {
+                        self.last = entry.id;
+                        return Ok(entry.event.clone());
+                    }
+                }
                 Ok(entry) => {
                     self.last = entry.id;
                     if self.passes(&entry.event) {
@@ -397,9 +435,10 @@ impl RegistryWatch {
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
-                    // Too far behind the live buffer: catch up from the stream.
+                    // Too far behind the live buffer: catch up from the stream, with a RESET
+                    // if the stream no longer reaches back to where this watcher was.
                     let last = self.last;
-                    self.replay_from(last, false).await?;
+                    self.replay_from(last, true).await?;
                 }
                 Err(broadcast::error::RecvError::Closed) => {
                     return Err(RegistryError::Bus(BusError::Unexpected(

@@ -170,6 +170,7 @@ impl NodeRegistry {
         status: NodeStatus,
         labels: Option<BTreeMap<String, String>>,
     ) -> Result<(), RegistryError> {
+        validate_name(name).map_err(RegistryError::Validation)?;
         let name = name.to_owned();
         self.change(&RegistryActor::System, "node.report", move |transaction| {
             Box::pin(store::report(transaction, node_type, name, status, labels))
@@ -186,6 +187,10 @@ impl NodeRegistry {
         statuses: Vec<(String, NodeStatus)>,
     ) -> Result<usize, RegistryError> {
         let mut events = 0;
+        let statuses: Vec<(String, NodeStatus)> = statuses
+            .into_iter()
+            .filter(|(name, _)| validate_name(name).is_ok())
+            .collect();
         for chunk in statuses.chunks(REPORT_CHUNK) {
             {
                 let mut client = self.database.client().await?;
@@ -205,9 +210,7 @@ impl NodeRegistry {
                 }
                 transaction.commit().await.map_err(DbError::from)?;
             }
-            if let Err(error) = self.log.relay().await {
-                tracing::warn!(%error, "could not relay registry events yet; they follow");
-            }
+            self.log.request_relay();
         }
         Ok(events)
     }
@@ -215,12 +218,17 @@ impl NodeRegistry {
     /// Deletes the outbox rows older than what the event stream keeps (they can no longer be
     /// replayed); returns how many.
     pub async fn prune_events(&self) -> Result<u64, RegistryError> {
+        // Never past what the relay has copied: a row not yet in the stream is still owed.
+        let Some(relayed) = self.log.relayed().await else {
+            return Ok(0);
+        };
         let kept = i64::try_from(self.events_kept).unwrap_or(i64::MAX);
         let client = self.database.client().await?;
         Ok(client
             .execute(
-                "DELETE FROM node_events WHERE id < (SELECT max(id) FROM node_events) - $1",
-                &[&kept],
+                "DELETE FROM node_events \
+                 WHERE id < least($2, (SELECT max(id) FROM node_events) - $1)",
+                &[&kept, &relayed],
             )
             .await?)
     }
@@ -239,13 +247,23 @@ impl NodeRegistry {
                 store::names_not_up(&client, node_type, &connected).await?,
             )
         };
-        for name in &stale {
-            self.report(node_type, name, NodeStatus::Down, None).await?;
+        let mut changed = 0;
+        let wanted = stale
+            .iter()
+            .map(|name| (name, NodeStatus::Down))
+            .chain(missing.iter().map(|name| (name, NodeStatus::Up)));
+        for (name, status) in wanted {
+            match self.report(node_type, name, status, None).await {
+                Ok(()) => changed += 1,
+                // A name the registry cannot hold (a long imported username): not this node's
+                // business to stop the others.
+                Err(RegistryError::Validation(reason)) => {
+                    tracing::debug!(node = %name, %reason, "not in the registry");
+                }
+                Err(error) => return Err(error),
+            }
         }
-        for name in &missing {
-            self.report(node_type, name, NodeStatus::Up, None).await?;
-        }
-        Ok(stale.len() + missing.len())
+        Ok(changed)
     }
 
     /// Runs one change in a transaction under the registry's lock: the change itself, its
@@ -291,10 +309,7 @@ impl NodeRegistry {
             change
         };
         if change.event.is_some() {
-            // Committed: a relay that fails now is done by the next one (or the periodic one).
-            if let Err(error) = self.log.relay().await {
-                tracing::warn!(%error, "could not relay a registry event yet; it follows");
-            }
+            self.log.request_relay();
         }
         Ok(Some(change.node))
     }
