@@ -48,7 +48,7 @@ if [ "$quick" -eq 1 ]; then
         "--nodes 2000 --update-qps 100 --watchers 5 --duration 3s")
 else
   runs=("--nodes 10000 --update-qps 200 --watchers 50 --duration 30s"
-        "--nodes 90000 --update-qps 500 --watchers 10 --duration 20s")
+        "--nodes 90000 --update-qps 300 --watchers 10 --duration 20s")
 fi
 rows=()
 for run in "${runs[@]}"; do
