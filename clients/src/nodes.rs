@@ -24,8 +24,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one call (other than `watch`) may take.
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Where the registry is and how to sign in to it, as nodectl takes them: shared by
+/// `nodegrid nodes`, `nodegrid sensor` and `nodegrid sim nodes`.
 #[derive(Debug, Clone, Args)]
-pub struct NodesOptions {
+pub struct Backend {
     /// The server's gRPC address (host:port, or an http:// URL).
     #[arg(
         long,
@@ -34,9 +36,15 @@ pub struct NodesOptions {
         global = true
     )]
     pub addr: String,
-    /// An admin's access token or an operator token (`ngt_…`).
+    /// An admin's access token or an operator token (`ngt_…`); changes need `nodes:write`.
     #[arg(long, env = "BACKEND_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct NodesOptions {
+    #[command(flatten)]
+    pub backend: Backend,
     #[command(subcommand)]
     pub command: NodesCommand,
 }
@@ -209,7 +217,8 @@ pub(crate) struct Client {
 }
 
 impl Client {
-    pub(crate) async fn connect(addr: &str, token: Option<&str>) -> Result<Client, NodesError> {
+    pub(crate) async fn connect(backend: &Backend) -> Result<Client, NodesError> {
+        let (addr, token) = (backend.addr.as_str(), backend.token.as_deref());
         let url = if addr.contains("://") {
             addr.to_owned()
         } else {
@@ -254,7 +263,7 @@ impl Client {
 
 /// Runs one `nodegrid nodes` command, printing to standard output.
 pub async fn run(options: NodesOptions) -> Result<(), NodesError> {
-    let mut client = Client::connect(&options.addr, options.token.as_deref()).await?;
+    let mut client = Client::connect(&options.backend).await?;
     match options.command {
         NodesCommand::List {
             node_type: kind,

@@ -13,17 +13,13 @@ use nodegrid_protocol::registry::grpc;
 use rand::Rng as _;
 use tokio::sync::Mutex;
 
-use crate::nodes::{CALL_TIMEOUT, Client, NodesError};
+use crate::nodes::{Backend, CALL_TIMEOUT, Client, NodesError};
 use crate::sensor::parse_duration;
 
 #[derive(Debug, Clone, Args)]
 pub struct NodesSimOptions {
-    /// The server's gRPC address.
-    #[arg(long, env = "BACKEND_ADDR", default_value = "127.0.0.1:50051")]
-    pub addr: String,
-    /// An admin's access token or an operator token with nodes:read and nodes:write.
-    #[arg(long, env = "BACKEND_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    #[command(flatten)]
+    pub backend: Backend,
     /// Nodes to create (names `sim-<run>-<n>`).
     #[arg(long, default_value_t = 10_000)]
     pub nodes: usize,
@@ -59,7 +55,7 @@ fn ms(histogram: &Histogram<u64>, quantile: f64) -> f64 {
 
 /// Runs the simulation and prints its report.
 pub async fn run(options: NodesSimOptions) -> Result<(), NodesError> {
-    let client = Client::connect(&options.addr, options.token.as_deref()).await?;
+    let client = Client::connect(&options.backend).await?;
     let run_id: u32 = rand::rng().random();
     let kinds = [
         grpc::NodeType::Baremetal,

@@ -14,24 +14,15 @@ use clap::{Args, Subcommand};
 use nodegrid_protocol::registry::{NodeStatus, grpc};
 use serde_json::json;
 
-use crate::nodes::{CALL_TIMEOUT, Client, NodesError, node_type};
+use crate::nodes::{Backend, CALL_TIMEOUT, Client, NodesError, node_type};
 
 /// The longest wait between attempts to reach a server that does not answer.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Args)]
 pub struct SensorOptions {
-    /// The server's gRPC address (host:port, or an http:// URL).
-    #[arg(
-        long,
-        env = "BACKEND_ADDR",
-        default_value = "127.0.0.1:50051",
-        global = true
-    )]
-    pub addr: String,
-    /// An operator token with `nodes:read` and `nodes:write` (or an admin's access token).
-    #[arg(long, env = "BACKEND_TOKEN", hide_env_values = true, global = true)]
-    pub token: Option<String>,
+    #[command(flatten)]
+    pub backend: Backend,
     #[command(subcommand)]
     pub kind: SensorKind,
 }
@@ -249,8 +240,7 @@ pub async fn run(options: SensorOptions) -> Result<(), NodesError> {
     };
     let kind = node_type(&common.node_type)?;
     let mut sensor = Sensor {
-        addr: options.addr,
-        token: options.token,
+        backend: options.backend,
         client: None,
         node_id: None,
         kind,
@@ -281,8 +271,7 @@ pub async fn run(options: SensorOptions) -> Result<(), NodesError> {
 }
 
 struct Sensor {
-    addr: String,
-    token: Option<String>,
+    backend: Backend,
     client: Option<Client>,
     node_id: Option<String>,
     kind: i32,
@@ -299,7 +288,7 @@ impl Sensor {
         match self.last {
             Some(_) => Ok(()),
             None => Err(NodesError::Connect {
-                addr: self.addr.clone(),
+                addr: self.backend.addr.clone(),
                 reason: "the status could not be reported".into(),
             }),
         }
@@ -332,7 +321,7 @@ impl Sensor {
 
     async fn report(&mut self, check: &Check) -> Result<(), NodesError> {
         if self.client.is_none() {
-            self.client = Some(Client::connect(&self.addr, self.token.as_deref()).await?);
+            self.client = Some(Client::connect(&self.backend).await?);
         }
         let Some(client) = self.client.as_mut() else {
             return Ok(());
