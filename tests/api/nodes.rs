@@ -1041,3 +1041,39 @@ async fn devices_of_an_instance_that_dies_are_settled_down_by_the_leader() {
     .await;
     app.shut_down().await.unwrap();
 }
+
+#[actix_web::test]
+async fn the_outbox_is_pruned_to_what_the_event_stream_keeps() {
+    let database = Arc::new(fresh_database().await);
+    let mut settings = test_settings(&database.url);
+    settings.registry.events_kept = 3;
+    settings.housekeeping_interval = Duration::from_millis(300);
+    let app = spawn_app_with(database.clone(), settings).await;
+    let admin = app.admin_token().await;
+    for n in 0..8 {
+        create(
+            &app,
+            &admin,
+            json!({"type": "CUSTOM", "name": format!("kept-{n}")}),
+        )
+        .await;
+    }
+    let db = crate::helpers::connect(&database.url).await;
+    let ids = || async {
+        db.query("SELECT id FROM node_events ORDER BY id", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get::<_, i64>(0))
+            .collect::<Vec<_>>()
+    };
+    // The housekeeper prunes what the stream no longer keeps: the newest four remain (ids
+    // from max - 3 on), all of them relayed.
+    let kept = eventually("the outbox is pruned", Duration::from_secs(15), || async {
+        let ids = ids().await;
+        (ids.len() == 4).then_some(ids)
+    })
+    .await;
+    assert_eq!(kept, (5..=8).collect::<Vec<i64>>());
+    app.shut_down().await.unwrap();
+}
