@@ -52,7 +52,7 @@ enum Caller {
     },
     Token {
         scopes: Vec<ApiScope>,
-        label: String,
+        actor: RegistryActor,
     },
 }
 
@@ -74,13 +74,9 @@ impl NodeApi {
                 .api_tokens
                 .verify(token, chrono::Utc::now().timestamp())
                 .map_err(|_| Status::unauthenticated("the API token is not valid"))?;
-            let tail: String = token
-                .chars()
-                .skip(token.chars().count().saturating_sub(4))
-                .collect();
             return Ok(Caller::Token {
                 scopes: grant.scopes,
-                label: format!("token:****{tail}"),
+                actor: RegistryActor::token(token),
             });
         }
         let user = self
@@ -126,9 +122,7 @@ impl NodeApi {
             Caller::User { .. } => Err(Status::permission_denied(
                 "changing the registry needs an admin or an operator token",
             )),
-            Caller::Token { scopes, label } if scopes.contains(&ApiScope::NodesWrite) => {
-                Ok(RegistryActor::Token { label })
-            }
+            Caller::Token { scopes, actor } if scopes.contains(&ApiScope::NodesWrite) => Ok(actor),
             Caller::Token { .. } => Err(Status::permission_denied(
                 "this API token has no nodes:write scope",
             )),

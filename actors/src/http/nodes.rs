@@ -65,20 +65,6 @@ impl From<RegistryError> for ApiError {
     }
 }
 
-/// The last four characters of the presented bearer token, for the audit log.
-fn masked_token(request: &HttpRequest) -> String {
-    let token = crate::http::auth::access_token(request).unwrap_or_default();
-    let tail: String = token
-        .chars()
-        .rev()
-        .take(4)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
-    format!("token:****{tail}")
-}
-
 /// Who may read: anyone with `--registry-public-reads`, else any valid token.
 async fn reader(request: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
     // A token in the header, or in the query for sockets (browsers cannot set headers there).
@@ -111,9 +97,9 @@ async fn writer(request: &HttpRequest) -> Result<RegistryActor, ApiError> {
             ErrorCode::Forbidden,
             "changing the node registry needs an admin or an operator token",
         )),
-        Principal::ApiToken(grant) if grant.has(ApiScope::NodesWrite) => Ok(RegistryActor::Token {
-            label: masked_token(request),
-        }),
+        Principal::ApiToken(grant) if grant.has(ApiScope::NodesWrite) => Ok(RegistryActor::token(
+            &crate::http::auth::access_token(request).unwrap_or_default(),
+        )),
         Principal::ApiToken(_) => Err(ApiError::new(
             ErrorCode::Forbidden,
             "this API token has no nodes:write scope",

@@ -20,7 +20,7 @@ impl Presence {
         let (changes, mut pending) = mpsc::channel::<(String, NodeStatus)>(PRESENCE_QUEUE);
         actix_web::rt::spawn(async move {
             while let Some((name, status)) = pending.recv().await {
-                if let Err(error) = nodes.report(NodeType::IotDevice, &name, status, None).await {
+                if let Err(error) = nodes.report(NodeType::IotDevice, &name, status).await {
                     tracing::warn!(%error, device = %name, "could not record a device's presence");
                 }
             }

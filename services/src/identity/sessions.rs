@@ -1,6 +1,7 @@
 //! Login sessions: login, refresh-token rotation (with reuse detection), logout.
 
 use chrono::Utc;
+use deadpool_postgres::GenericClient;
 use nodegrid_protocol::auth::{LoginRequest, RefreshRequest, TokenResponse};
 use serde_json::json;
 
@@ -67,7 +68,6 @@ impl Identity {
         }
 
         let session_id = uuid::Uuid::new_v4();
-        let refresh_token = tokens::new_refresh_token();
         let mut client = self.inner.database.client().await?;
         let transaction = client.transaction().await.map_err(DbError::from)?;
         // An imported bcrypt hash is replaced by Argon2id at the first login that proves the
@@ -85,26 +85,9 @@ impl Identity {
         if !store::lock_user_as_read(&transaction, user.id, &user.username).await? {
             return Err(IdentityError::InvalidCredentials);
         }
-        store::insert_refresh_token(
-            &transaction,
-            session_id,
-            user.id,
-            &tokens::refresh_token_hash(&refresh_token),
-            self.refresh_expiry()?,
-        )
-        .await?;
-        store::insert_audit(
-            &transaction,
-            &AuditRecord {
-                actor_id: Some(user.id),
-                actor: Some(user.username.clone()),
-                action: "auth.login",
-                target: Some(user_target(&user)),
-                source_ip: Some(caller.ip.to_string()),
-                details: json!({"session": session_id}),
-            },
-        )
-        .await?;
+        let refresh_token = self
+            .issue_refresh_token(&transaction, session_id, &user, "auth.login", caller)
+            .await?;
         transaction.commit().await.map_err(DbError::from)?;
         drop(client);
         metrics::counter!(AUTH_EVENTS_TOTAL, "event" => "login").increment(1);
@@ -175,31 +158,53 @@ impl Identity {
         if presented.expires_at <= Utc::now() {
             return Err(IdentityError::TokenExpired);
         }
-        let refresh_token = tokens::new_refresh_token();
         store::mark_refresh_token_used(&transaction, presented.id).await?;
+        let refresh_token = self
+            .issue_refresh_token(
+                &transaction,
+                presented.family_id,
+                &user,
+                "auth.refresh",
+                caller,
+            )
+            .await?;
+        transaction.commit().await.map_err(DbError::from)?;
+        metrics::counter!(AUTH_EVENTS_TOTAL, "event" => "refresh").increment(1);
+        self.token_response(&user, presented.family_id, refresh_token)
+    }
+
+    /// A new refresh token of `session` (a login's new family, or a refresh's next token) and
+    /// its audit entry, in the caller's transaction; returns the token.
+    async fn issue_refresh_token(
+        &self,
+        transaction: &impl GenericClient,
+        session: uuid::Uuid,
+        user: &UserRow,
+        action: &'static str,
+        caller: Caller,
+    ) -> Result<String, IdentityError> {
+        let refresh_token = tokens::new_refresh_token();
         store::insert_refresh_token(
-            &transaction,
-            presented.family_id,
+            transaction,
+            session,
             user.id,
             &tokens::refresh_token_hash(&refresh_token),
             self.refresh_expiry()?,
         )
         .await?;
         store::insert_audit(
-            &transaction,
+            transaction,
             &AuditRecord {
                 actor_id: Some(user.id),
                 actor: Some(user.username.clone()),
-                action: "auth.refresh",
-                target: Some(user_target(&user)),
+                action,
+                target: Some(user_target(user)),
                 source_ip: Some(caller.ip.to_string()),
-                details: json!({"session": presented.family_id}),
+                details: json!({"session": session}),
             },
         )
         .await?;
-        transaction.commit().await.map_err(DbError::from)?;
-        metrics::counter!(AUTH_EVENTS_TOTAL, "event" => "refresh").increment(1);
-        self.token_response(&user, presented.family_id, refresh_token)
+        Ok(refresh_token)
     }
 
     /// Ends the session the access token belongs to: its refresh tokens stop working, its

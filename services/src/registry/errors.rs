@@ -32,13 +32,27 @@ impl From<tokio_postgres::Error> for RegistryError {
     }
 }
 
-/// Who changes the registry, for the audit log: a user, an operator token (named masked, as
-/// `token:****3a4b`, its last four characters, as the seed's audit shows it), or nodegrid itself (devices, pNodes, children: not audited).
+/// Who changes the registry, for the audit log: a user, or an operator token (named by
+/// [`RegistryActor::token`]). What nodegrid reports of the nodes it runs (devices, pNodes) is
+/// not an admin action and is not audited.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RegistryActor {
     User { user_id: i64, username: String },
     Token { label: String },
-    System,
+}
+
+impl RegistryActor {
+    /// An API token, named masked as the seed's audit names it: `token:****3a4b`, its last
+    /// four characters.
+    pub fn token(token: &str) -> RegistryActor {
+        let tail: String = token
+            .chars()
+            .skip(token.chars().count().saturating_sub(4))
+            .collect();
+        RegistryActor::Token {
+            label: format!("token:****{tail}"),
+        }
+    }
 }
 
 /// The registry's settings.

@@ -11,8 +11,6 @@ mod errors;
 mod events;
 mod store;
 
-use std::collections::BTreeMap;
-
 use nodegrid_protocol::registry::{
     CreateNodeRequest, LabelSelector, MAX_PAGE_SIZE, Node, NodeEventType, NodeFilter,
     NodeListResponse, NodeStatus, NodeType, UpdateNodeRequest, validate_labels, validate_metadata,
@@ -168,19 +166,16 @@ impl NodeRegistry {
         node_type: NodeType,
         name: &str,
         status: NodeStatus,
-        labels: Option<BTreeMap<String, String>>,
     ) -> Result<(), RegistryError> {
-        validate_name(name).map_err(RegistryError::Validation)?;
-        let name = name.to_owned();
-        self.change(&RegistryActor::System, "node.report", move |transaction| {
-            Box::pin(store::report(transaction, node_type, name, status, labels))
-        })
-        .await?;
-        Ok(())
+        self.report_many(node_type, vec![(name.to_owned(), status)])
+            .await
+            .map(|_| ())
     }
 
     /// [`report`](Self::report) for many nodes of one type, a few hundred per transaction
-    /// (a pNode cycle's changes); returns how many events it recorded.
+    /// (a pNode cycle's changes, a sweep's devices); returns how many events it recorded. A
+    /// name the registry cannot hold (a long imported username) is left out, not an error
+    /// that would stop the others.
     pub async fn report_many(
         &self,
         node_type: NodeType,
@@ -189,7 +184,13 @@ impl NodeRegistry {
         let mut events = 0;
         let statuses: Vec<(String, NodeStatus)> = statuses
             .into_iter()
-            .filter(|(name, _)| validate_name(name).is_ok())
+            .filter(|(name, _)| match validate_name(name) {
+                Ok(()) => true,
+                Err(reason) => {
+                    tracing::debug!(node = %name, %reason, "not in the registry");
+                    false
+                }
+            })
             .collect();
         for chunk in statuses.chunks(REPORT_CHUNK) {
             {
@@ -198,7 +199,7 @@ impl NodeRegistry {
                 store::lock(&transaction).await?;
                 for (name, status) in chunk {
                     let change =
-                        store::report(&transaction, node_type, name.clone(), *status, None).await?;
+                        store::report(&transaction, node_type, name.clone(), *status).await?;
                     if let Some(change) = change
                         && let Some(event_type) = change.event
                     {
@@ -247,27 +248,16 @@ impl NodeRegistry {
                 store::names_not_up(&client, node_type, &connected).await?,
             )
         };
-        let mut changed = 0;
         let wanted = stale
-            .iter()
+            .into_iter()
             .map(|name| (name, NodeStatus::Down))
-            .chain(missing.iter().map(|name| (name, NodeStatus::Up)));
-        for (name, status) in wanted {
-            match self.report(node_type, name, status, None).await {
-                Ok(()) => changed += 1,
-                // A name the registry cannot hold (a long imported username): not this node's
-                // business to stop the others.
-                Err(RegistryError::Validation(reason)) => {
-                    tracing::debug!(node = %name, %reason, "not in the registry");
-                }
-                Err(error) => return Err(error),
-            }
-        }
-        Ok(changed)
+            .chain(missing.into_iter().map(|name| (name, NodeStatus::Up)))
+            .collect();
+        self.report_many(node_type, wanted).await
     }
 
     /// Runs one change in a transaction under the registry's lock: the change itself, its
-    /// event and (for people and tokens) its audit entry; then relays the event.
+    /// event and its audit entry; then asks for the event's relay.
     async fn change<F>(
         &self,
         actor: &RegistryActor,
@@ -299,9 +289,8 @@ impl NodeRegistry {
             };
             if let Some(event_type) = change.event {
                 store::insert_event(&transaction, event_type, &change).await?;
-                if let Some(record) = audit_record(actor, action, event_type, &change) {
-                    crate::identity::store::insert_audit(&transaction, &record).await?;
-                }
+                let record = audit_record(actor, action, event_type, &change);
+                crate::identity::store::insert_audit(&transaction, &record).await?;
                 metrics::counter!(REGISTRY_MUTATIONS_TOTAL, "event" => event_type.as_str())
                     .increment(1);
             }
@@ -333,13 +322,12 @@ fn audit_record(
     action: &'static str,
     event_type: NodeEventType,
     change: &NodeChange,
-) -> Option<AuditRecord> {
+) -> AuditRecord {
     let (actor_id, actor) = match actor {
         RegistryActor::User { user_id, username } => (Some(*user_id), username.clone()),
         RegistryActor::Token { label } => (None, label.clone()),
-        RegistryActor::System => return None,
     };
-    Some(AuditRecord {
+    AuditRecord {
         actor_id,
         actor: Some(actor),
         action,
@@ -351,7 +339,7 @@ fn audit_record(
             "name": change.node.name,
             "changed_fields": change.changed_fields,
         }),
-    })
+    }
 }
 
 /// Parses the REST and gRPC filters into one.

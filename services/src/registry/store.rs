@@ -207,14 +207,12 @@ pub(super) async fn delete(
     }))
 }
 
-/// Creates the node named `name` of `node_type`, or updates its status (and labels when
-/// given).
+/// Creates the node named `name` of `node_type`, or updates its status.
 pub(super) async fn report(
     client: &impl GenericClient,
     node_type: NodeType,
     name: String,
     status: NodeStatus,
-    labels: Option<BTreeMap<String, String>>,
 ) -> Result<Option<NodeChange>, RegistryError> {
     let sql = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE type = $1 AND name = $2 FOR UPDATE");
     let existing = client
@@ -228,7 +226,6 @@ pub(super) async fn report(
                 id,
                 UpdateNodeRequest {
                     status: Some(status),
-                    labels,
                     ..UpdateNodeRequest::default()
                 },
             )
@@ -242,7 +239,7 @@ pub(super) async fn report(
                     node_type,
                     name,
                     status,
-                    labels: labels.unwrap_or_default(),
+                    labels: BTreeMap::new(),
                     metadata: serde_json::json!({}),
                 },
             )
