@@ -53,6 +53,8 @@ use crate::stream::writer::{DataWriter, Drain};
 use crate::telemetry::{self, MetricsSetupError};
 use nodegrid_services::ratelimit::LocalRateLimiter;
 use nodegrid_services::registry::NodeRegistry;
+use nodegrid_services::webhooks::Webhooks;
+use nodegrid_services::webhooks::delivery::{Deliverer, DelivererSetupError};
 
 /// How often the Prometheus recorder drains its histograms' buffers.
 const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -86,6 +88,8 @@ pub enum StartError {
     SharedState { name: &'static str, source: DbError },
     #[error("pNode analytics: {0}")]
     Pnodes(#[from] ClientSetupError),
+    #[error(transparent)]
+    Webhooks(#[from] DelivererSetupError),
 }
 
 /// Fires the graceful shutdown of one [`Application`]. Cheap to clone; firing twice is harmless.
@@ -255,6 +259,12 @@ impl Application {
         };
         Supervisor::start(move |_| housekeeper);
         let (keeper_stop, keeper_stopped) = watch::channel(false);
+        let webhooks = Webhooks::new(database.clone(), settings.webhooks.clone());
+        crate::webhooks::start_deliverer(
+            Deliverer::new(webhooks.clone())?,
+            housekeeping_lease.watch(),
+            keeper_stopped.clone(),
+        );
         node_registry::start_keeper(
             nodes.clone(),
             bus.clone(),
@@ -322,6 +332,7 @@ impl Application {
             pnodes: pnodes.clone(),
             nodes,
             registry_public_reads: settings.registry_public_reads,
+            webhooks,
             not_found_limiter: Arc::new(LocalRateLimiter::new(
                 settings.http_limits.not_found_per_sec,
                 settings.http_limits.not_found_burst,

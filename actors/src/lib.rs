@@ -19,6 +19,7 @@
 //! - [`grpc`]: the gRPC API (tonic): the node registry's `NodeService`.
 //! - [`node_registry`]: the node registry's runtime: the event tail for watchers, the relay,
 //!   the device sweep.
+//! - [`webhooks`]: the webhook deliverer's task (on the housekeeping leader).
 //! - [`metrics`]: the names of the runtime's own metrics.
 //! - [`telemetry`]: tracing set-up and the Prometheus recorder.
 //!
@@ -37,3 +38,4 @@ pub mod state;
 pub mod state_watcher;
 pub mod stream;
 pub mod telemetry;
+pub mod webhooks;

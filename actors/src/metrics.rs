@@ -7,6 +7,7 @@ use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 use nodegrid_services::identity;
 use nodegrid_services::lease::{LEASE_LEADER, LEASE_TRANSITIONS_TOTAL};
 use nodegrid_services::registry;
+use nodegrid_services::webhooks;
 
 pub const HTTP_REQUESTS_TOTAL: &str = "nodegrid_http_requests_total";
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "nodegrid_http_request_duration_seconds";
@@ -133,5 +134,18 @@ pub fn describe() {
     describe_counter!(
         registry::REGISTRY_RESETS_TOTAL,
         "Watchers told RESET: they asked for events older than those kept."
+    );
+    describe_counter!(
+        webhooks::WEBHOOK_EVENTS_TOTAL,
+        "Events emitted to webhooks, by type (before matching: an event no webhook wants counts too)."
+    );
+    describe_counter!(
+        webhooks::WEBHOOK_DELIVERIES_TOTAL,
+        "Webhook delivery attempts, by outcome (delivered, retried, failed)."
+    );
+    describe_histogram!(
+        webhooks::WEBHOOK_DELIVERY_SECONDS,
+        Unit::Seconds,
+        "Time of one webhook delivery attempt."
     );
 }

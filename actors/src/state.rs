@@ -19,6 +19,7 @@ use nodegrid_services::streams::directory::ProducerDirectory;
 use nodegrid_services::streams::history::StreamHistory;
 use nodegrid_services::streams::policies::ProducerPolicies;
 use nodegrid_services::streams::subscriptions::Subscriptions;
+use nodegrid_services::webhooks::Webhooks;
 use uuid::Uuid;
 
 use crate::bridge::RedisBridge;
@@ -57,6 +58,8 @@ pub struct AppState {
     /// The node registry, and whether its reads need a token.
     pub nodes: NodeRegistry,
     pub registry_public_reads: bool,
+    /// Webhook registration and delivery logs.
+    pub webhooks: Webhooks,
     /// Requests to paths no route matches, per client address.
     pub not_found_limiter: Arc<LocalRateLimiter>,
 }

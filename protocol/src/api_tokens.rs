@@ -66,6 +66,10 @@ pub struct CreateApiTokenRequest {
     /// Days until the token stops working (absent: never).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_in_days: Option<u32>,
+    /// With `xandeum:unlimited`: the token's own limit on the pNode API, in requests per
+    /// second on each instance, in place of the per-address one (absent: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_per_sec: Option<u32>,
 }
 
 /// An API token as admins see it: never the secret.
@@ -85,6 +89,8 @@ pub struct ApiTokenView {
     pub expires_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_per_sec: Option<u32>,
 }
 
 /// `POST /api/admin/api-tokens` → 201: the token, shown this once.

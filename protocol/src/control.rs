@@ -60,6 +60,9 @@ pub enum ControlEvent {
         producer_ids: Option<Vec<i64>>,
         /// Unix seconds.
         expires_at: Option<i64>,
+        /// With `xandeum:unlimited`: the token's own request rate (absent: no limit).
+        #[serde(default)]
+        rate_per_sec: Option<u32>,
     },
     /// An admin revoked an API token: instances refuse it from now on.
     ApiTokenRevoked { id: i64 },

@@ -12,6 +12,7 @@
 //!   their answers.
 //! - [`pnode_api`]: the pNode API (`/api/xandeum/*`, `/api/admin/pollers`): query parameters
 //!   with their checks, and the bodies answered.
+//! - [`webhooks`]: webhook registration, the signed deliveries' body and headers.
 //! - [`control`]: the events that travel on a deployment's Redis control channel, so that a
 //!   change made on one instance takes effect on all of them.
 //!
@@ -28,3 +29,4 @@ pub mod pnode_api;
 pub mod prpc;
 pub mod registry;
 pub mod stream;
+pub mod webhooks;

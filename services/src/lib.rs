@@ -32,3 +32,4 @@ pub mod registry;
 pub mod shared_state;
 pub mod streams;
 pub mod text;
+pub mod webhooks;

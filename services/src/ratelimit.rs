@@ -103,17 +103,16 @@ impl RateLimiter {
 /// The lock is held only for one bucket's arithmetic, never across an await. The map is
 /// bounded: when it reaches `max_keys`, buckets that have refilled (idle clients) are dropped,
 /// and if none has, the new key is refused rather than grown without limit.
-pub struct LocalRateLimiter {
+pub struct LocalRateLimiter<K = std::net::IpAddr> {
     per_sec: f64,
     burst: f64,
     max_keys: usize,
-    buckets:
-        std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (f64, std::time::Instant)>>,
+    buckets: std::sync::Mutex<std::collections::HashMap<K, (f64, std::time::Instant)>>,
 }
 
-impl LocalRateLimiter {
+impl<K: std::hash::Hash + Eq> LocalRateLimiter<K> {
     /// `per_sec` sustained, `burst` at once; `per_sec == 0` turns the limit off.
-    pub fn new(per_sec: u32, burst: u32, max_keys: usize) -> LocalRateLimiter {
+    pub fn new(per_sec: u32, burst: u32, max_keys: usize) -> LocalRateLimiter<K> {
         LocalRateLimiter {
             per_sec: f64::from(per_sec),
             burst: f64::from(burst.max(1)),
@@ -127,16 +126,27 @@ impl LocalRateLimiter {
     }
 
     /// Takes a token for `key` at `now`; `Err(retry_after)` when there is none.
-    pub fn check(&self, key: std::net::IpAddr, now: std::time::Instant) -> Result<(), Duration> {
+    pub fn check(&self, key: K, now: std::time::Instant) -> Result<(), Duration> {
         if self.is_off() {
             return Ok(());
         }
+        self.check_at(key, self.per_sec, self.burst, now)
+    }
+
+    /// The same at a rate of the key's own (an API token's), `burst` at least 1.
+    pub fn check_at(
+        &self,
+        key: K,
+        per_sec: f64,
+        burst: f64,
+        now: std::time::Instant,
+    ) -> Result<(), Duration> {
+        let burst = burst.max(1.0);
         let mut buckets = self
             .buckets
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if !buckets.contains_key(&key) && buckets.len() >= self.max_keys {
-            let (per_sec, burst) = (self.per_sec, self.burst);
             buckets.retain(|_, (tokens, at)| {
                 *tokens + now.saturating_duration_since(*at).as_secs_f64() * per_sec < burst
             });
@@ -144,15 +154,14 @@ impl LocalRateLimiter {
                 return Err(Duration::from_secs(1));
             }
         }
-        let (tokens, at) = buckets.entry(key).or_insert((self.burst, now));
-        *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * self.per_sec)
-            .min(self.burst);
+        let (tokens, at) = buckets.entry(key).or_insert((burst, now));
+        *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * per_sec).min(burst);
         *at = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - *tokens) / self.per_sec))
+            Err(Duration::from_secs_f64((1.0 - *tokens) / per_sec))
         }
     }
 }

@@ -4,7 +4,8 @@
 //! can pretend to be another in a log or an admin's table. Names are refused when they carry
 //! such characters ([`has_deceptive_characters`]); free text that is kept (a block reason, the
 //! name given in a failed login) is stored with those characters escaped as `\u{…}`
-//! ([`escape_free_text`]), so that nothing is lost and nothing is hidden.
+//! ([`escape_free_text`]), so that nothing is lost and nothing is hidden. [`hex`] writes bytes
+//! (digests, MACs) as text.
 
 /// Whether `c` may not appear in a name: a control character (NUL included), or one that
 /// changes how the text around it is displayed (bidirectional overrides and isolates, zero-width
@@ -40,6 +41,16 @@ pub fn escape_free_text(text: &str, max_chars: usize) -> String {
         }
     }
     escaped
+}
+
+/// Lower-case hexadecimal of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        let _ = write!(out, "{byte:02x}");
+    }
+    out
 }
 
 #[cfg(test)]

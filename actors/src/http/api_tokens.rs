@@ -60,6 +60,7 @@ pub async fn issue(
             "scopes": body.scopes,
             "producer_ids": body.producer_ids,
             "expires_in_days": body.expires_in_days,
+            "rate_per_sec": body.rate_per_sec,
         }),
     );
     let created = state.api_tokens.issue(body, admin.0.user_id, audit).await?;

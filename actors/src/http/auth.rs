@@ -218,7 +218,7 @@ impl FromRequest for Principal {
 }
 
 /// The `Authorization: Bearer` token only (API tokens never travel in URLs).
-fn bearer_token(request: &HttpRequest) -> Option<String> {
+pub fn bearer_token(request: &HttpRequest) -> Option<String> {
     let value = request
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)?

@@ -1,8 +1,8 @@
 //! The HTTP surface: the route table. The route modules (`identity`, `admin`, `api_tokens`,
-//! `sockets`, `streams`, `producers`, `pnodes`, `probes`, `openapi`) are thin: they parse, call
-//! the services and the actors, and answer; `routing` holds what every route module uses;
-//! `boundary`, `browser`, `observe`, `json`, `error`, `auth` and `redact` are the checks and
-//! conversions at the edge.
+//! `webhooks`, `sockets`, `streams`, `producers`, `nodes`, `pnodes`, `probes`, `openapi`) are
+//! thin: they parse, call the services and the actors, and answer; `routing` holds what every
+//! route module uses, `push` the push-only sockets; `boundary`, `browser`, `observe`, `json`,
+//! `error`, `auth` and `redact` are the checks and conversions at the edge.
 
 pub mod admin;
 pub mod api_tokens;
@@ -18,10 +18,12 @@ pub mod openapi;
 pub mod pnodes;
 pub mod probes;
 pub mod producers;
+pub mod push;
 pub mod redact;
 pub mod routing;
 pub mod sockets;
 pub mod streams;
+pub mod webhooks;
 
 use actix_web::web;
 
@@ -38,6 +40,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .configure(streams::routes)
         .configure(producers::routes)
         .configure(api_tokens::routes)
+        .configure(webhooks::routes)
         .configure(nodes::routes)
         .configure(pnodes::routes)
         .configure(openapi::routes);

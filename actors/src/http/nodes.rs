@@ -4,11 +4,8 @@
 //! Mutations need an admin or an operator token with `nodes:write`; reads need any valid
 //! token (or an operator token with `nodes:read`), or none with `--registry-public-reads`.
 
-use std::time::Duration;
-
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt as _;
+
 use nodegrid_protocol::api_tokens::{ApiScope, ApiTokenCreated, CreateApiTokenRequest};
 use nodegrid_protocol::auth::Role;
 use nodegrid_protocol::error::{ErrorBody, ErrorCode};
@@ -25,12 +22,9 @@ use uuid::Uuid;
 use crate::http::auth::{Admin, Principal, caller};
 use crate::http::error::ApiError;
 use crate::http::json::Json;
+use crate::http::push::{Push, push_socket};
 use crate::http::routing::resource;
 use crate::state::AppState;
-use crate::stream::frame::{OpCode, write_frame};
-
-/// How often a watch socket is pinged, so that proxies keep it and dead peers are noticed.
-const WATCH_PING_INTERVAL: Duration = Duration::from_secs(30);
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
@@ -308,42 +302,21 @@ pub async fn watch(
         .watch(filter, since)
         .await
         .map_err(ApiError::from)?;
-    // Events, then (when the watch fails) a close frame, then the end of the socket: the pings
-    // must not keep a dead watch open.
+    // Events, then (when the watch fails) a close frame.
     let events = futures_util::stream::unfold(Some(watch), |watch| async move {
         let mut watch = watch?;
         match watch.next().await {
-            Ok(event) => {
-                let json = serde_json::to_vec(&event).unwrap_or_default();
-                let mut buffer = BytesMut::with_capacity(json.len() + 10);
-                write_frame(&mut buffer, OpCode::Text, &json);
-                Some((Some(buffer.freeze()), Some(watch)))
-            }
+            Ok(event) => Some((
+                Push::Json(serde_json::to_vec(&event).unwrap_or_default()),
+                Some(watch),
+            )),
             Err(error) => {
                 tracing::warn!(%error, "a registry watch ended");
-                let mut buffer = BytesMut::with_capacity(32);
-                let mut payload = close::INTERNAL.0.to_be_bytes().to_vec();
-                payload.extend_from_slice(close::INTERNAL.1.as_bytes());
-                write_frame(&mut buffer, OpCode::Close, &payload);
-                Some((Some(buffer.freeze()), None))
+                Some((Push::Close(close::INTERNAL), None))
             }
         }
-    })
-    .chain(futures_util::stream::once(async { None }));
-    let pings = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval_at(
-        tokio::time::Instant::now() + WATCH_PING_INTERVAL,
-        WATCH_PING_INTERVAL,
-    ))
-    .map(|_| {
-        let mut buffer = BytesMut::with_capacity(2);
-        write_frame(&mut buffer, OpCode::Ping, b"");
-        Some(buffer.freeze())
     });
-    let body = futures_util::stream::select(events, pings)
-        .take_while(|frame| std::future::ready(frame.is_some()))
-        .filter_map(std::future::ready)
-        .map(Ok::<Bytes, actix_web::Error>);
-    crate::stream::ws::handshake(&request, body)
+    push_socket(&request, events)
 }
 
 /// `POST /api/admin/operator-tokens`: an API token for node operators (sensors, the CLI).
@@ -401,6 +374,7 @@ pub async fn issue_operator_token(
                 scopes,
                 producer_ids: None,
                 expires_in_days: body.expires_in_days,
+                rate_per_sec: None,
             },
             admin.0.user_id,
             audit,

@@ -14,6 +14,7 @@ use crate::http::pnodes;
 use crate::http::probes;
 use crate::http::producers;
 use crate::http::streams as stream;
+use crate::http::webhooks;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -50,6 +51,11 @@ use crate::http::streams as stream;
         api_tokens::issue,
         api_tokens::list,
         api_tokens::revoke,
+        webhooks::create,
+        webhooks::list,
+        webhooks::get,
+        webhooks::delete,
+        webhooks::deliveries,
         nodes::list,
         nodes::create,
         nodes::get,
@@ -60,6 +66,7 @@ use crate::http::streams as stream;
         nodes::issue_operator_token,
         pnodes::network::overview,
         pnodes::network::health,
+        pnodes::live::live,
         pnodes::nodes::pnodes,
         pnodes::nodes::compare,
         pnodes::alerts::node_alerts,

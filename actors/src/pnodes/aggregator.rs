@@ -16,8 +16,11 @@ use nodegrid_protocol::registry::{NodeStatus, NodeType};
 use nodegrid_services::bus::RedisBus;
 use nodegrid_services::lease::Leadership;
 use nodegrid_services::pnodes::PnodeSettings;
+use nodegrid_services::pnodes::changes;
 use nodegrid_services::pnodes::cycle::{CycleStats, Registry, SeedPoll, apply_cycle};
-use nodegrid_services::pnodes::store::{PnodeStore, StoreError, WriteOutcome};
+use nodegrid_services::pnodes::store::{
+    CycleWrite, PnodeStore, StatusRow, StoreError, WriteOutcome, light_status,
+};
 use nodegrid_services::pnodes::view::{NetworkView, SnapshotRecord};
 use nodegrid_services::registry::NodeRegistry;
 use serde::Serialize;
@@ -45,6 +48,51 @@ pub struct AggregatorContext {
     /// reported to it last (only changes are reported).
     pub nodes: NodeRegistry,
     pub reported: std::sync::Mutex<HashMap<String, NodeStatus>>,
+    /// The lightweight statuses this leader wrote last (written again only on a change, or
+    /// when `last_seen` has moved by [`STATUS_LAST_SEEN_EVERY`]).
+    pub statuses_written: std::sync::Mutex<HashMap<String, StatusRow>>,
+}
+
+/// How stale a stored lightweight status's `last_seen` may grow before it is rewritten.
+const STATUS_LAST_SEEN_EVERY: i64 = 300;
+
+/// The statuses of `view` that differ from what was written, noted as written.
+fn status_changes(context: &AggregatorContext, view: &NetworkView) -> Vec<StatusRow> {
+    let mut written = context
+        .statuses_written
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut changed = Vec::new();
+    for node in &view.nodes {
+        let (status, last_ip) = light_status(node);
+        let row = StatusRow {
+            address: node.address.clone(),
+            status,
+            last_ip,
+            last_seen: node.last_seen,
+        };
+        let due = written.get(&node.address).is_none_or(|old| {
+            old.status != row.status
+                || (row.last_ip.is_some() && old.last_ip != row.last_ip)
+                || row.last_seen >= old.last_seen + STATUS_LAST_SEEN_EVERY
+        });
+        if due {
+            written.insert(row.address.clone(), row.clone());
+            changed.push(row);
+        }
+    }
+    changed
+}
+
+/// Forgets `rows` as written, so that the next cycle writes them again.
+fn forget_statuses(context: &AggregatorContext, rows: &[StatusRow]) {
+    let mut written = context
+        .statuses_written
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    for row in rows {
+        written.remove(&row.address);
+    }
 }
 
 /// What one cycle did.
@@ -110,8 +158,14 @@ impl PnodeAggregator {
                 ctx.spawn(self.run_cycle().map(|_, _, _| ()));
             }
             Leadership::Follower => {
-                // A deposed leader's registry may be stale by the time it leads again.
+                // A deposed leader's registry may be stale by the time it leads again, and so
+                // may what it remembers writing.
                 self.registry = None;
+                self.context
+                    .statuses_written
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .clear();
                 self.refresh(ctx, None);
             }
         }
@@ -182,24 +236,20 @@ impl PnodeAggregator {
             .is_none_or(|last| last.elapsed() >= PRUNE_EVERY);
         Box::pin(
             async move {
-                let (registry, cycle) = match registry {
-                    Some(registry) => (registry, cycle),
-                    None => {
-                        let loaded = context.store.load_registry().await;
-                        let stored = context.store.snapshot_cycle().await;
-                        match (loaded, stored) {
-                            (Ok(registry), Ok(stored)) => (registry, stored),
-                            (Err(error), _) | (_, Err(error)) => {
-                                return (None, cycle, Err(CycleError::Store(error)));
-                            }
-                        }
-                    }
+                let (registry, cycle, previous) = match registry {
+                    // Leading on: the served view is this leader's last cycle.
+                    Some(registry) => (registry, cycle, context.cell.view()),
+                    None => match resume_from_store(&context).await {
+                        Ok(resumed) => resumed,
+                        Err(error) => return (None, cycle, Err(CycleError::Store(error))),
+                    },
                 };
                 cycle_once(
                     &context,
                     &pollers,
                     registry,
                     cycle,
+                    previous,
                     fencing_token,
                     prune_due,
                 )
@@ -230,6 +280,33 @@ fn unix_now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
+/// What a new leader goes on from: the stored registry and cycle, and the view of the stored
+/// snapshot (the view the next cycle's changes are counted against).
+async fn resume_from_store(
+    context: &Arc<AggregatorContext>,
+) -> Result<(Registry, i64, Arc<NetworkView>), StoreError> {
+    let registry = context.store.load_registry().await?;
+    let cycle = context.store.snapshot_cycle().await?;
+    let served = context.cell.view();
+    if served.cycle == cycle {
+        return Ok((registry, cycle, served));
+    }
+    let Some(record) = context.store.load_snapshot().await? else {
+        return Ok((registry, cycle, Arc::new(NetworkView::default())));
+    };
+    let settings = context.settings.clone();
+    let view = tokio::task::spawn_blocking(move || {
+        NetworkView::build(
+            &record,
+            &settings.analytics,
+            settings.latest_version.as_deref(),
+        )
+    })
+    .await
+    .unwrap_or_default();
+    Ok((registry, cycle, Arc::new(view)))
+}
+
 /// Polls, merges, builds, writes. Returns the registry to keep (none when fenced), the cycle
 /// number reached, and the report.
 async fn cycle_once(
@@ -237,6 +314,7 @@ async fn cycle_once(
     pollers: &[Addr<PnodePoller>],
     registry: Registry,
     cycle: i64,
+    previous: Arc<NetworkView>,
     fencing_token: u64,
     prune_due: bool,
 ) -> (Option<Registry>, i64, Result<CycleReport, CycleError>) {
@@ -255,19 +333,23 @@ async fn cycle_once(
         if stats.skipped {
             return (registry, stats, None);
         }
-        let record = SnapshotRecord {
+        let mut record = SnapshotRecord {
             cycle: next_cycle,
             taken_at: now,
             interval_secs: settings.interval.as_secs(),
             seeds: polls,
             entries: registry.values().cloned().collect(),
+            previous_cycle: previous.cycle,
+            changes: Vec::new(),
         };
         let view = NetworkView::build(
             &record,
             &settings.analytics,
             settings.latest_version.as_deref(),
         );
-        (registry, stats, Some((record, view)))
+        record.changes = changes::diff(&previous, &view);
+        let events = changes::events(&record.changes);
+        (registry, stats, Some((record, view, events)))
     })
     .await;
     let Ok((registry, stats, built)) = built else {
@@ -284,7 +366,7 @@ async fn cycle_once(
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         write_ms: 0,
     };
-    let Some((record, view)) = built else {
+    let Some((record, view, events)) = built else {
         metrics::counter!(CYCLES, "outcome" => "skipped").increment(1);
         tracing::warn!(
             seeds = stats.seeds_failed,
@@ -294,10 +376,23 @@ async fn cycle_once(
     };
     let retention = i64::try_from(context.settings.retention.as_secs()).unwrap_or(i64::MAX);
     let write_started = Instant::now();
+    let statuses = status_changes(context, &view);
     let written = context
         .store
-        .write_cycle(&record, &view, fencing_token, now.saturating_sub(retention))
+        .write_cycle(
+            CycleWrite {
+                record: &record,
+                view: &view,
+                statuses: &statuses,
+                events: &events,
+            },
+            fencing_token,
+            now.saturating_sub(retention),
+        )
         .await;
+    if !matches!(written, Ok(WriteOutcome::Written)) {
+        forget_statuses(context, &statuses);
+    }
     match written {
         Ok(WriteOutcome::Written) => {}
         Ok(WriteOutcome::Fenced) => {
@@ -320,6 +415,8 @@ async fn cycle_once(
         pods = stats.unique_pods,
         new = stats.new_nodes,
         disappeared = stats.disappeared,
+        changes = record.changes.len(),
+        events = events.len(),
         ms = elapsed.as_millis() as u64,
         write_ms = write_started.elapsed().as_millis() as u64,
         "pNode cycle written"

@@ -1,11 +1,16 @@
 //! The snapshot an instance serves: the latest `NetworkView` (and the record it was built
-//! from), swapped whole when a newer cycle arrives.
+//! from), swapped whole when a newer cycle arrives, and announced to this instance's live
+//! sockets.
 
 use std::sync::{Arc, PoisonError, RwLock};
 
 use nodegrid_services::pnodes::view::{NetworkView, SnapshotRecord};
+use tokio::sync::broadcast;
 
 use crate::pnodes::metrics;
+
+/// Cycles a live socket may fall behind before it is sent a fresh snapshot instead.
+const UPDATES_BUFFERED: usize = 16;
 
 #[derive(Default)]
 struct Served {
@@ -13,14 +18,38 @@ struct Served {
     view: Arc<NetworkView>,
 }
 
+/// A newly served cycle: its record (with the cycle's changes) and its view.
+#[derive(Clone)]
+pub struct CycleServed {
+    pub record: Arc<SnapshotRecord>,
+    pub view: Arc<NetworkView>,
+}
+
 /// The snapshot this instance serves. Readers clone an `Arc` under a read lock held for no
 /// longer than that; no lock is held across an await.
-#[derive(Clone, Default)]
-pub struct SnapshotCell(Arc<RwLock<Served>>);
+#[derive(Clone)]
+pub struct SnapshotCell {
+    served: Arc<RwLock<Served>>,
+    updates: broadcast::Sender<CycleServed>,
+}
+
+impl Default for SnapshotCell {
+    fn default() -> SnapshotCell {
+        SnapshotCell {
+            served: Arc::default(),
+            updates: broadcast::channel(UPDATES_BUFFERED).0,
+        }
+    }
+}
 
 impl SnapshotCell {
+    /// Each cycle served from now on.
+    pub fn updates(&self) -> broadcast::Receiver<CycleServed> {
+        self.updates.subscribe()
+    }
+
     pub fn view(&self) -> Arc<NetworkView> {
-        self.0
+        self.served
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .view
@@ -28,7 +57,7 @@ impl SnapshotCell {
     }
 
     pub fn record(&self) -> Option<Arc<SnapshotRecord>> {
-        self.0
+        self.served
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .record
@@ -37,7 +66,7 @@ impl SnapshotCell {
 
     /// The cycle served (0 before any).
     pub fn cycle(&self) -> i64 {
-        self.0
+        self.served
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .view
@@ -46,11 +75,15 @@ impl SnapshotCell {
 
     pub fn set(&self, record: Arc<SnapshotRecord>, view: Arc<NetworkView>) {
         observe(&view);
-        let mut served = self.0.write().unwrap_or_else(PoisonError::into_inner);
-        *served = Served {
-            record: Some(record),
-            view,
-        };
+        {
+            let mut served = self.served.write().unwrap_or_else(PoisonError::into_inner);
+            *served = Served {
+                record: Some(record.clone()),
+                view: view.clone(),
+            };
+        }
+        // No receiver is not an error: no socket is open.
+        let _ = self.updates.send(CycleServed { record, view });
     }
 
     /// Serves `view` when it is of a newer cycle than the one served.
@@ -69,13 +102,22 @@ impl SnapshotCell {
         view: Arc<NetworkView>,
         take: fn(i64, i64) -> bool,
     ) {
-        let mut served = self.0.write().unwrap_or_else(PoisonError::into_inner);
-        if take(view.cycle, served.view.cycle) {
-            observe(&view);
+        let newer = {
+            let mut served = self.served.write().unwrap_or_else(PoisonError::into_inner);
+            if !take(view.cycle, served.view.cycle) {
+                return;
+            }
+            let newer = view.cycle > served.view.cycle;
             *served = Served {
-                record: Some(record),
-                view,
+                record: Some(record.clone()),
+                view: view.clone(),
             };
+            newer
+        };
+        observe(&view);
+        // An edit of the served cycle (a prune) is not a cycle of its own.
+        if newer {
+            let _ = self.updates.send(CycleServed { record, view });
         }
     }
 }

@@ -14,6 +14,8 @@ pub const NODES: &str = "nodegrid_pnode_nodes";
 pub const SNAPSHOT_CYCLE: &str = "nodegrid_pnode_snapshot_cycle";
 pub const SNAPSHOT_AGE: &str = "nodegrid_pnode_snapshot_age_seconds";
 pub const PRUNED: &str = "nodegrid_pnode_pruned_rows_total";
+pub const LIVE_SOCKETS: &str = "nodegrid_pnode_live_sockets";
+pub const API_REQUESTS: &str = "nodegrid_pnode_api_requests_total";
 
 pub fn describe() {
     describe_counter!(
@@ -60,6 +62,14 @@ pub fn describe() {
         SNAPSHOT_AGE,
         Unit::Seconds,
         "Age of the snapshot this instance serves, when it was last refreshed."
+    );
+    describe_counter!(
+        API_REQUESTS,
+        "Requests to /api/xandeum, by credential (anonymous: limited per address; api_token: an xandeum:unlimited token, limited per token)."
+    );
+    describe_gauge!(
+        LIVE_SOCKETS,
+        "Open /api/xandeum/ws/pnodes sockets on this instance."
     );
     describe_counter!(
         PRUNED,

@@ -29,6 +29,8 @@ use crate::bridge::RedisBridge;
 
 /// Clients the API limiter keeps buckets for at most.
 const API_LIMITER_MAX_CLIENTS: usize = 100_000;
+/// API tokens the per-token limiter keeps buckets for at most.
+const API_LIMITER_MAX_TOKENS: usize = 10_000;
 
 /// The name of the lease whose holder polls and writes.
 pub const LEASE_NAME: &str = "pnode-aggregator";
@@ -42,6 +44,10 @@ pub struct PnodeRuntime {
     pub settings: PnodeSettings,
     /// Per-client limit of the public `/api/xandeum` routes.
     pub api_limiter: Arc<LocalRateLimiter>,
+    /// Per-token limit of API tokens with `xandeum:unlimited` and a rate of their own.
+    pub token_limiter: Arc<LocalRateLimiter<i64>>,
+    /// Open `/api/xandeum/ws/pnodes` sockets.
+    pub live_sockets: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// How long the pNode lease lives: twice the interval, between 3 and 30 seconds. A dead
@@ -92,6 +98,7 @@ pub fn start(
             instance_id,
             nodes,
             reported: std::sync::Mutex::default(),
+            statuses_written: std::sync::Mutex::default(),
         },
         pollers,
         bridge,
@@ -108,6 +115,8 @@ pub fn start(
                 settings.api_burst,
                 API_LIMITER_MAX_CLIENTS,
             )),
+            token_limiter: Arc::new(LocalRateLimiter::new(0, 0, API_LIMITER_MAX_TOKENS)),
+            live_sockets: Arc::default(),
         },
         keeper,
     ))

@@ -33,6 +33,15 @@ pub struct NetworkHistoryRow {
     pub latest_version: Option<String>,
     /// Version → online nodes running it.
     pub version_distribution: Value,
+    /// The cycle's time as `YYYY-MM-DD HH:MM:SS` (UTC), as the seed writes it.
+    #[serde(default)]
+    pub timestamp_readable: Option<String>,
+    /// Storage used over committed, in percent.
+    #[serde(default)]
+    pub storage_utilization_ratio: Option<f64>,
+    /// How many versions the online nodes run.
+    #[serde(default)]
+    pub version_diversity_index: Option<f64>,
 }
 
 /// One node's figures of one cycle.

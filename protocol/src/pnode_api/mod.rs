@@ -8,6 +8,8 @@
 //!   ranges, and [`params::InvalidQuery`], the one error of a parameter that was read but is
 //!   not acceptable (answered `validation_failed`).
 //! - [`queries`]: each route's query parameters, and the checked request they become.
+//! - [`changes`]: what changed from one cycle to the next: the live socket's messages and
+//!   filters, and the `pnode.*` events.
 //! - [`node`]: one pNode as the API shows it: scores, tier, alerts.
 //! - [`nodes`]: the bodies of `/pnodes`, `/recommendations`, `/pnodes/compare`, the registry
 //!   and graveyard pages, the prune.
@@ -20,6 +22,7 @@
 //! - [`pollers`]: the admin view of the pRPC pollers.
 
 pub mod alerts;
+pub mod changes;
 pub mod history;
 pub mod network;
 pub mod node;

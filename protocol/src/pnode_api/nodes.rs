@@ -162,6 +162,57 @@ pub enum NodeState {
 pub struct RegistryEntryResponse {
     pub entry: NodeView,
     pub status: NodeState,
+    /// The seed's lightweight status of the address, as stored (absent before the first cycle
+    /// that stored it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pnode_status: Option<PnodeStatus>,
+}
+
+/// The seed's `pnodes_status`: one row per address, rewritten when the status or the seed
+/// that reported the node changes, and at least every few minutes while it is seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PnodeStatus {
+    pub status: LightStatus,
+    /// The seed (IP node) that last reported the node.
+    pub last_ip: Option<String>,
+    /// Unix seconds, to within the rewrite period.
+    pub last_seen: i64,
+    /// When the row was last written (unix seconds).
+    pub updated_at: i64,
+}
+
+/// `public`, `private`, `offline`, or `unknown` (online, but not said which).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum LightStatus {
+    Public,
+    Private,
+    Offline,
+    Unknown,
+}
+
+impl LightStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            LightStatus::Public => "public",
+            LightStatus::Private => "private",
+            LightStatus::Offline => "offline",
+            LightStatus::Unknown => "unknown",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<LightStatus> {
+        [
+            LightStatus::Public,
+            LightStatus::Private,
+            LightStatus::Offline,
+            LightStatus::Unknown,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == text)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -362,4 +362,40 @@ pub struct ServeOptions {
     /// `services/src/pnodes/scoring.rs` and `alerts.rs`) [default: the seed's values].
     #[arg(long, env = "NODEGRID_PNODE_SCORING_FILE")]
     pub pnode_scoring_file: Option<PathBuf>,
+
+    /// Open `/api/xandeum/ws/pnodes` sockets per instance; past it the upgrade is refused with
+    /// 429 `too_many_connections`.
+    #[arg(long, env = "NODEGRID_PNODE_LIVE_SOCKETS", default_value_t = 10_000)]
+    pub pnode_live_sockets: usize,
+
+    /// Comma-separated hosts webhooks may be sent to (as written in their URLs), or `*` for
+    /// any. Nothing leaves the machine until this names another host.
+    #[arg(
+        long,
+        env = "NODEGRID_WEBHOOK_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1,localhost,[::1]"
+    )]
+    pub webhook_allowed_hosts: Vec<String>,
+
+    /// Milliseconds before a failed delivery's first retry; each further one doubles, up to an
+    /// hour.
+    #[arg(long, env = "NODEGRID_WEBHOOK_RETRY_BASE_MS", default_value_t = 10_000)]
+    pub webhook_retry_base_ms: u64,
+
+    /// Hours a delivery is retried before it is given up (`failed`).
+    #[arg(long, env = "NODEGRID_WEBHOOK_RETRY_HOURS", default_value_t = 24)]
+    pub webhook_retry_hours: u64,
+
+    /// Milliseconds one delivery attempt may take (connect and answer).
+    #[arg(long, env = "NODEGRID_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000)]
+    pub webhook_timeout_ms: u64,
+
+    /// Delivery attempts in flight at once.
+    #[arg(long, env = "NODEGRID_WEBHOOK_CONCURRENCY", default_value_t = 8)]
+    pub webhook_concurrency: usize,
+
+    /// Days delivered and failed deliveries are kept in the delivery log.
+    #[arg(long, env = "NODEGRID_WEBHOOK_LOG_DAYS", default_value_t = 7)]
+    pub webhook_log_days: u64,
 }

@@ -20,6 +20,7 @@ use crate::identity::tokens::{
 use crate::pnodes::{AnalyticsConfig, PnodeSettings, Seed, XANDEUM_PUBLIC_SEEDS};
 use crate::ratelimit::RateRule;
 use crate::registry::RegistrySettings;
+use crate::webhooks::WebhookSettings;
 
 /// The `--pnode-seeds` preset that names the public Xandeum IP nodes.
 pub const XANDEUM_PUBLIC_PRESET: &str = "xandeum-public";
@@ -105,6 +106,7 @@ pub struct Settings {
     pub registry_public_reads: bool,
     pub registry: RegistrySettings,
     pub pnodes: PnodeSettings,
+    pub webhooks: WebhookSettings,
 }
 
 /// How stored data is written and kept.
@@ -138,6 +140,7 @@ impl ServeOptions {
     /// Resolves the options into settings, validated.
     pub fn resolve(self) -> Result<Settings, ConfigError> {
         let pnodes = self.pnode_settings()?;
+        let webhooks = self.webhook_settings()?;
         let trusted_proxies = self
             .trusted_proxies
             .iter()
@@ -232,9 +235,50 @@ impl ServeOptions {
             registry: RegistrySettings {
                 events_kept: self.registry_events_kept,
             },
+            webhooks,
         };
         settings.validate()?;
         Ok(settings)
+    }
+
+    fn webhook_settings(&self) -> Result<WebhookSettings, ConfigError> {
+        let invalid = |name, reason: &str| ConfigError::Invalid {
+            name,
+            reason: reason.to_owned(),
+        };
+        let allowed_hosts: Vec<String> = self
+            .webhook_allowed_hosts
+            .iter()
+            .map(|host| host.trim().to_ascii_lowercase())
+            .filter(|host| !host.is_empty())
+            .collect();
+        if allowed_hosts
+            .iter()
+            .any(|host| host.contains('/') || host.contains('@'))
+        {
+            return Err(invalid(
+                "webhook_allowed_hosts",
+                "hosts only (127.0.0.1, hooks.example.com, [::1]) or *, without scheme or path",
+            ));
+        }
+        if self.webhook_retry_base_ms == 0
+            || self.webhook_timeout_ms == 0
+            || self.webhook_concurrency == 0
+            || self.webhook_log_days == 0
+        {
+            return Err(invalid(
+                "webhook limits",
+                "the retry base, the timeout, the concurrency and the log days must be positive",
+            ));
+        }
+        Ok(WebhookSettings {
+            allowed_hosts,
+            retry_base: Duration::from_millis(self.webhook_retry_base_ms),
+            retry_for: Duration::from_secs(self.webhook_retry_hours.saturating_mul(3_600)),
+            timeout: Duration::from_millis(self.webhook_timeout_ms),
+            concurrency: self.webhook_concurrency,
+            keep: Duration::from_secs(self.webhook_log_days.saturating_mul(86_400)),
+        })
     }
 
     fn pnode_settings(&self) -> Result<PnodeSettings, ConfigError> {
@@ -287,6 +331,7 @@ impl ServeOptions {
             analytics,
             api_rate_per_sec: self.pnode_api_rate_per_sec,
             api_burst: self.pnode_api_burst,
+            live_sockets: self.pnode_live_sockets,
         })
     }
 }

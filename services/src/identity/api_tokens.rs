@@ -34,6 +34,13 @@ const SHOWN_PREFIX_CHARS: usize = API_TOKEN_PREFIX.len() + 8;
 /// Longest text checked as a token; anything longer is refused before hashing.
 const MAX_TOKEN_CHARS: usize = 128;
 const MAX_NAME_CHARS: usize = 100;
+/// The highest per-token rate on the pNode API.
+const MAX_TOKEN_RATE_PER_SEC: u32 = 1_000_000;
+
+/// A stored rate (the column allows only positive values).
+fn positive_rate(stored: Option<i32>) -> Option<u32> {
+    stored.and_then(|rate| u32::try_from(rate).ok())
+}
 
 type KeyedHash = [u8; 32];
 
@@ -46,6 +53,8 @@ pub struct ApiGrant {
     pub producer_ids: Option<Vec<i64>>,
     /// Unix seconds.
     pub expires_at: Option<i64>,
+    /// With `xandeum:unlimited`: its own pNode API rate (`None`: no limit).
+    pub rate_per_sec: Option<u32>,
 }
 
 impl ApiGrant {
@@ -147,6 +156,19 @@ impl ApiTokens {
                 "scopes must name at least one scope".into(),
             ));
         }
+        if request.rate_per_sec.is_some() && !scopes.contains(&ApiScope::XandeumUnlimited) {
+            return Err(ApiTokenError::BadRequest(
+                "rate_per_sec goes with the xandeum:unlimited scope".into(),
+            ));
+        }
+        if request
+            .rate_per_sec
+            .is_some_and(|rate| !(1..=MAX_TOKEN_RATE_PER_SEC).contains(&rate))
+        {
+            return Err(ApiTokenError::BadRequest(format!(
+                "rate_per_sec must be 1 to {MAX_TOKEN_RATE_PER_SEC}"
+            )));
+        }
         if request.producer_ids.is_some() && !scopes.contains(&ApiScope::Publish) {
             return Err(ApiTokenError::BadRequest(
                 "producer_ids go with the publish scope".into(),
@@ -174,8 +196,9 @@ impl ApiTokens {
             let row = transaction
                 .query_one(
                     "INSERT INTO api_tokens \
-                       (name, token_hash, prefix, scopes, producer_ids, created_by, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id, created_at",
+                       (name, token_hash, prefix, scopes, producer_ids, created_by, expires_at, \
+                        rate_per_sec) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id, created_at",
                     &[
                         &name,
                         &hash.as_slice(),
@@ -184,6 +207,9 @@ impl ApiTokens {
                         &request.producer_ids,
                         &created_by,
                         &expires_at,
+                        &request
+                            .rate_per_sec
+                            .and_then(|rate| i32::try_from(rate).ok()),
                     ],
                 )
                 .await?;
@@ -197,10 +223,11 @@ impl ApiTokens {
         let created_at: DateTime<Utc> = row.get(1);
         let event = ControlEvent::ApiTokenIssued {
             id,
-            token_hash: hex_encode(&hash),
+            token_hash: crate::text::hex(&hash),
             scopes: scope_names,
             producer_ids: request.producer_ids.clone(),
             expires_at: expires_at.map(|at| at.timestamp()),
+            rate_per_sec: request.rate_per_sec,
         };
         self.apply(&event);
         self.announce(event).await;
@@ -216,6 +243,7 @@ impl ApiTokens {
                 created_at,
                 expires_at,
                 revoked_at: None,
+                rate_per_sec: request.rate_per_sec,
             },
         })
     }
@@ -226,7 +254,7 @@ impl ApiTokens {
         let rows = client
             .query(
                 "SELECT id, name, prefix, scopes, producer_ids, created_by, created_at, \
-                 expires_at, revoked_at FROM api_tokens ORDER BY id DESC",
+                 expires_at, revoked_at, rate_per_sec FROM api_tokens ORDER BY id DESC",
                 &[],
             )
             .await?;
@@ -246,6 +274,7 @@ impl ApiTokens {
                 created_at: row.get(6),
                 expires_at: row.get(7),
                 revoked_at: row.get(8),
+                rate_per_sec: positive_rate(row.get(9)),
             })
             .collect())
     }
@@ -311,6 +340,7 @@ impl SharedState for ApiTokens {
                 scopes,
                 producer_ids,
                 expires_at,
+                rate_per_sec,
             } => {
                 let Some(hash) = hex_decode(token_hash) else {
                     tracing::warn!(id, "an issued API token's hash is malformed; ignored");
@@ -323,6 +353,7 @@ impl SharedState for ApiTokens {
                         scopes: scopes.iter().filter_map(|s| ApiScope::parse(s)).collect(),
                         producer_ids: producer_ids.clone(),
                         expires_at: *expires_at,
+                        rate_per_sec: *rate_per_sec,
                     },
                 );
             }
@@ -340,7 +371,8 @@ impl SharedState for ApiTokens {
                 let client = tokens.database.client().await?;
                 client
                     .query(
-                        "SELECT id, token_hash, scopes, producer_ids, expires_at FROM api_tokens \
+                        "SELECT id, token_hash, scopes, producer_ids, expires_at, rate_per_sec \
+                         FROM api_tokens \
                          WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())",
                         &[],
                     )
@@ -362,6 +394,7 @@ impl SharedState for ApiTokens {
                                 .collect(),
                             producer_ids: row.get(3),
                             expires_at: expires_at.map(|at| at.timestamp()),
+                            rate_per_sec: positive_rate(row.get(5)),
                         },
                     ))
                 })
@@ -371,10 +404,6 @@ impl SharedState for ApiTokens {
             Ok(count)
         })
     }
-}
-
-fn hex_encode(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 fn hex_decode(text: &str) -> Option<KeyedHash> {
@@ -395,7 +424,7 @@ mod tests {
     #[test]
     fn hashes_travel_as_hex() {
         let hash: KeyedHash = std::array::from_fn(|index| index as u8 * 7);
-        assert_eq!(hex_decode(&hex_encode(&hash)), Some(hash));
+        assert_eq!(hex_decode(&crate::text::hex(&hash)), Some(hash));
         assert_eq!(hex_decode("zz"), None);
     }
 
@@ -406,6 +435,7 @@ mod tests {
             scopes: vec![ApiScope::Publish],
             producer_ids: Some(vec![4]),
             expires_at: None,
+            rate_per_sec: None,
         };
         assert!(grant.may_publish_for(4));
         assert!(!grant.may_publish_for(5));

@@ -8,6 +8,7 @@
 
 pub mod alerts;
 pub mod api;
+pub mod changes;
 pub mod client;
 pub mod cycle;
 pub mod scoring;
@@ -153,6 +154,8 @@ pub struct PnodeSettings {
     /// `/api/xandeum` requests per second per client IP on each instance (0: no limit).
     pub api_rate_per_sec: u32,
     pub api_burst: u32,
+    /// Open `/api/xandeum/ws/pnodes` sockets per instance.
+    pub live_sockets: usize,
 }
 
 impl PnodeSettings {

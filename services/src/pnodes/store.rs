@@ -7,10 +7,13 @@ use std::collections::BTreeMap;
 pub use nodegrid_protocol::pnode_api::history::{HistoryStatus, NetworkHistoryRow, NodeHistoryRow};
 use tokio_postgres::Row;
 
+use nodegrid_protocol::pnode_api::nodes::{LightStatus, PnodeStatus};
+
 use super::cycle::{Registry, RegistryEntry};
-use super::view::{NetworkView, SnapshotRecord};
+use super::view::{NetworkView, NodeView, SnapshotRecord};
 use crate::db::{Database, DbError};
 use crate::lease::FencingToken;
+use crate::webhooks::OutgoingEvent;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -24,6 +27,36 @@ impl From<tokio_postgres::Error> for StoreError {
     fn from(error: tokio_postgres::Error) -> Self {
         StoreError::Db(DbError::Query(error))
     }
+}
+
+/// What one cycle writes.
+pub struct CycleWrite<'a> {
+    pub record: &'a SnapshotRecord,
+    pub view: &'a NetworkView,
+    /// The lightweight statuses that changed (see [`light_status`]).
+    pub statuses: &'a [StatusRow],
+    pub events: &'a [OutgoingEvent],
+}
+
+/// One address's lightweight status, as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusRow {
+    pub address: String,
+    pub status: LightStatus,
+    pub last_ip: Option<String>,
+    pub last_seen: i64,
+}
+
+/// The seed's status of a node: offline, else public or private as it says, else unknown; and
+/// the seed that reported it (the first, in label order).
+pub fn light_status(node: &NodeView) -> (LightStatus, Option<String>) {
+    let status = match (node.is_online, node.is_public) {
+        (false, _) => LightStatus::Offline,
+        (true, Some(true)) => LightStatus::Public,
+        (true, Some(false)) => LightStatus::Private,
+        (true, None) => LightStatus::Unknown,
+    };
+    (status, node.peer_sources.first().cloned())
 }
 
 /// Whether the store took a cycle's write.
@@ -126,15 +159,22 @@ impl PnodeStore {
         Ok(row.get(0))
     }
 
-    /// Writes one cycle: the registry rows it changed, the history rows, the snapshot record.
-    /// Per-node history gets a row for every node last seen after `history_cutoff`.
+    /// Writes one cycle: the registry rows it changed, the history rows, the snapshot record,
+    /// the lightweight statuses that changed, and the cycle's webhook events (into the outbox,
+    /// so that they exist exactly when the cycle does). Per-node history gets a row for every
+    /// node last seen after `history_cutoff`.
     pub async fn write_cycle(
         &self,
-        record: &SnapshotRecord,
-        view: &NetworkView,
+        cycle: CycleWrite<'_>,
         fencing_token: FencingToken,
         history_cutoff: i64,
     ) -> Result<WriteOutcome, StoreError> {
+        let CycleWrite {
+            record,
+            view,
+            statuses,
+            events,
+        } = cycle;
         let encoded =
             rmp_serde::to_vec(record).map_err(|error| StoreError::Codec(error.to_string()))?;
         let token = saturating_i64(fencing_token);
@@ -157,6 +197,8 @@ impl PnodeStore {
         let registry_done = started.elapsed();
         insert_network_history(&transaction, view).await?;
         insert_node_history(&transaction, view, history_cutoff).await?;
+        upsert_statuses(&transaction, statuses, record.taken_at).await?;
+        crate::webhooks::enqueue(&transaction, events).await?;
         let history_done = started.elapsed();
         transaction.commit().await?;
         tracing::debug!(
@@ -256,6 +298,9 @@ impl PnodeStore {
                 health_score: row.get("health_score"),
                 latest_version: row.get("latest_version"),
                 version_distribution: row.get("version_distribution"),
+                timestamp_readable: row.get("timestamp_readable"),
+                storage_utilization_ratio: row.get("storage_utilization_ratio"),
+                version_diversity_index: row.get("version_diversity_index"),
             })
             .collect())
     }
@@ -291,6 +336,23 @@ impl PnodeStore {
                 is_public: row.get("is_public"),
             })
             .collect())
+    }
+
+    /// The stored lightweight status of one address.
+    pub async fn status_of(&self, address: &str) -> Result<Option<PnodeStatus>, StoreError> {
+        let client = self.database.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT status, last_ip, last_seen, updated_at FROM pnode_status WHERE address = $1",
+                &[&address],
+            )
+            .await?;
+        Ok(row.map(|row| PnodeStatus {
+            status: LightStatus::parse(row.get::<_, &str>(0)).unwrap_or(LightStatus::Unknown),
+            last_ip: row.get(1),
+            last_seen: row.get(2),
+            updated_at: row.get(3),
+        }))
     }
 
     pub async fn history_status(&self) -> Result<HistoryStatus, StoreError> {
@@ -421,6 +483,16 @@ async fn insert_network_history(
         .map(|(version, count)| (version.as_str(), *count))
         .collect();
     let distribution = serde_json::to_value(distribution).unwrap_or_default();
+    // The seed's three: a readable UTC time, storage used over committed (in percent, as the
+    // seed writes it), and how many versions the online nodes run.
+    let readable = chrono::DateTime::from_timestamp(view.taken_at, 0)
+        .map(|at| at.format("%Y-%m-%d %H:%M:%S").to_string());
+    let utilization = if s.total_storage_committed == 0 {
+        0.0
+    } else {
+        (s.total_storage_used as f64 / s.total_storage_committed as f64 * 10_000.0).round() / 100.0
+    };
+    let diversity = s.version_distribution.len() as f64;
     transaction
         .execute(
             "INSERT INTO pnode_network_history (cycle, taken_at, total_pnodes, online_pnodes,
@@ -428,8 +500,10 @@ async fn insert_network_history(
                  responding_ip_nodes, total_storage_committed, total_storage_used,
                  avg_storage_usage_percent, avg_uptime_hours, avg_peer_count, avg_cpu_percent,
                  avg_ram_used_percent, total_active_streams, total_bytes_processed, avg_score,
-                 health_score, latest_version, version_distribution)
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22)",
+                 health_score, latest_version, version_distribution, timestamp_readable,
+                 storage_utilization_ratio, version_diversity_index)
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,
+                     $23,$24,$25)",
             &[
                 &view.cycle,
                 &view.taken_at,
@@ -453,6 +527,9 @@ async fn insert_network_history(
                 &view.health.health_score,
                 &s.latest_version,
                 &distribution,
+                &readable,
+                &utilization,
+                &diversity,
             ],
         )
         .await?;
@@ -514,6 +591,32 @@ async fn insert_node_history(
                 &capacity,
                 &public,
             ],
+        )
+        .await?;
+    Ok(())
+}
+
+async fn upsert_statuses(
+    transaction: &tokio_postgres::Transaction<'_>,
+    rows: &[StatusRow],
+    now: i64,
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let address: Vec<&str> = rows.iter().map(|r| r.address.as_str()).collect();
+    let status: Vec<&str> = rows.iter().map(|r| r.status.as_str()).collect();
+    let last_ip: Vec<Option<&str>> = rows.iter().map(|r| r.last_ip.as_deref()).collect();
+    let last_seen: Vec<i64> = rows.iter().map(|r| r.last_seen).collect();
+    transaction
+        .execute(
+            "INSERT INTO pnode_status (address, status, last_ip, last_seen, updated_at)
+             SELECT a, s, ip, ls, $5 FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[])
+                  AS t(a, s, ip, ls)
+             ON CONFLICT (address) DO UPDATE SET status = EXCLUDED.status,
+                 last_ip = coalesce(EXCLUDED.last_ip, pnode_status.last_ip),
+                 last_seen = EXCLUDED.last_seen, updated_at = EXCLUDED.updated_at",
+            &[&address, &status, &last_ip, &last_seen, &now],
         )
         .await?;
     Ok(())

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+pub use nodegrid_protocol::pnode_api::changes::PnodeChange;
 pub use nodegrid_protocol::pnode_api::node::NodeView;
 use nodegrid_protocol::pnode_api::params::PnodeSortKey;
 use nodegrid_protocol::pnode_api::topology::{
@@ -22,7 +23,7 @@ use super::scoring::{
 };
 
 /// What the leader stores per cycle and every instance builds its view from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct SnapshotRecord {
     pub cycle: i64,
     /// When the cycle ran (unix seconds).
@@ -30,6 +31,12 @@ pub struct SnapshotRecord {
     pub interval_secs: u64,
     pub seeds: Vec<SeedPoll>,
     pub entries: Vec<RegistryEntry>,
+    /// The cycle `changes` are counted from (records written before changes were kept: 0).
+    #[serde(default)]
+    pub previous_cycle: i64,
+    /// What changed since `previous_cycle`, node by node (see [`super::changes`]).
+    #[serde(default)]
+    pub changes: Vec<PnodeChange>,
 }
 
 /// Totals and averages of the network; the online nodes' unless named otherwise.

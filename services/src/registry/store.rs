@@ -336,5 +336,24 @@ pub(super) async fn insert_event(
             &[&event_type.as_str(), &change.node.id, &fields, &node],
         )
         .await?;
+    let webhook_type = match event_type {
+        NodeEventType::Created => "node.created",
+        NodeEventType::Updated => "node.updated",
+        NodeEventType::Deleted => "node.deleted",
+        NodeEventType::Reset => return Ok(()),
+    };
+    let data = serde_json::json!({
+        "node_id": change.node.id,
+        "changed_fields": fields,
+        "node": node,
+    });
+    crate::webhooks::enqueue(
+        client,
+        &[crate::webhooks::OutgoingEvent {
+            event_type: webhook_type,
+            data,
+        }],
+    )
+    .await?;
     Ok(())
 }

@@ -13,11 +13,13 @@
 //! - [`alerts`] answers `/alerts`, `/alerts/critical`, `/pnodes/{address}/alerts`.
 //! - [`history`] answers `/node/{address}/history`, `/node/{address}/metrics-summary`,
 //!   `/nodes/history-status`.
+//! - [`live`] serves `/ws/pnodes`, the network's changes as they happen.
 //! - [`pollers`] answers `/api/admin/pollers`.
 //! - [`shared`]: the clock, the served snapshot, error conversions.
 
 pub mod alerts;
 pub mod history;
+pub mod live;
 pub mod network;
 pub mod nodes;
 pub mod pollers;
@@ -30,9 +32,14 @@ use actix_web::middleware::{Next, from_fn};
 use actix_web::web;
 use nodegrid_services::identity::retry_after_secs;
 
-use crate::http::auth::client_ip;
+use nodegrid_protocol::api_tokens::ApiScope;
+use nodegrid_protocol::error::ErrorCode;
+use nodegrid_services::identity::api_tokens::ApiTokens;
+
+use crate::http::auth::{bearer_token, client_ip};
 use crate::http::error::ApiError;
 use crate::http::routing::{get_only as get, resource};
+use crate::pnodes::metrics::API_REQUESTS;
 use crate::state::AppState;
 
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -43,6 +50,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 .service(get("", network::overview))
                 .service(get("/", network::overview))
                 .service(get("/health", network::health))
+                .service(resource("/ws/pnodes").route(web::get().to(live::live)))
                 .service(get("/pnodes", nodes::pnodes))
                 .service(get("/pnodes/compare", nodes::compare))
                 .service(get("/pnodes/{address}/alerts", alerts::node_alerts))
@@ -75,26 +83,79 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .service(get("/api/admin/pollers", pollers::pollers));
 }
 
-/// Middleware of the `/api/xandeum` scope: the per-client limit. Answers 429 `rate_limited`
-/// with `Retry-After`, counted in `nodegrid_rate_limited_total{scope="pnode_api"}`.
+/// Middleware of the `/api/xandeum` scope: the per-client limit, or, for a request with an API
+/// token of the `xandeum:unlimited` scope, the token's own (none unless the token has a rate).
+/// Answers 429 `rate_limited` with `Retry-After`, counted in
+/// `nodegrid_rate_limited_total{scope="pnode_api"}`; a token that is not valid (revoked,
+/// expired, unknown) is refused with 401 `token_invalid` rather than served as anonymous.
 async fn limit_per_client(
     request: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     if let Some(state) = request.app_data::<web::Data<AppState>>() {
-        let limiter = &state.pnodes.api_limiter;
-        if !limiter.is_off() {
-            let client = client_ip(request.request(), &state.trusted_proxies);
-            if let Err(retry_after) = limiter.check(client, std::time::Instant::now()) {
-                metrics::counter!(nodegrid_services::identity::RATE_LIMITED_TOTAL, "scope" => "pnode_api", "key" => "ip")
-                    .increment(1);
-                let error = ApiError::RateLimited {
-                    retry_after_secs: retry_after_secs(retry_after),
-                    message: "too many requests to the pNode API from this address".to_owned(),
-                };
-                let response = actix_web::ResponseError::error_response(&error);
-                return Ok(request.into_response(response).map_into_right_body());
+        let now = std::time::Instant::now();
+        let presented = bearer_token(request.request()).filter(|t| ApiTokens::is_api_token(t));
+        let grant = match presented {
+            Some(token) => match state
+                .api_tokens
+                .verify(&token, chrono::Utc::now().timestamp())
+            {
+                Ok(grant) => Some(grant),
+                Err(_) => {
+                    metrics::counter!(nodegrid_services::identity::AUTH_TOKEN_REJECTIONS_TOTAL, "reason" => "api_token").increment(1);
+                    let error =
+                        ApiError::new(ErrorCode::TokenInvalid, "the API token is not valid");
+                    let response = actix_web::ResponseError::error_response(&error);
+                    return Ok(request.into_response(response).map_into_right_body());
+                }
+            },
+            None => None,
+        };
+        let limited = match grant.filter(|grant| grant.has(ApiScope::XandeumUnlimited)) {
+            Some(grant) => {
+                metrics::counter!(API_REQUESTS, "credential" => "api_token").increment(1);
+                grant.rate_per_sec.and_then(|rate| {
+                    let rate = f64::from(rate);
+                    state
+                        .pnodes
+                        .token_limiter
+                        .check_at(grant.token_id, rate, rate, now)
+                        .err()
+                        .map(|retry_after| {
+                            (
+                                retry_after,
+                                "api_token",
+                                "too many requests to the pNode API with this token",
+                            )
+                        })
+                })
             }
+            None => {
+                metrics::counter!(API_REQUESTS, "credential" => "anonymous").increment(1);
+                let client = client_ip(request.request(), &state.trusted_proxies);
+                state
+                    .pnodes
+                    .api_limiter
+                    .check(client, now)
+                    .err()
+                    .map(|retry_after| {
+                        (
+                            retry_after,
+                            "ip",
+                            "too many requests to the pNode API from this address",
+                        )
+                    })
+            }
+        };
+        if let Some((retry_after, key, message)) = limited {
+            metrics::counter!(nodegrid_services::identity::RATE_LIMITED_TOTAL, "scope" => "pnode_api", "key" => key)
+                .increment(1);
+            let error = ApiError::RateLimited {
+                retry_after_secs: retry_after_secs(retry_after),
+                message: message.to_owned(),
+            };
+            let response = actix_web::ResponseError::error_response(&error);
+            return Ok(request.into_response(response).map_into_right_body());
         }
     }
     Ok(next.call(request).await?.map_into_left_body())

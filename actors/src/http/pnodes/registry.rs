@@ -46,7 +46,14 @@ pub async fn registry_entry(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let view = current(&state)?;
-    Ok(HttpResponse::Ok().json(api::registry::registry_entry(&view, &path)?))
+    let mut answer = api::registry::registry_entry(&view, &path)?;
+    answer.pnode_status = state
+        .pnodes
+        .store
+        .status_of(&answer.entry.address)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok().json(answer))
 }
 
 #[utoipa::path(get, path = "/api/xandeum/graveyard", tag = "pnodes",

@@ -163,6 +163,9 @@ mod tests {
             health_score: 50.0,
             latest_version: None,
             version_distribution: serde_json::json!({}),
+            timestamp_readable: None,
+            storage_utilization_ratio: None,
+            version_diversity_index: None,
         }
     }
 

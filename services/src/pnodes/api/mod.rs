@@ -150,6 +150,7 @@ mod fixture {
                 seed("s2", None),
             ],
             entries,
+            ..SnapshotRecord::default()
         };
         NetworkView::build(&record, &AnalyticsConfig::default(), None)
     }

@@ -38,6 +38,7 @@ pub fn registry_entry(
         } else {
             NodeState::Offline
         },
+        pnode_status: None,
     })
 }
 

@@ -1,0 +1,65 @@
+//! Push-only WebSockets (`/api/nodes/watch`, `/api/xandeum/ws/pnodes`): the server sends JSON
+//! text frames from a stream and pings on a timer; what the client sends is not read. The
+//! socket ends with the stream, with a close frame when the stream says why.
+
+use std::time::Duration;
+
+use actix_web::{HttpRequest, HttpResponse};
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt as _};
+
+use crate::stream::frame::{OpCode, write_frame};
+
+/// How often a push socket is pinged, so that proxies keep it and dead peers are noticed.
+pub const PING_INTERVAL: Duration = Duration::from_secs(30);
+
+/// What a push socket sends next.
+pub enum Push {
+    /// A text frame of this JSON.
+    Json(Vec<u8>),
+    /// A close frame with this code and reason; nothing after it.
+    Close((u16, &'static str)),
+}
+
+/// Answers the upgrade with a socket that sends `items` until they end or one is a close.
+pub fn push_socket<S>(request: &HttpRequest, items: S) -> Result<HttpResponse, actix_web::Error>
+where
+    S: Stream<Item = Push> + 'static,
+{
+    // Each item is one frame; `None` marks the end, so that the pings stop with the items.
+    let frames = items
+        .map(|item| match item {
+            Push::Json(json) => {
+                let mut buffer = BytesMut::with_capacity(json.len() + 10);
+                write_frame(&mut buffer, OpCode::Text, &json);
+                (Some(buffer.freeze()), false)
+            }
+            Push::Close((code, reason)) => {
+                let mut payload = code.to_be_bytes().to_vec();
+                payload.extend_from_slice(reason.as_bytes());
+                let mut buffer = BytesMut::with_capacity(payload.len() + 4);
+                write_frame(&mut buffer, OpCode::Close, &payload);
+                (Some(buffer.freeze()), true)
+            }
+        })
+        .scan(false, |closed, (frame, closing)| {
+            let out = if *closed { None } else { Some(frame) };
+            *closed |= closing;
+            std::future::ready(out)
+        })
+        .chain(futures_util::stream::once(async { None }));
+    let pings = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval_at(
+        tokio::time::Instant::now() + PING_INTERVAL,
+        PING_INTERVAL,
+    ))
+    .map(|_| {
+        let mut buffer = BytesMut::with_capacity(2);
+        write_frame(&mut buffer, OpCode::Ping, b"");
+        Some(buffer.freeze())
+    });
+    let body = futures_util::stream::select(frames, pings)
+        .take_while(|frame: &Option<Bytes>| std::future::ready(frame.is_some()))
+        .filter_map(std::future::ready)
+        .map(Ok::<Bytes, actix_web::Error>);
+    crate::stream::ws::handshake(request, body)
+}

@@ -1,0 +1,368 @@
+//! The pNode network live: the change socket on every instance, the seed's stored fields and
+//! lightweight status, and API tokens that lift the per-address limit.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nodegrid_clients::pnode_sim::{PnodeSim, Scripted, SimOptions};
+use nodegrid_protocol::prpc::METHOD_GET_PODS_WITH_STATS;
+use nodegrid_services::config::Settings;
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    TestApp, TestDatabase, eventually, fresh_database, spawn_app_with, test_settings,
+};
+use crate::ws::{Frame, Token, Ws, connect};
+
+const PUBLIC: &str = "10.3.0.1:9001";
+const PRIVATE: &str = "10.3.0.2:9001";
+
+fn pods(list: &[(&str, bool)]) -> Scripted {
+    let pods: Vec<Value> = list
+        .iter()
+        .map(|(address, public)| {
+            json!({"address": address, "uptime": 2_592_000, "is_public": public, "version": "0.8.0",
+                   "pubkey": format!("key-{address}"), "storage_committed": 1u64 << 40,
+                   "storage_used": 1u64 << 38})
+        })
+        .collect();
+    Scripted::Result(json!({"pods": pods}))
+}
+
+fn settings(database: &TestDatabase, sim: &PnodeSim, interval: Duration) -> Settings {
+    let mut settings = test_settings(&database.url);
+    settings.pnodes.seeds = sim
+        .seeds()
+        .iter()
+        .map(|seed| nodegrid_services::pnodes::Seed::parse(seed).unwrap())
+        .collect();
+    settings.pnodes.interval = interval;
+    settings.pnodes.rpc_timeout = Duration::from_millis(500);
+    settings
+}
+
+async fn first_cycle(app: &TestApp) {
+    let cell = app.pnodes.cell.clone();
+    eventually("the first pNode cycle", Duration::from_secs(15), || {
+        let cycle = cell.cycle();
+        async move { (cycle >= 1).then_some(()) }
+    })
+    .await;
+}
+
+/// The next `cycle` message on a live socket (snapshots skipped).
+async fn next_cycle(socket: &mut Ws) -> Value {
+    loop {
+        match socket.next().await {
+            Frame::Json(message) if message["type"] == "cycle" => return message,
+            Frame::Json(_) => continue,
+            other => panic!("the live socket ended: {other:?}"),
+        }
+    }
+}
+
+fn change_names(message: &Value) -> Vec<(String, String)> {
+    message["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|change| {
+            (
+                change["change"].as_str().unwrap().to_owned(),
+                change["node"]["address"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[actix_web::test]
+async fn live_sockets_on_both_instances_get_each_cycles_changes_and_only_those_their_filters_pass()
+{
+    let sim = PnodeSim::start(SimOptions {
+        seeds: 1,
+        pods: 0,
+        ..SimOptions::default()
+    })
+    .unwrap();
+    sim.script(
+        0,
+        METHOD_GET_PODS_WITH_STATS,
+        pods(&[(PUBLIC, true), (PRIVATE, false)]),
+    );
+    let database = Arc::new(fresh_database().await);
+    // One-second cycles: a node out of gossip is offline two seconds later.
+    let settings = settings(&database, &sim, Duration::from_secs(1));
+    let a = spawn_app_with(database.clone(), settings.clone()).await;
+    let b = spawn_app_with(database.clone(), settings).await;
+    first_cycle(&a).await;
+
+    // Refused before the upgrade: a filter out of range.
+    assert_eq!(
+        connect(
+            &a,
+            "/api/xandeum/ws/pnodes?min_score=500",
+            Token::Header("")
+        )
+        .await
+        .err(),
+        Some(400)
+    );
+    // What each cycle's record says changed, as the instance serving it saw it.
+    let mut served = a.pnodes.cell.updates();
+    let mut sockets = Vec::new();
+    for (app, path) in [
+        (&a, "/api/xandeum/ws/pnodes"),
+        (&b, "/api/xandeum/ws/pnodes"),
+        (&b, "/api/xandeum/ws/pnodes?status=offline"),
+    ] {
+        let mut socket = connect(app, path, Token::Header("")).await.unwrap();
+        let first = socket.next().await;
+        assert_eq!(first.value()["type"], "snapshot", "{first:?}");
+        assert!(first.value()["summary"]["total_pnodes"].is_u64());
+        sockets.push(socket);
+    }
+
+    // The private node leaves gossip; within a few one-second cycles it is offline.
+    sim.script(0, METHOD_GET_PODS_WITH_STATS, pods(&[(PUBLIC, true)]));
+    type Changes = Vec<(String, String, bool)>;
+    let mut records: HashMap<i64, Changes> = HashMap::new();
+    let went_offline = eventually(
+        "the private node's offline cycle",
+        Duration::from_secs(20),
+        || {
+            let mut found = None;
+            while let Ok(cycle) = served.try_recv() {
+                let changes: Changes = cycle
+                    .record
+                    .changes
+                    .iter()
+                    .map(|change| {
+                        let kind = serde_json::to_value(change.change).unwrap();
+                        (
+                            kind.as_str().unwrap().to_owned(),
+                            change.node.address.clone(),
+                            change.node.is_online,
+                        )
+                    })
+                    .collect();
+                if changes
+                    .iter()
+                    .any(|(kind, address, _)| kind == "went_offline" && address == PRIVATE)
+                {
+                    found = Some(cycle.record.cycle);
+                }
+                records.insert(cycle.record.cycle, changes);
+            }
+            async move { found }
+        },
+    )
+    .await;
+
+    // Every socket, on the leader and on the follower, is sent each cycle it sees with exactly
+    // the record's changes that pass its filter, up to the cycle the node went offline.
+    for (index, socket) in sockets.iter_mut().enumerate() {
+        let offline_only = index == 2;
+        loop {
+            let message = next_cycle(socket).await;
+            let cycle = message["summary"]["cycle"].as_i64().unwrap();
+            if index == 0 {
+                assert_eq!(
+                    message["previous_cycle"].as_i64(),
+                    Some(cycle - 1),
+                    "the leader's sockets are told every cycle"
+                );
+            }
+            // A follower may announce a cycle the leader served before the test listened.
+            let Some(recorded) = records.get(&cycle) else {
+                assert!(
+                    records.keys().all(|&later| later > cycle),
+                    "cycle {cycle} was not recorded"
+                );
+                continue;
+            };
+            let expected: Vec<(String, String)> = recorded
+                .iter()
+                .filter(|(_, _, online)| !offline_only || !online)
+                .map(|(kind, address, _)| (kind.clone(), address.clone()))
+                .collect();
+            assert_eq!(
+                change_names(&message),
+                expected,
+                "socket {index}, cycle {cycle}"
+            );
+            if cycle >= went_offline {
+                break;
+            }
+        }
+    }
+    a.shut_down().await.unwrap();
+    b.shut_down().await.unwrap();
+    sim.stop().await;
+}
+
+#[actix_web::test]
+async fn history_rows_carry_the_seeds_fields_and_registry_entries_their_stored_status() {
+    let sim = PnodeSim::start(SimOptions {
+        seeds: 1,
+        pods: 0,
+        ..SimOptions::default()
+    })
+    .unwrap();
+    sim.script(
+        0,
+        METHOD_GET_PODS_WITH_STATS,
+        pods(&[(PUBLIC, true), (PRIVATE, false)]),
+    );
+    let database = Arc::new(fresh_database().await);
+    let app = spawn_app_with(
+        database.clone(),
+        settings(&database, &sim, Duration::from_secs(3_600)),
+    )
+    .await;
+    first_cycle(&app).await;
+
+    let history: Value = app
+        .get("/api/xandeum/network/history?hours=1")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let row = &history["history"][0];
+    let readable = row["timestamp_readable"].as_str().unwrap();
+    let expected = chrono::DateTime::from_timestamp(row["timestamp"].as_i64().unwrap(), 0)
+        .unwrap()
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    assert_eq!(readable, expected);
+    assert_eq!(row["storage_utilization_ratio"], 25.0, "2^38 of 2^40");
+    assert_eq!(row["version_diversity_index"], 1.0, "one version");
+
+    let seed = &sim.seeds()[0];
+    for (address, status) in [(PUBLIC, "public"), (PRIVATE, "private")] {
+        let entry: Value = app
+            .get(&format!("/api/xandeum/registry/{address}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let stored = &entry["pnode_status"];
+        assert_eq!(stored["status"], status, "{entry}");
+        assert_eq!(stored["last_ip"], seed.as_str());
+        assert_eq!(stored["last_seen"], entry["entry"]["last_seen"]);
+        assert!(stored["updated_at"].as_i64().unwrap() > 0);
+    }
+    app.shut_down().await.unwrap();
+    sim.stop().await;
+}
+
+#[actix_web::test]
+async fn an_unlimited_token_lifts_the_per_address_limit_and_a_revoked_one_is_refused() {
+    let database = Arc::new(fresh_database().await);
+    let mut settings = test_settings(&database.url);
+    settings.pnodes.api_rate_per_sec = 1;
+    settings.pnodes.api_burst = 2;
+    let app = spawn_app_with(database, settings).await;
+    let admin = app.admin_token().await;
+    let issue = |body: Value| {
+        let (app, admin) = (&app, admin.clone());
+        async move {
+            let response = app.post("/api/admin/api-tokens", &body, Some(&admin)).await;
+            assert_eq!(response.status(), 201);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let unlimited = issue(json!({"name": "dashboard", "scopes": ["xandeum:unlimited"]})).await;
+    let metered =
+        issue(json!({"name": "metered", "scopes": ["xandeum:unlimited"], "rate_per_sec": 3})).await;
+    assert_eq!(metered["rate_per_sec"], 3);
+    let other = issue(json!({"name": "reader", "scopes": ["nodes:read"]})).await;
+    let refused = app
+        .post(
+            "/api/admin/api-tokens",
+            &json!({"name": "bad", "scopes": ["nodes:read"], "rate_per_sec": 3}),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(refused.status(), 400, "a rate goes with xandeum:unlimited");
+
+    let health = |token: Option<String>| {
+        let app = &app;
+        async move {
+            let mut request = app.http.get(format!("{}/api/xandeum/health", app.address));
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            (status, body)
+        }
+    };
+    // Anonymous: a burst of 2, then 429 (the health route answers 503 before a snapshot; the
+    // limit comes first either way).
+    let mut anonymous = Vec::new();
+    for _ in 0..4 {
+        anonymous.push(health(None).await.0);
+    }
+    assert_eq!(
+        anonymous.iter().filter(|&&s| s == 429).count(),
+        2,
+        "{anonymous:?}"
+    );
+    // A token without the scope is limited like anyone at that address.
+    assert_eq!(
+        health(Some(other["token"].as_str().unwrap().into()))
+            .await
+            .0,
+        429
+    );
+    // The unlimited token is not limited at all.
+    for _ in 0..30 {
+        assert_ne!(
+            health(Some(unlimited["token"].as_str().unwrap().into()))
+                .await
+                .0,
+            429
+        );
+    }
+    // The metered one by its own bucket of 3.
+    let mut metered_statuses = Vec::new();
+    for _ in 0..6 {
+        metered_statuses.push(
+            health(Some(metered["token"].as_str().unwrap().into()))
+                .await
+                .0,
+        );
+    }
+    assert!(
+        metered_statuses[..3].iter().all(|&s| s != 429)
+            && metered_statuses.iter().filter(|&&s| s == 429).count() >= 2,
+        "{metered_statuses:?}"
+    );
+    // Revoked: refused outright, not served as anonymous.
+    let id = unlimited["id"].as_i64().unwrap();
+    let revoked = app
+        .http
+        .delete(format!("{}/api/admin/api-tokens/{id}", app.address))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 204);
+    let (status, body) = health(Some(unlimited["token"].as_str().unwrap().into())).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("token_invalid"))
+    );
+
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    for needle in [
+        "nodegrid_pnode_api_requests_total{credential=\"api_token\"}",
+        "nodegrid_pnode_api_requests_total{credential=\"anonymous\"}",
+        "nodegrid_rate_limited_total{scope=\"pnode_api\",key=\"api_token\"}",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing");
+    }
+    app.shut_down().await.unwrap();
+}
