@@ -170,3 +170,37 @@ pub fn assert_valid_exposition(text: &str) {
         }
     }
 }
+
+/// The alerting rules in `compose/prometheus/` are valid and pass their unit tests
+/// (`promtool check rules`, `promtool test rules`).
+#[test]
+fn the_alert_rules_pass_promtool_and_their_unit_tests() {
+    let folder = concat!(env!("CARGO_MANIFEST_DIR"), "/../compose/prometheus");
+    let promtool = std::env::var("NODEGRID_PROMTOOL").unwrap_or_else(|_| "promtool".to_owned());
+    for args in [
+        ["check", "rules", "rules.yml"],
+        ["test", "rules", "rules.test.yml"],
+    ] {
+        match std::process::Command::new(&promtool)
+            .args(args)
+            .current_dir(folder)
+            .output()
+        {
+            Ok(output) => assert!(
+                output.status.success(),
+                "promtool {}:\n{}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+            Err(error) => {
+                assert!(
+                    std::env::var_os("NODEGRID_REQUIRE_PROMTOOL").is_none(),
+                    "promtool is required but cannot run ({promtool}): {error}"
+                );
+                eprintln!("promtool not found ({error}); the alert rules were not checked");
+                return;
+            }
+        }
+    }
+}
