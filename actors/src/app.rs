@@ -329,6 +329,7 @@ impl Application {
             producer_registry: producer_registry.clone(),
             session_registry: session_registry.clone(),
             stream_limits: settings.stream,
+            pnode_graphql: crate::http::pnodes::graphql::schema(pnodes.clone()),
             pnodes: pnodes.clone(),
             nodes,
             registry_public_reads: settings.registry_public_reads,

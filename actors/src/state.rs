@@ -58,6 +58,8 @@ pub struct AppState {
     /// The node registry, and whether its reads need a token.
     pub nodes: NodeRegistry,
     pub registry_public_reads: bool,
+    /// The pNode API's GraphQL schema (over `pnodes`).
+    pub pnode_graphql: crate::http::pnodes::graphql::PnodeSchema,
     /// Webhook registration and delivery logs.
     pub webhooks: Webhooks,
     /// Requests to paths no route matches, per client address.

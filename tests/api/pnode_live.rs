@@ -366,3 +366,211 @@ async fn an_unlimited_token_lifts_the_per_address_limit_and_a_revoked_one_is_ref
     }
     app.shut_down().await.unwrap();
 }
+
+/// Runs a GraphQL query; the JSON answer.
+async fn graphql(app: &TestApp, query: &str) -> Value {
+    let response = app
+        .post("/api/xandeum/graphql", &json!({"query": query}), None)
+        .await;
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+#[actix_web::test]
+async fn graphql_answers_what_rest_answers_for_the_same_questions() {
+    let sim = PnodeSim::start(SimOptions {
+        seeds: 3,
+        pods: 150,
+        seed: 11,
+        ..SimOptions::default()
+    })
+    .unwrap();
+    let database = Arc::new(fresh_database().await);
+    let app = spawn_app_with(
+        database.clone(),
+        settings(&database, &sim, Duration::from_secs(3_600)),
+    )
+    .await;
+    first_cycle(&app).await;
+
+    // The same page, filters and order.
+    let rest: Value = app
+        .get("/api/xandeum/pnodes?status=all&limit=20&skip=3&sort_by=uptime&sort_order=asc&min_score=5")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let answer = graphql(
+        &app,
+        r#"{ pnodes(status: "all", limit: 20, skip: 3, sortBy: "uptime", sortOrder: "asc", minScore: 5) {
+              pagination { total returned hasMore }
+              summary { onlinePnodes cycle }
+              pnodes { address score tier uptime storageUsed isOnline
+                       scores { trust { score breakdown { uptime } } stakeConfidence { rating } } } } }"#,
+    )
+    .await;
+    assert!(answer.get("errors").is_none(), "{answer}");
+    let page = &answer["data"]["pnodes"];
+    assert_eq!(page["pagination"]["total"], rest["pagination"]["total"]);
+    assert_eq!(page["pagination"]["returned"], 20);
+    assert_eq!(
+        page["pagination"]["hasMore"],
+        rest["pagination"]["has_more"]
+    );
+    assert_eq!(
+        page["summary"]["onlinePnodes"],
+        rest["summary"]["online_pnodes"]
+    );
+    let rest_nodes = rest["pnodes"].as_array().unwrap();
+    let graph_nodes = page["pnodes"].as_array().unwrap();
+    assert_eq!(graph_nodes.len(), rest_nodes.len());
+    for (graph, rest) in graph_nodes.iter().zip(rest_nodes) {
+        assert_eq!(graph["address"], rest["address"]);
+        assert_eq!(graph["score"], rest["score"]);
+        assert_eq!(graph["tier"], rest["tier"]);
+        assert_eq!(graph["uptime"], rest["uptime"]);
+        assert_eq!(graph["storageUsed"], rest["storage_used"]);
+        assert_eq!(graph["isOnline"], rest["is_online"]);
+        assert_eq!(
+            graph["scores"]["trust"]["breakdown"]["uptime"],
+            rest["scores"]["trust"]["breakdown"]["uptime"]
+        );
+        assert_eq!(
+            graph["scores"]["stakeConfidence"]["rating"],
+            rest["scores"]["stake_confidence"]["rating"]
+        );
+    }
+
+    // The network.
+    let health: Value = app
+        .get("/api/xandeum/network/health")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let network = graphql(
+        &app,
+        "{ network { summary { totalPnodes onlinePnodes } health { healthScore status factors { availability } } versionDistribution } }",
+    )
+    .await;
+    let network = &network["data"]["network"];
+    assert_eq!(
+        network["health"]["healthScore"],
+        health["health"]["health_score"]
+    );
+    assert_eq!(network["health"]["status"], health["health"]["status"]);
+    assert_eq!(
+        network["health"]["factors"]["availability"],
+        health["health"]["factors"]["availability"]
+    );
+    assert_eq!(
+        network["summary"]["totalPnodes"],
+        health["summary"]["total_pnodes"]
+    );
+    assert_eq!(
+        network["versionDistribution"],
+        health["network_stats"]["version_distribution"]
+    );
+
+    // One node, its alerts and its history.
+    let address = rest_nodes[0]["address"].as_str().unwrap();
+    let alerts: Value = app
+        .get(&format!("/api/xandeum/pnodes/{address}/alerts"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let history: Value = app
+        .get(&format!("/api/xandeum/node/{address}/history?days=1"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let node = graphql(
+        &app,
+        &format!(
+            r#"{{ pnode(address: "{address}") {{ address score alerts {{ type severity message }}
+                   history(days: 1) {{ timestamp score isOnline }} }} }}"#
+        ),
+    )
+    .await;
+    let node = &node["data"]["pnode"];
+    assert_eq!(node["address"], address);
+    let rest_alerts: Vec<(&Value, &Value)> = alerts["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|alert| (&alert["type"], &alert["message"]))
+        .collect();
+    let graph_alerts: Vec<Value> = node["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|alert| {
+            json!([
+                alert["type"].as_str().unwrap().to_lowercase(),
+                alert["message"]
+            ])
+        })
+        .collect();
+    assert_eq!(
+        graph_alerts,
+        rest_alerts
+            .iter()
+            .map(|(kind, message)| json!([kind, message]))
+            .collect::<Vec<_>>()
+    );
+    let rest_history = history["history"].as_array().unwrap();
+    let graph_history = node["history"].as_array().unwrap();
+    assert_eq!(graph_history.len(), rest_history.len());
+    assert!(!graph_history.is_empty(), "the first cycle wrote a row");
+    assert_eq!(graph_history[0]["score"], rest_history[0]["score"]);
+    let unknown = graphql(
+        &app,
+        r#"{ pnode(address: "10.255.255.255:1") { address } }"#,
+    )
+    .await;
+    assert_eq!(unknown["data"]["pnode"], Value::Null);
+
+    // The same checks as REST, answered as GraphQL errors with the REST code.
+    let rest_refusal: Value = app
+        .get("/api/xandeum/pnodes?status=sideways")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let refused = graphql(
+        &app,
+        r#"{ pnodes(status: "sideways") { pagination { total } } }"#,
+    )
+    .await;
+    let error = &refused["errors"][0];
+    assert_eq!(error["extensions"]["code"], "validation_failed");
+    assert_eq!(error["message"], rest_refusal["message"]);
+    // Too deep a query is refused before it runs.
+    let deep = graphql(
+        &app,
+        "{ __schema { types { fields { type { ofType { ofType { ofType { ofType { name } } } } } } } } }",
+    )
+    .await;
+    assert!(
+        deep["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nested too deep"),
+        "{deep}"
+    );
+    // The query page is served with its own policy and nothing from elsewhere.
+    let page = app.get("/api/xandeum/graphql").await;
+    assert_eq!(page.status(), 200);
+    let policy = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(policy.contains("connect-src 'self'"), "{policy}");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("pNode GraphQL") && !html.contains("https://"));
+
+    app.shut_down().await.unwrap();
+    sim.stop().await;
+}

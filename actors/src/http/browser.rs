@@ -9,7 +9,7 @@
 //!   `Access-Control-Allow-Credentials` is never sent.
 //! - **Headers**: `nosniff`, no framing, no referrer, and a Content-Security-Policy that allows
 //!   nothing on API answers (the Swagger UI under `/api-docs` gets the scripts and styles it
-//!   needs from its own origin).
+//!   needs from its own origin; a page that states its own policy keeps it).
 //! - **Sockets**: browsers do not apply CORS to WebSockets, so an upgrade whose `Origin` is
 //!   neither the server's own nor allowed is refused with 403.
 
@@ -119,6 +119,8 @@ fn decorate(
     preflight: bool,
     docs: bool,
 ) {
+    // A page of the server's own (the GraphQL query page) states its own policy.
+    let own_policy = headers.contains_key(header::CONTENT_SECURITY_POLICY);
     let mut set = |name: HeaderName, value: &str| {
         if let Ok(value) = HeaderValue::from_str(value) {
             headers.insert(name, value);
@@ -127,10 +129,12 @@ fn decorate(
     set(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(header::X_FRAME_OPTIONS, "DENY");
     set(header::REFERRER_POLICY, "no-referrer");
-    set(
-        header::CONTENT_SECURITY_POLICY,
-        if docs { DOCS_CSP } else { API_CSP },
-    );
+    if !own_policy {
+        set(
+            header::CONTENT_SECURITY_POLICY,
+            if docs { DOCS_CSP } else { API_CSP },
+        );
+    }
     set(header::VARY, "Origin");
     if let Some(origin) = allowed_origin {
         set(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);

@@ -67,6 +67,7 @@ use crate::http::webhooks;
         pnodes::network::overview,
         pnodes::network::health,
         pnodes::live::live,
+        pnodes::graphql::execute,
         pnodes::nodes::pnodes,
         pnodes::nodes::compare,
         pnodes::alerts::node_alerts,

@@ -16,6 +16,7 @@ pub const SNAPSHOT_AGE: &str = "nodegrid_pnode_snapshot_age_seconds";
 pub const PRUNED: &str = "nodegrid_pnode_pruned_rows_total";
 pub const LIVE_SOCKETS: &str = "nodegrid_pnode_live_sockets";
 pub const API_REQUESTS: &str = "nodegrid_pnode_api_requests_total";
+pub const GRAPHQL_ERRORS: &str = "nodegrid_pnode_graphql_errors_total";
 
 pub fn describe() {
     describe_counter!(
@@ -66,6 +67,10 @@ pub fn describe() {
     describe_counter!(
         API_REQUESTS,
         "Requests to /api/xandeum, by credential (anonymous: limited per address; api_token: an xandeum:unlimited token, limited per token)."
+    );
+    describe_counter!(
+        GRAPHQL_ERRORS,
+        "GraphQL requests to /api/xandeum/graphql answered with errors (invalid, too deep or complex, refused arguments)."
     );
     describe_gauge!(
         LIVE_SOCKETS,

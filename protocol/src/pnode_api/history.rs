@@ -47,6 +47,7 @@ pub struct NetworkHistoryRow {
 /// One node's figures of one cycle.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "graphql", derive(async_graphql::SimpleObject))]
 pub struct NodeHistoryRow {
     pub timestamp: i64,
     pub is_online: bool,

@@ -93,6 +93,7 @@ pub struct SnapshotHealth {
 /// Counts of the served snapshot, and its age.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "graphql", derive(async_graphql::SimpleObject))]
 pub struct SnapshotSummary {
     pub total_pnodes: usize,
     pub online_pnodes: usize,
@@ -109,6 +110,7 @@ pub struct SnapshotSummary {
 /// Totals and averages over the online nodes and the seeds' own statistics.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "graphql", derive(async_graphql::SimpleObject))]
 pub struct NetworkStats {
     pub total_storage_committed: u64,
     pub total_storage_used: u64,
@@ -128,6 +130,7 @@ pub struct NetworkStats {
 /// The network health factors and their total.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "graphql", derive(async_graphql::SimpleObject))]
 pub struct NetworkHealth {
     pub health_score: f64,
     /// `healthy`, `fair`, `degraded`, `critical`, or `unknown` without nodes.
@@ -148,6 +151,7 @@ impl Default for NetworkHealth {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "graphql", derive(async_graphql::SimpleObject))]
 pub struct HealthFactors {
     pub availability: f64,
     pub version_consistency: f64,

@@ -7,6 +7,7 @@ use serde_json::Value;
 /// One pNode, online or offline (an item of `/pnodes`, `/registry`, `/graveyard`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "graphql", derive(async_graphql::SimpleObject))]
 pub struct NodeView {
     /// `host:port`, the node's identity.
     pub address: String,
@@ -50,6 +51,7 @@ pub struct NodeView {
 /// The seed's three scores of a node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "graphql", derive(async_graphql::SimpleObject))]
 pub struct Scores {
     pub trust: TrustScore,
     pub capacity: CapacityScore,
@@ -59,6 +61,7 @@ pub struct Scores {
 /// Trust, 0 to 100: uptime 40 + gossip presence 30 + version 20 + gossip consistency 10.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "graphql", derive(async_graphql::SimpleObject))]
 pub struct TrustScore {
     pub score: f64,
     pub breakdown: TrustBreakdown,
@@ -66,6 +69,7 @@ pub struct TrustScore {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "graphql", derive(async_graphql::SimpleObject))]
 pub struct TrustBreakdown {
     pub uptime: f64,
     pub gossip_presence: f64,
@@ -76,6 +80,7 @@ pub struct TrustBreakdown {
 /// Capacity, 0 to 100: storage committed 30 + usage balance 40 + growth trend 30.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "graphql", derive(async_graphql::SimpleObject))]
 pub struct CapacityScore {
     pub score: f64,
     pub breakdown: CapacityBreakdown,
@@ -83,6 +88,7 @@ pub struct CapacityScore {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "graphql", derive(async_graphql::SimpleObject))]
 pub struct CapacityBreakdown {
     pub storage_committed: f64,
     pub usage_balance: f64,
@@ -92,6 +98,7 @@ pub struct CapacityBreakdown {
 /// Trust and capacity weighted into one figure, rated and coloured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "graphql", derive(async_graphql::SimpleObject))]
 pub struct StakeConfidence {
     pub composite_score: f64,
     /// `low_risk`, `medium_risk` or `high_risk`.
@@ -103,6 +110,7 @@ pub struct StakeConfidence {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "graphql", derive(async_graphql::Enum))]
 pub enum Severity {
     Critical,
     Warning,
@@ -113,6 +121,7 @@ pub enum Severity {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "graphql", derive(async_graphql::Enum))]
 pub enum AlertType {
     Offline,
     LowUptime,
@@ -147,9 +156,11 @@ impl AlertType {
 /// One alert raised on one node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "graphql", derive(async_graphql::SimpleObject))]
 pub struct Alert {
     pub severity: Severity,
     #[serde(rename = "type")]
+    #[cfg_attr(feature = "graphql", graphql(name = "type"))]
     pub alert_type: AlertType,
     pub message: String,
     /// The figure that was checked, such as `uptime` or `storage_usage_percent`.

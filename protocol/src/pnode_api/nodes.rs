@@ -25,6 +25,7 @@ pub struct PnodesResponse<N = NodeView> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "graphql", derive(async_graphql::SimpleObject))]
 pub struct Pagination {
     /// Nodes that pass the filters.
     pub total: usize,

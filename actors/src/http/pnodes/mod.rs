@@ -13,11 +13,13 @@
 //! - [`alerts`] answers `/alerts`, `/alerts/critical`, `/pnodes/{address}/alerts`.
 //! - [`history`] answers `/node/{address}/history`, `/node/{address}/metrics-summary`,
 //!   `/nodes/history-status`.
+//! - [`graphql`] answers `/graphql` from the same view and functions as REST.
 //! - [`live`] serves `/ws/pnodes`, the network's changes as they happen.
 //! - [`pollers`] answers `/api/admin/pollers`.
 //! - [`shared`]: the clock, the served snapshot, error conversions.
 
 pub mod alerts;
+pub mod graphql;
 pub mod history;
 pub mod live;
 pub mod network;
@@ -51,6 +53,11 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 .service(get("/", network::overview))
                 .service(get("/health", network::health))
                 .service(resource("/ws/pnodes").route(web::get().to(live::live)))
+                .service(
+                    resource("/graphql")
+                        .route(web::post().to(graphql::execute))
+                        .route(web::get().to(graphql::page)),
+                )
                 .service(get("/pnodes", nodes::pnodes))
                 .service(get("/pnodes/compare", nodes::compare))
                 .service(get("/pnodes/{address}/alerts", alerts::node_alerts))

@@ -20,6 +20,20 @@ pub fn pnodes_page(
     request: PnodesRequest,
     now: i64,
 ) -> PnodesResponse<&RawValue> {
+    let (page, pagination) = page_indexes(view, &request);
+    PnodesResponse {
+        summary: snapshot_summary(view, now),
+        network_stats: network_stats(view),
+        pagination,
+        filters: request.filters,
+        pnodes: page.iter().map(|&index| &*view.node_json[index]).collect(),
+        timestamp: now,
+    }
+}
+
+/// Which nodes a `/pnodes` request answers (their indexes in `view.nodes`, in the order
+/// asked), and the pagination that goes with them: the one selection behind REST and GraphQL.
+pub fn page_indexes(view: &NetworkView, request: &PnodesRequest) -> (Vec<usize>, Pagination) {
     let filters = &request.filters;
     let matches = |index: usize| {
         let node = &view.nodes[index];
@@ -46,30 +60,24 @@ pub fn pnodes_page(
         SortOrder::Desc => Box::new(indexes.iter().rev()),
     };
     let mut total = 0usize;
-    let mut page: Vec<&RawValue> = Vec::with_capacity(request.limit.min(view.nodes.len()));
+    let mut page: Vec<usize> = Vec::with_capacity(request.limit.min(view.nodes.len()));
     for &index in walk {
         let index = index as usize;
         if matches(index) {
             if total >= request.skip && page.len() < request.limit {
-                page.push(&view.node_json[index]);
+                page.push(index);
             }
             total += 1;
         }
     }
-    PnodesResponse {
-        summary: snapshot_summary(view, now),
-        network_stats: network_stats(view),
-        pagination: Pagination {
-            total,
-            limit: request.limit,
-            skip: request.skip,
-            returned: page.len(),
-            has_more: request.skip + page.len() < total,
-        },
-        filters: request.filters,
-        pnodes: page,
-        timestamp: now,
-    }
+    let pagination = Pagination {
+        total,
+        limit: request.limit,
+        skip: request.skip,
+        returned: page.len(),
+        has_more: request.skip + page.len() < total,
+    };
+    (page, pagination)
 }
 
 /// The online nodes up at least `min_uptime_days`, best score first (address breaks ties),
