@@ -59,7 +59,7 @@ pub struct AppState {
     pub nodes: NodeRegistry,
     pub registry_public_reads: bool,
     /// The pNode API's GraphQL schema (over `pnodes`).
-    pub pnode_graphql: crate::http::pnodes::graphql::PnodeSchema,
+    pub pnode_graphql: crate::pnodes::graphql::PnodeSchema,
     /// Webhook registration and delivery logs.
     pub webhooks: Webhooks,
     /// Requests to paths no route matches, per client address.

@@ -1,10 +1,11 @@
 //! pNode analytics at runtime: a [`poller::PnodePoller`] per seed, the
 //! [`aggregator::PnodeAggregator`] that runs the cycle on the leader and keeps every instance's
-//! snapshot current, the [`SnapshotCell`] the API reads, the `/api/xandeum` routes, and the
-//! pRPC simulator.
+//! snapshot current, the [`SnapshotCell`] the API reads, and the GraphQL schema over it
+//! ([`graphql`]).
 
 pub mod aggregator;
 pub mod cell;
+pub mod graphql;
 pub mod metrics;
 pub mod poller;
 
