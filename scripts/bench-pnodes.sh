@@ -4,8 +4,10 @@
 #
 #   1. the aggregation cycle for 10,000 pods gossiped by 9 simulated seeds, Postgres writes
 #      included (the server's own cycle timer, read from its log);
-#   2. GET /api/xandeum/pnodes?limit=100 at 10,000 nodes under load, with `nodegrid bench
-#      --scenario http` (open loop: latency from each request's scheduled time).
+#   2. GET /api/xandeum/pnodes?limit=100 at 10,000 nodes under load up to 10,000 requests/s,
+#      with `nodegrid bench --scenario http` (open loop: latency from each request's scheduled
+#      time); each 20 s run spans two cycles, so the tails include requests served while a
+#      cycle runs.
 #
 #   scripts/bench-pnodes.sh            the standard run (about two minutes)
 #   scripts/bench-pnodes.sh --quick    a short run, for checking the tooling
@@ -55,12 +57,14 @@ lines=$(grep 'cycle written' "$work/server.log" | head -n "$cycles")
 [ -n "$lines" ] || { tail -n 20 "$work/server.log" >&2; die "no cycle was written"; }
 echo "$lines" | sed 's/.*cycle written//' >&2
 stat() { echo "$lines" | grep -o " $1=[0-9]*" | cut -d= -f2 | sort -n | awk '{v[NR]=$1; s+=$1} END {printf "%d / %d / %d", v[1], s/NR, v[NR]}'; }
+stat_after() { lines=$(echo "$lines" | tail -n +2) stat "$1"; }
 unique=$(echo "$lines" | tail -n 1 | grep -o ' pods=[0-9]*' | cut -d= -f2)
 poll=$(curl -fsS "http://127.0.0.1:$port/metrics" | awk '/^nodegrid_pnode_poll_duration_seconds_sum/ {s+=$2} /^nodegrid_pnode_poll_duration_seconds_count/ {c+=$2} END {printf "%.0f", (c ? s/c*1000 : 0)}')
 
 runs=(
   "--scenario http --path /api/xandeum/pnodes?limit=100 --rate 1000 --connections 16 --seconds $seconds"
   "--scenario http --path /api/xandeum/pnodes?limit=100 --rate 3000 --connections 32 --seconds $seconds"
+  "--scenario http --path /api/xandeum/pnodes?limit=100 --rate 10000 --connections 64 --seconds $seconds"
   "--scenario http --path /api/xandeum/pnodes?limit=100&status=all&sort_by=uptime&search=10.0.1 --rate 1000 --connections 16 --seconds $seconds"
 )
 rows=()
@@ -87,7 +91,8 @@ section=$(mktemp)
   echo
   echo "| aggregation cycle, $unique unique pods from 9 seeds ($cycles cycles) | min / mean / max |"
   echo "|---|---|"
-  echo "| merge + scores + view + Postgres transaction, ms | $(stat ms) |"
+  echo "| merge + scores + view + changes + Postgres transaction, ms (the first cycle of a new deployment writes every node) | $(stat ms) |"
+  echo "| the same, after the first cycle | $(stat_after ms) |"
   echo "| of which the Postgres transaction, ms | $(stat write_ms) |"
   echo "| polling one seed (three calls, ~4,500 pods answered), mean ms | $poll |"
   echo

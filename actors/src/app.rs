@@ -329,7 +329,10 @@ impl Application {
             producer_registry: producer_registry.clone(),
             session_registry: session_registry.clone(),
             stream_limits: settings.stream,
-            pnode_graphql: crate::pnodes::graphql::schema(pnodes.cell.clone(), pnodes.store.clone()),
+            pnode_graphql: crate::pnodes::graphql::schema(
+                pnodes.cell.clone(),
+                pnodes.store.clone(),
+            ),
             pnodes: pnodes.clone(),
             nodes,
             registry_public_reads: settings.registry_public_reads,

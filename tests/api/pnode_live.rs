@@ -51,6 +51,17 @@ async fn first_cycle(app: &TestApp) {
     .await;
 }
 
+/// Rows of per-node history stored so far.
+async fn rows(app: &TestApp) -> i64 {
+    let status: Value = app
+        .get("/api/xandeum/nodes/history-status")
+        .await
+        .json()
+        .await
+        .unwrap();
+    status["status"]["node_history_rows"].as_i64().unwrap()
+}
+
 /// The next `cycle` message on a live socket (snapshots skipped).
 async fn next_cycle(socket: &mut Ws) -> Value {
     loop {
@@ -252,6 +263,47 @@ async fn history_rows_carry_the_seeds_fields_and_registry_entries_their_stored_s
         assert_eq!(stored["last_seen"], entry["entry"]["last_seen"]);
         assert!(stored["updated_at"].as_i64().unwrap() > 0);
     }
+
+    // A cycle in which nothing changed writes its record and network row, and no node row.
+    assert_eq!(rows(&app).await, 2);
+    let report = app
+        .pnodes
+        .aggregator
+        .send(nodegrid_actors::pnodes::aggregator::RunCycle)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.outcome, "written");
+    assert_eq!(rows(&app).await, 2, "no node changed");
+    let history: Value = app
+        .get("/api/xandeum/network/history?hours=1")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        history["summary"]["data_points"], 2,
+        "a network row per cycle"
+    );
+    // One node moves to another version: its row, and only its row, is written at once (a
+    // change of figures alone would wait a minute).
+    sim.script(
+        0,
+        METHOD_GET_PODS_WITH_STATS,
+        Scripted::Result(json!({"pods": [
+            {"address": PUBLIC, "uptime": 2_592_000, "is_public": true, "version": "0.8.1",
+             "pubkey": format!("key-{PUBLIC}"), "storage_committed": 1u64 << 40, "storage_used": 1u64 << 38},
+            {"address": PRIVATE, "uptime": 2_592_000, "is_public": false, "version": "0.8.0",
+             "pubkey": format!("key-{PRIVATE}"), "storage_committed": 1u64 << 40, "storage_used": 1u64 << 38},
+        ]})),
+    );
+    app.pnodes
+        .aggregator
+        .send(nodegrid_actors::pnodes::aggregator::RunCycle)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rows(&app).await, 3);
     app.shut_down().await.unwrap();
     sim.stop().await;
 }

@@ -19,9 +19,10 @@ use nodegrid_services::pnodes::PnodeSettings;
 use nodegrid_services::pnodes::changes;
 use nodegrid_services::pnodes::cycle::{CycleStats, Registry, SeedPoll, apply_cycle};
 use nodegrid_services::pnodes::store::{
-    CycleWrite, PnodeStore, StatusRow, StoreError, WriteOutcome, light_status,
+    CycleWrite, PnodeStore, StoreError, WriteOutcome, encode_record_head, finish_record,
 };
 use nodegrid_services::pnodes::view::{NetworkView, SnapshotRecord};
+use nodegrid_services::pnodes::writes::{STEADY_WRITE_EVERY_SECS, WriteTracker};
 use nodegrid_services::registry::NodeRegistry;
 use serde::Serialize;
 use tokio::sync::watch;
@@ -48,51 +49,8 @@ pub struct AggregatorContext {
     /// reported to it last (only changes are reported).
     pub nodes: NodeRegistry,
     pub reported: std::sync::Mutex<HashMap<String, NodeStatus>>,
-    /// The lightweight statuses this leader wrote last (written again only on a change, or
-    /// when `last_seen` has moved by [`STATUS_LAST_SEEN_EVERY`]).
-    pub statuses_written: std::sync::Mutex<HashMap<String, StatusRow>>,
-}
-
-/// How stale a stored lightweight status's `last_seen` may grow before it is rewritten.
-const STATUS_LAST_SEEN_EVERY: i64 = 300;
-
-/// The statuses of `view` that differ from what was written, noted as written.
-fn status_changes(context: &AggregatorContext, view: &NetworkView) -> Vec<StatusRow> {
-    let mut written = context
-        .statuses_written
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let mut changed = Vec::new();
-    for node in &view.nodes {
-        let (status, last_ip) = light_status(node);
-        let row = StatusRow {
-            address: node.address.clone(),
-            status,
-            last_ip,
-            last_seen: node.last_seen,
-        };
-        let due = written.get(&node.address).is_none_or(|old| {
-            old.status != row.status
-                || (row.last_ip.is_some() && old.last_ip != row.last_ip)
-                || row.last_seen >= old.last_seen + STATUS_LAST_SEEN_EVERY
-        });
-        if due {
-            written.insert(row.address.clone(), row.clone());
-            changed.push(row);
-        }
-    }
-    changed
-}
-
-/// Forgets `rows` as written, so that the next cycle writes them again.
-fn forget_statuses(context: &AggregatorContext, rows: &[StatusRow]) {
-    let mut written = context
-        .statuses_written
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    for row in rows {
-        written.remove(&row.address);
-    }
+    /// What this leader wrote besides the records (only changes are written again).
+    pub writes: std::sync::Mutex<WriteTracker>,
 }
 
 /// What one cycle did.
@@ -162,7 +120,7 @@ impl PnodeAggregator {
                 // may what it remembers writing.
                 self.registry = None;
                 self.context
-                    .statuses_written
+                    .writes
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
                     .clear();
@@ -280,20 +238,61 @@ fn unix_now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-/// What a new leader goes on from: the stored registry and cycle, and the view of the stored
-/// snapshot (the view the next cycle's changes are counted against).
+/// Runs a cycle's computation on a thread of its own at a lower priority (nice ≈ 9), so that
+/// the request threads of the same instance come first when the cores are busy: the cycle can
+/// wait some milliseconds, a request should not. `None` if it panicked.
+async fn on_cycle_thread<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("pnode-cycle".into())
+        .spawn(move || {
+            let lower = thread_priority::ThreadPriorityValue::try_from(CYCLE_PRIORITY)
+                .map(thread_priority::ThreadPriority::Crossplatform)
+                .map_err(|error| error.to_string())
+                .and_then(|priority| {
+                    thread_priority::set_current_thread_priority(priority)
+                        .map_err(|error| error.to_string())
+                });
+            if let Err(error) = lower {
+                tracing::debug!(%error, "the pNode cycle runs at the usual priority");
+            }
+            let _ = done.send(work());
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "cannot start the pNode cycle's thread");
+        return None;
+    }
+    result.await.ok()
+}
+
+/// The cycle thread's priority on thread-priority's 0–99 scale: niceness 9 on Linux.
+const CYCLE_PRIORITY: u8 = 23;
+
+/// Unchanged rows a cycle may write: twice what goes round every node once per steady period
+/// at this interval (so a backlog drains), and at least a hundred.
+fn steady_budget(nodes: usize, interval: Duration) -> usize {
+    let per_period = (STEADY_WRITE_EVERY_SECS as u64 / interval.as_secs().max(1)).max(1) as usize;
+    (nodes.div_ceil(per_period) * 2).max(100)
+}
+
+/// What a new leader goes on from: the registry table overlaid with the stored snapshot's
+/// entries (exact as of its cycle; the table is written more coarsely), the stored cycle, and
+/// the snapshot's view (the one the next cycle's changes are counted against).
 async fn resume_from_store(
     context: &Arc<AggregatorContext>,
 ) -> Result<(Registry, i64, Arc<NetworkView>), StoreError> {
-    let registry = context.store.load_registry().await?;
-    let cycle = context.store.snapshot_cycle().await?;
+    let mut registry = context.store.load_registry().await?;
+    let Some(record) = context.store.load_snapshot().await? else {
+        return Ok((registry, 0, Arc::new(NetworkView::default())));
+    };
+    for entry in &record.entries {
+        registry.insert(entry.address.clone(), entry.clone());
+    }
+    let cycle = record.cycle;
     let served = context.cell.view();
     if served.cycle == cycle {
         return Ok((registry, cycle, served));
     }
-    let Some(record) = context.store.load_snapshot().await? else {
-        return Ok((registry, cycle, Arc::new(NetworkView::default())));
-    };
     let settings = context.settings.clone();
     let view = tokio::task::spawn_blocking(move || {
         NetworkView::build(
@@ -327,9 +326,16 @@ async fn cycle_once(
     let started = Instant::now();
     let settings = context.settings.clone();
     let next_cycle = cycle + 1;
-    let built = tokio::task::spawn_blocking(move || {
+    let built = on_cycle_thread(move || {
         let mut registry = registry;
+        let mut clock = Instant::now();
+        let mut lap = move || {
+            let elapsed = clock.elapsed().as_millis() as u64;
+            clock = Instant::now();
+            elapsed
+        };
         let stats = apply_cycle(&mut registry, &polls, now);
+        let merge_ms = lap();
         if stats.skipped {
             return (registry, stats, None);
         }
@@ -342,17 +348,33 @@ async fn cycle_once(
             previous_cycle: previous.cycle,
             changes: Vec::new(),
         };
-        let view = NetworkView::build(
-            &record,
-            &settings.analytics,
-            settings.latest_version.as_deref(),
-        );
-        record.changes = changes::diff(&previous, &view);
+        // The record's bulk is encoded on a second thread while the view and the changes are
+        // computed: both only read it.
+        let (head, view, changes, view_ms) = std::thread::scope(|scope| {
+            let head = scope.spawn(|| encode_record_head(&record));
+            let view = NetworkView::build(
+                &record,
+                &settings.analytics,
+                settings.latest_version.as_deref(),
+            );
+            let view_ms = lap();
+            let changes = changes::diff(&previous, &view);
+            let head = head
+                .join()
+                .unwrap_or_else(|_| Err(StoreError::Codec("the encoder panicked".into())));
+            (head, view, changes, view_ms)
+        });
+        record.changes = changes;
         let events = changes::events(&record.changes);
-        (registry, stats, Some((record, view, events)))
+        let diff_ms = lap();
+        // The rest of the record, and its compression.
+        let encoded = head.and_then(|head| finish_record(head, &record));
+        let encode_ms = lap();
+        tracing::debug!(merge_ms, view_ms, diff_ms, encode_ms, "pNode cycle computed");
+        (registry, stats, Some((record, view, events, encoded)))
     })
     .await;
-    let Ok((registry, stats, built)) = built else {
+    let Some((registry, stats, built)) = built else {
         return (None, cycle, Err(CycleError::ComputationPanicked));
     };
     let report = |outcome, stats: &CycleStats, cycle| CycleReport {
@@ -366,7 +388,7 @@ async fn cycle_once(
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         write_ms: 0,
     };
-    let Some((record, view, events)) = built else {
+    let Some((record, view, events, encoded)) = built else {
         metrics::counter!(CYCLES, "outcome" => "skipped").increment(1);
         tracing::warn!(
             seeds = stats.seeds_failed,
@@ -376,22 +398,40 @@ async fn cycle_once(
     };
     let retention = i64::try_from(context.settings.retention.as_secs()).unwrap_or(i64::MAX);
     let write_started = Instant::now();
-    let statuses = status_changes(context, &view);
+    let encoded = match encoded {
+        Ok(encoded) => encoded,
+        Err(error) => return (Some(registry), cycle, Err(CycleError::Store(error))),
+    };
+    let writes = context
+        .writes
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .plan(
+            &record.entries,
+            &view,
+            now,
+            now.saturating_sub(retention),
+            steady_budget(record.entries.len(), context.settings.interval),
+        );
     let written = context
         .store
         .write_cycle(
             CycleWrite {
                 record: &record,
+                encoded: &encoded,
                 view: &view,
-                statuses: &statuses,
+                writes: &writes,
                 events: &events,
             },
             fencing_token,
-            now.saturating_sub(retention),
         )
         .await;
     if !matches!(written, Ok(WriteOutcome::Written)) {
-        forget_statuses(context, &statuses);
+        context
+            .writes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .forget(&writes, &record.entries, &view);
     }
     match written {
         Ok(WriteOutcome::Written) => {}
@@ -417,6 +457,8 @@ async fn cycle_once(
         disappeared = stats.disappeared,
         changes = record.changes.len(),
         events = events.len(),
+        registry_rows = writes.registry.len(),
+        history_rows = writes.history.len(),
         ms = elapsed.as_millis() as u64,
         write_ms = write_started.elapsed().as_millis() as u64,
         "pNode cycle written"
@@ -634,5 +676,26 @@ impl Handler<GetPollers> for PnodeAggregator {
 
     fn handle(&mut self, _: GetPollers, _: &mut Context<Self>) -> Self::Result {
         MessageResult((self.leadership().is_leader(), self.pollers.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_cycle_computes_at_a_lower_priority() {
+        let stat = on_cycle_thread(|| std::fs::read_to_string("/proc/thread-self/stat").ok())
+            .await
+            .flatten()
+            .expect("the thread's /proc entry");
+        // After the command name, field 19 of the line is the niceness.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .expect("stat line")
+            .1
+            .split_whitespace()
+            .collect();
+        assert_eq!(fields[16], "9", "{stat}");
     }
 }

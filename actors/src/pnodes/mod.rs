@@ -99,7 +99,7 @@ pub fn start(
             instance_id,
             nodes,
             reported: std::sync::Mutex::default(),
-            statuses_written: std::sync::Mutex::default(),
+            writes: std::sync::Mutex::default(),
         },
         pollers,
         bridge,

@@ -14,6 +14,7 @@ pub mod cycle;
 pub mod scoring;
 pub mod store;
 pub mod view;
+pub mod writes;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
