@@ -10,6 +10,7 @@ ensure_postgres
 ensure_redis
 ensure_mosquitto
 ensure_promtool
+ensure_chromium
 
 say "module import cycles"
 command -v python3 >/dev/null 2>&1 || apt_install python3

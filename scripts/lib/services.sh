@@ -1,12 +1,14 @@
 # shellcheck shell=bash
 # Brings up what nodegrid needs on this machine, without Docker: PostgreSQL and Redis on
 # loopback (the running ones when they answer, else started from Debian's packages, installed
-# when missing), and promtool for the metrics check. Sourced by scripts/up.sh and
+# when missing), promtool for the metrics and alert-rule checks, and Chromium for the browser
+# tests. Sourced by scripts/up.sh and
 # scripts/test.sh; exports the URLs it settled on:
 #   NODEGRID_PG_BASE            postgres://postgres@127.0.0.1:<port>   (no database name)
 #   NODEGRID_TEST_DATABASE_URL  $NODEGRID_PG_BASE/postgres
 #   NODEGRID_TEST_REDIS_URL     redis://127.0.0.1:<port>
 #   NODEGRID_PROMTOOL           path of promtool (ensure_promtool)
+#   NODEGRID_CHROMIUM           path of Debian's chromium (ensure_chromium)
 
 NODEGRID_ROOT=${NODEGRID_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 NODEGRID_DATA_DIR=${NODEGRID_DATA_DIR:-$NODEGRID_ROOT/.data}
@@ -142,6 +144,23 @@ ensure_promtool() {
     say "promtool: $NODEGRID_PROMTOOL"
   else
     say "warning: promtool is not available; /metrics is checked by the tests' own parser only"
+  fi
+}
+
+# Debian's Chromium, the headless browser the tests drive the server's pages with (the GraphQL
+# query page). Installed from Debian's packages when missing.
+ensure_chromium() {
+  local found
+  found=$(command -v chromium || command -v chromium-browser || true)
+  if [ -z "$found" ]; then
+    apt_install chromium || true
+    found=$(command -v chromium || true)
+  fi
+  if [ -n "$found" ]; then
+    export NODEGRID_CHROMIUM=$found NODEGRID_REQUIRE_CHROMIUM=1
+    say "chromium: $found"
+  else
+    say "warning: chromium is not available; the browser tests are skipped"
   fi
 }
 

@@ -626,3 +626,117 @@ async fn graphql_answers_what_rest_answers_for_the_same_questions() {
     app.shut_down().await.unwrap();
     sim.stop().await;
 }
+
+/// Runs Debian's Chromium headless on `url` with `extra` arguments; its stdout and stderr.
+/// `None` when no Chromium is installed and none is required (`NODEGRID_REQUIRE_CHROMIUM`).
+fn chromium(url: &str, extra: &[&str]) -> Option<(String, String)> {
+    let program = std::env::var("NODEGRID_CHROMIUM").unwrap_or_else(|_| "chromium".to_owned());
+    let profile = std::env::temp_dir().join(format!("nodegrid-chromium-{}", uuid::Uuid::new_v4()));
+    let mut command = std::process::Command::new(&program);
+    command
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--enable-logging=stderr",
+            "--v=0",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
+        .arg(url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = match command.spawn() {
+        Ok(child) => child,
+        Err(error) => {
+            assert!(
+                std::env::var_os("NODEGRID_REQUIRE_CHROMIUM").is_none(),
+                "chromium is required but cannot run ({program}): {error}"
+            );
+            eprintln!("chromium not found ({error}); the page was not checked in a browser");
+            return None;
+        }
+    };
+    // Bounded: a browser that hangs is killed after a minute.
+    let id = child.id();
+    let watchdog = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(60));
+        let _ = std::process::Command::new("kill")
+            .arg("-9")
+            .arg(id.to_string())
+            .status();
+    });
+    let output = child.wait_with_output().expect("chromium ran");
+    drop(watchdog);
+    let _ = std::fs::remove_dir_all(&profile);
+    Some((
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}
+
+#[actix_web::test]
+async fn the_graphql_page_runs_a_query_in_a_real_browser() {
+    let sim = PnodeSim::start(SimOptions {
+        seeds: 2,
+        pods: 40,
+        ..SimOptions::default()
+    })
+    .unwrap();
+    let database = Arc::new(fresh_database().await);
+    let app = spawn_app_with(
+        database.clone(),
+        settings(&database, &sim, Duration::from_secs(3_600)),
+    )
+    .await;
+    first_cycle(&app).await;
+    let url = format!("{}/api/xandeum/graphql?run=1", app.address);
+    let page = url.clone();
+    // The browser blocks; it runs beside the server's System.
+    let dumped = tokio::task::spawn_blocking(move || {
+        chromium(&page, &["--virtual-time-budget=10000", "--dump-dom"])
+    })
+    .await
+    .unwrap();
+    let Some((dom, log)) = dumped else {
+        app.shut_down().await.unwrap();
+        sim.stop().await;
+        return;
+    };
+    // The example query ran and its answer is on the page; the schema was listed.
+    assert!(
+        dom.contains("&quot;healthScore&quot;") || dom.contains("\"healthScore\""),
+        "{dom}"
+    );
+    assert!(dom.contains("&quot;pagination&quot;") || dom.contains("\"pagination\""));
+    assert!(
+        dom.contains("pnodes(status: String"),
+        "the schema's fields: {dom}"
+    );
+    assert!(dom.contains("200 in "), "the status line: {dom}");
+    for refusal in ["Uncaught", "Content Security Policy", "Refused to"] {
+        assert!(!log.contains(refusal), "the console says {refusal}: {log}");
+    }
+    // A screenshot to look at, kept with the build's files (not committed).
+    let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
+    std::fs::create_dir_all(&shots).unwrap();
+    let shot = shots.join("graphql-page.png");
+    let argument = format!("--screenshot={}", shot.display());
+    tokio::task::spawn_blocking(move || {
+        chromium(
+            &url,
+            &[
+                "--virtual-time-budget=10000",
+                "--window-size=1280,800",
+                &argument,
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(shot.exists(), "a screenshot at {}", shot.display());
+    app.shut_down().await.unwrap();
+    sim.stop().await;
+}

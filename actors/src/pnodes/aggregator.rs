@@ -241,7 +241,9 @@ fn unix_now() -> i64 {
 /// Runs a cycle's computation on a thread of its own at a lower priority (nice ≈ 9), so that
 /// the request threads of the same instance come first when the cores are busy: the cycle can
 /// wait some milliseconds, a request should not. `None` if it panicked.
-async fn on_cycle_thread<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+async fn on_cycle_thread<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
     let (done, result) = tokio::sync::oneshot::channel();
     let spawned = std::thread::Builder::new()
         .name("pnode-cycle".into())
@@ -370,7 +372,13 @@ async fn cycle_once(
         // The rest of the record, and its compression.
         let encoded = head.and_then(|head| finish_record(head, &record));
         let encode_ms = lap();
-        tracing::debug!(merge_ms, view_ms, diff_ms, encode_ms, "pNode cycle computed");
+        tracing::debug!(
+            merge_ms,
+            view_ms,
+            diff_ms,
+            encode_ms,
+            "pNode cycle computed"
+        );
         (registry, stats, Some((record, view, events, encoded)))
     })
     .await;
