@@ -224,6 +224,10 @@ pub async fn spawn_app_with_routes(
         grpc_port: app.grpc_port(),
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
+            // Well under the server's keep-alive: a connection the server is closing at the
+            // moment it is reused fails the request ("connection closed before message
+            // completed"), a race, not a defect of the test's subject.
+            .pool_idle_timeout(Duration::from_secs(1))
             .build()
             .expect("http client"),
         bus: app.bus().clone(),

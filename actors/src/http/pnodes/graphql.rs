@@ -9,10 +9,42 @@ use crate::http::error::ApiError;
 use crate::http::json::Json;
 use crate::state::AppState;
 
+/// A GraphQL request (documentation of the body `POST /api/xandeum/graphql` reads).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct GraphqlRequest {
+    /// The query, e.g. `{ network { health { healthScore } } }`.
+    query: String,
+    #[schema(value_type = Option<Object>)]
+    variables: Option<serde_json::Value>,
+    #[schema(rename = "operationName")]
+    operation_name: Option<String>,
+}
+
+/// A GraphQL answer (documentation).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct GraphqlAnswer {
+    /// What the query selected; null when it could not run.
+    #[schema(value_type = Option<Object>)]
+    data: Option<serde_json::Value>,
+    errors: Option<Vec<GraphqlError>>,
+}
+
+/// One error of a GraphQL answer (documentation).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct GraphqlError {
+    message: String,
+    /// `{code}`: the REST error code (`validation_failed`, `not_ready`, `internal_error`).
+    #[schema(value_type = Option<Object>)]
+    extensions: Option<serde_json::Value>,
+}
+
 #[utoipa::path(post, path = "/api/xandeum/graphql", tag = "pnodes",
-    request_body(content = Object, description = "`{query, variables?, operationName?}`"),
+    request_body = GraphqlRequest,
     responses(
-        (status = 200, description = "`{data, errors?}`: GraphQL answers errors in the body, each with `extensions.code`", body = Object),
+        (status = 200, description = "`{data, errors?}`: GraphQL answers errors in the body, each with `extensions.code`", body = GraphqlAnswer),
         (status = 400, description = "`bad_request`: not a GraphQL request body", body = ErrorBody),
         (status = 429, description = "`rate_limited`", body = ErrorBody),
     )
