@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use crate::helpers::{
     TestApp, TestDatabase, eventually, fresh_database, spawn_app_with, test_settings,
 };
+use crate::pnodes::{first_cycle, settings_for};
 use crate::ws::{Frame, Token, Ws, connect};
 
 const PUBLIC: &str = "10.3.0.1:9001";
@@ -30,25 +31,11 @@ fn pods(list: &[(&str, bool)]) -> Scripted {
     Scripted::Result(json!({"pods": pods}))
 }
 
+/// The pNode tests' settings, polling `sim` every `interval`.
 fn settings(database: &TestDatabase, sim: &PnodeSim, interval: Duration) -> Settings {
-    let mut settings = test_settings(&database.url);
-    settings.pnodes.seeds = sim
-        .seeds()
-        .iter()
-        .map(|seed| nodegrid_services::pnodes::Seed::parse(seed).unwrap())
-        .collect();
+    let mut settings = settings_for(database, sim);
     settings.pnodes.interval = interval;
-    settings.pnodes.rpc_timeout = Duration::from_millis(500);
     settings
-}
-
-async fn first_cycle(app: &TestApp) {
-    let cell = app.pnodes.cell.clone();
-    eventually("the first pNode cycle", Duration::from_secs(15), || {
-        let cycle = cell.cycle();
-        async move { (cycle >= 1).then_some(()) }
-    })
-    .await;
 }
 
 /// Rows of per-node history stored so far.

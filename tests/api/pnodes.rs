@@ -24,7 +24,7 @@ fn sim(options: SimOptions) -> PnodeSim {
 
 /// Settings polling `sim` with an interval long enough that only the first cycle and the
 /// test's own run by themselves.
-fn settings_for(database: &TestDatabase, sim: &PnodeSim) -> Settings {
+pub(crate) fn settings_for(database: &TestDatabase, sim: &PnodeSim) -> Settings {
     let mut settings = test_settings(&database.url);
     settings.pnodes.seeds = sim
         .seeds()
@@ -37,7 +37,7 @@ fn settings_for(database: &TestDatabase, sim: &PnodeSim) -> Settings {
 }
 
 /// Waits for the first cycle (run when the instance becomes leader).
-async fn first_cycle(app: &TestApp) {
+pub(crate) async fn first_cycle(app: &TestApp) {
     let cell = app.pnodes.cell.clone();
     eventually("the first pNode cycle", Duration::from_secs(15), || {
         let cycle = cell.cycle();

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::network::SnapshotSummary;
 use super::node::{AlertType, Severity};
 use super::params::{Choice, InvalidQuery, StatusFilter, chosen};
+use super::queries::node_filter_checks;
 
 /// A node's score must move by at least this many points between two cycles to be a change.
 pub const SCORE_CHANGE_POINTS: f64 = 1.0;
@@ -158,20 +159,7 @@ impl Default for ChangeFilter {
 impl PnodeSocketQuery {
     pub fn check(self) -> Result<ChangeFilter, InvalidQuery> {
         let status = chosen("status", self.status.as_ref(), StatusFilter::All)?;
-        if self
-            .min_score
-            .is_some_and(|score| !(0.0..=100.0).contains(&score))
-        {
-            return Err(InvalidQuery("min_score must be between 0 and 100".into()));
-        }
-        let needle = self
-            .search
-            .as_deref()
-            .map(str::to_lowercase)
-            .filter(|needle| !needle.is_empty());
-        if needle.as_ref().is_some_and(|needle| needle.len() > 200) {
-            return Err(InvalidQuery("search is at most 200 characters".into()));
-        }
+        let needle = node_filter_checks(self.min_score, self.search.as_deref())?;
         if self
             .version
             .as_ref()

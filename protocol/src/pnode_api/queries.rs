@@ -72,20 +72,7 @@ impl PnodesQuery {
         let skip = in_range("skip", self.skip, 0, 0, MAX_SKIP)?;
         let sort_by = chosen("sort_by", self.sort_by.as_ref(), PnodeSortKey::Score)?;
         let sort_order = chosen("sort_order", self.sort_order.as_ref(), SortOrder::Desc)?;
-        if self
-            .min_score
-            .is_some_and(|score| !(0.0..=100.0).contains(&score))
-        {
-            return Err(InvalidQuery("min_score must be between 0 and 100".into()));
-        }
-        let needle = self
-            .search
-            .as_deref()
-            .map(str::to_lowercase)
-            .filter(|needle| !needle.is_empty());
-        if needle.as_ref().is_some_and(|needle| needle.len() > 200) {
-            return Err(InvalidQuery("search is at most 200 characters".into()));
-        }
+        let needle = node_filter_checks(self.min_score, self.search.as_deref())?;
         Ok(PnodesRequest {
             filters: PnodeFilters {
                 status,
@@ -101,6 +88,24 @@ impl PnodesQuery {
             needle,
         })
     }
+}
+
+/// The checks of the node filters `/pnodes` and the live socket share: `min_score` from 0 to
+/// 100, `search` at most 200 characters. Returns `search` lower-cased (`None` when empty).
+pub fn node_filter_checks(
+    min_score: Option<f64>,
+    search: Option<&str>,
+) -> Result<Option<String>, InvalidQuery> {
+    if min_score.is_some_and(|score| !(0.0..=100.0).contains(&score)) {
+        return Err(InvalidQuery("min_score must be between 0 and 100".into()));
+    }
+    let needle = search
+        .map(str::to_lowercase)
+        .filter(|needle| !needle.is_empty());
+    if needle.as_ref().is_some_and(|needle| needle.len() > 200) {
+        return Err(InvalidQuery("search is at most 200 characters".into()));
+    }
+    Ok(needle)
 }
 
 /// `GET /api/xandeum/recommendations`.
