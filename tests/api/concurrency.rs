@@ -236,3 +236,61 @@ async fn concurrent_subscriptions_never_exhaust_a_small_pool() {
     assert_eq!(body["subscriberCount"], CALLERS as u64);
     app.shut_down().await.unwrap();
 }
+
+#[actix_web::test]
+async fn concurrent_webhook_registrations_and_token_issues_hold_their_limits_on_a_small_pool() {
+    let (app, client) = small_pool_app().await;
+    let admin = app.admin_token().await;
+    // 150 registrations at once against a limit of 100 live webhooks: exactly 100 succeed,
+    // the rest are refused with the reason, and each success has its audit entry.
+    let answers = burst(
+        (0..150)
+            .map(|index| {
+                post(
+                    &app,
+                    "/api/admin/webhooks",
+                    json!({"url": format!("http://127.0.0.1:9/hook/{index}"),
+                           "secret": "a-concurrent-secret-0123", "events": ["pnode.*"]}),
+                    Some(&admin),
+                )
+            })
+            .collect(),
+    )
+    .await;
+    let created = answers.iter().filter(|(status, _)| *status == 201).count();
+    let refused: Vec<_> = answers
+        .iter()
+        .filter(|(status, _)| *status != 201)
+        .collect();
+    assert_eq!(created, 100, "{refused:?}");
+    assert!(
+        refused.iter().all(|(status, body)| *status == 400
+            && body["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("at most 100")),
+        "{refused:?}"
+    );
+    assert_eq!(audit_count(&client, "webhook.create", "").await, 100);
+    // API tokens for the pNode API, issued at once by the same admin.
+    let answers = burst(
+        (0..CALLERS)
+            .map(|index| {
+                post(
+                    &app,
+                    "/api/admin/api-tokens",
+                    json!({"name": format!("dashboard {index}"), "scopes": ["xandeum:unlimited"],
+                           "rate_per_sec": 100}),
+                    Some(&admin),
+                )
+            })
+            .collect(),
+    )
+    .await;
+    assert!(answers.iter().all(|(status, _)| *status == 201));
+    assert_eq!(
+        audit_count(&client, "api_token.issue", "").await,
+        CALLERS as i64
+    );
+    app.shut_down().await.unwrap();
+}
