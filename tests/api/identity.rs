@@ -414,7 +414,16 @@ async fn admin_routes_refuse_other_roles_and_audit_the_attempt() {
             "{path} without a token"
         );
     }
-    let denied = app.audit("action=access.denied").await;
+    // Audited beside the refusal, which does not wait for it.
+    let denied = crate::helpers::eventually(
+        "the four refusals audited",
+        std::time::Duration::from_secs(10),
+        || async {
+            let denied = app.audit("action=access.denied").await;
+            (denied.len() >= 4).then_some(denied)
+        },
+    )
+    .await;
     assert_eq!(denied.len(), 4, "{denied:#?}");
     assert!(denied.iter().all(|entry| entry["actor"] == "curious"));
     assert!(

@@ -10,6 +10,7 @@
 
 mod helpers;
 
+mod authorization;
 mod bench;
 mod binary;
 mod bus;

@@ -81,23 +81,34 @@ async fn reader(request: &HttpRequest, state: &AppState) -> Result<(), ApiError>
 }
 
 /// Who may change the registry: an admin, or an operator token with `nodes:write`.
-async fn writer(request: &HttpRequest) -> Result<RegistryActor, ApiError> {
-    match Principal::extract(request).await? {
-        Principal::User(user) if user.role == Role::Admin => Ok(RegistryActor::User {
-            user_id: user.user_id,
-            username: user.username,
-        }),
-        Principal::User(_) => Err(ApiError::new(
-            ErrorCode::Forbidden,
-            "changing the node registry needs an admin or an operator token",
-        )),
-        Principal::ApiToken(grant) if grant.has(ApiScope::NodesWrite) => Ok(RegistryActor::token(
-            &crate::http::auth::access_token(request).unwrap_or_default(),
-        )),
-        Principal::ApiToken(_) => Err(ApiError::new(
-            ErrorCode::Forbidden,
-            "this API token has no nodes:write scope",
-        )),
+/// Who changes the registry: an admin, or an operator token with `nodes:write`. An extractor,
+/// so that the caller is refused (401, 403) before the body is read.
+pub struct Writer(RegistryActor);
+
+impl FromRequest for Writer {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Writer, ApiError>>;
+
+    fn from_request(request: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        // `Principal` is decided without IO: its future is ready at once.
+        let principal = Principal::from_request(request, payload).into_inner();
+        std::future::ready(principal.and_then(|principal| match principal {
+            Principal::User(user) if user.role == Role::Admin => Ok(Writer(RegistryActor::User {
+                user_id: user.user_id,
+                username: user.username,
+            })),
+            Principal::User(_) => Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "changing the node registry needs an admin or an operator token",
+            )),
+            Principal::ApiToken(grant) if grant.has(ApiScope::NodesWrite) => Ok(Writer(
+                RegistryActor::token(&crate::http::auth::access_token(request).unwrap_or_default()),
+            )),
+            Principal::ApiToken(_) => Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "this API token has no nodes:write scope",
+            )),
+        }))
     }
 }
 
@@ -159,10 +170,9 @@ pub async fn list(
     security(("bearer" = [])))]
 pub async fn create(
     state: web::Data<AppState>,
-    request: HttpRequest,
+    Writer(actor): Writer,
     body: Json<CreateNodeRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let actor = writer(&request).await?;
     let node = state.nodes.create(&actor, body.into_inner()).await?;
     Ok(HttpResponse::Created().json(node))
 }
@@ -196,11 +206,10 @@ pub async fn get(
     security(("bearer" = [])))]
 pub async fn update(
     state: web::Data<AppState>,
-    request: HttpRequest,
+    Writer(actor): Writer,
     path: web::Path<Uuid>,
     body: Json<UpdateNodeRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let actor = writer(&request).await?;
     let node = state
         .nodes
         .update(&actor, path.into_inner(), body.into_inner())
@@ -219,11 +228,10 @@ pub async fn update(
     security(("bearer" = [])))]
 pub async fn set_status(
     state: web::Data<AppState>,
-    request: HttpRequest,
+    Writer(actor): Writer,
     path: web::Path<Uuid>,
     body: Json<SetNodeStatusRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let actor = writer(&request).await?;
     let change = UpdateNodeRequest {
         status: Some(body.into_inner().status),
         ..UpdateNodeRequest::default()
@@ -245,10 +253,9 @@ pub async fn set_status(
     security(("bearer" = [])))]
 pub async fn delete(
     state: web::Data<AppState>,
-    request: HttpRequest,
+    Writer(actor): Writer,
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    let actor = writer(&request).await?;
     let node = state.nodes.delete(&actor, path.into_inner()).await?;
     Ok(HttpResponse::Ok().json(node))
 }
