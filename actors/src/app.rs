@@ -337,6 +337,7 @@ impl Application {
             nodes,
             registry_public_reads: settings.registry_public_reads,
             webhooks,
+            allowed_methods: Arc::new(crate::http::openapi::allowed_methods()),
             not_found_limiter: Arc::new(LocalRateLimiter::new(
                 settings.http_limits.not_found_per_sec,
                 settings.http_limits.not_found_burst,

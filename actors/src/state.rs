@@ -60,6 +60,8 @@ pub struct AppState {
     pub registry_public_reads: bool,
     /// The pNode API's GraphQL schema (over `pnodes`).
     pub pnode_graphql: crate::pnodes::graphql::PnodeSchema,
+    /// The methods each route pattern takes (the `Allow` of a 405).
+    pub allowed_methods: Arc<std::collections::HashMap<String, String>>,
     /// Webhook registration and delivery logs.
     pub webhooks: Webhooks,
     /// Requests to paths no route matches, per client address.

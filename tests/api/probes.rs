@@ -69,8 +69,21 @@ async fn errors_are_json_with_a_stable_code() {
         .await
         .unwrap();
     assert_eq!(response.status(), 405);
+    assert_eq!(
+        response.headers()["allow"],
+        "GET",
+        "RFC 9110: a 405 says what is allowed"
+    );
     let body: ErrorBody = response.json().await.unwrap();
     assert_eq!(body.code, "method_not_allowed");
+    let response = app
+        .http
+        .put(format!("{}/api/admin/webhooks/7", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "DELETE, GET");
     app.shut_down().await.unwrap();
 }
 

@@ -121,6 +121,37 @@ impl Modify for BearerAuth {
     }
 }
 
+/// The methods each documented route pattern takes, for the `Allow` header of a 405 (RFC 9110
+/// requires it). Routes served beside the documented ones (the GraphQL query page) are added.
+pub fn allowed_methods() -> std::collections::HashMap<String, String> {
+    let document = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    let mut allowed: std::collections::HashMap<String, Vec<String>> = document["paths"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(path, operations)| {
+            let methods = operations
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(method, _)| method.to_uppercase())
+                .collect();
+            (path.clone(), methods)
+        })
+        .collect();
+    if let Some(methods) = allowed.get_mut("/api/xandeum/graphql") {
+        methods.push("GET".into());
+    }
+    allowed
+        .into_iter()
+        .map(|(path, mut methods)| {
+            methods.sort();
+            methods.dedup();
+            (path, methods.join(", "))
+        })
+        .collect()
+}
+
 pub fn routes(config: &mut web::ServiceConfig) {
     config
         .route(

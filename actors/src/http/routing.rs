@@ -48,6 +48,21 @@ pub async fn not_found(
     Err(ApiError::not_found("no route matches this path"))
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::method_not_allowed())
+/// 405 with `Allow`: the methods the route's pattern takes (from the route table the
+/// OpenAPI document states; `GET` for the few undocumented resources, all of them GET-only).
+async fn method_not_allowed(
+    request: actix_web::HttpRequest,
+    state: Option<web::Data<AppState>>,
+) -> HttpResponse {
+    let allowed = request
+        .match_pattern()
+        .and_then(|pattern| state?.allowed_methods.get(&pattern).cloned())
+        .unwrap_or_else(|| "GET".to_owned());
+    let mut response = actix_web::ResponseError::error_response(&ApiError::method_not_allowed());
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allowed) {
+        response
+            .headers_mut()
+            .insert(actix_web::http::header::ALLOW, value);
+    }
+    response
 }
