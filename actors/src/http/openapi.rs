@@ -92,7 +92,7 @@ use crate::http::webhooks;
         pnodes::history::history_status,
         pnodes::pollers::pollers,
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &RefusalAnswers),
     tags(
         (name = "probes", description = "Liveness and readiness"),
         (name = "auth", description = "Accounts and tokens (Motience-compatible)"),
@@ -150,6 +150,53 @@ pub fn allowed_methods() -> std::collections::HashMap<String, String> {
             (path, methods.join(", "))
         })
         .collect()
+}
+
+/// Documents the refusals every route of a kind may give, so that no route can forget them: a
+/// route that takes a token may answer 401 (no valid token), a rate-limited one 429.
+struct RefusalAnswers;
+
+impl Modify for RefusalAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let refusal = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let rate_limited = path.starts_with("/api/xandeum") || path.starts_with("/api/auth");
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let responses = &mut operation.responses.responses;
+                if operation.security.is_some() {
+                    responses.entry("401".into()).or_insert_with(|| {
+                        refusal(
+                            "`unauthenticated`, `token_invalid` or `token_expired`: no valid token",
+                        )
+                        .into()
+                    });
+                }
+                if rate_limited {
+                    responses.entry("429".into()).or_insert_with(|| {
+                        refusal("`rate_limited`: too many requests; `Retry-After` says when").into()
+                    });
+                }
+            }
+        }
+    }
 }
 
 pub fn routes(config: &mut web::ServiceConfig) {
