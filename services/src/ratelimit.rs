@@ -103,11 +103,21 @@ impl RateLimiter {
 /// The lock is held only for one bucket's arithmetic, never across an await. The map is
 /// bounded: when it reaches `max_keys`, buckets that have refilled (idle clients) are dropped,
 /// and if none has, the new key is refused rather than grown without limit.
+/// One key's bucket.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: std::time::Instant,
+    per_sec: f64,
+    burst: f64,
+}
+
 pub struct LocalRateLimiter<K = std::net::IpAddr> {
     per_sec: f64,
     burst: f64,
     max_keys: usize,
-    buckets: std::sync::Mutex<std::collections::HashMap<K, (f64, std::time::Instant)>>,
+    /// Each key's tokens, when they were counted, and its own rate and burst.
+    buckets: std::sync::Mutex<std::collections::HashMap<K, Bucket>>,
 }
 
 impl<K: std::hash::Hash + Eq> LocalRateLimiter<K> {
@@ -147,21 +157,33 @@ impl<K: std::hash::Hash + Eq> LocalRateLimiter<K> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if !buckets.contains_key(&key) && buckets.len() >= self.max_keys {
-            buckets.retain(|_, (tokens, at)| {
-                *tokens + now.saturating_duration_since(*at).as_secs_f64() * per_sec < burst
+            // Each bucket refills at its own rate: those full again belong to idle keys.
+            buckets.retain(|_, bucket| {
+                bucket.tokens
+                    + now.saturating_duration_since(bucket.at).as_secs_f64() * bucket.per_sec
+                    < bucket.burst
             });
             if buckets.len() >= self.max_keys {
                 return Err(Duration::from_secs(1));
             }
         }
-        let (tokens, at) = buckets.entry(key).or_insert((burst, now));
-        *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * per_sec).min(burst);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
+        let bucket = buckets.entry(key).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+            per_sec,
+            burst,
+        });
+        bucket.per_sec = per_sec;
+        bucket.burst = burst;
+        bucket.tokens = (bucket.tokens
+            + now.saturating_duration_since(bucket.at).as_secs_f64() * per_sec)
+            .min(burst);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - *tokens) / per_sec))
+            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / per_sec))
         }
     }
 }

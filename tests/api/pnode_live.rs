@@ -132,7 +132,6 @@ async fn live_sockets_on_both_instances_get_each_cycles_changes_and_only_those_t
             let mut found = None;
             while let Ok(cycle) = served.try_recv() {
                 let changes: Changes = cycle
-                    .record
                     .changes
                     .iter()
                     .map(|change| {
@@ -148,9 +147,9 @@ async fn live_sockets_on_both_instances_get_each_cycles_changes_and_only_those_t
                     .iter()
                     .any(|(kind, address, _)| kind == "went_offline" && address == PRIVATE)
                 {
-                    found = Some(cycle.record.cycle);
+                    found = Some(cycle.cycle);
                 }
-                records.insert(cycle.record.cycle, changes);
+                records.insert(cycle.cycle, changes);
             }
             async move { found }
         },
@@ -599,6 +598,21 @@ async fn graphql_answers_what_rest_answers_for_the_same_questions() {
             .contains("nested too deep"),
         "{deep}"
     );
+    // Aliases cannot multiply a request into many history queries.
+    let histories: String = (0..6)
+        .map(|n| {
+            format!(r#"h{n}: pnode(address: "{address}") {{ history(days: 90) {{ timestamp }} }} "#)
+        })
+        .collect();
+    let costly = graphql(&app, &format!("{{ {histories} }}")).await;
+    assert!(costly["data"].is_null(), "{costly}");
+    assert!(
+        costly["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("complex"),
+        "{costly}"
+    );
     // The query page is served with its own policy and nothing from elsewhere.
     let page = app.get("/api/xandeum/graphql").await;
     assert_eq!(page.status(), 200);
@@ -726,4 +740,33 @@ async fn the_graphql_page_runs_a_query_in_a_real_browser() {
     assert!(shot.exists(), "a screenshot at {}", shot.display());
     app.shut_down().await.unwrap();
     sim.stop().await;
+}
+
+#[actix_web::test]
+async fn one_address_holds_only_so_many_live_sockets() {
+    let database = std::sync::Arc::new(fresh_database().await);
+    let app = spawn_app_with(database.clone(), test_settings(&database.url)).await;
+    let mut open = Vec::new();
+    for _ in 0..nodegrid_actors::pnodes::LIVE_SOCKETS_PER_ADDRESS {
+        let mut socket = connect(&app, "/api/xandeum/ws/pnodes", Token::Header(""))
+            .await
+            .unwrap();
+        assert_eq!(socket.next().await.value()["type"], "snapshot");
+        open.push(socket);
+    }
+    assert_eq!(
+        connect(&app, "/api/xandeum/ws/pnodes", Token::Header(""))
+            .await
+            .err(),
+        Some(429)
+    );
+    // One closes: its place is free again.
+    open.pop().unwrap().close().await;
+    eventually("a place freed", Duration::from_secs(10), || async {
+        connect(&app, "/api/xandeum/ws/pnodes", Token::Header(""))
+            .await
+            .ok()
+    })
+    .await;
+    app.shut_down().await.unwrap();
 }

@@ -121,6 +121,13 @@ impl FromRequest for MaybeAuthenticated {
     }
 }
 
+/// Audit writes of refused admin requests waiting at once, per process.
+const DENIAL_AUDITS_WAITING: usize = 64;
+static DENIAL_AUDITS: std::sync::LazyLock<std::sync::Arc<tokio::sync::Semaphore>> =
+    std::sync::LazyLock::new(|| {
+        std::sync::Arc::new(tokio::sync::Semaphore::new(DENIAL_AUDITS_WAITING))
+    });
+
 /// A request from an admin. Anyone else with a valid token gets `forbidden` before the
 /// request's body is read, and the attempt is audited.
 #[derive(Debug, Clone)]
@@ -156,11 +163,23 @@ impl FromRequest for Admin {
             }
             // Refused at once, before the body is read (a non-admin learns nothing of what the
             // route would have accepted); the attempt is audited beside the answer.
-            let identity = state.identity.clone();
-            let caller = caller(&request, &state);
-            actix_web::rt::spawn(async move {
-                identity.record_denied(caller, &user, &route).await;
-            });
+            // At most so many such writes wait at once: a user hammering admin routes cannot
+            // pile up tasks on the pool; past it the refusal is counted, not audited.
+            match DENIAL_AUDITS.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    let identity = state.identity.clone();
+                    let caller = caller(&request, &state);
+                    actix_web::rt::spawn(async move {
+                        identity.record_denied(caller, &user, &route).await;
+                        drop(permit);
+                    });
+                }
+                Err(_) => {
+                    metrics::counter!(nodegrid_services::identity::AUDIT_WRITE_ERRORS_TOTAL)
+                        .increment(1);
+                    tracing::warn!(user = %user.username, %route, "too many refusals waiting to be audited; this one is not");
+                }
+            }
             Err(IdentityError::Forbidden("this route is for admins").into())
         })
     }

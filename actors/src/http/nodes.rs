@@ -285,6 +285,7 @@ pub struct WatchQuery {
 pub async fn watch(
     state: web::Data<AppState>,
     request: HttpRequest,
+    payload: web::Payload,
     query: web::Query<WatchQuery>,
 ) -> Result<HttpResponse, actix_web::Error> {
     let query = query.into_inner();
@@ -314,7 +315,7 @@ pub async fn watch(
         let mut watch = watch?;
         match watch.next().await {
             Ok(event) => Some((
-                Push::Json(serde_json::to_vec(&event).unwrap_or_default()),
+                Push::Json(serde_json::to_vec(&event).unwrap_or_default().into()),
                 Some(watch),
             )),
             Err(error) => {
@@ -323,7 +324,7 @@ pub async fn watch(
             }
         }
     });
-    push_socket(&request, events)
+    push_socket(&request, payload, events)
 }
 
 /// `POST /api/admin/operator-tokens`: an API token for node operators (sensors, the CLI).

@@ -1,14 +1,20 @@
 //! Push-only WebSockets (`/api/nodes/watch`, `/api/xandeum/ws/pnodes`): the server sends JSON
-//! text frames from a stream and pings on a timer; what the client sends is not read. The
-//! socket ends with the stream, with a close frame when the stream says why.
+//! text frames from a stream and pings on a timer. What the client sends is read only to see
+//! it go (a close frame, the connection's end, a frame over a small limit), so that a socket
+//! the client has left gives its place back at once rather than at the next write. The socket
+//! ends with the stream, with a close frame when the stream says why.
 
 use std::time::Duration;
 
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt as _};
 
 use crate::stream::frame::{OpCode, write_frame};
+use crate::stream::ws::{ReadLimits, WsItem, WsReader};
+
+/// The largest frame a push socket's client may send (it has nothing to say but pongs).
+const CLIENT_FRAME_BYTES: usize = 1_024;
 
 /// How often a push socket is pinged, so that proxies keep it and dead peers are noticed.
 pub const PING_INTERVAL: Duration = Duration::from_secs(30);
@@ -16,16 +22,28 @@ pub const PING_INTERVAL: Duration = Duration::from_secs(30);
 /// What a push socket sends next.
 pub enum Push {
     /// A text frame of this JSON.
-    Json(Vec<u8>),
+    Json(Bytes),
     /// A close frame with this code and reason; nothing after it.
     Close((u16, &'static str)),
 }
 
 /// Answers the upgrade with a socket that sends `items` until they end or one is a close.
-pub fn push_socket<S>(request: &HttpRequest, items: S) -> Result<HttpResponse, actix_web::Error>
+pub fn push_socket<S>(
+    request: &HttpRequest,
+    payload: web::Payload,
+    items: S,
+) -> Result<HttpResponse, actix_web::Error>
 where
     S: Stream<Item = Push> + 'static,
 {
+    let client_gone = async move {
+        let mut frames = WsReader::new(payload, ReadLimits::for_max_frame(CLIENT_FRAME_BYTES));
+        while let Some(frame) = frames.next().await {
+            if matches!(frame, Ok(WsItem::Close) | Err(_)) {
+                break;
+            }
+        }
+    };
     // Each item is one frame; `None` marks the end, so that the pings stop with the items.
     let frames = items
         .map(|item| match item {
@@ -58,6 +76,7 @@ where
         Some(buffer.freeze())
     });
     let body = futures_util::stream::select(frames, pings)
+        .take_until(Box::pin(client_gone))
         .take_while(|frame: &Option<Bytes>| std::future::ready(frame.is_some()))
         .filter_map(std::future::ready)
         .map(Ok::<Bytes, actix_web::Error>);

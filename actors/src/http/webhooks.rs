@@ -62,7 +62,9 @@ pub async fn create(
         &admin.0,
         "webhook.create",
         "webhook",
-        json!({"url": body.url, "events": body.events, "filters": body.filters}),
+        // The URL without its query: receivers often carry a key there.
+        json!({"url": body.url.split(['?', '#']).next().unwrap_or_default(),
+               "events": body.events, "filters": body.filters}),
     );
     let created = state.webhooks.create(body, admin.0.user_id, audit).await?;
     Ok(HttpResponse::Created().json(created))

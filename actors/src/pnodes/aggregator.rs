@@ -296,6 +296,8 @@ async fn resume_from_store(
         return Ok((registry, cycle, served));
     }
     let settings = context.settings.clone();
+    // Without the stored view the next cycle's changes would be counted from nothing (every
+    // node "appeared"): a failure here fails the cycle, which is retried.
     let view = tokio::task::spawn_blocking(move || {
         NetworkView::build(
             &record,
@@ -304,7 +306,7 @@ async fn resume_from_store(
         )
     })
     .await
-    .unwrap_or_default();
+    .map_err(|_| StoreError::Codec("the stored snapshot's view could not be built".into()))?;
     Ok((registry, cycle, Arc::new(view)))
 }
 
@@ -623,6 +625,13 @@ impl Handler<ControlMessage> for PnodeAggregator {
                 if let Some(registry) = &mut self.registry {
                     registry.retain(|_, entry| entry.last_seen >= before);
                 }
+                // What was written of the pruned addresses is forgotten with them (the next
+                // cycle writes the others' rows once more).
+                self.context
+                    .writes
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .clear();
                 if let Some(record) = self.context.cell.record() {
                     let mut record = (*record).clone();
                     record.entries.retain(|entry| entry.last_seen >= before);

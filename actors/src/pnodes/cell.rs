@@ -4,6 +4,10 @@
 
 use std::sync::{Arc, PoisonError, RwLock};
 
+use bytes::Bytes;
+use nodegrid_protocol::pnode_api::changes::{PnodeChange, PnodeSocketMessage};
+use nodegrid_protocol::pnode_api::network::SnapshotSummary;
+use nodegrid_services::pnodes::api::snapshot_summary;
 use nodegrid_services::pnodes::view::{NetworkView, SnapshotRecord};
 use tokio::sync::broadcast;
 
@@ -18,11 +22,38 @@ struct Served {
     view: Arc<NetworkView>,
 }
 
-/// A newly served cycle: its record (with the cycle's changes) and its view.
-#[derive(Clone)]
+/// A newly served cycle, as the live sockets need it: small (a socket that falls behind holds
+/// these, not whole snapshots), and encoded once for every socket without filters.
 pub struct CycleServed {
-    pub record: Arc<SnapshotRecord>,
-    pub view: Arc<NetworkView>,
+    pub cycle: i64,
+    pub previous_cycle: i64,
+    pub summary: SnapshotSummary,
+    pub changes: Vec<PnodeChange>,
+    /// The `cycle` message with every change, as JSON.
+    pub unfiltered: Bytes,
+    /// Unix seconds, when this instance served the cycle.
+    pub served_at: i64,
+}
+
+impl CycleServed {
+    fn of(record: &SnapshotRecord, view: &NetworkView) -> CycleServed {
+        let served_at = chrono::Utc::now().timestamp();
+        let summary = snapshot_summary(view, served_at);
+        let message = PnodeSocketMessage::Cycle {
+            summary: summary.clone(),
+            previous_cycle: record.previous_cycle,
+            changes: record.changes.clone(),
+            timestamp: served_at,
+        };
+        CycleServed {
+            cycle: record.cycle,
+            previous_cycle: record.previous_cycle,
+            summary,
+            changes: record.changes.clone(),
+            unfiltered: Bytes::from(serde_json::to_vec(&message).unwrap_or_default()),
+            served_at,
+        }
+    }
 }
 
 /// The snapshot this instance serves. Readers clone an `Arc` under a read lock held for no
@@ -30,7 +61,7 @@ pub struct CycleServed {
 #[derive(Clone)]
 pub struct SnapshotCell {
     served: Arc<RwLock<Served>>,
-    updates: broadcast::Sender<CycleServed>,
+    updates: broadcast::Sender<Arc<CycleServed>>,
 }
 
 impl Default for SnapshotCell {
@@ -44,8 +75,15 @@ impl Default for SnapshotCell {
 
 impl SnapshotCell {
     /// Each cycle served from now on.
-    pub fn updates(&self) -> broadcast::Receiver<CycleServed> {
+    pub fn updates(&self) -> broadcast::Receiver<Arc<CycleServed>> {
         self.updates.subscribe()
+    }
+
+    /// Tells the live sockets, if any is open.
+    fn announce(&self, record: &SnapshotRecord, view: &NetworkView) {
+        if self.updates.receiver_count() > 0 {
+            let _ = self.updates.send(Arc::new(CycleServed::of(record, view)));
+        }
     }
 
     pub fn view(&self) -> Arc<NetworkView> {
@@ -82,8 +120,7 @@ impl SnapshotCell {
                 view: view.clone(),
             };
         }
-        // No receiver is not an error: no socket is open.
-        let _ = self.updates.send(CycleServed { record, view });
+        self.announce(&record, &view);
     }
 
     /// Serves `view` when it is of a newer cycle than the one served.
@@ -117,7 +154,7 @@ impl SnapshotCell {
         observe(&view);
         // An edit of the served cycle (a prune) is not a cycle of its own.
         if newer {
-            let _ = self.updates.send(CycleServed { record, view });
+            self.announce(&record, &view);
         }
     }
 }

@@ -2,8 +2,10 @@
 //! in-memory view and by the same functions as REST (so the numbers are the same), with the
 //! same parameter checks.
 //!
-//! Queries are bounded: depth at most [`MAX_DEPTH`], complexity (one per field) at most
-//! [`MAX_COMPLEXITY`], lists by the REST limits; the body by the server's body limit.
+//! Queries are bounded: depth at most [`MAX_DEPTH`], complexity at most [`MAX_COMPLEXITY`],
+//! where a field costs one, a `pnodes` page its selection once per 100 nodes asked for, and a
+//! `history` (a Postgres query) [`HISTORY_COST`]: aliases cannot multiply a request into
+//! hundreds of queries or pages. The body is bounded by the server's body limit.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,8 +29,10 @@ use super::cell::SnapshotCell;
 
 /// The deepest selection accepted.
 pub const MAX_DEPTH: usize = 8;
-/// The most fields a query may select, counted once each (lists are bounded by their limits).
+/// The most a query may cost (see the module documentation).
 pub const MAX_COMPLEXITY: usize = 500;
+/// What one `history` costs: a query may read at most a handful of histories.
+pub const HISTORY_COST: usize = 100;
 
 pub type PnodeSchema = Schema<Query, EmptyMutation, EmptySubscription>;
 
@@ -88,6 +92,7 @@ pub struct Pnode {
 #[ComplexObject]
 impl Pnode {
     /// The node's history rows of the last `days` (1 to 90, default 7), oldest first.
+    #[graphql(complexity = "HISTORY_COST + child_complexity")]
     async fn history(
         &self,
         context: &Context<'_>,
@@ -121,6 +126,9 @@ pub struct Network {
 impl Query {
     /// The `/pnodes` page: the same filters, checks, defaults and order.
     #[allow(clippy::too_many_arguments)]
+    #[graphql(
+        complexity = "1 + child_complexity * limit.map_or(1, |limit| (limit.clamp(1, 1_000) as usize).div_ceil(100))"
+    )]
     async fn pnodes(
         &self,
         context: &Context<'_>,

@@ -48,8 +48,17 @@ pub struct PnodeRuntime {
     /// Per-token limit of API tokens with `xandeum:unlimited` and a rate of their own.
     pub token_limiter: Arc<LocalRateLimiter<i64>>,
     /// Open `/api/xandeum/ws/pnodes` sockets.
-    pub live_sockets: Arc<std::sync::atomic::AtomicUsize>,
+    pub live_sockets: Arc<LiveSockets>,
 }
+
+/// Open `/api/xandeum/ws/pnodes` sockets: in all, and per client address.
+#[derive(Default)]
+pub struct LiveSockets {
+    pub open: std::sync::Mutex<(usize, std::collections::HashMap<std::net::IpAddr, usize>)>,
+}
+
+/// Live sockets one client address may hold on an instance.
+pub const LIVE_SOCKETS_PER_ADDRESS: usize = 32;
 
 /// How long the pNode lease lives: twice the interval, between 3 and 30 seconds. A dead
 /// leader's work is taken over within that.

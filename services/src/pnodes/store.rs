@@ -287,6 +287,9 @@ impl PnodeStore {
                 &[&before],
             )
             .await?;
+        transaction
+            .execute("DELETE FROM pnode_status WHERE last_seen < $1", &[&before])
+            .await?;
         let row = transaction
             .query_one(
                 "SELECT record FROM pnode_snapshot WHERE id = 1 FOR UPDATE",

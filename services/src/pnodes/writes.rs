@@ -164,8 +164,11 @@ impl WriteTracker {
             if node.last_seen >= history_cutoff {
                 let (state, figures) = history_fingerprints(node);
                 let written = self.history.get(&node.address);
-                if let Some(due) = history_due(written, state, figures, taken_at) {
-                    history.push((index, due));
+                match history_due(written, state, figures, taken_at) {
+                    // An offline node's history says so once; nothing moves while it is gone.
+                    Some(Due::Steady { .. }) if !node.is_online => {}
+                    Some(due) => history.push((index, due)),
+                    None => {}
                 }
             }
             let (status, last_ip) = light_status(node);

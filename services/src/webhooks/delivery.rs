@@ -121,7 +121,7 @@ impl Deliverer {
                         .execute(
                             "UPDATE webhook_deliveries SET status = 'delivered', attempts = $2,
                                  delivered_at = now(), last_status = $3, last_error = NULL
-                             WHERE id = $1",
+                             WHERE id = $1 AND status = 'pending'",
                             &[&due.id, &attempts, &i32::from(status)],
                         )
                         .await?;
@@ -149,7 +149,7 @@ impl Deliverer {
                 .execute(
                     "UPDATE webhook_deliveries SET status = $2, attempts = $3,
                                  next_attempt_at = $4, last_status = $5, last_error = $6
-                             WHERE id = $1",
+                             WHERE id = $1 AND status = 'pending'",
                     &[
                         &due.id,
                         &if give_up { "failed" } else { "pending" },
@@ -183,7 +183,10 @@ impl Deliverer {
     /// Takes the due deliveries of live webhooks, moving their next attempt past this round.
     async fn claim(&self) -> Result<Vec<Due>, DbError> {
         let client = self.webhooks.database().client().await?;
-        let hold = self.settings().timeout.as_secs_f64() * 2.0 + 30.0;
+        // Held past the longest this round can take: every claimed row sent in turn by the
+        // concurrent senders, each up to the timeout, and a margin.
+        let turns = (CLAIM_BATCH as f64 / self.settings().concurrency.max(1) as f64).ceil();
+        let hold = self.settings().timeout.as_secs_f64() * turns + 30.0;
         let rows = client
             .query(
                 "UPDATE webhook_deliveries d
@@ -244,14 +247,17 @@ impl Deliverer {
         }
     }
 
-    /// Deletes delivered and failed deliveries older than the settings keep.
+    /// Deletes delivered and failed deliveries older than the settings keep, and every delivery
+    /// of a webhook deleted that long ago.
     pub async fn prune(&self) -> Result<u64, DbError> {
         let client = self.webhooks.database().client().await?;
         let keep = self.settings().keep.as_secs_f64();
         Ok(client
             .execute(
-                "DELETE FROM webhook_deliveries
-                 WHERE status <> 'pending' AND created_at < now() - make_interval(secs => $1)",
+                "DELETE FROM webhook_deliveries d
+                 WHERE (d.status <> 'pending' AND d.created_at < now() - make_interval(secs => $1))
+                    OR EXISTS (SELECT 1 FROM webhooks w WHERE w.id = d.webhook_id
+                               AND w.deleted_at < now() - make_interval(secs => $1))",
                 &[&keep],
             )
             .await?)

@@ -47,12 +47,14 @@ pub async fn registry_entry(
 ) -> Result<HttpResponse, ApiError> {
     let view = current(&state)?;
     let mut answer = api::registry::registry_entry(&view, &path)?;
-    answer.pnode_status = state
-        .pnodes
-        .store
-        .status_of(&answer.entry.address)
-        .await
-        .map_err(ApiError::internal)?;
+    // The stored status is Postgres's: without it the entry is still answered, from memory.
+    answer.pnode_status = match state.pnodes.store.status_of(&answer.entry.address).await {
+        Ok(status) => status,
+        Err(error) => {
+            tracing::warn!(%error, "the stored pNode status cannot be read; answered without it");
+            None
+        }
+    };
     Ok(HttpResponse::Ok().json(answer))
 }
 
