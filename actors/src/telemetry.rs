@@ -21,9 +21,44 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Libraries whose `debug` and `trace` lines carry what passes through them: query parameters
+/// (a webhook's secret, a password hash), commands and their arguments, request URLs and
+/// headers.
+const CHATTY_DEPENDENCIES: [&str; 8] = [
+    "tokio_postgres",
+    "deadpool_postgres",
+    "fred",
+    "reqwest",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "tonic",
+];
+
+/// A filter that turns on `debug` or `trace` keeps the libraries above at `info`, so that a
+/// verbose log never holds a secret, unless the filter names the library itself (an operator
+/// who asks for it by name gets it).
+fn quieten_dependencies(filter: &str) -> String {
+    let verbose = filter
+        .split([',', '='])
+        .any(|part| matches!(part.trim(), "debug" | "trace"));
+    if !verbose {
+        return filter.to_owned();
+    }
+    let mut quietened = filter.to_owned();
+    for dependency in CHATTY_DEPENDENCIES {
+        if !filter.contains(dependency) {
+            quietened.push_str(&format!(",{dependency}=info"));
+        }
+    }
+    quietened
+}
+
 /// Starts writing logs in the given format, filtered by `filter` (tracing `EnvFilter` syntax).
 /// A second call in the same process does nothing.
 pub fn init_tracing(format: LogFormat, filter: &str) {
+    let filter = quieten_dependencies(filter);
+    let filter = filter.as_str();
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|error| {
         eprintln!("nodegrid: log filter {filter:?} is not valid ({error}); using \"info\"");
         EnvFilter::new("info")
@@ -89,4 +124,23 @@ fn install_recorder() -> Result<PrometheusHandle, MetricsSetupError> {
     crate::pnodes::metrics::describe();
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(handle)
+}
+
+#[cfg(test)]
+mod quiet_tests {
+    use super::quieten_dependencies;
+
+    #[test]
+    fn verbose_filters_keep_chatty_libraries_at_info() {
+        assert_eq!(quieten_dependencies("info"), "info");
+        assert_eq!(
+            quieten_dependencies("warn,nodegrid_actors=info"),
+            "warn,nodegrid_actors=info"
+        );
+        let quiet = quieten_dependencies("debug");
+        assert!(quiet.starts_with("debug,tokio_postgres=info,"), "{quiet}");
+        let named = quieten_dependencies("info,tokio_postgres=debug");
+        assert!(!named.contains("tokio_postgres=info"), "{named}");
+        assert!(named.contains("fred=info"), "{named}");
+    }
 }

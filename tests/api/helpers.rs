@@ -427,7 +427,13 @@ pub fn spawn_server_process_with(
         .env("NODEGRID_JWT_SECRET", TEST_JWT_SECRET)
         .env("NODEGRID_PASSWORD_MEMORY_KIB", "1024")
         .env("NODEGRID_PASSWORD_ITERATIONS", "1")
-        .args(["--log-format", "json", "--log", "info"])
+        .args(["--log-format", "json", "--log"])
+        // `NODEGRID_LOG` among `env` sets the level (a flag would beat the variable).
+        .arg(
+            env.iter()
+                .find(|(name, _)| *name == "NODEGRID_LOG")
+                .map_or("info", |(_, level)| level),
+        )
         .env("NODEGRID_DATABASE_URL", database_url)
         .env("NODEGRID_REDIS_URL", redis_url())
         .env("NODEGRID_REDIS_PREFIX", redis_prefix)

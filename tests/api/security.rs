@@ -439,3 +439,136 @@ async fn sockets_close_1007_on_bad_utf8_and_answer_each_subscribe_frame_once() {
     let app: TestApp = app;
     app.shut_down().await.unwrap();
 }
+
+/// Every secret a deployment handles, used the ways clients use them, with the server logging
+/// everything it logs at `debug`: none appears in the log.
+#[actix_web::test]
+async fn no_secret_reaches_the_log_even_at_debug() {
+    let database = fresh_database().await;
+    let admin_password = "admin-password-that-must-not-leak";
+    let mut server = spawn_server_process_with(
+        &database.url,
+        &unique_prefix(),
+        0,
+        &[
+            ("NODEGRID_LOG", "debug"),
+            ("NODEGRID_ADMIN_USERNAME", "root"),
+            ("NODEGRID_ADMIN_PASSWORD", admin_password),
+        ],
+    );
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Value, token: Option<&str>| {
+        let mut request = http.post(format!("{base}{path}")).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    let password = "user-password-that-must-not-leak";
+    let registered = post(
+        "/api/auth/register",
+        json!({"username": "leaky", "password": password, "role": "producer"}),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(registered.status(), 201);
+    let login: Value = post(
+        "/api/auth/login",
+        json!({"username": "leaky", "password": password}),
+        None,
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let access = login["access_token"].as_str().unwrap().to_owned();
+    let refresh = login["refresh_token"].as_str().unwrap().to_owned();
+    let wrong = post(
+        "/api/auth/login",
+        json!({"username": "leaky", "password": "a-wrong-password-that-must-not-leak"}),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let refreshed: Value = post("/api/auth/refresh", json!({"refresh_token": refresh}), None)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let admin: Value = post(
+        "/api/auth/login",
+        json!({"username": "root", "password": admin_password}),
+        None,
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let admin = admin["access_token"].as_str().unwrap().to_owned();
+    let issued: Value = post(
+        "/api/admin/api-tokens",
+        json!({"name": "dash", "scopes": ["xandeum:unlimited"]}),
+        Some(&admin),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let api_token = issued["token"].as_str().unwrap().to_owned();
+    let webhook_secret = "webhook-secret-that-must-not-leak";
+    let hooked = post(
+        "/api/admin/webhooks",
+        json!({"url": "http://127.0.0.1:9/hook?key=query-key-that-must-not-leak",
+               "secret": webhook_secret, "events": ["*"]}),
+        Some(&admin),
+    )
+    .await
+    .unwrap();
+    assert_eq!(hooked.status(), 201);
+    // Tokens where clients put them: a header, and the query string of a socket's URL.
+    let _ = http
+        .get(format!("{base}/api/xandeum/health"))
+        .bearer_auth(&api_token)
+        .send()
+        .await
+        .unwrap();
+    let _ = http
+        .get(format!("{base}/api/auth/verify?token={access}"))
+        .send()
+        .await
+        .unwrap();
+    let _ = http
+        .get(format!("{base}/consumer?token={access}"))
+        .send()
+        .await
+        .unwrap();
+    server.signal("TERM");
+    server.wait_exit(Duration::from_secs(20));
+    let log = server.drain_log().join("\n");
+    assert!(log.contains("\"level\":\"DEBUG\""), "the log was at debug");
+    for (what, secret) in [
+        ("the admin's password", admin_password),
+        ("a user's password", password),
+        ("a wrong password", "a-wrong-password-that-must-not-leak"),
+        ("an access token", access.as_str()),
+        ("a refresh token", refresh.as_str()),
+        (
+            "a rotated refresh token",
+            refreshed["refresh_token"].as_str().unwrap_or("-"),
+        ),
+        ("an admin's access token", admin.as_str()),
+        ("an API token", api_token.as_str()),
+        ("a webhook secret", webhook_secret),
+        ("a key in a webhook's URL", "query-key-that-must-not-leak"),
+        ("the JWT secret", crate::helpers::TEST_JWT_SECRET),
+    ] {
+        assert!(!log.contains(secret), "{what} is in the log");
+    }
+}
