@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Runs everything CI runs: starts PostgreSQL and Redis if needed, then formatting, clippy and the
-# whole test suite against them.
+# Runs everything CI runs: starts PostgreSQL and Redis if needed, then formatting, clippy, the
+# whole test suite against them, and schemathesis against a running server.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/services.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib/api_fuzz.sh"
 cd "$NODEGRID_ROOT"
 
 ensure_cargo
@@ -21,3 +22,5 @@ say "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 say "cargo test"
 cargo test --workspace --locked "$@"
+say "API fuzzing"
+run_api_fuzz

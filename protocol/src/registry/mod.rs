@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use self::rules::{
-    LabelSelector, MAX_LABELS, MAX_METADATA_BYTES, MAX_NAME_CHARS, MAX_PAGE_SIZE, validate_labels,
-    validate_metadata, validate_name,
+    LabelSelector, MAX_LABELS, MAX_METADATA_BYTES, MAX_METADATA_NUMBER, MAX_NAME_CHARS,
+    MAX_PAGE_SIZE, has_huge_number, validate_labels, validate_metadata, validate_name,
 };
 
 /// What kind of thing a node is.

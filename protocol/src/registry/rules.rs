@@ -58,7 +58,12 @@ pub fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), String> 
     Ok(())
 }
 
-/// Metadata: any JSON of at most 16 KiB.
+/// The largest magnitude of a number in metadata. Postgres keeps JSON numbers as decimals and
+/// writes them back in full; one near `f64::MAX` written back as 309 digits no longer reads as
+/// a finite double.
+pub const MAX_METADATA_NUMBER: f64 = 1e300;
+
+/// Metadata: any JSON of at most 16 KiB, its numbers within ±[`MAX_METADATA_NUMBER`].
 pub fn validate_metadata(metadata: &serde_json::Value) -> Result<(), String> {
     let size = serde_json::to_vec(metadata).map_or(usize::MAX, |bytes| bytes.len());
     if size > MAX_METADATA_BYTES {
@@ -66,7 +71,25 @@ pub fn validate_metadata(metadata: &serde_json::Value) -> Result<(), String> {
             "metadata must be at most {MAX_METADATA_BYTES} bytes of JSON"
         ));
     }
+    if has_huge_number(metadata) {
+        return Err(format!(
+            "metadata numbers must be within ±{MAX_METADATA_NUMBER:e}"
+        ));
+    }
     Ok(())
+}
+
+/// Whether a JSON value holds a number Postgres's `jsonb` would give back unreadable (beyond
+/// ±[`MAX_METADATA_NUMBER`]).
+pub fn has_huge_number(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::Number(number) => number
+            .as_f64()
+            .is_none_or(|number| number.abs() > MAX_METADATA_NUMBER),
+        serde_json::Value::Array(items) => items.iter().any(has_huge_number),
+        serde_json::Value::Object(fields) => fields.values().any(has_huge_number),
+        _ => false,
+    }
 }
 
 /// `k=v,k2=v2`: nodes carrying every one of these labels.
@@ -140,5 +163,9 @@ mod tests {
         assert!(validate_labels(&labels).is_err());
         let big = serde_json::Value::String("x".repeat(MAX_METADATA_BYTES));
         assert!(validate_metadata(&big).is_err());
+        // Found by schemathesis: stored, this came back as a number no double can hold.
+        let huge = serde_json::json!({"a": [1, {"b": 1.7976931348623157e308}]});
+        assert!(validate_metadata(&huge).is_err());
+        assert!(validate_metadata(&serde_json::json!({"a": -5.45e16, "b": u64::MAX})).is_ok());
     }
 }

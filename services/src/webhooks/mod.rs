@@ -237,6 +237,12 @@ impl Webhooks {
         let filters = request
             .filters
             .unwrap_or_else(|| serde_json::Value::Object(serde_json::Map::new()));
+        if nodegrid_protocol::registry::has_huge_number(&filters) {
+            return Err(WebhookError::Validation(format!(
+                "filters' numbers must be within ±{:e}",
+                nodegrid_protocol::registry::MAX_METADATA_NUMBER
+            )));
+        }
         if !filters.is_object() {
             return Err(WebhookError::Validation(
                 "filters must be a JSON object".into(),
