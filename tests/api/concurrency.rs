@@ -294,3 +294,92 @@ async fn concurrent_webhook_registrations_and_token_issues_hold_their_limits_on_
     );
     app.shut_down().await.unwrap();
 }
+
+#[actix_web::test]
+async fn concurrent_blocks_registry_changes_and_prunes_never_exhaust_a_small_pool() {
+    let (app, client) = small_pool_app().await;
+    let admin = app.admin_token().await;
+    let answers = register_all(&app, "blk-", Role::Consumer).await;
+    assert_all(&answers, 201);
+    // Every user blocked at once by one admin.
+    let blocks = burst(
+        answers
+            .iter()
+            .map(|(_, body)| {
+                let id = body["user_id"].as_i64().unwrap();
+                post(
+                    &app,
+                    &format!("/api/admin/users/{id}/block"),
+                    json!({"reason": "concurrency"}),
+                    Some(&admin),
+                )
+            })
+            .collect(),
+    )
+    .await;
+    assert!(
+        blocks
+            .iter()
+            .all(|(status, _)| *status == 200 || *status == 204),
+        "{:?}",
+        blocks
+            .iter()
+            .find(|(status, _)| *status != 200 && *status != 204)
+    );
+    assert_eq!(audit_count(&client, "user.block", "").await, CALLERS as i64);
+    let blocked: i64 = client
+        .query_one(
+            "SELECT count(*) FROM users WHERE username LIKE 'blk-%' AND blocked_at IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(blocked, CALLERS as i64);
+
+    // Registry nodes created at once, each with its audit entry and its outbox event.
+    let created = burst(
+        (0..CALLERS)
+            .map(|index| {
+                post(
+                    &app,
+                    "/api/nodes",
+                    json!({"type": "VM", "name": format!("burst-{index}")}),
+                    Some(&admin),
+                )
+            })
+            .collect(),
+    )
+    .await;
+    assert_all(&created, 201);
+    assert_eq!(
+        audit_count(&client, "node.create", "").await,
+        CALLERS as i64
+    );
+    let events: i64 = client
+        .query_one(
+            "SELECT count(*) FROM node_events WHERE event_type = 'CREATED'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(events >= CALLERS as i64, "{events} outbox events");
+
+    // pNode prunes at once: each answers and is audited.
+    let prunes = burst(
+        (0..40)
+            .map(|_| {
+                let request = app
+                    .http
+                    .delete(format!("{}/api/xandeum/prune?days=90", app.address))
+                    .bearer_auth(&admin);
+                async move { request.send().await.unwrap() }
+            })
+            .collect(),
+    )
+    .await;
+    assert_all(&prunes, 200);
+    assert_eq!(audit_count(&client, "pnode.prune", "").await, 40);
+    app.shut_down().await.unwrap();
+}
