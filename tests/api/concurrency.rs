@@ -383,3 +383,57 @@ async fn concurrent_blocks_registry_changes_and_prunes_never_exhaust_a_small_poo
     assert_eq!(audit_count(&client, "pnode.prune", "").await, 40);
     app.shut_down().await.unwrap();
 }
+
+#[actix_web::test]
+async fn two_thousand_sockets_opened_at_once_all_open_on_a_small_pool() {
+    const SOCKETS: usize = 2_000;
+    let database = Arc::new(fresh_database().await);
+    let mut settings = test_settings(&database.url);
+    settings.database_pool_size = 2;
+    settings.stream.max_sockets_per_user = 0;
+    let app = spawn_app_with(database, settings).await;
+    app.register("many-sockets", Role::Consumer).await;
+    let token = app.long_lived_token("many-sockets").await;
+    let opened = tokio::time::timeout(
+        BURST_BOUND,
+        join_all(
+            (0..SOCKETS)
+                .map(|_| crate::ws::connect(&app, "/consumer", crate::ws::Token::Query(&token))),
+        ),
+    )
+    .await
+    .expect("every upgrade answers");
+    let refused: Vec<u16> = opened
+        .iter()
+        .filter_map(|socket| socket.as_ref().err().copied())
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "{} refused: {:?}",
+        refused.len(),
+        refused.first()
+    );
+    // The server counts them all, and every one still answers after the burst.
+    let gauge =
+        crate::helpers::eventually("2,000 open consumers", Duration::from_secs(30), || async {
+            let metrics = app.get("/metrics").await.text().await.unwrap();
+            metrics
+                .lines()
+                .find_map(|line| line.strip_prefix(r#"nodegrid_ws_connections{role="consumer"} "#))
+                .and_then(|value| value.parse::<f64>().ok())
+                .filter(|count| *count >= SOCKETS as f64)
+        })
+        .await;
+    assert!(gauge >= SOCKETS as f64);
+    let mut sockets: Vec<_> = opened.into_iter().map(Result::unwrap).collect();
+    let last = sockets.last_mut().unwrap();
+    last.send_json(&json!({"type": "subscribe", "producer_id": 1}))
+        .await;
+    let answer = last.next().await;
+    assert!(
+        !matches!(answer, crate::ws::Frame::Closed { .. }),
+        "a late socket still answers: {answer:?}"
+    );
+    join_all(sockets.into_iter().map(|socket| socket.close())).await;
+    app.shut_down().await.unwrap();
+}
