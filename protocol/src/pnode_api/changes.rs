@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::network::SnapshotSummary;
 use super::node::{AlertType, Severity};
 use super::params::{Choice, InvalidQuery, StatusFilter, chosen};
-use super::queries::node_filter_checks;
+use super::queries::{NodeFacts, filters_pass, node_filter_checks};
 
 /// A node's score must move by at least this many points between two cycles to be a change.
 pub const SCORE_CHANGE_POINTS: f64 = 1.0;
@@ -185,25 +185,25 @@ impl ChangeFilter {
 
     /// The `/pnodes` rules, on the node as it is after the cycle.
     pub fn matches(&self, node: &ChangedNode) -> bool {
-        (match self.status {
-            StatusFilter::Online => node.is_online,
-            StatusFilter::Offline => !node.is_online,
-            StatusFilter::All => true,
-        }) && self
-            .version
-            .as_ref()
-            .is_none_or(|version| node.version.as_ref() == Some(version))
-            && self
-                .public
-                .is_none_or(|public| node.is_public.unwrap_or(false) == public)
-            && self.min_score.is_none_or(|min| node.score >= min)
-            && self.needle.as_ref().is_none_or(|needle| {
-                contains_lowercase(&node.address, needle)
-                    || node
-                        .pubkey
-                        .as_deref()
-                        .is_some_and(|pubkey| contains_lowercase(pubkey, needle))
-            })
+        let facts = NodeFacts {
+            is_online: node.is_online,
+            version: node.version.as_deref(),
+            is_public: node.is_public,
+            score: node.score,
+        };
+        filters_pass(
+            self.status,
+            self.version.as_deref(),
+            self.public,
+            self.min_score,
+            facts,
+        ) && self.needle.as_ref().is_none_or(|needle| {
+            contains_lowercase(&node.address, needle)
+                || node
+                    .pubkey
+                    .as_deref()
+                    .is_some_and(|pubkey| contains_lowercase(pubkey, needle))
+        })
     }
 }
 

@@ -90,6 +90,34 @@ impl PnodesQuery {
     }
 }
 
+/// What the node filters look at of one node.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeFacts<'a> {
+    pub is_online: bool,
+    pub version: Option<&'a str>,
+    pub is_public: Option<bool>,
+    pub score: f64,
+}
+
+/// The rule of the node filters `/pnodes` and the live socket share (`search` apart: each
+/// matches it against its own lower-cased text): status, exact version, public or private (an
+/// unknown one counts as private), least score.
+pub fn filters_pass(
+    status: StatusFilter,
+    version: Option<&str>,
+    public: Option<bool>,
+    min_score: Option<f64>,
+    node: NodeFacts<'_>,
+) -> bool {
+    (match status {
+        StatusFilter::Online => node.is_online,
+        StatusFilter::Offline => !node.is_online,
+        StatusFilter::All => true,
+    }) && version.is_none_or(|version| node.version == Some(version))
+        && public.is_none_or(|public| node.is_public.unwrap_or(false) == public)
+        && min_score.is_none_or(|min| node.score >= min)
+}
+
 /// The checks of the node filters `/pnodes` and the live socket share: `min_score` from 0 to
 /// 100, `search` at most 200 characters. Returns `search` lower-cased (`None` when empty).
 pub fn node_filter_checks(

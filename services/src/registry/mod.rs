@@ -197,18 +197,21 @@ impl NodeRegistry {
                 let mut client = self.database.client().await?;
                 let transaction = client.transaction().await.map_err(DbError::from)?;
                 store::lock(&transaction).await?;
+                let mut outgoing = Vec::new();
                 for (name, status) in chunk {
                     let change =
                         store::report(&transaction, node_type, name.clone(), *status).await?;
                     if let Some(change) = change
                         && let Some(event_type) = change.event
                     {
-                        store::insert_event(&transaction, event_type, &change).await?;
+                        outgoing
+                            .extend(store::insert_event(&transaction, event_type, &change).await?);
                         metrics::counter!(REGISTRY_MUTATIONS_TOTAL, "event" => event_type.as_str())
                             .increment(1);
                         events += 1;
                     }
                 }
+                crate::webhooks::enqueue(&transaction, &outgoing).await?;
                 transaction.commit().await.map_err(DbError::from)?;
             }
             self.log.request_relay();
@@ -288,7 +291,8 @@ impl NodeRegistry {
                 return Ok(None);
             };
             if let Some(event_type) = change.event {
-                store::insert_event(&transaction, event_type, &change).await?;
+                let outgoing = store::insert_event(&transaction, event_type, &change).await?;
+                crate::webhooks::enqueue(&transaction, outgoing.as_slice()).await?;
                 let record = audit_record(actor, action, event_type, &change);
                 crate::identity::store::insert_audit(&transaction, &record).await?;
                 metrics::counter!(REGISTRY_MUTATIONS_TOTAL, "event" => event_type.as_str())

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::errors::RegistryError;
 use crate::db::DbError;
+use crate::webhooks::OutgoingEvent;
 
 /// The advisory lock every change takes ("nodereg" + 1, as a big-endian i64).
 const REGISTRY_LOCK_KEY: i64 = 0x6e6f_6465_7265_6701;
@@ -320,12 +321,13 @@ pub(super) async fn list(
         .collect()
 }
 
-/// The outbox row of a change.
+/// The outbox row of a change; returns the change's webhook event, which the caller writes with
+/// the transaction's others (one statement per transaction, not per change).
 pub(super) async fn insert_event(
     client: &impl GenericClient,
     event_type: NodeEventType,
     change: &NodeChange,
-) -> Result<(), RegistryError> {
+) -> Result<Option<OutgoingEvent>, RegistryError> {
     let node = serde_json::to_value(&change.node)
         .map_err(|error| RegistryError::Validation(format!("node not encodable: {error}")))?;
     let fields: Vec<&str> = change.changed_fields.clone();
@@ -340,20 +342,14 @@ pub(super) async fn insert_event(
         NodeEventType::Created => "node.created",
         NodeEventType::Updated => "node.updated",
         NodeEventType::Deleted => "node.deleted",
-        NodeEventType::Reset => return Ok(()),
+        NodeEventType::Reset => return Ok(None),
     };
-    let data = serde_json::json!({
-        "node_id": change.node.id,
-        "changed_fields": fields,
-        "node": node,
-    });
-    crate::webhooks::enqueue(
-        client,
-        &[crate::webhooks::OutgoingEvent {
-            event_type: webhook_type,
-            data,
-        }],
-    )
-    .await?;
-    Ok(())
+    Ok(Some(OutgoingEvent {
+        event_type: webhook_type,
+        data: serde_json::json!({
+            "node_id": change.node.id,
+            "changed_fields": fields,
+            "node": node,
+        }),
+    }))
 }

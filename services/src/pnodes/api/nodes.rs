@@ -4,8 +4,10 @@
 use nodegrid_protocol::pnode_api::nodes::{
     Pagination, PnodesResponse, Recommendation, RecommendationsResponse,
 };
-use nodegrid_protocol::pnode_api::params::{SortOrder, StatusFilter};
-use nodegrid_protocol::pnode_api::queries::{PnodesRequest, RecommendationFilters};
+use nodegrid_protocol::pnode_api::params::SortOrder;
+use nodegrid_protocol::pnode_api::queries::{
+    NodeFacts, PnodesRequest, RecommendationFilters, filters_pass,
+};
 use serde_json::value::RawValue;
 
 use super::{network_stats, snapshot_summary};
@@ -37,22 +39,22 @@ pub fn page_indexes(view: &NetworkView, request: &PnodesRequest) -> (Vec<usize>,
     let filters = &request.filters;
     let matches = |index: usize| {
         let node = &view.nodes[index];
-        (match filters.status {
-            StatusFilter::Online => node.is_online,
-            StatusFilter::Offline => !node.is_online,
-            StatusFilter::All => true,
-        }) && filters
-            .version
+        let facts = NodeFacts {
+            is_online: node.is_online,
+            version: node.version.as_deref(),
+            is_public: node.is_public,
+            score: node.score,
+        };
+        filters_pass(
+            filters.status,
+            filters.version.as_deref(),
+            filters.public,
+            filters.min_score,
+            facts,
+        ) && request
+            .needle
             .as_ref()
-            .is_none_or(|version| node.version.as_ref() == Some(version))
-            && filters
-                .public
-                .is_none_or(|public| node.is_public.unwrap_or(false) == public)
-            && filters.min_score.is_none_or(|min| node.score >= min)
-            && request
-                .needle
-                .as_ref()
-                .is_none_or(|needle| view.search_text[index].contains(needle.as_str()))
+            .is_none_or(|needle| view.search_text[index].contains(needle.as_str()))
     };
     let indexes = view.orders.get(filters.sort_by);
     let walk: Box<dyn Iterator<Item = &u32>> = match filters.sort_order {
