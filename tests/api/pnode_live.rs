@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::helpers::{
     TestApp, TestDatabase, eventually, fresh_database, spawn_app_with, test_settings,
 };
-use crate::pnodes::{first_cycle, settings_for};
+use crate::pnodes::{first_cycle, run_cycle, settings_for};
 use crate::ws::{Frame, Token, Ws, connect};
 
 const PUBLIC: &str = "10.3.0.1:9001";
@@ -252,13 +252,7 @@ async fn history_rows_carry_the_seeds_fields_and_registry_entries_their_stored_s
 
     // A cycle in which nothing changed writes its record and network row, and no node row.
     assert_eq!(rows(&app).await, 2);
-    let report = app
-        .pnodes
-        .aggregator
-        .send(nodegrid_actors::pnodes::aggregator::RunCycle)
-        .await
-        .unwrap()
-        .unwrap();
+    let report = run_cycle(&app).await;
     assert_eq!(report.outcome, "written");
     assert_eq!(rows(&app).await, 2, "no node changed");
     let history: Value = app
@@ -283,12 +277,7 @@ async fn history_rows_carry_the_seeds_fields_and_registry_entries_their_stored_s
              "pubkey": format!("key-{PRIVATE}"), "storage_committed": 1u64 << 40, "storage_used": 1u64 << 38},
         ]})),
     );
-    app.pnodes
-        .aggregator
-        .send(nodegrid_actors::pnodes::aggregator::RunCycle)
-        .await
-        .unwrap()
-        .unwrap();
+    run_cycle(&app).await;
     assert_eq!(rows(&app).await, 3);
     app.shut_down().await.unwrap();
     sim.stop().await;

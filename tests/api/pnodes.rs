@@ -46,8 +46,9 @@ pub(crate) async fn first_cycle(app: &TestApp) {
     .await;
 }
 
-/// Runs one more cycle by hand.
-async fn run_cycle(app: &TestApp) -> CycleReport {
+/// Runs one more cycle by hand, once the aggregator has finished the one it is in (a cycle
+/// is served before its registry report and prune are done, and a busy aggregator refuses).
+pub(crate) async fn run_cycle(app: &TestApp) -> CycleReport {
     let aggregator = app.pnodes.aggregator.clone();
     eventually("a cycle run by hand", Duration::from_secs(15), || {
         let aggregator = aggregator.clone();

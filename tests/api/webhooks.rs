@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use hmac::{Hmac, KeyInit, Mac};
-use nodegrid_actors::pnodes::aggregator::RunCycle;
 use nodegrid_clients::pnode_sim::{PnodeSim, Scripted, SimOptions};
 use nodegrid_protocol::prpc::METHOD_GET_PODS_WITH_STATS;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
 use crate::helpers::{eventually, fresh_database, spawn_app_with, test_settings};
+use crate::pnodes::{first_cycle, run_cycle};
 
 const SECRET: &str = "whsec-test-0123456789abcdef";
 
@@ -222,17 +222,13 @@ async fn a_signed_pnode_event_survives_a_failing_receiver_and_an_instance_restar
     );
 
     // The first cycle ran before the webhook existed; a node appearing now is an event.
-    eventually("the first cycle", Duration::from_secs(15), || {
-        let cycle = app.pnodes.cell.cycle();
-        async move { (cycle >= 1).then_some(()) }
-    })
-    .await;
+    first_cycle(&app).await;
     sim.script(
         0,
         METHOD_GET_PODS_WITH_STATS,
         pods(&["10.4.0.1:9001", "10.4.0.2:9001"]),
     );
-    app.pnodes.aggregator.send(RunCycle).await.unwrap().unwrap();
+    run_cycle(&app).await;
 
     // Two refusals, then this instance stops with the delivery still waiting.
     eventually("two failed attempts", Duration::from_secs(15), || {
