@@ -31,6 +31,8 @@ pub enum ControlEvent {
     /// A login session ended (logout, or a refresh token presented twice): its access tokens
     /// are refused and its sockets close.
     SessionRevoked { user_id: i64, session_id: Uuid },
+    /// An admin disconnected one socket: the instance that holds it closes it.
+    ConnectionDisconnected { connection_id: Uuid },
     /// A subscription was created (`active`) or removed: instances update their subscriber
     /// counts and the live sessions of `consumer_id`.
     SubscriptionChanged {
@@ -76,6 +78,7 @@ impl ControlEvent {
             ControlEvent::UserBlocked { .. } => "user_blocked",
             ControlEvent::UserUnblocked { .. } => "user_unblocked",
             ControlEvent::SessionRevoked { .. } => "session_revoked",
+            ControlEvent::ConnectionDisconnected { .. } => "connection_disconnected",
             ControlEvent::SubscriptionChanged { .. } => "subscription_changed",
             ControlEvent::PnodeSnapshotUpdated { .. } => "pnode_snapshot_updated",
             ControlEvent::PnodeRegistryPruned { .. } => "pnode_registry_pruned",

@@ -21,6 +21,7 @@
 
 pub mod api_tokens;
 pub mod auth;
+pub mod console;
 pub mod control;
 pub mod error;
 pub mod health;

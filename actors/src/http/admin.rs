@@ -31,6 +31,8 @@ pub struct UsersQuery {
     pub role: Option<Role>,
     /// Only blocked (`true`) or unblocked (`false`) users.
     pub blocked: Option<bool>,
+    /// Only users whose name contains this (any case; at most 200 characters).
+    pub search: Option<String>,
     /// 1-based page [default: 1].
     pub page: Option<u32>,
     /// Items per page, 1 to 200 [default: 50].
@@ -68,12 +70,20 @@ pub async fn list_users(
     query: web::Query<UsersQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
+    let search = query.search.filter(|search| !search.trim().is_empty());
+    if search
+        .as_ref()
+        .is_some_and(|search| search.chars().count() > 200)
+    {
+        return Err(ApiError::validation("search is at most 200 characters"));
+    }
     let page = state
         .identity
         .list_users(
             UserFilter {
                 role: query.role,
                 blocked: query.blocked,
+                search: search.map(|search| search.trim().to_owned()),
             },
             PageRequest {
                 page: query.page,

@@ -1,5 +1,5 @@
 //! The HTTP surface: the route table. The route modules (`identity`, `admin`, `api_tokens`,
-//! `webhooks`, `sockets`, `streams`, `producers`, `nodes`, `pnodes`, `probes`, `openapi`) are
+//! `webhooks`, `console`, `sockets`, `streams`, `producers`, `nodes`, `pnodes`, `probes`, `openapi`) are
 //! thin: they parse, call the services and the actors, and answer; `routing` holds what every
 //! route module uses, `push` the push-only sockets; `boundary`, `browser`, `observe`, `json`,
 //! `error`, `auth` and `redact` are the checks and conversions at the edge.
@@ -9,6 +9,7 @@ pub mod api_tokens;
 pub mod auth;
 pub mod boundary;
 pub mod browser;
+pub mod console;
 pub mod error;
 pub mod identity;
 pub mod json;
@@ -43,5 +44,6 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .configure(webhooks::routes)
         .configure(nodes::routes)
         .configure(pnodes::routes)
+        .configure(console::routes)
         .configure(openapi::routes);
 }

@@ -8,6 +8,7 @@ use utoipa_swagger_ui::SwaggerUi;
 // One import per module: `crate::http::{…}` would name `http` itself, which names this module.
 use crate::http::admin;
 use crate::http::api_tokens;
+use crate::http::console;
 use crate::http::identity;
 use crate::http::nodes;
 use crate::http::pnodes;
@@ -38,6 +39,8 @@ use crate::http::webhooks;
         stream::subscriptions_of,
         stream::subscribers_of,
         stream::connections,
+        stream::disconnect_connection,
+        console::live::live,
         stream::set_visibility,
         stream::allowed_consumers,
         stream::allow_consumer,

@@ -2,11 +2,12 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use nodegrid_protocol::auth::Role;
+use nodegrid_protocol::control::{ControlEnvelope, ControlEvent};
 use nodegrid_protocol::error::{ErrorBody, ErrorCode};
 use nodegrid_protocol::stream::{
-    AllowConsumerRequest, AllowedConsumersResponse, ConnectionsResponse, SubscribeRequest,
-    SubscribeResponse, SubscribersResponse, SubscriptionsResponse, UnsubscribeResponse,
-    VisibilityRequest, VisibilityResponse,
+    AllowConsumerRequest, AllowedConsumersResponse, ConnectionsResponse, DisconnectResponse,
+    SubscribeRequest, SubscribeResponse, SubscribersResponse, SubscriptionsResponse,
+    UnsubscribeResponse, VisibilityRequest, VisibilityResponse,
 };
 use nodegrid_services::identity::AuthUser;
 use nodegrid_services::identity::admin::audit_record;
@@ -46,7 +47,10 @@ pub fn routes(config: &mut web::ServiceConfig) {
             resource("/api/producers/{producer_id}/allowed-consumers/{consumer_id}")
                 .route(web::delete().to(disallow_consumer)),
         )
-        .service(resource("/api/admin/connections").route(web::get().to(connections)));
+        .service(resource("/api/admin/connections").route(web::get().to(connections)))
+        .service(
+            resource("/api/admin/connections/{id}").route(web::delete().to(disconnect_connection)),
+        );
 }
 
 impl From<SubscriptionError> for ApiError {
@@ -206,6 +210,71 @@ pub async fn connections(
     .await
     .map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().json(view))
+}
+
+/// Disconnects one live socket, on whichever instance holds it; the user is not blocked and
+/// may connect again. The socket closes with 4005 `disconnected`.
+#[utoipa::path(delete, path = "/api/admin/connections/{id}", tag = "admin",
+    params(("id" = uuid::Uuid, Path, description = "The connection's id, as `/api/admin/connections` lists it")),
+    responses(
+        (status = 202, description = "The instance holding it is told to close it", body = DisconnectResponse),
+        (status = 403, description = "`forbidden`: not an admin", body = ErrorBody),
+        (status = 404, description = "`not_found`: no live connection has this id", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn disconnect_connection(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    admin: Admin,
+    path: web::Path<uuid::Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let view = report::all_instances(
+        &state.instance_id.to_string(),
+        &state.bus,
+        &state.producer_registry,
+        &state.session_registry,
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    let Some(connection) = view
+        .instances
+        .into_iter()
+        .flat_map(|instance| instance.connections)
+        .find(|connection| connection.id == id)
+    else {
+        return Err(ApiError::not_found(format!("no live connection {id}")));
+    };
+    state
+        .identity
+        .record_admin_action(
+            caller(&request, &state),
+            &admin.0,
+            "connection.disconnect",
+            &format!("user:{}", connection.user_id),
+            json!({"connection_id": id, "kind": connection.kind, "instance": connection.instance}),
+        )
+        .await?;
+    state
+        .bus
+        .publish_control(&ControlEnvelope {
+            origin: state.instance_id,
+            event: ControlEvent::ConnectionDisconnected { connection_id: id },
+        })
+        .await
+        .map_err(|error| {
+            ApiError::new(
+                ErrorCode::NotReady,
+                format!("the instances could not be told: {error}"),
+            )
+        })?;
+    Ok(HttpResponse::Accepted().json(DisconnectResponse {
+        id,
+        kind: connection.kind,
+        user_id: connection.user_id,
+        username: connection.username,
+        instance: connection.instance,
+    }))
 }
 
 /// Makes a producer's stream private (only allowed consumers may subscribe; the others'

@@ -312,6 +312,7 @@ impl Actor for ConsumerSession {
         let registration = Register {
             id: self.id,
             connection: RegisteredConnection {
+                public_id: uuid::Uuid::new_v4(),
                 user_id: self.user.user_id,
                 username: self.user.username.clone(),
                 session_id: self.user.session_id,

@@ -29,7 +29,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use crate::metrics::{ACTOR_RESTARTS_TOTAL, BUS_MESSAGES_LAGGED_TOTAL};
-use crate::stream::metrics::STREAM;
+use crate::stream::metrics::{STREAM, TOTALS};
 use crate::stream::outbox::{Outbox, Outgoing, outgoing};
 use crate::stream::replay::{MAX_PAGE, Replay, ResumeFrom};
 use crate::stream::{CloseConnection, ConnectionId, SharedEncoding, now_millis};
@@ -505,6 +505,9 @@ impl StreamFanout {
             delivered += 1;
         }
         STREAM.data_out.increment(delivered);
+        TOTALS
+            .delivered
+            .fetch_add(delivered, std::sync::atomic::Ordering::Relaxed);
         STREAM
             .consumer
             .bytes_out

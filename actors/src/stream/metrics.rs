@@ -84,6 +84,20 @@ pub static STREAM: LazyLock<StreamMetrics> = LazyLock::new(|| StreamMetrics {
     history_length: histogram!(HISTORY_LENGTH),
 });
 
+/// The instance's own running totals of what the admin view shows as rates (the Prometheus
+/// handles cannot be read back).
+pub struct Totals {
+    /// Messages acked to producers.
+    pub acked: std::sync::atomic::AtomicU64,
+    /// Data frames queued to consumers.
+    pub delivered: std::sync::atomic::AtomicU64,
+}
+
+pub static TOTALS: Totals = Totals {
+    acked: std::sync::atomic::AtomicU64::new(0),
+    delivered: std::sync::atomic::AtomicU64::new(0),
+};
+
 /// Counts an error frame sent on a socket (a rare path: no cached handle).
 pub fn error(role: &'static str, code: StreamErrorCode) {
     counter!(ERRORS, "role" => role, "code" => code.as_str()).increment(1);

@@ -23,7 +23,7 @@ use nodegrid_services::streams::publisher::{OutgoingMessage, PublishOutcome, Pub
 use nodegrid_services::streams::subscriptions::Subscriptions;
 
 use crate::stream::ingest::Ingest;
-use crate::stream::metrics::STREAM;
+use crate::stream::metrics::{STREAM, TOTALS};
 use crate::stream::outbox::Outbox;
 use crate::stream::registry::{
     ProducerRegistry, Register, RegisteredConnection, SocketRole, Unregister,
@@ -226,6 +226,9 @@ impl ProducerConnection {
             }
             self.seq_seen = self.seq_seen.max(published.seq);
             STREAM.acks.increment(1);
+            TOTALS
+                .acked
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.send(
                 &ServerFrame::Ack {
                     subscriber_count,
@@ -310,6 +313,7 @@ impl Actor for ProducerConnection {
         let registration = Register {
             id: self.id,
             connection: RegisteredConnection {
+                public_id: uuid::Uuid::new_v4(),
                 user_id: self.user.user_id,
                 username: self.user.username.clone(),
                 session_id: self.user.session_id,

@@ -45,6 +45,8 @@ pub struct SubscriptionUpdate {
 
 /// What a registry knows of one socket.
 pub struct RegisteredConnection {
+    /// The id admins see and disconnect by: unique across instances.
+    pub public_id: uuid::Uuid,
     pub user_id: i64,
     pub username: String,
     /// The login session (refresh-token family) of the token the socket opened with.
@@ -220,6 +222,7 @@ impl Handler<Snapshot> for ConnectionRegistry {
             .connections
             .values()
             .map(|connection| ConnectionInfo {
+                id: connection.public_id,
                 kind: self.role.as_str().to_owned(),
                 user_id: connection.user_id,
                 username: connection.username.clone(),
@@ -256,6 +259,17 @@ impl Handler<ControlMessage> for ConnectionRegistry {
         match message.0.event {
             ControlEvent::UserBlocked { user_id, .. } => {
                 self.close_user(user_id, close::USER_BLOCKED);
+            }
+            ControlEvent::ConnectionDisconnected { connection_id } => {
+                if let Some(connection) = self
+                    .connections
+                    .values()
+                    .find(|connection| connection.public_id == connection_id)
+                {
+                    connection
+                        .close
+                        .do_send(CloseConnection(close::DISCONNECTED));
+                }
             }
             ControlEvent::SessionRevoked {
                 user_id,

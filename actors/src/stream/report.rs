@@ -10,6 +10,9 @@ use actix::prelude::*;
 use chrono::Utc;
 use nodegrid_protocol::stream::{ConnectionsResponse, InstanceConnections};
 
+use std::sync::atomic::Ordering;
+
+use crate::stream::metrics::TOTALS;
 use crate::stream::registry::{ConnectionRegistry, Snapshot};
 use nodegrid_services::bus::RedisBus;
 
@@ -29,6 +32,8 @@ pub async fn local(
     Ok(InstanceConnections {
         instance: instance.to_owned(),
         reported_at: Utc::now(),
+        messages_in_total: TOTALS.acked.load(Ordering::Relaxed),
+        deliveries_total: TOTALS.delivered.load(Ordering::Relaxed),
         connections,
     })
 }

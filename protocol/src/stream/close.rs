@@ -22,5 +22,7 @@ pub const INTERNAL: (u16, &str) = (1011, "internal_error");
 pub const TOKEN_EXPIRED: (u16, &str) = (4001, "token_expired");
 /// The login session the socket belongs to ended (logout, or the session was revoked).
 pub const SESSION_ENDED: (u16, &str) = (4004, "session_ended");
+/// An admin disconnected this socket (the user is not blocked: it may connect again).
+pub const DISCONNECTED: (u16, &str) = (4005, "disconnected");
 /// The user already has the most sockets allowed.
 pub const TOO_MANY_SOCKETS: (u16, &str) = (4009, "too_many_sockets");

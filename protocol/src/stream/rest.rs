@@ -102,6 +102,8 @@ pub struct AllowedConsumersResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConnectionInfo {
+    /// The socket's id across instances (`DELETE /api/admin/connections/{id}` closes it).
+    pub id: uuid::Uuid,
     /// `producer` or `consumer`.
     pub kind: String,
     pub user_id: i64,
@@ -127,11 +129,29 @@ pub struct ConnectionsResponse {
     pub consumers: u64,
 }
 
+/// `DELETE /api/admin/connections/{id}`: the socket being closed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DisconnectResponse {
+    pub id: uuid::Uuid,
+    /// `producer` or `consumer`.
+    pub kind: String,
+    pub user_id: i64,
+    pub username: String,
+    pub instance: String,
+}
+
 /// One instance's sockets, as it last reported them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InstanceConnections {
     pub instance: String,
     pub reported_at: DateTime<Utc>,
+    /// Messages this instance accepted from producers since it started.
+    #[serde(default)]
+    pub messages_in_total: u64,
+    /// Data frames this instance queued to consumers since it started.
+    #[serde(default)]
+    pub deliveries_total: u64,
     pub connections: Vec<ConnectionInfo>,
 }

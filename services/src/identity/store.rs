@@ -138,6 +138,8 @@ pub async fn user_by_id(client: &impl GenericClient, id: i64) -> Result<Option<U
 pub struct UserFilter {
     pub role: Option<Role>,
     pub blocked: Option<bool>,
+    /// Users whose name contains this, in any case.
+    pub search: Option<String>,
 }
 
 pub async fn list_users(
@@ -147,18 +149,22 @@ pub async fn list_users(
     offset: i64,
 ) -> Result<(Vec<UserRow>, i64), DbError> {
     let role = filter.role.map(Role::as_str);
+    // `strpos` on the lowered name: the search text is never a LIKE pattern.
+    let search = filter.search.as_deref().map(str::to_lowercase);
     let condition = "($1::text IS NULL OR role = $1) \
-                     AND ($2::bool IS NULL OR (blocked_at IS NOT NULL) = $2)";
+                     AND ($2::bool IS NULL OR (blocked_at IS NOT NULL) = $2) \
+                     AND ($5::text IS NULL OR strpos(lower(username), $5) > 0)";
     let sql = format!(
         "SELECT {USER_COLUMNS} FROM users WHERE {condition} ORDER BY id LIMIT $3 OFFSET $4"
     );
     let rows = client
-        .query(&sql, &[&role, &filter.blocked, &limit, &offset])
+        .query(&sql, &[&role, &filter.blocked, &limit, &offset, &search])
         .await?;
+    let count_condition = condition.replace("$5", "$3");
     let total: i64 = client
         .query_one(
-            &format!("SELECT count(*) FROM users WHERE {condition}"),
-            &[&role, &filter.blocked],
+            &format!("SELECT count(*) FROM users WHERE {count_condition}"),
+            &[&role, &filter.blocked, &search],
         )
         .await?
         .try_get(0)?;

@@ -123,6 +123,14 @@ impl NodeRegistry {
             .ok_or(RegistryError::NotFound(id))
     }
 
+    /// How many nodes there are of each status (`UP`, `DOWN`, …).
+    pub async fn count_by_status(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, i64>, RegistryError> {
+        let client = self.database.client().await?;
+        Ok(store::count_by_status(&client).await?)
+    }
+
     /// A page of nodes in id order; `page_token` is the previous page's last id.
     pub async fn list(
         &self,

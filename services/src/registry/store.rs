@@ -353,3 +353,15 @@ pub(super) async fn insert_event(
         }),
     }))
 }
+
+/// Nodes by status.
+pub async fn count_by_status(
+    client: &impl GenericClient,
+) -> Result<BTreeMap<String, i64>, DbError> {
+    let rows = client
+        .query("SELECT status, count(*) FROM nodes GROUP BY status", &[])
+        .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get::<_, String>(0)?, row.try_get::<_, i64>(1)?)))
+        .collect()
+}
