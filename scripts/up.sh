@@ -82,6 +82,7 @@ for _ in $(seq 1 60); do
   if curl -fsS "http://$addr/ready" >/dev/null 2>&1; then
     say "nodegrid is ready at http://$addr (pid $(cat "$pidfile"), log $log)"
     say "pNode analytics: curl http://$addr/api/xandeum/pnodes?limit=5 (first cycle within seconds)"
+    say "web console: http://$addr/console${NODEGRID_ADMIN_USERNAME:+ ($NODEGRID_ADMIN_USERNAME / $NODEGRID_ADMIN_PASSWORD)}"
     exit 0
   fi
   kill -0 "$(cat "$pidfile")" 2>/dev/null || { tail -n 20 "$log" >&2; die "nodegrid exited"; }

@@ -33,7 +33,8 @@ pub fn screenshot_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .join("target")
-        .join("console-screenshots")
+        .join("test-artifacts")
+        .join("console")
 }
 
 impl Browser {
@@ -281,14 +282,19 @@ impl Browser {
         }
     }
 
-    /// Saves a PNG of the page as `<name>.png` in [`screenshot_dir`]; its path.
-    pub async fn screenshot(&mut self, name: &str) -> PathBuf {
+    /// A PNG of the page as it shows now.
+    pub async fn png(&mut self) -> Vec<u8> {
         let result = self
             .call("Page.captureScreenshot", json!({"format": "png"}))
             .await;
-        let png = base64::engine::general_purpose::STANDARD
+        base64::engine::general_purpose::STANDARD
             .decode(result["data"].as_str().unwrap_or_default())
-            .expect("a base64 screenshot");
+            .expect("a base64 screenshot")
+    }
+
+    /// Saves a PNG of the page as `<name>.png` in [`screenshot_dir`]; its path.
+    pub async fn screenshot(&mut self, name: &str) -> PathBuf {
+        let png = self.png().await;
         let dir = screenshot_dir();
         std::fs::create_dir_all(&dir).expect("the screenshot directory");
         let path = dir.join(format!("{name}.png"));

@@ -1,6 +1,7 @@
 //! The web console: the admin live feed and the disconnect action over the API (two
 //! instances), then the console itself in headless Chromium.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -717,4 +718,87 @@ async fn the_console_refreshes_its_token_and_its_live_feed_carries_on() {
     assert!(refreshes.len() >= 2, "{refreshes:?}");
     drop(browser);
     app.shut_down().await.unwrap();
+}
+
+/// `NODEGRID_BLESS_SCREENSHOTS=1 cargo test -p nodegrid --test api readme_screenshots` takes the
+/// README's console images (`docs/images/`) against a demo network and live streams; without
+/// the variable it does nothing.
+#[actix_web::test]
+async fn readme_screenshots() {
+    if std::env::var_os("NODEGRID_BLESS_SCREENSHOTS").is_none() {
+        return;
+    }
+    let sim = PnodeSim::start(SimOptions {
+        seeds: 9,
+        pods: 300,
+        round_secs: 1,
+        ..SimOptions::default()
+    })
+    .unwrap();
+    let database = Arc::new(fresh_database().await);
+    let mut settings = settings_for(&database, &sim);
+    settings.pnodes.interval = Duration::from_secs(1);
+    let app = spawn_app_with(database.clone(), settings).await;
+    first_cycle(&app).await;
+    // Streams: 8 producers publishing to 24 consumers, for as long as the pictures take.
+    let mut producers = Vec::new();
+    let mut consumers = Vec::new();
+    for n in 0..8 {
+        let name = format!("sensor-{n:02}");
+        app.register(&name, Role::Producer).await;
+        let token = app.login(&name, PASSWORD).await;
+        producers.push((token.user_id, connect(&app, "/producer", Token::Header(&token.access_token)).await.unwrap()));
+    }
+    for n in 0..24 {
+        let name = format!("dashboard-{n:02}");
+        app.register(&name, Role::Consumer).await;
+        let token = app.login(&name, PASSWORD).await;
+        let mut socket = connect(&app, "/consumer", Token::Header(&token.access_token)).await.unwrap();
+        for (producer, _) in producers.iter().skip(n % 4).step_by(4) {
+            socket.send_json(&json!({"type": "subscribe", "producer_id": producer})).await;
+        }
+        consumers.push(socket);
+    }
+    let publishing = actix_web::rt::spawn(async move {
+        let mut reading = 0u64;
+        loop {
+            for (_, socket) in &mut producers {
+                reading += 1;
+                socket.send_json(&json!({"type": "data", "payload": {"reading": reading}})).await;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let draining = actix_web::rt::spawn(async move {
+        loop {
+            for socket in &mut consumers {
+                while socket.next_within(Duration::from_millis(1)).await.is_some() {}
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let Some(mut browser) = Browser::launch(1280, 800).await else {
+        panic!("the screenshots need chromium");
+    };
+    let console = format!("{}/console", app.address);
+    browser.goto(&console).await;
+    browser.fill("input[name=username]", TEST_ADMIN).await;
+    browser.fill("input[name=password]", TEST_ADMIN_PASSWORD).await;
+    browser.click("form[aria-label='Sign in'] button[type=submit]").await;
+    // A minute of rates for the chart.
+    browser
+        .wait_for("a minute of the feed", "document.querySelectorAll('svg.chart polyline').length === 2 && document.querySelector('[data-card=messages] .value').textContent !== '0.0'")
+        .await;
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    let images = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/images");
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::write(images.join("console-overview.png"), browser.png().await).unwrap();
+    browser.goto(&format!("{console}#/pnodes")).await;
+    browser.wait_for("the topology", "document.querySelector('svg.topology circle')").await;
+    std::fs::write(images.join("console-pnodes.png"), browser.png().await).unwrap();
+    publishing.abort();
+    draining.abort();
+    drop(browser);
+    app.shut_down().await.unwrap();
+    sim.stop().await;
 }
