@@ -747,15 +747,24 @@ async fn readme_screenshots() {
         let name = format!("sensor-{n:02}");
         app.register(&name, Role::Producer).await;
         let token = app.login(&name, PASSWORD).await;
-        producers.push((token.user_id, connect(&app, "/producer", Token::Header(&token.access_token)).await.unwrap()));
+        producers.push((
+            token.user_id,
+            connect(&app, "/producer", Token::Header(&token.access_token))
+                .await
+                .unwrap(),
+        ));
     }
     for n in 0..24 {
         let name = format!("dashboard-{n:02}");
         app.register(&name, Role::Consumer).await;
         let token = app.login(&name, PASSWORD).await;
-        let mut socket = connect(&app, "/consumer", Token::Header(&token.access_token)).await.unwrap();
+        let mut socket = connect(&app, "/consumer", Token::Header(&token.access_token))
+            .await
+            .unwrap();
         for (producer, _) in producers.iter().skip(n % 4).step_by(4) {
-            socket.send_json(&json!({"type": "subscribe", "producer_id": producer})).await;
+            socket
+                .send_json(&json!({"type": "subscribe", "producer_id": producer}))
+                .await;
         }
         consumers.push(socket);
     }
@@ -764,7 +773,9 @@ async fn readme_screenshots() {
         loop {
             for (_, socket) in &mut producers {
                 reading += 1;
-                socket.send_json(&json!({"type": "data", "payload": {"reading": reading}})).await;
+                socket
+                    .send_json(&json!({"type": "data", "payload": {"reading": reading}}))
+                    .await;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -783,8 +794,12 @@ async fn readme_screenshots() {
     let console = format!("{}/console", app.address);
     browser.goto(&console).await;
     browser.fill("input[name=username]", TEST_ADMIN).await;
-    browser.fill("input[name=password]", TEST_ADMIN_PASSWORD).await;
-    browser.click("form[aria-label='Sign in'] button[type=submit]").await;
+    browser
+        .fill("input[name=password]", TEST_ADMIN_PASSWORD)
+        .await;
+    browser
+        .click("form[aria-label='Sign in'] button[type=submit]")
+        .await;
     // A minute of rates for the chart.
     browser
         .wait_for("a minute of the feed", "document.querySelectorAll('svg.chart polyline').length === 2 && document.querySelector('[data-card=messages] .value').textContent !== '0.0'")
@@ -794,7 +809,12 @@ async fn readme_screenshots() {
     std::fs::create_dir_all(&images).unwrap();
     std::fs::write(images.join("console-overview.png"), browser.png().await).unwrap();
     browser.goto(&format!("{console}#/pnodes")).await;
-    browser.wait_for("the topology", "document.querySelector('svg.topology circle')").await;
+    browser
+        .wait_for(
+            "the topology",
+            "document.querySelector('svg.topology circle')",
+        )
+        .await;
     std::fs::write(images.join("console-pnodes.png"), browser.png().await).unwrap();
     publishing.abort();
     draining.abort();
