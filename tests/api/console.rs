@@ -438,6 +438,22 @@ async fn the_console_runs_every_page_in_a_real_browser() {
             ),
         )
         .await;
+    // Resuming after seq 0 brings both messages again, from the producer's history.
+    browser
+        .fill(&format!("{consumer} input[name=since]"), "0")
+        .await;
+    browser
+        .click(&format!("{consumer} button[name=resume]"))
+        .await;
+    browser
+        .wait_for(
+            "the replay",
+            &format!(
+                "{}.split('seq 1: {{\"reading\":42}}').length === 3",
+                text_of("[data-log=Consumer]")
+            ),
+        )
+        .await;
     // A frame that is not JSON is stopped on the page, with a clear error.
     browser
         .fill(&format!("{producer} textarea[name=payload]"), "{not json")

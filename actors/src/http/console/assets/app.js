@@ -722,12 +722,19 @@
   }
 
   function consumerTester() {
-    const lastSeq = new Map();
+    // The last seq (and its epoch) seen of each producer: where a reconnect resumes.
+    const last = new Map();
+    const resumeFrame = (producer, since) => {
+      const frame = {type: 'resume', producer_id: producer, since_seq: since};
+      const seen = last.get(producer);
+      if (seen && seen.epoch) frame.epoch = seen.epoch;
+      return frame;
+    };
     const tester = testerLogin('Consumer', () => {
-      for (const [producer, seq] of lastSeq) tester.send({type: 'resume', producer_id: producer, since_seq: seq});
+      for (const [producer, seen] of last) tester.send(resumeFrame(producer, seen.seq));
     }, (frame, binary, write) => {
       if (frame.type === 'data') {
-        lastSeq.set(frame.producer_id, frame.seq);
+        last.set(frame.producer_id, {seq: frame.seq, epoch: frame.epoch});
         write(`← data producer ${frame.producer_id} seq ${frame.seq}: ${JSON.stringify(frame.payload)}`);
       } else {
         write(`← ${JSON.stringify(frame)}`);
@@ -746,7 +753,7 @@
       tester.send({type: 'subscribe', producer_id: producer()});
     });
     form.unsubscribe.addEventListener('click', () => tester.send({type: 'unsubscribe', producer_id: producer()}));
-    form.resume.addEventListener('click', () => tester.send({type: 'resume', producer_id: producer(), since_seq: Number(form.since.value || 0)}));
+    form.resume.addEventListener('click', () => tester.send(resumeFrame(producer(), Number(form.since.value || 0))));
     form.reconnect.addEventListener('click', () => tester.reconnect('&events=subscriptions'));
     return [h('section', {class: 'panel', id: 'consumer-tester'},
       h('h2', {text: 'Consumer tester'}),
