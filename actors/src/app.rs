@@ -160,6 +160,11 @@ impl Application {
             settings.stream_defaults,
         );
         let fanout = StreamFanout::start_supervised(bus.clone(), policies.clone());
+        // After the subscriber reconnects, sessions catch up from history on what was
+        // published while their channels were not subscribed.
+        bridge.do_send(crate::bridge::RegisterReconnectListener(
+            fanout.clone().recipient(),
+        ));
 
         if settings.jwt_secret.is_none() {
             tracing::warn!(

@@ -13,6 +13,7 @@ pub const HTTP_REQUESTS_TOTAL: &str = "nodegrid_http_requests_total";
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "nodegrid_http_request_duration_seconds";
 pub const HTTP_ERRORS_TOTAL: &str = "nodegrid_http_errors_total";
 pub const DEPENDENCY_UP: &str = "nodegrid_dependency_up";
+pub const DEPENDENCY_UNAVAILABLE_TOTAL: &str = "nodegrid_dependency_unavailable_answers_total";
 pub const DEPENDENCY_CHECK_DURATION_SECONDS: &str = "nodegrid_dependency_check_duration_seconds";
 pub const DB_POOL_CONNECTIONS: &str = "nodegrid_db_pool_connections";
 pub const DB_POOL_WAITING: &str = "nodegrid_db_pool_waiting";
@@ -40,6 +41,10 @@ pub fn describe() {
     describe_counter!(
         HTTP_ERRORS_TOTAL,
         "HTTP error responses, by stable error code."
+    );
+    describe_counter!(
+        DEPENDENCY_UNAVAILABLE_TOTAL,
+        "Requests answered 503 not_ready because a dependency (postgres, redis) was away."
     );
     describe_gauge!(
         DEPENDENCY_UP,

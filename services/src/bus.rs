@@ -49,6 +49,23 @@ pub enum BusError {
     Disconnected,
 }
 
+impl BusError {
+    /// Whether Redis is away rather than the request being wrong.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            BusError::Disconnected => true,
+            BusError::Command(error) => matches!(
+                error.kind(),
+                fred::error::ErrorKind::IO
+                    | fred::error::ErrorKind::Timeout
+                    | fred::error::ErrorKind::Canceled
+                    | fred::error::ErrorKind::Backpressure
+            ),
+            BusError::InvalidUrl(_) | BusError::Encode(_) | BusError::Unexpected(_) => false,
+        }
+    }
+}
+
 /// The names of a deployment's keys and channels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisKeys {

@@ -41,6 +41,36 @@ pub enum DbError {
     Pool(String),
 }
 
+impl DbError {
+    /// Whether the database is away (down, restarting, unreachable, out of connections) rather
+    /// than the request being wrong: callers answer 503 and the client retries.
+    pub fn is_unavailable(&self) -> bool {
+        use tokio_postgres::error::SqlState;
+        match self {
+            DbError::Unreachable { .. } | DbError::Timeout(_) | DbError::Pool(_) => true,
+            DbError::Query(error) => {
+                error.is_closed()
+                    || error.as_db_error().is_some_and(|db| {
+                        [
+                            SqlState::ADMIN_SHUTDOWN,
+                            SqlState::CRASH_SHUTDOWN,
+                            SqlState::CANNOT_CONNECT_NOW,
+                            SqlState::TOO_MANY_CONNECTIONS,
+                        ]
+                        .contains(db.code())
+                    })
+                    // No answer at all: the connection broke under the query.
+                    || (error.as_db_error().is_none() && error.code().is_none()
+                        && std::error::Error::source(error)
+                            .is_some_and(|source| source.is::<std::io::Error>()))
+            }
+            DbError::InvalidUrl(_) | DbError::MissingDatabase { .. } | DbError::Migration(_) => {
+                false
+            }
+        }
+    }
+}
+
 /// Which migrations a run applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigrationReport {

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use crate::helpers::{
     PASSWORD, TestApp, eventually, fresh_database, spawn_app, spawn_app_with, test_settings,
 };
+use crate::private::OwnRedis;
 use crate::ws::{Frame, Token, Ws, connect, connect_with_buffer};
 
 /// A user of `role` and an access token of theirs.
@@ -712,45 +713,6 @@ async fn admins_see_live_connections_of_every_instance() {
     );
     a.shut_down().await.unwrap();
     b.shut_down().await.unwrap();
-}
-
-/// A Redis of the test's own, on its own port, that the test can stop and start again.
-struct OwnRedis {
-    process: Option<std::process::Child>,
-}
-
-impl OwnRedis {
-    async fn start(port: u16) -> OwnRedis {
-        let process = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (scripts/test.sh installs it)");
-        eventually("redis-server answers", Duration::from_secs(10), || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-                .map(|_| ())
-        })
-        .await;
-        OwnRedis {
-            process: Some(process),
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut process) = self.process.take() {
-            let _ = process.kill();
-            let _ = process.wait();
-        }
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 #[actix_web::test]

@@ -9,7 +9,7 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use nodegrid_protocol::error::{ErrorBody, ErrorCode};
 use nodegrid_services::identity::{IdentityError, retry_after_secs};
 
-use crate::metrics::HTTP_ERRORS_TOTAL;
+use crate::metrics::{DEPENDENCY_UNAVAILABLE_TOTAL, HTTP_ERRORS_TOTAL};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -65,8 +65,41 @@ impl ApiError {
         )
     }
 
+    /// A failure inside the server: 500, logged with its chain, unless it is a dependency
+    /// being away (Postgres or Redis down, restarting, out of connections), which is 503
+    /// `not_ready`: the request was fine and may be retried.
     pub fn internal(error: impl Into<anyhow::Error>) -> ApiError {
-        ApiError::Internal(error.into())
+        let error = error.into();
+        let away = error.chain().find_map(|cause| {
+            if cause
+                .downcast_ref::<nodegrid_services::db::DbError>()
+                .is_some_and(nodegrid_services::db::DbError::is_unavailable)
+            {
+                Some(("the database", "postgres"))
+            } else if cause
+                .downcast_ref::<nodegrid_services::bus::BusError>()
+                .is_some_and(nodegrid_services::bus::BusError::is_unavailable)
+            {
+                Some(("the message bus", "redis"))
+            } else {
+                None
+            }
+        });
+        match away {
+            Some((what, dependency)) => {
+                metrics::counter!(DEPENDENCY_UNAVAILABLE_TOTAL, "dependency" => dependency)
+                    .increment(1);
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "answered 503: {what} is not answering"
+                );
+                ApiError::new(
+                    ErrorCode::NotReady,
+                    format!("{what} is not answering; retry shortly"),
+                )
+            }
+            None => ApiError::Internal(error),
+        }
     }
 
     pub fn code(&self) -> ErrorCode {
@@ -105,7 +138,7 @@ impl ResponseError for ApiError {
                 message.clone()
             }
             ApiError::Internal(error) => {
-                tracing::error!(error = format!("{error:#}"), "request failed");
+                tracing::error!(error = chain_text(error), "request failed");
                 "the server failed to handle this request; it has been logged".to_owned()
             }
         };
@@ -114,6 +147,24 @@ impl ResponseError for ApiError {
             message,
         })
     }
+}
+
+/// An error and its causes, `: `-separated, each said once (a wrapper that shows its cause's
+/// text is not repeated).
+fn chain_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    let mut last = String::new();
+    for cause in error.chain() {
+        let said = cause.to_string();
+        if said != last {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&said);
+        }
+        last = said;
+    }
+    text
 }
 
 impl From<IdentityError> for ApiError {

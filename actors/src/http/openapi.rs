@@ -197,6 +197,9 @@ impl Modify for RefusalAnswers {
                         refusal("`rate_limited`: too many requests; `Retry-After` says when").into()
                     });
                 }
+                responses.entry("503".into()).or_insert_with(|| {
+                    refusal("`not_ready`: Postgres or Redis is not answering; retry shortly").into()
+                });
             }
         }
     }

@@ -23,11 +23,14 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use nodegrid_protocol::stream::{Encoding, ServerFrame, close};
 use nodegrid_services::bus::{BusError, RedisBus, RedisMessage};
-use nodegrid_services::streams::history::{HistoryPage, StreamHistory, frame_seq, frame_ts};
+use nodegrid_services::streams::history::{
+    HistoryPage, StreamHistory, frame_epoch, frame_seq, frame_ts,
+};
 use nodegrid_services::streams::policies::ProducerPolicies;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
+use crate::bridge::BusReconnected;
 use crate::metrics::{ACTOR_RESTARTS_TOTAL, BUS_MESSAGES_LAGGED_TOTAL};
 use crate::stream::metrics::{STREAM, TOTALS};
 use crate::stream::outbox::{Outbox, Outgoing, outgoing};
@@ -145,6 +148,9 @@ struct Attached {
     /// published just before the history read may reach the fan-out after the resume ended;
     /// it is skipped here, and the first later one ends the skipping.
     skip_through: Option<u64>,
+    /// The `seq` of the last message sent to the session (live or from history): where it
+    /// catches up from after the Redis subscriber reconnects.
+    last_seq: Option<u64>,
 }
 
 impl Attached {
@@ -176,6 +182,9 @@ impl Attached {
 struct ProducerChannel {
     sessions: HashMap<ConnectionId, Attached>,
     subscribed: bool,
+    /// The epoch of the last message received on the channel (changed rarely: kept without a
+    /// copy per message).
+    epoch: Option<String>,
 }
 
 pub struct StreamFanout {
@@ -357,6 +366,7 @@ impl StreamFanout {
                 break;
             };
             replay.after_seq = entry.seq;
+            attached.last_seq = Some(entry.seq);
             let item = StreamItem::new(producer_id, ByteString::from(entry.frame));
             attached.push(item.outgoing(encoding));
             sent += 1;
@@ -379,6 +389,7 @@ impl StreamFanout {
                 attached.push(Some(frame));
             }
             attached.skip_through = Some(last);
+            attached.last_seq = Some(last);
         }
     }
 
@@ -474,6 +485,12 @@ impl StreamFanout {
             return;
         };
         let item = StreamItem::new(producer_id, json);
+        let seq = item.seq();
+        if let Some(epoch) = frame_epoch(&item.json)
+            && state.epoch.as_deref() != Some(epoch)
+        {
+            state.epoch = Some(epoch.to_owned());
+        }
         STREAM.bus_messages.increment(1);
         if let Some(ts) = item.ts_millis() {
             let latency_ms = now_millis().saturating_sub(ts).max(0);
@@ -496,12 +513,15 @@ impl StreamFanout {
                 continue;
             }
             if let Some(through) = attached.skip_through {
-                match item.seq() {
+                match seq {
                     Some(seq) if seq <= through => continue,
                     _ => attached.skip_through = None,
                 }
             }
             attached.push(frame);
+            if seq.is_some() {
+                attached.last_seq = seq;
+            }
             delivered += 1;
         }
         STREAM.data_out.increment(delivered);
@@ -573,6 +593,7 @@ impl Handler<Attach> for StreamFanout {
                 closing: false,
                 replay: None,
                 skip_through: None,
+                last_seq: None,
             });
         let resume_now = message.resume.is_some() && live;
         if let Some(from) = message.resume {
@@ -593,6 +614,46 @@ impl Handler<Attach> for StreamFanout {
         }
         if resume_now {
             self.read_page(message.producer_id, message.session, ctx);
+        }
+    }
+}
+
+/// The Redis subscriber reconnected: what was published while the channels were not
+/// subscribed (Redis restarting, commands queued during the outage and sent on reconnect) is
+/// in the producers' history. Every session that has had messages resumes from its last one,
+/// once its channel is subscribed again, exactly as a reconnecting consumer would: history
+/// first, then live, nothing repeated.
+impl Handler<BusReconnected> for StreamFanout {
+    type Result = ();
+
+    fn handle(&mut self, _: BusReconnected, ctx: &mut Context<Self>) {
+        if self.shutting_down {
+            return;
+        }
+        let mut channels = Vec::with_capacity(self.producers.len());
+        for (producer_id, state) in &mut self.producers {
+            state.subscribed = false;
+            for attached in state.sessions.values_mut() {
+                if attached.closing || attached.replay.is_some() {
+                    continue;
+                }
+                if let Some(since_seq) = attached.last_seq {
+                    let (limit, _) = attached.sink.outbox.capacity();
+                    let from = ResumeFrom {
+                        since_seq,
+                        epoch: state.epoch.clone(),
+                    };
+                    attached.replay = Some(Replay::new(from, next_generation(), limit));
+                    attached.skip_through = None;
+                    STREAM.catch_ups.increment(1);
+                }
+            }
+            channels.push(*producer_id);
+        }
+        // Subscribed again explicitly (the client also does it by itself): the history read
+        // starts once the channel is known to be live, so nothing falls between the two.
+        for producer_id in channels {
+            self.subscribe_channel(producer_id, ctx);
         }
     }
 }

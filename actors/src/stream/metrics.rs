@@ -19,6 +19,7 @@ pub const DUPLICATES: &str = "nodegrid_stream_duplicates_total";
 pub const UNDECODABLE: &str = "nodegrid_stream_bus_undecodable_total";
 pub const PUBLISH_BATCH: &str = "nodegrid_stream_publish_batch_messages";
 pub const RESUMES: &str = "nodegrid_stream_resumes_total";
+pub const CATCH_UPS: &str = "nodegrid_stream_catch_ups_total";
 pub const HISTORY_REPLAYED: &str = "nodegrid_stream_history_replayed_total";
 pub const HISTORY_LENGTH: &str = "nodegrid_stream_history_length_messages";
 
@@ -64,6 +65,8 @@ pub struct StreamMetrics {
     pub resumes_epoch_changed: Counter,
     pub history_replayed: Counter,
     pub history_length: Histogram,
+    /// Sessions that caught up from history after the Redis subscriber reconnected.
+    pub catch_ups: Counter,
 }
 
 pub static STREAM: LazyLock<StreamMetrics> = LazyLock::new(|| StreamMetrics {
@@ -82,6 +85,7 @@ pub static STREAM: LazyLock<StreamMetrics> = LazyLock::new(|| StreamMetrics {
     resumes_epoch_changed: counter!(RESUMES, "outcome" => "epoch_changed"),
     history_replayed: counter!(HISTORY_REPLAYED),
     history_length: histogram!(HISTORY_LENGTH),
+    catch_ups: counter!(CATCH_UPS),
 });
 
 /// The instance's own running totals of what the admin view shows as rates (the Prometheus
@@ -155,6 +159,10 @@ pub fn describe() {
     describe_counter!(
         RESUMES,
         "Consumer resumes, by outcome (complete: everything missed was in history; gap: a gap frame was sent; epoch_changed: the producer's history had been reset)."
+    );
+    describe_counter!(
+        CATCH_UPS,
+        "Sessions that caught up from history after the Redis subscriber reconnected (counted per session and producer)."
     );
     describe_counter!(
         HISTORY_REPLAYED,

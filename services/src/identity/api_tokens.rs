@@ -81,7 +81,9 @@ pub enum ApiTokenError {
     BadRequest(String),
     #[error("no API token {0}")]
     NotFound(i64),
-    #[error(transparent)]
+    // Not `transparent`: the dependency error stays in the chain, where the HTTP boundary
+    // looks for it to answer 503 when Postgres or Redis is away.
+    #[error("{0}")]
     Database(#[from] DbError),
 }
 

@@ -79,9 +79,13 @@ pub enum IdentityError {
     RateLimited { retry_after: Duration },
     #[error("{0}")]
     NotFound(String),
-    #[error(transparent)]
+    // Not `transparent`: the dependency error stays in the chain, where the HTTP boundary
+    // looks for it to answer 503 when Postgres or Redis is away.
+    #[error("{0}")]
     Database(#[from] DbError),
-    #[error(transparent)]
+    // Not `transparent`: the dependency error stays in the chain, where the HTTP boundary
+    // looks for it to answer 503 when Postgres or Redis is away.
+    #[error("{0}")]
     Bus(#[from] BusError),
     #[error("{0}")]
     Internal(String),

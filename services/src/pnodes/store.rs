@@ -19,7 +19,9 @@ use crate::webhooks::OutgoingEvent;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error(transparent)]
+    // Not `transparent`: the dependency error stays in the chain, where the HTTP boundary
+    // looks for it to answer 503 when Postgres or Redis is away.
+    #[error("{0}")]
     Db(#[from] DbError),
     #[error("snapshot record cannot be encoded or decoded: {0}")]
     Codec(String),

@@ -20,9 +20,13 @@ pub enum RegistryError {
     /// A name taken within its type, or an id taken.
     #[error("{0}")]
     Conflict(String),
-    #[error(transparent)]
+    // Not `transparent`: the dependency error stays in the chain, where the HTTP boundary
+    // looks for it to answer 503 when Postgres or Redis is away.
+    #[error("{0}")]
     Database(#[from] DbError),
-    #[error(transparent)]
+    // Not `transparent`: the dependency error stays in the chain, where the HTTP boundary
+    // looks for it to answer 503 when Postgres or Redis is away.
+    #[error("{0}")]
     Bus(#[from] BusError),
 }
 

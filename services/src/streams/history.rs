@@ -207,9 +207,24 @@ pub fn frame_seq(frame: &str) -> Option<u64> {
     after[..end].parse().ok()
 }
 
+/// A published frame's `epoch` field, read without decoding the whole frame.
+pub fn frame_epoch(frame: &str) -> Option<&str> {
+    let after = frame.split_once(",\"epoch\":\"")?.1;
+    Some(&after[..after.find('"')?])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_epoch_is_read_from_a_published_frame() {
+        let frame =
+            r#"{"type":"data","producer_id":5,"seq":12,"epoch":"3f9c0d2e","ts":1,"payload":{}}"#;
+        assert_eq!(frame_epoch(frame), Some("3f9c0d2e"));
+        assert_eq!(frame_seq(frame), Some(12));
+        assert_eq!(frame_epoch(r#"{"type":"data","seq":1}"#), None);
+    }
 
     fn page(epoch: &str, last_seq: u64, first_seq: Option<u64>, seqs: &[u64]) -> HistoryPage {
         HistoryPage {

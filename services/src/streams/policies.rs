@@ -28,7 +28,9 @@ pub enum PolicyError {
     ProducerNotFound(i64),
     #[error("{0}")]
     Invalid(String),
-    #[error(transparent)]
+    // Not `transparent`: the dependency error stays in the chain, where the HTTP boundary
+    // looks for it to answer 503 when Postgres or Redis is away.
+    #[error("{0}")]
     Database(#[from] DbError),
 }
 

@@ -119,9 +119,13 @@ const REMEMBERED_IDS: usize = 1_024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    #[error(transparent)]
+    // Not `transparent`: the dependency error stays in the chain, where the HTTP boundary
+    // looks for it to answer 503 when Postgres or Redis is away.
+    #[error("{0}")]
     Bus(#[from] BusError),
-    #[error(transparent)]
+    // Not `transparent`: the dependency error stays in the chain, where the HTTP boundary
+    // looks for it to answer 503 when Postgres or Redis is away.
+    #[error("{0}")]
     Database(#[from] DbError),
 }
 

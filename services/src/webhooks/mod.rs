@@ -72,7 +72,9 @@ pub enum WebhookError {
     Validation(String),
     #[error("no webhook {0}")]
     NotFound(i64),
-    #[error(transparent)]
+    // Not `transparent`: the dependency error stays in the chain, where the HTTP boundary
+    // looks for it to answer 503 when Postgres or Redis is away.
+    #[error("{0}")]
     Database(#[from] DbError),
 }
 
