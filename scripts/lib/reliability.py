@@ -18,6 +18,8 @@ ROWS = [
      "faults::a_hundred_producers_ride_out_a_redis_restart", None),
     ("PostgreSQL crashed and restarted while sockets stream",
      "faults::while_postgres_restarts_rest_answers_503_and_sockets_stay_up", None),
+    ("Slow, lossy network",
+     "faults::over_a_slow_lossy_link_every_message_arrives_once_in_order", None),
     ("Redis away and back (one producer, one consumer)",
      "streaming::delivery_survives_redis_going_away_and_coming_back",
      "`unavailable` instead of an ack while it is away, /ready 503, delivery resumes by "
@@ -75,7 +77,6 @@ LOST = {
 }
 
 NOT_BUILT = [
-    ("Slow network (`tc netem` delay and loss)", "not built yet"),
     ("Clock jump under the lease and token logic", "not built yet"),
     ("Redis Cluster", "not supported yet (one Redis, or a failover pair, per deployment)"),
 ]

@@ -381,3 +381,182 @@ async fn while_postgres_restarts_rest_answers_503_and_sockets_stay_up() {
     });
     app.shut_down().await.unwrap();
 }
+
+/// A network namespace joined to this one by a veth pair, with `tc netem` on both ends; gone
+/// when dropped. `None` where namespaces or `tc` cannot be used (not root, no capability).
+struct SlowLink {
+    namespace: String,
+    host: String,
+    guest_ip: String,
+    host_ip: String,
+}
+
+impl SlowLink {
+    fn create(netem: &[&str]) -> Option<SlowLink> {
+        let id = &uuid::Uuid::new_v4().simple().to_string()[..6];
+        let n = u16::from_str_radix(&id[..4], 16).unwrap_or(0);
+        let subnet = format!("10.{}.{}", 200 + (n % 50), (n >> 6) % 256);
+        let link = SlowLink {
+            namespace: format!("ngt{id}"),
+            host: format!("ngh{id}"),
+            guest_ip: format!("{subnet}.2"),
+            host_ip: format!("{subnet}.1"),
+        };
+        let guest = format!("ngg{id}");
+        let run = |args: &[&str]| {
+            std::process::Command::new("ip")
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|status| status.success())
+        };
+        if !run(&["netns", "add", &link.namespace]) {
+            return None;
+        }
+        let ns = link.namespace.clone();
+        let in_ns = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", &ns];
+            all.extend_from_slice(args);
+            run(&all)
+        };
+        let host_cidr = format!("{}/30", link.host_ip);
+        let guest_cidr = format!("{}/30", link.guest_ip);
+        let mut guest_netem = vec!["tc", "qdisc", "add", "dev", &guest, "root", "netem"];
+        guest_netem.extend_from_slice(netem);
+        let mut host_netem = vec!["qdisc", "add", "dev", &link.host, "root", "netem"];
+        host_netem.extend_from_slice(netem);
+        let ready = run(&[
+            "link", "add", &link.host, "type", "veth", "peer", "name", &guest,
+        ]) && run(&["link", "set", &guest, "netns", &link.namespace])
+            && run(&["addr", "add", &host_cidr, "dev", &link.host])
+            && run(&["link", "set", &link.host, "up"])
+            && in_ns(&["ip", "addr", "add", &guest_cidr, "dev", &guest])
+            && in_ns(&["ip", "link", "set", &guest, "up"])
+            && in_ns(&["ip", "link", "set", "lo", "up"])
+            && in_ns(&guest_netem)
+            && std::process::Command::new("tc")
+                .args(&host_netem)
+                .status()
+                .is_ok_and(|status| status.success());
+        // Dropped (and cleaned up) if any step failed.
+        ready.then_some(link)
+    }
+}
+
+impl Drop for SlowLink {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes the veth pair with it.
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.namespace])
+            .status();
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.host])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+#[actix_web::test]
+async fn over_a_slow_lossy_link_every_message_arrives_once_in_order() {
+    // Where the kernel has netem: 40 ms ± 10 ms each way and 2 % loss on a veth pair, the load
+    // generator in a namespace of its own. Elsewhere: a relay on loopback that holds every
+    // chunk 40 ms and every 50th another 200 ms (a retransmission, in order).
+    let link = SlowLink::create(&["delay", "40ms", "10ms", "loss", "2%"]);
+    let database = Arc::new(fresh_database().await);
+    let mut settings = test_settings(&database.url);
+    if let Some(link) = &link {
+        settings.http_addr = format!("{}:0", link.host_ip).parse().unwrap();
+    }
+    let app = spawn_app_with(database, settings).await;
+    let mut relay = None;
+    let (mut command, how) = match &link {
+        Some(link) => {
+            let mut command = tokio::process::Command::new("ip");
+            command
+                .args(["netns", "exec", &link.namespace])
+                .arg(env!("CARGO_BIN_EXE_nodegrid"))
+                .arg("bench")
+                .args(["--target", &format!("http://{}:{}", link.host_ip, app.port)]);
+            (
+                command,
+                "`tc netem` 40 ± 10 ms each way and 2 % loss on a veth pair",
+            )
+        }
+        None => {
+            let slow = crate::outage::Relay::start_slow(
+                format!("127.0.0.1:{}", app.port),
+                crate::outage::Slowness {
+                    delay: Duration::from_millis(40),
+                    stall_every: 50,
+                    stall: Duration::from_millis(200),
+                },
+            )
+            .await;
+            let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_nodegrid"));
+            command
+                .arg("bench")
+                .args(["--target", &format!("http://127.0.0.1:{}", slow.port)]);
+            relay = Some(slow);
+            (
+                command,
+                "no netem here: a relay holding every chunk 40 ms each way, every 50th 200 ms more",
+            )
+        }
+    };
+    let output = command
+        .args([
+            "--scenario",
+            "fleet",
+            "--producers",
+            "4",
+            "--consumers",
+            "4",
+        ])
+        .args([
+            "--per-consumer",
+            "2",
+            "--rate",
+            "20",
+            "--seconds",
+            "4",
+            "--json",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let reports: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let report = &reports[0];
+    let sent = report["sent"].as_u64().unwrap();
+    assert!(sent > 0, "{report:#}");
+    assert_eq!(report["acked"], sent, "{report:#}");
+    assert_eq!(
+        report["delivered"], report["expected_deliveries"],
+        "{report:#}"
+    );
+    assert_eq!(report["lost"], 0, "{report:#}");
+    assert_eq!(report["seq_gaps"], 0, "{report:#}");
+    // The link was slow: the delay is in every delivery (this checks the fault, not speed).
+    let p50 = report["latency_ms"]["p50"].as_f64().unwrap();
+    assert!(p50 >= 30.0, "the slow link was not in effect: p50 {p50} ms");
+    record(Outcome {
+        fault: "Slow, lossy network",
+        happened: format!(
+            "{how}: {sent} messages from 4 producers to 4 consumers, all acked, all {} \
+             deliveries made, no `seq` gap; latency p50 {p50:.0} ms, p99 {:.0} ms",
+            report["delivered"],
+            report["latency_ms"]["p99"].as_f64().unwrap_or_default()
+        ),
+        lost: 0,
+        recovered_in: None,
+        test: "faults::over_a_slow_lossy_link_every_message_arrives_once_in_order",
+    });
+    drop(relay);
+    drop(link);
+    app.shut_down().await.unwrap();
+}
