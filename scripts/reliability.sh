@@ -10,6 +10,7 @@ cd "$NODEGRID_ROOT"
 ensure_cargo
 ensure_postgres
 ensure_redis
+ensure_faketime
 
 reports=$(mktemp -d)
 output=$(mktemp)
@@ -17,7 +18,7 @@ trap 'rm -rf "$reports" "$output"' EXIT
 tests=$(python3 - <<'PY'
 import re
 text = open("scripts/lib/reliability.py").read()
-print(" ".join(re.findall(r'"((?:faults|streaming|stored|history|pnodes|lease|nodes|concurrency|security|authorization|sessions)::[a-z0-9_]+)"', text)))
+print(" ".join(re.findall(r'"((?:faults|clock|identity|streaming|stored|history|pnodes|lease|nodes|concurrency|security|authorization|sessions)::[a-z0-9_]+)"', text)))
 PY
 )
 say "running the reliability tests"

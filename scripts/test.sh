@@ -12,6 +12,7 @@ ensure_redis
 ensure_mosquitto
 ensure_promtool
 ensure_chromium
+ensure_faketime
 
 say "module import cycles"
 command -v python3 >/dev/null 2>&1 || apt_install python3

@@ -20,6 +20,13 @@ ROWS = [
      "faults::while_postgres_restarts_rest_answers_503_and_sockets_stay_up", None),
     ("Slow, lossy network",
      "faults::over_a_slow_lossy_link_every_message_arrives_once_in_order", None),
+    ("Clock jump",
+     "clock::an_instance_whose_clock_jumped_ahead_refuses_and_is_refused_and_leads_alone", None),
+    ("Forged, expired, future-dated and foreign access tokens",
+     "identity::expired_tampered_and_foreign_algorithm_tokens_are_refused",
+     "refused (alg none, HS512 with the right secret, a tampered payload, expired, garbage); "
+     "the same cases and more (RS256 header, unknown key id, issued in the future, another "
+     "deployment's secret) in the unit test `identity::tokens::tests::tokens_that_must_not_pass`"),
     ("Redis away and back (one producer, one consumer)",
      "streaming::delivery_survives_redis_going_away_and_coming_back",
      "`unavailable` instead of an ack while it is away, /ready 503, delivery resumes by "
@@ -63,6 +70,9 @@ ROWS = [
     ("Every route × every role",
      "authorization::every_documented_route_refuses_exactly_whom_it_should",
      "the expected status for nobody, consumer, producer, admin; no 5xx"),
+    ("A user blocked on the other instance",
+     "identity::a_block_on_one_instance_is_enforced_by_the_other",
+     "their tokens refused and sockets closed on both instances"),
     ("Logout and blocks across instances",
      "sessions::logout_ends_the_session_its_tokens_and_its_sockets_on_every_instance",
      "tokens refused and sockets closed on every instance"),
@@ -77,7 +87,6 @@ LOST = {
 }
 
 NOT_BUILT = [
-    ("Clock jump under the lease and token logic", "not built yet"),
     ("Redis Cluster", "not supported yet (one Redis, or a failover pair, per deployment)"),
 ]
 

@@ -164,6 +164,19 @@ ensure_chromium() {
   fi
 }
 
+# libfaketime, which the clock-jump test runs one instance under (its wall clock ahead).
+# Installed from Debian's packages when missing.
+ensure_faketime() {
+  local lib=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1
+  [ -f "$lib" ] || apt_install faketime || true
+  if [ -f "$lib" ]; then
+    export NODEGRID_REQUIRE_FAKETIME=1
+    say "libfaketime: $lib"
+  else
+    say "warning: libfaketime is not available; the clock-jump test is skipped"
+  fi
+}
+
 # Mosquitto, the MQTT broker `nodegrid bench --compare` measures nodegrid against.
 ensure_mosquitto() {
   local port=${NODEGRID_MQTT_PORT:-1883} conf=$NODEGRID_DATA_DIR/mosquitto/mosquitto.conf

@@ -100,6 +100,7 @@ impl AccessTokens {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECS;
         validation.validate_aud = false;
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "iat", "sub"]);
         let decoding = previous
             .iter()
@@ -165,6 +166,11 @@ impl AccessTokens {
             },
         )?;
         let claims = data.claims;
+        // Issued in the future: the signer's clock is ahead of this one (a clock jump, or a
+        // skewed instance). Accepting it would let the token live past its lifetime here.
+        if claims.iat > unix_now() + LEEWAY_SECS {
+            return Err(TokenError::Invalid);
+        }
         Ok(AuthUser {
             user_id: claims.sub.parse().map_err(|_| TokenError::Invalid)?,
             username: claims.name,
@@ -225,6 +231,55 @@ mod tests {
 
     fn tokens(secret: &str) -> AccessTokens {
         AccessTokens::new(&key("k1", secret), &[], Duration::from_secs(3600))
+    }
+
+    /// Every way a presented access token must be refused, in one place (the HTTP tests
+    /// check the answers on the wire: `identity::expired_tampered_and_foreign_algorithm…`).
+    #[test]
+    fn tokens_that_must_not_pass() {
+        use base64::Engine as _;
+        let secret = "the-secret-that-is-long-enough-for-hs256!";
+        let signer = tokens(secret);
+        let now = unix_now();
+        let good = signer.issue(&subject()).unwrap();
+        assert!(signer.verify(&good).is_ok());
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let parts: Vec<&str> = good.split('.').collect();
+        let header_with =
+            |header: &str| format!("{}.{}.{}", engine.encode(header), parts[1], parts[2]);
+        let claims: serde_json::Value =
+            serde_json::from_slice(&engine.decode(parts[1]).unwrap()).unwrap();
+        let signed_with = |algorithm: Algorithm, key: &EncodingKey| {
+            let mut header = Header::new(algorithm);
+            header.kid = Some("k1".into());
+            jsonwebtoken::encode(&header, &claims, key).unwrap()
+        };
+        let refused = [
+            // Expired, beyond the leeway.
+            ("expired", signer.issue_at(&subject(), now - 7200, now - 3600).unwrap()),
+            // Issued in the future: the signer's clock is ahead (a jump, a skewed instance).
+            ("issued in the future", signer.issue_at(&subject(), now + 3600, now + 7200).unwrap()),
+            // No signature at all.
+            ("alg none", format!("{}.{}.", engine.encode(r#"{"alg":"none","typ":"JWT"}"#), parts[1])),
+            // The right secret under another HMAC.
+            ("HS512", signed_with(Algorithm::HS512, &EncodingKey::from_secret(secret.as_bytes()))),
+            // HS/RS confusion: an RS256 header over an HMAC signature.
+            ("RS256 header", header_with(r#"{"alg":"RS256","typ":"JWT","kid":"k1"}"#)),
+            // A key id this server does not have.
+            ("unknown kid", header_with(r#"{"alg":"HS256","typ":"JWT","kid":"k9"}"#)),
+            // Another deployment's secret.
+            ("other secret", tokens("another-secret-that-is-long-enough-too!").issue(&subject()).unwrap()),
+            // A changed payload.
+            ("tampered", format!("{}.{}.{}", parts[0], engine.encode(r#"{"sub":"1","name":"x","role":"admin","iat":1,"exp":9999999999,"jti":"j","ver":0,"sid":"00000000-0000-0000-0000-000000000000"}"#), parts[2])),
+            ("garbage", "not-a-token".to_owned()),
+        ];
+        for (what, token) in refused {
+            assert!(signer.verify(&token).is_err(), "{what} passed");
+        }
+        assert_eq!(
+            signer.verify(&signer.issue_at(&subject(), now - 7200, now - 3600).unwrap()),
+            Err(TokenError::Expired)
+        );
     }
 
     #[test]
