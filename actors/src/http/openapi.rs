@@ -197,6 +197,10 @@ impl Modify for RefusalAnswers {
                         refusal("`rate_limited`: too many requests; `Retry-After` says when").into()
                     });
                 }
+                // Every route reads a path, a query or a body it may find unreadable.
+                responses.entry("400".into()).or_insert_with(|| {
+                    refusal("`bad_request` or `validation_failed`: the request cannot be used as it is; `message` says why").into()
+                });
                 responses.entry("503".into()).or_insert_with(|| {
                     refusal("`not_ready`: Postgres or Redis is not answering; retry shortly").into()
                 });

@@ -80,5 +80,9 @@ where
         .take_while(|frame: &Option<Bytes>| std::future::ready(frame.is_some()))
         .filter_map(std::future::ready)
         .map(Ok::<Bytes, actix_web::Error>);
-    crate::stream::ws::handshake(request, body)
+    // Not an upgrade (or a broken one): the JSON error every route answers with.
+    crate::stream::ws::handshake(request, body).map_err(|error| {
+        crate::http::error::ApiError::bad_request(format!("not a WebSocket upgrade: {error}"))
+            .into()
+    })
 }

@@ -108,7 +108,7 @@ pub struct Node {
     pub name: String,
     pub status: NodeStatus,
     pub labels: BTreeMap<String, String>,
-    /// Any JSON document (`{}` when none was given).
+    /// A JSON object (`{}` when none was given).
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub metadata: serde_json::Value,
     pub last_seen: Option<DateTime<Utc>>,

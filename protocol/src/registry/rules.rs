@@ -65,6 +65,10 @@ pub const MAX_METADATA_NUMBER: f64 = 1e300;
 
 /// Metadata: any JSON of at most 16 KiB, its numbers within ±[`MAX_METADATA_NUMBER`].
 pub fn validate_metadata(metadata: &serde_json::Value) -> Result<(), String> {
+    // An object, as the seed's platform kept it (and as the contract documents it).
+    if !metadata.is_object() {
+        return Err("metadata must be a JSON object".to_owned());
+    }
     let size = serde_json::to_vec(metadata).map_or(usize::MAX, |bytes| bytes.len());
     if size > MAX_METADATA_BYTES {
         return Err(format!(
@@ -167,5 +171,13 @@ mod tests {
         let huge = serde_json::json!({"a": [1, {"b": 1.7976931348623157e308}]});
         assert!(validate_metadata(&huge).is_err());
         assert!(validate_metadata(&serde_json::json!({"a": -5.45e16, "b": u64::MAX})).is_ok());
+        // An object, nothing else (the contract says so, and gRPC carries a Struct).
+        for other in [
+            serde_json::json!([null, null]),
+            serde_json::json!("text"),
+            serde_json::json!(4),
+        ] {
+            assert!(validate_metadata(&other).is_err(), "{other}");
+        }
     }
 }
