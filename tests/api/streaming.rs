@@ -981,11 +981,8 @@ async fn a_burst_of_five_thousand_frames_is_acked_and_delivered_in_order() {
         assert_eq!(data["payload"]["i"], index, "in order");
         assert_eq!(data["seq"], index + 1);
     }
-    let metrics = app.get("/metrics").await.text().await.unwrap();
-    assert!(
-        !metrics.contains(r#"nodegrid_ws_errors_total{role="producer",code="unavailable"}"#),
-        "nothing was refused"
-    );
+    // Nothing was refused: every answer above was an ack. (The metrics are the test process's,
+    // shared with tests that take Redis away, so they cannot say it for this server alone.)
     app.shut_down().await.unwrap();
 }
 
