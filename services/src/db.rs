@@ -39,6 +39,9 @@ pub enum DbError {
     Query(#[from] tokio_postgres::Error),
     #[error("no pooled database connection: {0}")]
     Pool(String),
+    /// A stored value this version cannot read (not a dependency being away).
+    #[error("stored data is not readable: {0}")]
+    Corrupt(String),
 }
 
 impl DbError {
@@ -64,9 +67,10 @@ impl DbError {
                         && std::error::Error::source(error)
                             .is_some_and(|source| source.is::<std::io::Error>()))
             }
-            DbError::InvalidUrl(_) | DbError::MissingDatabase { .. } | DbError::Migration(_) => {
-                false
-            }
+            DbError::InvalidUrl(_)
+            | DbError::MissingDatabase { .. }
+            | DbError::Migration(_)
+            | DbError::Corrupt(_) => false,
         }
     }
 }

@@ -152,9 +152,10 @@ async fn an_instance_whose_clock_jumped_ahead_refuses_and_is_refused_and_leads_a
     record(Outcome {
         fault: "Clock jump: one of two instances two hours ahead (libfaketime)",
         happened: "each instance judges tokens on its own clock: the one ahead answers the \
-                   other's tokens `token_expired`, the other refuses tokens issued in its \
-                   future as `token_invalid` (no lifetime stretched); one housekeeping leader \
-                   throughout (leases expire on Redis's clock)"
+                   other's access tokens `token_expired`, the other refuses access tokens \
+                   issued in its future as `token_invalid` (no access-token lifetime \
+                   stretched; refresh tokens keep the expiry their issuer wrote); one \
+                   housekeeping leader throughout (leases expire on Redis's clock)"
             .to_owned(),
         lost: 0,
         recovered_in: None,

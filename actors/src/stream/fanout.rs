@@ -149,8 +149,10 @@ struct Attached {
     /// it is skipped here, and the first later one ends the skipping.
     skip_through: Option<u64>,
     /// The `seq` of the last message sent to the session (live or from history): where it
-    /// catches up from after the Redis subscriber reconnects.
+    /// catches up from when messages did not reach it (a Redis reconnect, a gap in `seq`).
     last_seq: Option<u64>,
+    /// The channel's [`ProducerChannel::epoch_serial`] when `last_seq` was sent.
+    last_serial: u64,
 }
 
 impl Attached {
@@ -185,6 +187,38 @@ struct ProducerChannel {
     /// The epoch of the last message received on the channel (changed rarely: kept without a
     /// copy per message).
     epoch: Option<String>,
+    /// Counts the epoch changes seen, so that a session can tell whether its `last_seq` is of
+    /// the current numbering without keeping the epoch itself.
+    epoch_serial: u64,
+    /// The last `seq` seen on the channel: where a session that has had nothing yet catches up
+    /// from.
+    last_seq: Option<u64>,
+}
+
+impl ProducerChannel {
+    /// Notes the epoch of a message or a history page.
+    fn note_epoch(&mut self, epoch: &str) {
+        if epoch.is_empty() || self.epoch.as_deref() == Some(epoch) {
+            return;
+        }
+        if self.epoch.is_some() {
+            self.epoch_serial += 1;
+        }
+        self.epoch = Some(epoch.to_owned());
+    }
+
+    /// Where a session resumes from to get what it missed: after its last message, in the
+    /// epoch of that message (an epoch that is no longer the channel's is named by an empty
+    /// one, which makes the resume read the current numbering from its start).
+    fn resume_point(&self, attached: &Attached) -> Option<ResumeFrom> {
+        let since_seq = attached.last_seq.or(self.last_seq)?;
+        let epoch = if attached.last_seq.is_none() || attached.last_serial == self.epoch_serial {
+            self.epoch.clone()
+        } else {
+            Some(String::new())
+        };
+        Some(ResumeFrom { since_seq, epoch })
+    }
 }
 
 pub struct StreamFanout {
@@ -273,12 +307,19 @@ impl StreamFanout {
         page: Result<HistoryPage, BusError>,
         ctx: &mut Context<Self>,
     ) {
+        if let (Ok(page), Some(state)) = (&page, self.producers.get_mut(&producer_id)) {
+            state.note_epoch(&page.epoch);
+        }
         let Some(attached) = self.replay_of(producer_id, session, generation) else {
             return;
         };
         let page = match page {
             Ok(page) => page,
             Err(error) => {
+                // Not reading any more: a resubscription may restart it before the retry does.
+                if let Some(replay) = attached.replay.as_mut() {
+                    replay.reading = false;
+                }
                 tracing::warn!(producer_id, %error, "cannot read a producer's history; retrying");
                 ctx.run_later(HISTORY_RETRY, move |fanout, ctx| {
                     if fanout.replay_of(producer_id, session, generation).is_some() {
@@ -341,6 +382,10 @@ impl StreamFanout {
         generation: u64,
         ctx: &mut Context<Self>,
     ) {
+        let serial = self
+            .producers
+            .get(&producer_id)
+            .map_or(0, |state| state.epoch_serial);
         let Some(attached) = self.replay_of(producer_id, session, generation) else {
             return;
         };
@@ -367,6 +412,7 @@ impl StreamFanout {
             };
             replay.after_seq = entry.seq;
             attached.last_seq = Some(entry.seq);
+            attached.last_serial = serial;
             let item = StreamItem::new(producer_id, ByteString::from(entry.frame));
             attached.push(item.outgoing(encoding));
             sent += 1;
@@ -390,6 +436,7 @@ impl StreamFanout {
             }
             attached.skip_through = Some(last);
             attached.last_seq = Some(last);
+            attached.last_serial = serial;
         }
     }
 
@@ -412,11 +459,8 @@ impl StreamFanout {
                             if std::mem::take(&mut attached.announce_when_live) {
                                 attached.announce(&frame);
                             }
-                            if attached
-                                .replay
-                                .as_ref()
-                                .is_some_and(|replay| replay.first_page && !replay.reading)
-                            {
+                            // Any resume not reading: a first one, or one a reconnect stopped.
+                            if attached.replay.as_ref().is_some_and(|replay| !replay.reading) {
                                 resuming.push(*session);
                             }
                         }
@@ -472,7 +516,7 @@ impl StreamFanout {
         false
     }
 
-    fn dispatch(&mut self, producer_id: i64, message: &RedisMessage) {
+    fn dispatch(&mut self, producer_id: i64, message: &RedisMessage, ctx: &mut Context<Self>) {
         let Some(state) = self.producers.get_mut(&producer_id) else {
             return;
         };
@@ -486,18 +530,21 @@ impl StreamFanout {
         };
         let item = StreamItem::new(producer_id, json);
         let seq = item.seq();
-        if let Some(epoch) = frame_epoch(&item.json)
-            && state.epoch.as_deref() != Some(epoch)
-        {
-            state.epoch = Some(epoch.to_owned());
+        if let Some(epoch) = frame_epoch(&item.json) {
+            state.note_epoch(epoch);
+        }
+        if seq.is_some() {
+            state.last_seq = seq;
         }
         STREAM.bus_messages.increment(1);
         if let Some(ts) = item.ts_millis() {
             let latency_ms = now_millis().saturating_sub(ts).max(0);
             STREAM.delivery_seconds.record(latency_ms as f64 / 1_000.0);
         }
+        let serial = state.epoch_serial;
         let mut delivered = 0u64;
-        for attached in state.sessions.values_mut() {
+        let mut missed = Vec::new();
+        for (session, attached) in &mut state.sessions {
             if attached.closing {
                 continue;
             }
@@ -505,7 +552,7 @@ impl StreamFanout {
             if let Some(replay) = attached.replay.as_mut() {
                 // Resuming: held until history is sent. A frame without a readable seq was
                 // not written by the publisher; it is not held.
-                if let (Some(seq), Some(frame)) = (item.seq(), frame)
+                if let (Some(seq), Some(frame)) = (seq, frame)
                     && replay.hold(seq, frame).is_err()
                 {
                     attached.close_slow();
@@ -518,9 +565,37 @@ impl StreamFanout {
                     _ => attached.skip_through = None,
                 }
             }
+            // Messages did not reach this session (its channel was unsubscribed for a while,
+            // or the numbering changed under it): it resumes from its last one, this message
+            // held until history has caught up.
+            if let (Some(seq), Some(last)) = (seq, attached.last_seq)
+                && (attached.last_serial != serial || seq > last.saturating_add(1))
+            {
+                let from = ResumeFrom {
+                    since_seq: last,
+                    epoch: if attached.last_serial == serial {
+                        state.epoch.clone()
+                    } else {
+                        Some(String::new())
+                    },
+                };
+                let (limit, _) = attached.sink.outbox.capacity();
+                let mut replay = Replay::new(from, next_generation(), limit);
+                if let Some(frame) = frame
+                    && replay.hold(seq, frame).is_err()
+                {
+                    attached.close_slow();
+                    continue;
+                }
+                attached.replay = Some(replay);
+                STREAM.catch_ups.increment(1);
+                missed.push(*session);
+                continue;
+            }
             attached.push(frame);
             if seq.is_some() {
                 attached.last_seq = seq;
+                attached.last_serial = serial;
             }
             delivered += 1;
         }
@@ -532,6 +607,9 @@ impl StreamFanout {
             .consumer
             .bytes_out
             .increment(delivered * item.json.len() as u64);
+        for session in missed {
+            self.read_page(producer_id, session, ctx);
+        }
     }
 }
 
@@ -554,13 +632,13 @@ impl StreamHandler<Result<RedisMessage, BroadcastStreamRecvError>> for StreamFan
     fn handle(
         &mut self,
         item: Result<RedisMessage, BroadcastStreamRecvError>,
-        _: &mut Context<Self>,
+        ctx: &mut Context<Self>,
     ) {
         match item {
             Ok(_) if self.shutting_down => {}
             Ok(message) => {
                 if let Some(producer_id) = self.bus.keys().producer_of_channel(&message.channel) {
-                    self.dispatch(producer_id, &message);
+                    self.dispatch(producer_id, &message, ctx);
                 }
             }
             Err(BroadcastStreamRecvError::Lagged(missed)) => {
@@ -594,6 +672,7 @@ impl Handler<Attach> for StreamFanout {
                 replay: None,
                 skip_through: None,
                 last_seq: None,
+                last_serial: 0,
             });
         let resume_now = message.resume.is_some() && live;
         if let Some(from) = message.resume {
@@ -620,9 +699,11 @@ impl Handler<Attach> for StreamFanout {
 
 /// The Redis subscriber reconnected: what was published while the channels were not
 /// subscribed (Redis restarting, commands queued during the outage and sent on reconnect) is
-/// in the producers' history. Every session that has had messages resumes from its last one,
-/// once its channel is subscribed again, exactly as a reconnecting consumer would: history
-/// first, then live, nothing repeated.
+/// in the producers' history. Every session resumes from its last message (one that has had
+/// none yet, from the last the channel saw), once its channel is subscribed again, exactly as a
+/// reconnecting consumer would: history first, then live, nothing repeated. Sessions whose
+/// live messages arrive before this (the client resubscribes by itself) notice the gap in
+/// `seq` or the new epoch in `dispatch` and resume the same way.
 impl Handler<BusReconnected> for StreamFanout {
     type Result = ();
 
@@ -633,16 +714,19 @@ impl Handler<BusReconnected> for StreamFanout {
         let mut channels = Vec::with_capacity(self.producers.len());
         for (producer_id, state) in &mut self.producers {
             state.subscribed = false;
-            for attached in state.sessions.values_mut() {
+            let mut points = Vec::new();
+            for (session, attached) in &state.sessions {
                 if attached.closing || attached.replay.is_some() {
+                    // A resume in progress carries on once the channel is subscribed again.
                     continue;
                 }
-                if let Some(since_seq) = attached.last_seq {
+                if let Some(from) = state.resume_point(attached) {
+                    points.push((*session, from));
+                }
+            }
+            for (session, from) in points {
+                if let Some(attached) = state.sessions.get_mut(&session) {
                     let (limit, _) = attached.sink.outbox.capacity();
-                    let from = ResumeFrom {
-                        since_seq,
-                        epoch: state.epoch.clone(),
-                    };
                     attached.replay = Some(Replay::new(from, next_generation(), limit));
                     attached.skip_through = None;
                     STREAM.catch_ups.increment(1);

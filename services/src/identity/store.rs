@@ -46,7 +46,8 @@ fn user_from_row(row: &tokio_postgres::Row) -> Result<UserRow, DbError> {
         id: row.try_get("id")?,
         username: row.try_get("username")?,
         password_hash: row.try_get("password_hash")?,
-        role: Role::parse(&role).ok_or_else(|| DbError::Pool(format!("unknown role {role:?}")))?,
+        role: Role::parse(&role)
+            .ok_or_else(|| DbError::Corrupt(format!("unknown role {role:?}")))?,
         device_id: row.try_get("device_id")?,
         token_version: row.try_get("token_version")?,
         blocked_at: row.try_get("blocked_at")?,

@@ -145,8 +145,9 @@ impl DataStore {
         let mut items = Vec::with_capacity(rows.len().min(request.limit));
         for row in rows.iter().take(request.limit) {
             let payload: String = row.get(3);
-            let payload = RawValue::from_string(payload)
-                .map_err(|error| DbError::Pool(format!("a stored payload is not JSON: {error}")))?;
+            let payload = RawValue::from_string(payload).map_err(|error| {
+                DbError::Corrupt(format!("a stored payload is not JSON: {error}"))
+            })?;
             items.push(StoredMessage {
                 ts: row.get(0),
                 seq: u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),

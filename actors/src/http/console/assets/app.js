@@ -109,14 +109,14 @@
     return data;
   }
 
-  const SESSION_KEY = 'nodegrid.console.session';
+  // The session lives in this page's memory only: a reload or another tab signs in again. A
+  // copied tab holding the same refresh token would spend it twice, and the server ends a
+  // session whose refresh token is presented twice.
   let session = null;
   let refreshing = null;
 
   function saveSession(value) {
     session = value;
-    if (value) sessionStorage.setItem(SESSION_KEY, JSON.stringify(value));
-    else sessionStorage.removeItem(SESSION_KEY);
   }
 
   function sessionFrom(pair, username) {
@@ -141,8 +141,13 @@
     if (!refreshing) {
       const current = session;
       refreshing = request('POST', '/api/auth/refresh', {refresh_token: current.refresh})
-        .then((pair) => { saveSession(sessionFrom(pair, current.username)); })
-        .catch((error) => { signedOut('Your session ended; sign in again.'); throw error; })
+        .then((pair) => { if (session === current) saveSession(sessionFrom(pair, current.username)); })
+        .catch((error) => {
+          // Refused: the session is over. Anything else (the server away, a rate limit) did not
+          // spend the refresh token: the next call tries again.
+          if (error.status === 401 || error.status === 403) signedOut('Your session ended; sign in again.');
+          throw error;
+        })
         .finally(() => { refreshing = null; });
     }
     return refreshing;
@@ -190,6 +195,9 @@
         this.retry();
         return;
       }
+      // Closed while the path (a token refresh) was awaited.
+      if (this.stopped) return;
+      this.token = session ? session.access : null;
       const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
       const socket = new WebSocket(`${scheme}//${location.host}${path}`);
       socket.binaryType = 'arraybuffer';
@@ -208,8 +216,14 @@
 
     async retry(code) {
       if (this.stopped) return;
-      if (code === 4001 && session) {
-        try { await refreshSession(); } catch { return; }
+      if (this.handlers.authenticated && (code === 4003 || code === 4004)) {
+        // Blocked, or the session ended: no token of it will be taken again.
+        signedOut(code === 4003 ? 'This account is blocked.' : 'Your session ended; sign in again.');
+        return;
+      }
+      // Expired on the server's clock: a new token, unless one came since this socket opened.
+      if (code === 4001 && session && session.access === this.token) {
+        try { await refreshSession(); } catch { /* tried again at the next attempt */ }
       }
       const delay = Math.min(30000, 1000 * 2 ** this.attempts) * (0.8 + Math.random() * 0.4);
       this.attempts = Math.min(this.attempts + 1, 5);
@@ -415,6 +429,7 @@
     start() {
       if (this.socket || !isAdmin()) return;
       this.socket = new LiveSocket(async () => `/api/admin/live?token=${encodeURIComponent(await freshToken())}`, {
+        authenticated: true,
         message: (data) => {
           const message = json(data);
           if (!message) return;
@@ -623,6 +638,8 @@
     const error = h('div');
     let socket = null;
     let tokens = null;
+    // Set when the page is left: a sign-in still in flight then opens nothing.
+    let retired = false;
     const write = (line) => {
       log.prepend(h('li', {text: `${new Date().toISOString().slice(11, 23)}  ${line}`}));
       while (log.children.length > 200) log.lastChild.remove();
@@ -673,13 +690,18 @@
       await disconnect();
       try {
         tokens = await request('POST', '/api/auth/login', {username: form.username.value.trim(), password: form.password.value});
+        if (retired) {
+          await disconnect();
+          return;
+        }
         connect(kind === 'Consumer' ? '&events=subscriptions' : '');
       } catch (failure) {
         showError(error, failure);
       }
     });
     return {
-      form, log, state, error, write, disconnect,
+      form, log, state, error, write,
+      disconnect: () => { retired = true; return disconnect(); },
       send(frame, binary) {
         if (!socket || socket.readyState !== WebSocket.OPEN) { write('not connected'); return false; }
         socket.send(binary ? msgpack.encode(frame) : JSON.stringify(frame));
@@ -1139,6 +1161,7 @@
     filters.addEventListener('submit', (event) => { event.preventDefault(); tokens.length = 0; pageToken = ''; load(); });
     let reload = null;
     const live = new LiveSocket(async () => `/api/nodes/watch?token=${encodeURIComponent(await freshToken())}`, {
+      authenticated: true,
       message: (data) => {
         const event = json(data);
         if (!event) return;
@@ -1175,6 +1198,8 @@
   };
 
   let cleanup = [];
+  // Each route() call's number: a page that finishes loading after a later call is dropped.
+  let routeSerial = 0;
 
   function signedOut(message) {
     feed.stop();
@@ -1183,6 +1208,8 @@
   }
 
   async function route(message) {
+    routeSerial += 1;
+    const serial = routeSerial;
     cleanup.forEach((stop) => { try { stop(); } catch { /* already stopped */ } });
     cleanup = [];
     const [name, ...rest] = location.hash.replace(/^#\/?/, '').split('/');
@@ -1214,23 +1241,26 @@
     if (isAdmin()) feed.start();
     main().replaceChildren(h('p', {class: 'muted', text: 'Loading…'}));
     const parts = await page.render(arg);
-    const nodes = [];
-    for (const part of parts) {
-      if (typeof part === 'function') cleanup.push(part);
-      else nodes.push(part);
+    const stops = parts.filter((part) => typeof part === 'function');
+    if (serial !== routeSerial) {
+      // Another page was asked for meanwhile (or the user signed out): this one is not shown.
+      stops.forEach((stop) => { try { stop(); } catch { /* already stopped */ } });
+      return;
     }
+    cleanup.push(...stops);
+    const nodes = parts.filter((part) => typeof part !== 'function');
     main().replaceChildren(...nodes);
     document.title = `${key} · nodegrid console`;
   }
 
   document.addEventListener('DOMContentLoaded', () => {
-    try { session = JSON.parse(sessionStorage.getItem(SESSION_KEY) || 'null'); } catch { session = null; }
     $('#logout').addEventListener('click', async () => {
       if (session) request('POST', '/api/auth/logout', undefined, session.access).catch(() => {});
       signedOut('Signed out.');
     });
     window.addEventListener('hashchange', () => route());
-    // Refreshed ahead of expiry while the page is open, so live sockets never see a stale token.
+    // Refreshed ahead of expiry while the page is open, so that calls and new sockets get a
+    // fresh token (open sockets keep theirs until the server closes them with 4001).
     setInterval(() => { if (session && session.expiresAt - Date.now() < 120000) refreshSession().catch(() => {}); }, 30000);
     route();
   });
