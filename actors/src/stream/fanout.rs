@@ -264,6 +264,10 @@ impl StreamFanout {
         else {
             return;
         };
+        if replay.reading {
+            // One read at a time: its page continues the resume.
+            return;
+        }
         replay.reading = true;
         let (generation, after) = (replay.generation, replay.after_seq);
         let history = self.history.clone();
@@ -459,8 +463,14 @@ impl StreamFanout {
                             if std::mem::take(&mut attached.announce_when_live) {
                                 attached.announce(&frame);
                             }
-                            // Any resume not reading: a first one, or one a reconnect stopped.
-                            if attached.replay.as_ref().is_some_and(|replay| !replay.reading) {
+                            // A resume waiting to read: a first one, or one whose next read
+                            // found the channel unsubscribed (a reconnect). One that is still
+                            // sending what it read goes on by itself.
+                            if attached
+                                .replay
+                                .as_ref()
+                                .is_some_and(|replay| !replay.reading && replay.backlog.is_empty())
+                            {
                                 resuming.push(*session);
                             }
                         }
@@ -516,7 +526,7 @@ impl StreamFanout {
         false
     }
 
-    fn dispatch(&mut self, producer_id: i64, message: &RedisMessage, ctx: &mut Context<Self>) {
+    fn dispatch(&mut self, producer_id: i64, message: &RedisMessage) {
         let Some(state) = self.producers.get_mut(&producer_id) else {
             return;
         };
@@ -543,8 +553,7 @@ impl StreamFanout {
         }
         let serial = state.epoch_serial;
         let mut delivered = 0u64;
-        let mut missed = Vec::new();
-        for (session, attached) in &mut state.sessions {
+        for attached in state.sessions.values_mut() {
             if attached.closing {
                 continue;
             }
@@ -565,33 +574,6 @@ impl StreamFanout {
                     _ => attached.skip_through = None,
                 }
             }
-            // Messages did not reach this session (its channel was unsubscribed for a while,
-            // or the numbering changed under it): it resumes from its last one, this message
-            // held until history has caught up.
-            if let (Some(seq), Some(last)) = (seq, attached.last_seq)
-                && (attached.last_serial != serial || seq > last.saturating_add(1))
-            {
-                let from = ResumeFrom {
-                    since_seq: last,
-                    epoch: if attached.last_serial == serial {
-                        state.epoch.clone()
-                    } else {
-                        Some(String::new())
-                    },
-                };
-                let (limit, _) = attached.sink.outbox.capacity();
-                let mut replay = Replay::new(from, next_generation(), limit);
-                if let Some(frame) = frame
-                    && replay.hold(seq, frame).is_err()
-                {
-                    attached.close_slow();
-                    continue;
-                }
-                attached.replay = Some(replay);
-                STREAM.catch_ups.increment(1);
-                missed.push(*session);
-                continue;
-            }
             attached.push(frame);
             if seq.is_some() {
                 attached.last_seq = seq;
@@ -607,9 +589,6 @@ impl StreamFanout {
             .consumer
             .bytes_out
             .increment(delivered * item.json.len() as u64);
-        for session in missed {
-            self.read_page(producer_id, session, ctx);
-        }
     }
 }
 
@@ -632,13 +611,13 @@ impl StreamHandler<Result<RedisMessage, BroadcastStreamRecvError>> for StreamFan
     fn handle(
         &mut self,
         item: Result<RedisMessage, BroadcastStreamRecvError>,
-        ctx: &mut Context<Self>,
+        _: &mut Context<Self>,
     ) {
         match item {
             Ok(_) if self.shutting_down => {}
             Ok(message) => {
                 if let Some(producer_id) = self.bus.keys().producer_of_channel(&message.channel) {
-                    self.dispatch(producer_id, &message, ctx);
+                    self.dispatch(producer_id, &message);
                 }
             }
             Err(BroadcastStreamRecvError::Lagged(missed)) => {
@@ -701,9 +680,7 @@ impl Handler<Attach> for StreamFanout {
 /// subscribed (Redis restarting, commands queued during the outage and sent on reconnect) is
 /// in the producers' history. Every session resumes from its last message (one that has had
 /// none yet, from the last the channel saw), once its channel is subscribed again, exactly as a
-/// reconnecting consumer would: history first, then live, nothing repeated. Sessions whose
-/// live messages arrive before this (the client resubscribes by itself) notice the gap in
-/// `seq` or the new epoch in `dispatch` and resume the same way.
+/// reconnecting consumer would: history first, then live, nothing repeated.
 impl Handler<BusReconnected> for StreamFanout {
     type Result = ();
 
