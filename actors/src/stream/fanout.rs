@@ -345,6 +345,7 @@ impl StreamFanout {
             if new_epoch && read_after != 0 {
                 // The numbering restarted: everything the new epoch still holds is missed.
                 replay.after_seq = 0;
+                replay.reading = false;
                 return self.read_page(producer_id, session, ctx);
             }
             replay.first_page = false;
