@@ -190,6 +190,17 @@ pub async fn subscribers_of(
     Ok(HttpResponse::Ok().json(list))
 }
 
+/// Every instance's sockets: this one's now, the others' as last reported.
+pub async fn every_instance(state: &AppState) -> anyhow::Result<ConnectionsResponse> {
+    report::all_instances(
+        &state.instance_id.to_string(),
+        &state.bus,
+        &state.producer_registry,
+        &state.session_registry,
+    )
+    .await
+}
+
 /// Live producer connections and consumer sessions of every instance.
 #[utoipa::path(get, path = "/api/admin/connections", tag = "admin",
     responses(
@@ -201,14 +212,7 @@ pub async fn connections(
     state: web::Data<AppState>,
     _admin: Admin,
 ) -> Result<HttpResponse, ApiError> {
-    let view = report::all_instances(
-        &state.instance_id.to_string(),
-        &state.bus,
-        &state.producer_registry,
-        &state.session_registry,
-    )
-    .await
-    .map_err(ApiError::internal)?;
+    let view = every_instance(&state).await.map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().json(view))
 }
 
@@ -229,14 +233,7 @@ pub async fn disconnect_connection(
     path: web::Path<uuid::Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    let view = report::all_instances(
-        &state.instance_id.to_string(),
-        &state.bus,
-        &state.producer_registry,
-        &state.session_registry,
-    )
-    .await
-    .map_err(ApiError::internal)?;
+    let view = every_instance(&state).await.map_err(ApiError::internal)?;
     let Some(connection) = view
         .instances
         .into_iter()

@@ -23,8 +23,8 @@ use nodegrid_services::pnodes::api::snapshot_summary;
 use crate::http::auth::{Admin, access_token};
 use crate::http::error::ApiError;
 use crate::http::push::{Push, push_socket};
+use crate::http::streams::every_instance;
 use crate::state::AppState;
-use crate::stream::report;
 
 /// How often the feed sends.
 pub const TICK: Duration = Duration::from_secs(2);
@@ -125,14 +125,7 @@ impl Feed {
                 }
             };
         }
-        let connections = match report::all_instances(
-            &state.instance_id.to_string(),
-            &state.bus,
-            &state.producer_registry,
-            &state.session_registry,
-        )
-        .await
-        {
+        let connections = match every_instance(state).await {
             Ok(connections) => connections,
             Err(error) => {
                 tracing::debug!(%error, "connections unavailable for the admin feed");
