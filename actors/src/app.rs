@@ -17,6 +17,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use nodegrid_protocol::stream::close;
 use nodegrid_services::bus::{BusError, RedisBus};
+use nodegrid_services::children::Children;
 use nodegrid_services::config::Settings;
 use nodegrid_services::db::{Database, DbError};
 use nodegrid_services::identity::api_tokens::ApiTokens;
@@ -36,6 +37,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::bridge::{RedisBridge, ShutdownBridge};
+use crate::children::HeartbeatChecker;
 use crate::grpc::{GrpcServer, NodeApi};
 use crate::housekeeping::{self, Housekeeper};
 use crate::http;
@@ -198,7 +200,16 @@ impl Application {
             instance_id,
             settings.api_token_secret(),
         );
+        let children = Children::new(
+            database.clone(),
+            bus.clone(),
+            instance_id,
+            settings.children.clone(),
+            &settings.child_signing_secret(),
+            settings.api_token_secret(),
+        );
         let shared: Vec<Arc<dyn SharedState>> = vec![
+            Arc::new(children.clone()),
             Arc::new(identity.clone()),
             Arc::new(subscriptions.clone()),
             Arc::new(policies.clone()),
@@ -263,6 +274,8 @@ impl Application {
             leadership: housekeeping_lease.watch(),
         };
         Supervisor::start(move |_| housekeeper);
+        let checker = HeartbeatChecker::new(children.clone(), housekeeping_lease.watch());
+        Supervisor::start(move |_| checker);
         let (keeper_stop, keeper_stopped) = watch::channel(false);
         let webhooks = Webhooks::new(database.clone(), settings.webhooks.clone());
         crate::webhooks::start_deliverer(
@@ -342,6 +355,7 @@ impl Application {
             nodes,
             registry_public_reads: settings.registry_public_reads,
             webhooks,
+            children,
             allowed_methods: Arc::new(crate::http::openapi::allowed_methods()),
             not_found_limiter: Arc::new(LocalRateLimiter::new(
                 settings.http_limits.not_found_per_sec,

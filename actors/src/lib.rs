@@ -13,6 +13,8 @@
 //!   `/api/xandeum` routes answer from, and the pRPC simulator.
 //! - [`bridge`]: the [`bridge::RedisBridge`] actor that owns the Redis subscriber and dispatches
 //!   the control channel to the actors that registered for it.
+//! - [`children`]: the [`children::HeartbeatChecker`] that marks silent children late and
+//!   offline on the leader.
 //! - [`housekeeping`]: the [`housekeeping::Housekeeper`] that prunes the audit log on the
 //!   leader.
 //! - [`http`]: routes, the JSON error type, and the request-observing middleware.
@@ -28,6 +30,7 @@
 
 pub mod app;
 pub mod bridge;
+pub mod children;
 pub mod grpc;
 pub mod housekeeping;
 pub mod http;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use actix::Addr;
 use metrics_exporter_prometheus::PrometheusHandle;
 use nodegrid_services::bus::RedisBus;
+use nodegrid_services::children::Children;
 use nodegrid_services::config::StreamLimits;
 use nodegrid_services::db::Database;
 use nodegrid_services::identity::Identity;
@@ -64,6 +65,8 @@ pub struct AppState {
     pub allowed_methods: Arc<std::collections::HashMap<String, String>>,
     /// Webhook registration and delivery logs.
     pub webhooks: Webhooks,
+    /// Plans, clients, children, heartbeats and leases.
+    pub children: Children,
     /// Requests to paths no route matches, per client address.
     pub not_found_limiter: Arc<LocalRateLimiter>,
 }

@@ -68,6 +68,28 @@ pub enum ControlEvent {
     },
     /// An admin revoked an API token: instances refuse it from now on.
     ApiTokenRevoked { id: i64 },
+    /// Plans, clients, children or the children's system settings changed: instances reload
+    /// the parts named from Postgres.
+    ChildrenChanged { scopes: Vec<ChildrenScope> },
+}
+
+/// A part of what instances hold about children.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ChildrenScope {
+    /// One child's key (issued, rotated, revoked).
+    Child {
+        id: Uuid,
+    },
+    /// One client's terms: subscription, plan, configuration, counts, blocked users.
+    Client {
+        id: i64,
+    },
+    Plan {
+        id: i64,
+    },
+    /// Maintenance and the version policy.
+    System,
 }
 
 impl ControlEvent {
@@ -85,6 +107,7 @@ impl ControlEvent {
             ControlEvent::ProducerSettingsChanged { .. } => "producer_settings_changed",
             ControlEvent::ApiTokenIssued { .. } => "api_token_issued",
             ControlEvent::ApiTokenRevoked { .. } => "api_token_revoked",
+            ControlEvent::ChildrenChanged { .. } => "children_changed",
         }
     }
 }

@@ -50,6 +50,11 @@ pub enum ErrorCode {
     UsernameTaken,
     /// The change clashes with what exists (a node name taken within its type, an id taken).
     Conflict,
+    /// The client's plan allows no more of this (children, users).
+    PlanLimitReached,
+    /// A child's request signature is missing, wrong, outside the allowed clock skew, or its
+    /// nonce was used before.
+    SignatureInvalid,
     /// Too many requests; retry after the `Retry-After` header's seconds.
     RateLimited,
     /// A dependency (Postgres, Redis) does not answer; retry later.
@@ -59,7 +64,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthenticated,
         ErrorCode::InvalidCredentials,
@@ -69,6 +74,8 @@ impl ErrorCode {
         ErrorCode::UserBlocked,
         ErrorCode::UsernameTaken,
         ErrorCode::Conflict,
+        ErrorCode::PlanLimitReached,
+        ErrorCode::SignatureInvalid,
         ErrorCode::RateLimited,
         ErrorCode::ValidationFailed,
         ErrorCode::NotFound,
@@ -102,6 +109,8 @@ impl ErrorCode {
             ErrorCode::UserBlocked => "user_blocked",
             ErrorCode::UsernameTaken => "username_taken",
             ErrorCode::Conflict => "conflict",
+            ErrorCode::PlanLimitReached => "plan_limit_reached",
+            ErrorCode::SignatureInvalid => "signature_invalid",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::NotReady => "not_ready",
             ErrorCode::Internal => "internal",
@@ -115,9 +124,10 @@ impl ErrorCode {
             ErrorCode::Unauthenticated
             | ErrorCode::InvalidCredentials
             | ErrorCode::TokenExpired
-            | ErrorCode::TokenInvalid => 401,
+            | ErrorCode::TokenInvalid
+            | ErrorCode::SignatureInvalid => 401,
             ErrorCode::Forbidden | ErrorCode::UserBlocked => 403,
-            ErrorCode::UsernameTaken | ErrorCode::Conflict => 409,
+            ErrorCode::UsernameTaken | ErrorCode::Conflict | ErrorCode::PlanLimitReached => 409,
             ErrorCode::RateLimited => 429,
             ErrorCode::NotFound | ErrorCode::ProducerNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,

@@ -12,6 +12,8 @@
 //!   their answers.
 //! - [`pnode_api`]: the pNode API (`/api/xandeum/*`, `/api/admin/pollers`): query parameters
 //!   with their checks, and the bodies answered.
+//! - [`children`]: mother and child nodes: plans, clients, children, heartbeats, signed leases,
+//!   request signatures.
 //! - [`webhooks`]: webhook registration, the signed deliveries' body and headers.
 //! - [`control`]: the events that travel on a deployment's Redis control channel, so that a
 //!   change made on one instance takes effect on all of them.
@@ -21,6 +23,7 @@
 
 pub mod api_tokens;
 pub mod auth;
+pub mod children;
 pub mod console;
 pub mod control;
 pub mod error;

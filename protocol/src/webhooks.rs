@@ -24,7 +24,7 @@ pub const SIGNATURE_HEADER: &str = "Nodegrid-Signature";
 
 /// The event types nodegrid emits. A webhook names some of them, or a family (`pnode.*`), or
 /// every one (`*`).
-pub const EVENT_TYPES: [&str; 8] = [
+pub const EVENT_TYPES: [&str; 11] = [
     "pnode.online",
     "pnode.offline",
     "pnode.tier_changed",
@@ -33,6 +33,9 @@ pub const EVENT_TYPES: [&str; 8] = [
     "node.created",
     "node.updated",
     "node.deleted",
+    "child.online",
+    "child.late",
+    "child.offline",
 ];
 
 /// Whether `pattern` (an exact type, `family.*` or `*`) names a known event type.

@@ -163,6 +163,11 @@ impl RedisKeys {
         format!("{}:connections:{instance_id}", self.prefix)
     }
 
+    /// The marker of a nonce a child used.
+    pub fn child_nonce(&self, child_id: &uuid::Uuid, nonce: &str) -> String {
+        format!("{}:child:{child_id}:nonce:{nonce}", self.prefix)
+    }
+
     /// The set of instances that report connections.
     pub fn instances(&self) -> String {
         format!("{}:instances", self.prefix)
@@ -294,6 +299,23 @@ impl RedisBus {
             .sadd(self.keys.instances(), instance_id)
             .await?;
         Ok(())
+    }
+
+    /// Sets `key` if it is not set, to expire after `ttl`: `true` the first time, `false`
+    /// while it lives (a nonce seen before).
+    pub async fn claim_once(&self, key: &str, ttl: Duration) -> Result<bool, BusError> {
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+        let set: Option<String> = self
+            .publisher
+            .set(
+                key,
+                "1",
+                Some(Expiration::PX(ttl_ms)),
+                Some(fred::types::SetOptions::NX),
+                false,
+            )
+            .await?;
+        Ok(set.is_some())
     }
 
     /// Every instance's latest report, `(instance id, report)`; instances whose report expired

@@ -14,6 +14,8 @@
 //! - [`registry`]: the node registry: nodes in Postgres, their events through an outbox into a
 //!   Redis Stream.
 //! - [`pnodes`]: pNode analytics: pRPC client, merge, scores, alerts, the network view, its store.
+//! - [`children`]: mother and child nodes: plans, clients, children, heartbeats and signed
+//!   leases, late and offline marking.
 //! - [`lease`]: the leader lease that makes once-only work happen on exactly one instance.
 //! - [`text`]: client text made safe to keep (names refused, free text escaped).
 //!
@@ -21,6 +23,7 @@
 //! of actix. The `actors` crate calls it; it never calls `actors`.
 
 pub mod bus;
+pub mod children;
 pub mod config;
 pub mod db;
 pub mod identity;

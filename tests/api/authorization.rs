@@ -2,6 +2,7 @@
 //! every documented route × {no token, consumer, producer, admin}. A route that declares a
 //! bearer token refuses callers without one (401) before it reads their body; an admin route
 //! (`/api/admin/*`, or tagged `admin`) refuses users who are not admins (403), likewise; a
+//! child's route (security `child_key`) refuses every user's token (401); a
 //! valid token is never answered 401; a public route never asks for a token; and no call,
 //! however unauthorized, gets a 5xx (but the pNode API's truthful 503 `not_ready` before its
 //! first cycle). A new route is checked the moment it is
@@ -85,6 +86,12 @@ async fn every_documented_route_refuses_exactly_whom_it_should() {
                         .iter()
                         .all(|scheme| scheme.as_object().is_some_and(|s| !s.is_empty()))
             });
+            // Children's routes take a child key, never a user's token: every user is refused.
+            let child_key_only = schemes.is_some_and(|schemes| {
+                schemes
+                    .iter()
+                    .all(|scheme| scheme.get("child_key").is_some())
+            });
             let admin_only = path.starts_with("/api/admin")
                 || operation["tags"]
                     .as_array()
@@ -117,6 +124,7 @@ async fn every_documented_route_refuses_exactly_whom_it_should() {
                 let not_ready =
                     status == 503 && (body["code"] == "not_ready" || body["status"] == "unhealthy");
                 let expected_refusal = match caller {
+                    _ if child_key_only => Some(401),
                     Caller::Nobody if secured => Some(401),
                     Caller::Consumer | Caller::Producer if admin_only => Some(403),
                     _ => None,

@@ -52,7 +52,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let body = read(request, payload);
+        let body = read_json_body(request, payload);
         Box::pin(async move {
             let bytes = body.await?;
             if let Some(offset) = find_nul(&bytes) {
@@ -60,7 +60,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
                     "the body contains a NUL character (\\u0000) at byte {offset}; text may not contain it"
                 )));
             }
-            parse(&bytes).map(Json)
+            parse_json_object(&bytes).map(Json)
         })
     }
 }
@@ -70,13 +70,13 @@ impl<T: DeserializeOwned + 'static> FromRequest for RawJson<T> {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let body = read(request, payload);
-        Box::pin(async move { parse(&body.await?).map(RawJson) })
+        let body = read_json_body(request, payload);
+        Box::pin(async move { parse_json_object(&body.await?).map(RawJson) })
     }
 }
 
 /// Checks the content type, then reads the body within the configured limit.
-fn read(
+pub fn read_json_body(
     request: &HttpRequest,
     payload: &mut Payload,
 ) -> LocalBoxFuture<'static, Result<web::Bytes, ApiError>> {
@@ -96,7 +96,8 @@ fn read(
     Box::pin(async move { bytes.await.map_err(body_error) })
 }
 
-fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+/// Reads a JSON object body as `T`, naming the field that is wrong.
+pub fn parse_json_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // Every body of the API is an object; serde would otherwise read a struct from an array.
     match bytes.iter().find(|byte| !byte.is_ascii_whitespace()) {
         Some(b'{') => {}

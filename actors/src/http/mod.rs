@@ -1,5 +1,5 @@
 //! The HTTP surface: the route table. The route modules (`identity`, `admin`, `api_tokens`,
-//! `webhooks`, `console`, `sockets`, `streams`, `producers`, `nodes`, `pnodes`, `probes`, `openapi`) are
+//! `webhooks`, `children` (admins' side of the children), `child` (what children call), `console`, `sockets`, `streams`, `producers`, `nodes`, `pnodes`, `probes`, `openapi`) are
 //! thin: they parse, call the services and the actors, and answer; `routing` holds what every
 //! route module uses, `push` the push-only sockets; `boundary`, `browser`, `observe`, `json`,
 //! `error`, `auth` and `redact` are the checks and conversions at the edge.
@@ -9,6 +9,8 @@ pub mod api_tokens;
 pub mod auth;
 pub mod boundary;
 pub mod browser;
+pub mod child;
+pub mod children;
 pub mod console;
 pub mod error;
 pub mod identity;
@@ -42,6 +44,8 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .configure(producers::routes)
         .configure(api_tokens::routes)
         .configure(webhooks::routes)
+        .configure(children::routes)
+        .configure(child::routes)
         .configure(nodes::routes)
         .configure(pnodes::routes)
         .configure(console::routes)

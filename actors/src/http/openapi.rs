@@ -8,6 +8,8 @@ use utoipa_swagger_ui::SwaggerUi;
 // One import per module: `crate::http::{…}` would name `http` itself, which names this module.
 use crate::http::admin;
 use crate::http::api_tokens;
+use crate::http::child;
+use crate::http::children;
 use crate::http::console;
 use crate::http::identity;
 use crate::http::nodes;
@@ -59,6 +61,27 @@ use crate::http::webhooks;
         webhooks::get,
         webhooks::delete,
         webhooks::deliveries,
+        children::list_plans,
+        children::create_plan,
+        children::update_plan,
+        children::list_clients,
+        children::create_client,
+        children::get_client,
+        children::update_client,
+        children::set_client_config,
+        children::add_client_user,
+        children::create_child,
+        children::client_children,
+        children::list_children,
+        children::get_child,
+        children::revoke_child,
+        children::rotate_key,
+        children::maintenance,
+        children::set_maintenance,
+        children::versions,
+        children::set_versions,
+        child::heartbeat,
+        child::public_keys,
         nodes::list,
         nodes::create,
         nodes::get,
@@ -102,6 +125,7 @@ use crate::http::webhooks;
         (name = "admin", description = "Users, blocks, the audit log, live connections; admins only"),
         (name = "pnodes", description = "pNode analytics: the Xandeum PNode Developer API (v1.1.0) served from memory"),
         (name = "nodes", description = "The node registry; the same API over gRPC (nodegrid.registry.v1.NodeService) and its events on /api/nodes/watch"),
+        (name = "children", description = "What child nodes call: heartbeats answered with signed leases (`Authorization: ApiKey ngc_…`, each request signed), the mother's public keys"),
         (name = "streams", description = "Durable subscriptions (Motience-compatible); the sockets are /producer and /consumer"),
     )
 )]
@@ -120,6 +144,15 @@ impl Modify for BearerAuth {
                     .bearer_format("JWT")
                     .build(),
             ),
+        );
+        components.add_security_scheme(
+            "child_key",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Header(
+                utoipa::openapi::security::ApiKeyValue::with_description(
+                    "Authorization",
+                    "`ApiKey ngc_…`, with the request signed: x-nodegrid-timestamp, x-nodegrid-nonce, x-nodegrid-signature",
+                ),
+            )),
         );
     }
 }
@@ -174,7 +207,9 @@ impl Modify for RefusalAnswers {
                 .build()
         };
         for (path, item) in openapi.paths.paths.iter_mut() {
-            let rate_limited = path.starts_with("/api/xandeum") || path.starts_with("/api/auth");
+            let rate_limited = path.starts_with("/api/xandeum")
+                || path.starts_with("/api/auth")
+                || path.starts_with("/api/child/");
             let operations = [
                 &mut item.get,
                 &mut item.put,

@@ -398,4 +398,57 @@ pub struct ServeOptions {
     /// Days delivered and failed deliveries are kept in the delivery log.
     #[arg(long, env = "NODEGRID_WEBHOOK_LOG_DAYS", default_value_t = 7)]
     pub webhook_log_days: u64,
+
+    /// Seconds a child's lease is valid after the heartbeat it answers: a child cut off from
+    /// the mother stops serving when its last lease expires.
+    #[arg(long, env = "NODEGRID_CHILD_LEASE_TTL_SECS", default_value_t = 300)]
+    pub child_lease_ttl_secs: u64,
+
+    /// Seconds between a child's heartbeats; a child is late after 1.5 intervals without one
+    /// and offline after 3.5.
+    #[arg(
+        long,
+        env = "NODEGRID_CHILD_HEARTBEAT_INTERVAL_SECS",
+        default_value_t = 30
+    )]
+    pub child_heartbeat_interval_secs: u64,
+
+    /// Seconds a child request's timestamp may be off the mother's clock.
+    #[arg(
+        long,
+        env = "NODEGRID_CHILD_MAX_CLOCK_SKEW_SECS",
+        default_value_t = 300
+    )]
+    pub child_max_clock_skew_secs: u64,
+
+    /// Secret the lease signing keys derive from [default: the API tokens' pepper, or the JWT
+    /// secret].
+    #[arg(long, env = "NODEGRID_CHILD_SIGNING_SECRET", hide_env_values = true)]
+    pub child_signing_secret: Option<SecretString>,
+
+    /// Version of the lease signing key: raise it to rotate; the previous key stays published
+    /// for what it signed.
+    #[arg(long, env = "NODEGRID_CHILD_SIGNING_KEY_VERSION", default_value_t = 1)]
+    pub child_signing_key_version: u32,
+
+    /// Requests per second each child may make on each instance.
+    #[arg(long, env = "NODEGRID_CHILD_RATE_PER_SEC", default_value_t = 2)]
+    pub child_rate_per_sec: u32,
+
+    /// Requests a child may make at once above its rate.
+    #[arg(long, env = "NODEGRID_CHILD_RATE_BURST", default_value_t = 10)]
+    pub child_rate_burst: u32,
+
+    /// Share (0–1) of heartbeating children that, silent in one sweep, pauses late and
+    /// offline marking (the mother is assumed cut off).
+    #[arg(long, env = "NODEGRID_CHILD_DISRUPTION_SHARE", default_value_t = 0.5)]
+    pub child_disruption_share: f64,
+
+    /// Fewer heartbeating children than this never pause the marking.
+    #[arg(
+        long,
+        env = "NODEGRID_CHILD_DISRUPTION_MIN_CHILDREN",
+        default_value_t = 10
+    )]
+    pub child_disruption_min_children: u32,
 }

@@ -12,6 +12,7 @@ use super::error::ConfigError;
 use super::options::{Environment, LogFormat, ServeOptions, WsTokenExpiry};
 use nodegrid_protocol::stream::StreamPolicy;
 
+use crate::children::ChildSettings;
 use crate::identity::IdentitySettings;
 use crate::identity::passwords::PasswordCost;
 use crate::identity::tokens::{
@@ -107,6 +108,8 @@ pub struct Settings {
     pub registry: RegistrySettings,
     pub pnodes: PnodeSettings,
     pub webhooks: WebhookSettings,
+    pub children: ChildSettings,
+    pub child_signing_secret: Option<SecretString>,
 }
 
 /// How stored data is written and kept.
@@ -141,6 +144,7 @@ impl ServeOptions {
     pub fn resolve(self) -> Result<Settings, ConfigError> {
         let pnodes = self.pnode_settings()?;
         let webhooks = self.webhook_settings()?;
+        let children = self.child_settings()?;
         let trusted_proxies = self
             .trusted_proxies
             .iter()
@@ -236,9 +240,48 @@ impl ServeOptions {
                 events_kept: self.registry_events_kept,
             },
             webhooks,
+            children,
+            child_signing_secret: self.child_signing_secret,
         };
         settings.validate()?;
         Ok(settings)
+    }
+
+    fn child_settings(&self) -> Result<ChildSettings, ConfigError> {
+        if self.child_lease_ttl_secs == 0
+            || self.child_heartbeat_interval_secs == 0
+            || self.child_max_clock_skew_secs == 0
+            || self.child_signing_key_version == 0
+            || self.child_rate_per_sec == 0
+            || self.child_rate_burst == 0
+        {
+            return Err(ConfigError::Invalid {
+                name: "child limits",
+                reason: "the lease TTL, heartbeat interval, clock skew, key version, rate and burst must be positive".into(),
+            });
+        }
+        if self.child_lease_ttl_secs < self.child_heartbeat_interval_secs {
+            return Err(ConfigError::Invalid {
+                name: "child_lease_ttl_secs",
+                reason: "a lease must outlive the heartbeat interval that renews it".into(),
+            });
+        }
+        if !(self.child_disruption_share > 0.0 && self.child_disruption_share <= 1.0) {
+            return Err(ConfigError::Invalid {
+                name: "child_disruption_share",
+                reason: "must be above 0 and at most 1".into(),
+            });
+        }
+        Ok(ChildSettings {
+            lease_ttl: Duration::from_secs(self.child_lease_ttl_secs),
+            heartbeat_interval: Duration::from_secs(self.child_heartbeat_interval_secs),
+            max_clock_skew: Duration::from_secs(self.child_max_clock_skew_secs),
+            signing_key_version: self.child_signing_key_version,
+            rate_per_sec: self.child_rate_per_sec,
+            rate_burst: self.child_rate_burst,
+            disruption_share: self.child_disruption_share,
+            disruption_min_population: self.child_disruption_min_children,
+        })
     }
 
     fn webhook_settings(&self) -> Result<WebhookSettings, ConfigError> {
@@ -362,6 +405,13 @@ impl Settings {
             ip_rule: self.auth_ip_rule,
             username_rule: self.auth_username_rule,
         }
+    }
+
+    /// The secret the lease signing keys derive from: its own if set, else the API tokens'.
+    pub fn child_signing_secret(&self) -> SecretString {
+        self.child_signing_secret
+            .clone()
+            .unwrap_or_else(|| self.api_token_secret())
     }
 
     /// The secret the API tokens' hashes are keyed with: the pepper if set, else the JWT

@@ -195,6 +195,7 @@ pub async fn block_user(
             &[&id],
         )
         .await?;
+    bump_blocked_users_version(&transaction, id).await?;
     insert_audit(&transaction, audit).await?;
     transaction.commit().await?;
     Ok(Some(user_from_row(&row)?))
@@ -214,9 +215,26 @@ pub async fn unblock_user(
     let Some(row) = transaction.query_opt(&sql, &[&id]).await? else {
         return Ok(None);
     };
+    bump_blocked_users_version(&transaction, id).await?;
     insert_audit(&transaction, audit).await?;
     transaction.commit().await?;
     Ok(Some(user_from_row(&row)?))
+}
+
+/// A block or unblock of a client's user changes the version of the client's blocked users,
+/// which its children's leases carry.
+async fn bump_blocked_users_version(
+    client: &impl GenericClient,
+    user_id: i64,
+) -> Result<(), DbError> {
+    client
+        .execute(
+            "UPDATE clients SET blocked_users_version = blocked_users_version + 1 \
+             WHERE id = (SELECT client_id FROM users WHERE id = $1)",
+            &[&user_id],
+        )
+        .await?;
+    Ok(())
 }
 
 /// Every user whose tokens can be refused: `(id, token_version, blocked)`.

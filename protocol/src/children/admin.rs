@@ -1,0 +1,252 @@
+//! What admins send and read about plans, clients, children and the system's control settings.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::lease::VersionStatus;
+
+/// What a plan allows a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PlanLimits {
+    /// Children the client may have (revoked ones do not count).
+    pub max_children: u32,
+    /// User accounts the client may have.
+    pub max_users: u32,
+}
+
+/// `POST /api/admin/plans`, `PUT /api/admin/plans/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PlanRequest {
+    /// 1–100 characters, unique.
+    pub name: String,
+    pub limits: PlanLimits,
+    /// Feature names the plan includes (each 1–64 of `a-z0-9_.-`), carried in every lease.
+    #[serde(default)]
+    pub features: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PlanView {
+    pub id: i64,
+    pub name: String,
+    pub limits: PlanLimits,
+    pub features: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PlansResponse {
+    pub plans: Vec<PlanView>,
+}
+
+/// Where a client's subscription stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum SubscriptionStatus {
+    Active,
+    /// Payment is late: children keep working (the lease says so).
+    PastDue,
+    /// Children are blocked.
+    Cancelled,
+}
+
+impl SubscriptionStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SubscriptionStatus::Active => "active",
+            SubscriptionStatus::PastDue => "past_due",
+            SubscriptionStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<SubscriptionStatus> {
+        [
+            SubscriptionStatus::Active,
+            SubscriptionStatus::PastDue,
+            SubscriptionStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == text)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Subscription {
+    pub status: SubscriptionStatus,
+    /// After this the subscription counts as ended and children are blocked (absent: never).
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// `POST /api/admin/clients`, `PUT /api/admin/clients/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ClientRequest {
+    /// 1–100 characters, unique.
+    pub name: String,
+    pub plan_id: i64,
+    pub subscription: Subscription,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ClientView {
+    pub id: i64,
+    pub name: String,
+    pub plan_id: i64,
+    pub subscription: Subscription,
+    /// Hash of `config` (SHA-256, hex), as leases carry it.
+    pub config_hash: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub config: serde_json::Value,
+    /// Children not revoked.
+    pub children: u32,
+    pub users: u32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ClientsResponse {
+    pub clients: Vec<ClientView>,
+}
+
+/// `PUT /api/admin/clients/{id}/config`: the configuration every lease of the client's
+/// children carries (a JSON object, ≤ 16 KiB).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ClientConfigRequest {
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub config: serde_json::Value,
+}
+
+/// `POST /api/admin/clients/{id}/users`: the user joins the client (and then signs in only
+/// through its children).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ClientUserRequest {
+    pub user_id: i64,
+}
+
+/// `POST /api/admin/clients/{id}/children`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreateChildRequest {
+    /// 1–100 characters, unique within the client.
+    pub name: String,
+}
+
+/// Whether a child heartbeats, by the mother's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ChildLiveness {
+    /// Provisioned, never heard from.
+    New,
+    Online,
+    /// One heartbeat interval missed.
+    Late,
+    /// Three intervals missed.
+    Offline,
+    /// Its key was revoked.
+    Revoked,
+}
+
+impl ChildLiveness {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ChildLiveness::New => "new",
+            ChildLiveness::Online => "online",
+            ChildLiveness::Late => "late",
+            ChildLiveness::Offline => "offline",
+            ChildLiveness::Revoked => "revoked",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<ChildLiveness> {
+        [
+            ChildLiveness::New,
+            ChildLiveness::Online,
+            ChildLiveness::Late,
+            ChildLiveness::Offline,
+            ChildLiveness::Revoked,
+        ]
+        .into_iter()
+        .find(|liveness| liveness.as_str() == text)
+    }
+}
+
+/// A child as admins see it: never its key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChildView {
+    pub id: Uuid,
+    pub client_id: i64,
+    pub name: String,
+    /// The key's first characters, to recognise it.
+    pub key_prefix: String,
+    pub liveness: ChildLiveness,
+    /// The mother's clock.
+    pub last_heartbeat_at: Option<DateTime<Utc>>,
+    pub version: Option<String>,
+    pub version_status: Option<VersionStatus>,
+    pub config_hash: Option<String>,
+    pub uptime_s: Option<u64>,
+    pub users_active: Option<u32>,
+    /// What the child reported in its last heartbeat.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub state: serde_json::Value,
+    /// The last lease's `seq` and expiry.
+    pub lease_seq: u64,
+    pub lease_valid_until: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// `POST …/children` and `POST …/rotate-key`: the key is in this answer and nowhere else.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChildKeyIssued {
+    pub child: ChildView,
+    pub api_key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChildrenResponse {
+    pub children: Vec<ChildView>,
+}
+
+/// `PUT /api/admin/maintenance` and its state in every lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Maintenance {
+    pub enabled: bool,
+    /// Shown to the children's users (≤ 500 characters).
+    #[serde(default)]
+    pub message: Option<String>,
+    /// When maintenance is planned to end (informative: an admin ends it).
+    #[serde(default)]
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// `PUT /api/admin/versions`: the versions children must and should run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VersionPolicy {
+    /// Below this a child is `update_required` (absent: any version).
+    #[serde(default)]
+    pub min_version: Option<String>,
+    /// Below this a child is `update_available`.
+    #[serde(default)]
+    pub latest_version: Option<String>,
+}

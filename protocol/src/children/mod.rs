@@ -1,0 +1,13 @@
+//! Mother and child nodes: the mother (nodegrid) licenses the children that clients run beside
+//! their applications.
+//!
+//! - [`admin`]: what admins send and read: plans, clients, children, maintenance, versions.
+//! - [`lease`]: the heartbeat a child sends and the signed lease it gets back, and how a child
+//!   checks one.
+//! - [`signing`]: child keys (`ngc_…`) and the signature over every request a child makes.
+//! - [`version`]: comparing dotted version numbers.
+
+pub mod admin;
+pub mod lease;
+pub mod signing;
+pub mod version;
