@@ -8,6 +8,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use nodegrid_actors::app::{Application, ShutdownTrigger, StartError};
 use nodegrid_actors::telemetry;
 use nodegrid_clients::bench::{self, BenchOptions};
+use nodegrid_clients::child::{self, ChildOptions};
 use nodegrid_clients::device::{self, DeviceOptions};
 use nodegrid_clients::nodes::{self, NodesError, NodesOptions};
 use nodegrid_clients::nodes_sim::{self, NodesSimOptions};
@@ -46,6 +47,9 @@ enum Command {
     Admin(AdminCommand),
     /// The device agent: stream this machine's readings as a producer.
     Device(DeviceOptions),
+    /// The child agent: heartbeat to the mother, keep the signed lease, answer the local
+    /// application through the gate, fail secure.
+    Child(ChildOptions),
     /// The load generator: drive a deployment (or an MQTT broker) and measure it.
     Bench(BenchOptions),
     /// Simulators of the outside world, for demos, tests and benchmarks.
@@ -173,6 +177,7 @@ fn main() -> ExitCode {
         Command::Serve(options) => (options, Task::Serve),
         Command::Migrate(options) => (options, Task::Migrate),
         Command::Device(options) => return run_device(options),
+        Command::Child(options) => return run_child(options),
         Command::Bench(options) => return run_bench(options),
         Command::Sim(SimCommand::Pnodes(options)) => return run_pnode_sim(options),
         Command::Sim(SimCommand::Nodes(options)) => {
@@ -331,6 +336,26 @@ fn run_registry_client(
         Err(error) => {
             eprintln!("{name}: {error}");
             ExitCode::from(error.exit_code())
+        }
+    }
+}
+
+/// Runs the child agent; its gate is an actix-web server, so it runs in an actix System.
+fn run_child(options: ChildOptions) -> ExitCode {
+    let filter = std::env::var("NODEGRID_LOG").unwrap_or_else(|_| "info".to_owned());
+    telemetry::init_tracing(nodegrid_services::config::LogFormat::Human, &filter);
+    let settings = match options.resolve() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("nodegrid child: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match actix_web::rt::System::new().block_on(child::run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("nodegrid child: {error}");
+            ExitCode::FAILURE
         }
     }
 }

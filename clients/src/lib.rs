@@ -4,6 +4,8 @@
 //!
 //! - [`device`]: the device agent (`nodegrid device`): logs in, streams this machine's
 //!   readings as a producer, renews its token, survives outages.
+//! - [`child`]: the child agent (`nodegrid child`): heartbeats to the mother, keeps the signed
+//!   lease, answers the local application through its gate, fails secure.
 //! - [`bench`]: the load generator (`nodegrid bench`), against nodegrid or an MQTT broker.
 //! - [`pnode_sim`]: a pRPC simulator of Xandeum seed nodes (`nodegrid sim pnodes`).
 //! - [`nodes`]: the node registry's command line (`nodegrid nodes`, nodectl's commands), over
@@ -17,6 +19,7 @@
 //! itself (the simulator's pRPC endpoint) may use an HTTP server library.
 
 pub mod bench;
+pub mod child;
 pub mod device;
 pub mod nodes;
 pub mod nodes_sim;

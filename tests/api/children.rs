@@ -22,7 +22,7 @@ use crate::helpers::{
 const HEARTBEAT: &str = "/api/child/heartbeat";
 
 /// An admin's JSON call; answers status and body.
-async fn admin_call(
+pub(crate) async fn admin_call(
     app: &TestApp,
     token: &str,
     method: &str,
@@ -42,7 +42,12 @@ async fn admin_call(
 }
 
 /// A plan, a client on it, and its id.
-async fn client_with_plan(app: &TestApp, token: &str, name: &str, max_children: u32) -> i64 {
+pub(crate) async fn client_with_plan(
+    app: &TestApp,
+    token: &str,
+    name: &str,
+    max_children: u32,
+) -> i64 {
     let (status, plan) = admin_call(
         app,
         token,
@@ -65,7 +70,12 @@ async fn client_with_plan(app: &TestApp, token: &str, name: &str, max_children: 
 }
 
 /// Provisions a child; answers its id and key.
-async fn provision(app: &TestApp, token: &str, client_id: i64, name: &str) -> (Uuid, String) {
+pub(crate) async fn provision(
+    app: &TestApp,
+    token: &str,
+    client_id: i64,
+    name: &str,
+) -> (Uuid, String) {
     let (status, issued) = admin_call(
         app,
         token,

@@ -15,6 +15,7 @@ mod bench;
 mod binary;
 mod browser;
 mod bus;
+mod child_agent;
 mod children;
 mod clock;
 mod concurrency;

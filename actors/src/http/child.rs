@@ -6,10 +6,13 @@ use actix_web::dev::Payload;
 use actix_web::{HttpRequest, HttpResponse, web};
 use nodegrid_protocol::children::lease::{HeartbeatRequest, PublicKeysResponse, SignedLease};
 use nodegrid_protocol::children::signing::{NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use nodegrid_protocol::children::users::{ChildLoginRequest, SignedAnswer, UserCheckRequest};
 use nodegrid_protocol::error::ErrorBody;
 use nodegrid_services::children::heartbeat::SignedRequest;
+use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::http::auth::caller;
 use crate::http::error::ApiError;
 use crate::http::json::{parse_json_object, read_json_body};
 use crate::http::routing::{get_only, resource};
@@ -18,22 +21,26 @@ use crate::state::AppState;
 pub fn routes(config: &mut web::ServiceConfig) {
     config
         .service(resource("/api/child/heartbeat").route(web::post().to(heartbeat)))
+        .service(resource("/api/child/users/login").route(web::post().to(login_user)))
+        .service(resource("/api/child/users/check").route(web::post().to(check_user)))
+        .service(get_only("/api/child/blocked-users", blocked_users))
         .service(get_only("/api/child/public-keys", public_keys));
 }
 
-/// A request from a child: who it is, and its body as signed.
+/// A request from a child: who it is, its nonce, and its body as signed.
 struct ChildRequest {
     child_id: Uuid,
+    nonce: String,
     body: web::Bytes,
 }
 
 impl ChildRequest {
-    async fn read(
+    /// Authenticates a request whose body (JSON, or empty for a GET) is `body`.
+    async fn authenticate(
         request: &HttpRequest,
-        payload: &mut Payload,
+        body: web::Bytes,
         state: &AppState,
     ) -> Result<ChildRequest, ApiError> {
-        let body = read_json_body(request, payload).await?;
         let header = |name: &str| {
             request
                 .headers()
@@ -58,8 +65,29 @@ impl ChildRequest {
             .children
             .authenticate(&signed, chrono::Utc::now())
             .await?;
-        Ok(ChildRequest { child_id, body })
+        Ok(ChildRequest {
+            child_id,
+            nonce: header(NONCE_HEADER).unwrap_or_default().to_owned(),
+            body,
+        })
     }
+
+    /// Reads a JSON body within the limit, then authenticates.
+    async fn with_body(
+        request: &HttpRequest,
+        payload: web::Payload,
+        state: &AppState,
+    ) -> Result<ChildRequest, ApiError> {
+        let mut payload: Payload = payload.into_inner();
+        let body = read_json_body(request, &mut payload).await?;
+        Self::authenticate(request, body, state).await
+    }
+}
+
+fn signed_json(body: String) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body)
 }
 
 #[utoipa::path(post, path = "/api/child/heartbeat", tag = "children",
@@ -75,13 +103,85 @@ pub async fn heartbeat(
     request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let mut payload: Payload = payload.into_inner();
-    let child = ChildRequest::read(&request, &mut payload, &state).await?;
+    let child = ChildRequest::with_body(&request, payload, &state).await?;
     let heartbeat: HeartbeatRequest = parse_json_object(&child.body)?;
     let body = state.children.heartbeat(child.child_id, heartbeat).await?;
-    Ok(HttpResponse::Ok()
-        .content_type("application/json")
-        .body(body))
+    Ok(signed_json(body))
+}
+
+#[utoipa::path(post, path = "/api/child/users/login", tag = "children",
+    request_body = ChildLoginRequest,
+    responses(
+        (status = 200, description = "Signed `LoginAnswer`: `allowed` with the user and a session token signed by the mother, or refused with `reason` (`invalid_credentials`, `user_blocked`, `not_a_client_user`, `maintenance`, the child's block reason)", body = SignedAnswer),
+        (status = 401, description = "`token_invalid` or `signature_invalid`: not a request of a live child", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many sign-ins from this child or for this name", body = ErrorBody),
+    ),
+    security(("child_key" = [])))]
+pub async fn login_user(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let child = ChildRequest::with_body(&request, payload, &state).await?;
+    let login: ChildLoginRequest = parse_json_object(&child.body)?;
+    let body = state
+        .children
+        .login_user(
+            &state.identity,
+            caller(&request, &state),
+            child.child_id,
+            &child.nonce,
+            login,
+        )
+        .await?;
+    Ok(signed_json(body))
+}
+
+#[utoipa::path(post, path = "/api/child/users/check", tag = "children",
+    request_body = UserCheckRequest,
+    responses(
+        (status = 200, description = "Signed `UserCheckAnswer`: whether the user may use the child now", body = SignedAnswer),
+        (status = 401, description = "`token_invalid` or `signature_invalid`: not a request of a live child", body = ErrorBody),
+    ),
+    security(("child_key" = [])))]
+pub async fn check_user(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let child = ChildRequest::with_body(&request, payload, &state).await?;
+    let check: UserCheckRequest = parse_json_object(&child.body)?;
+    let body = state
+        .children
+        .check_user(child.child_id, &child.nonce, check.user_id)
+        .await?;
+    Ok(signed_json(body))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct BlockedUsersQuery {
+    /// The version the child holds; the answer is `unchanged` when it is current.
+    pub since_version: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/child/blocked-users", tag = "children",
+    params(BlockedUsersQuery),
+    responses(
+        (status = 200, description = "Signed `BlockedUsersAnswer`: the client's blocked users and their version", body = SignedAnswer),
+        (status = 401, description = "`token_invalid` or `signature_invalid`: not a request of a live child", body = ErrorBody),
+    ),
+    security(("child_key" = [])))]
+pub async fn blocked_users(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    query: web::Query<BlockedUsersQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let child = ChildRequest::authenticate(&request, web::Bytes::new(), &state).await?;
+    let body = state
+        .children
+        .blocked_users(child.child_id, &child.nonce, query.since_version)
+        .await?;
+    Ok(signed_json(body))
 }
 
 #[utoipa::path(get, path = "/api/child/public-keys", tag = "children",

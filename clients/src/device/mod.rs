@@ -13,7 +13,7 @@
 //! `backlog` (readings waiting for acks), `sampler` (the machine's readings); the loop is here.
 
 mod backlog;
-mod backoff;
+pub(crate) mod backoff;
 pub mod options;
 mod sampler;
 mod session;

@@ -5,9 +5,12 @@
 //! - [`lease`]: the heartbeat a child sends and the signed lease it gets back, and how a child
 //!   checks one.
 //! - [`signing`]: child keys (`ngc_…`) and the signature over every request a child makes.
+//! - [`users`]: a client's users at its children: sign-in through the mother, checks, the
+//!   blocked list, the session a gate checks.
 //! - [`version`]: comparing dotted version numbers.
 
 pub mod admin;
 pub mod lease;
 pub mod signing;
+pub mod users;
 pub mod version;

@@ -6,6 +6,7 @@
 //! - [`catalogue`]: what every instance holds in memory to answer a heartbeat with no read.
 //! - [`admin`]: what admins do: plans, clients, children, maintenance, versions.
 //! - [`heartbeat`]: a child's signed request checked, its heartbeat written, its lease signed.
+//! - [`users`]: a client's users at its children: sign-in, checks, the blocked list.
 //! - [`sweep`]: late and offline marking with the disruption guard (the leader runs it).
 //! - [`store`]: the SQL.
 //!
@@ -19,6 +20,7 @@ pub mod heartbeat;
 pub mod keys;
 pub mod store;
 pub mod sweep;
+pub mod users;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -66,6 +68,8 @@ pub struct ChildSettings {
     /// Requests per second each child may make on each instance, and its burst.
     pub rate_per_sec: u32,
     pub rate_burst: u32,
+    /// How long a session a child's gate gets at a user's sign-in lasts.
+    pub session_ttl: Duration,
     /// Share of the heartbeating children that, going silent in one sweep, makes the checker
     /// assume the mother is the one cut off.
     pub disruption_share: f64,
@@ -92,8 +96,9 @@ impl Default for ChildSettings {
             heartbeat_interval: Duration::from_secs(30),
             max_clock_skew: Duration::from_secs(300),
             signing_key_version: 1,
-            rate_per_sec: 2,
-            rate_burst: 10,
+            rate_per_sec: 10,
+            rate_burst: 50,
+            session_ttl: Duration::from_secs(3_600),
             disruption_share: 0.5,
             disruption_min_population: 10,
         }

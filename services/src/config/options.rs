@@ -432,12 +432,16 @@ pub struct ServeOptions {
     pub child_signing_key_version: u32,
 
     /// Requests per second each child may make on each instance.
-    #[arg(long, env = "NODEGRID_CHILD_RATE_PER_SEC", default_value_t = 2)]
+    #[arg(long, env = "NODEGRID_CHILD_RATE_PER_SEC", default_value_t = 10)]
     pub child_rate_per_sec: u32,
 
     /// Requests a child may make at once above its rate.
-    #[arg(long, env = "NODEGRID_CHILD_RATE_BURST", default_value_t = 10)]
+    #[arg(long, env = "NODEGRID_CHILD_RATE_BURST", default_value_t = 50)]
     pub child_rate_burst: u32,
+
+    /// Seconds a session lasts that a client's user gets by signing in through a child.
+    #[arg(long, env = "NODEGRID_CHILD_SESSION_TTL_SECS", default_value_t = 3_600)]
+    pub child_session_ttl_secs: u64,
 
     /// Share (0–1) of heartbeating children that, silent in one sweep, pauses late and
     /// offline marking (the mother is assumed cut off).

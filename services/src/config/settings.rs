@@ -254,10 +254,11 @@ impl ServeOptions {
             || self.child_signing_key_version == 0
             || self.child_rate_per_sec == 0
             || self.child_rate_burst == 0
+            || self.child_session_ttl_secs == 0
         {
             return Err(ConfigError::Invalid {
                 name: "child limits",
-                reason: "the lease TTL, heartbeat interval, clock skew, key version, rate and burst must be positive".into(),
+                reason: "the lease TTL, heartbeat interval, clock skew, key version, rate, burst and session TTL must be positive".into(),
             });
         }
         if self.child_lease_ttl_secs < self.child_heartbeat_interval_secs {
@@ -279,6 +280,7 @@ impl ServeOptions {
             signing_key_version: self.child_signing_key_version,
             rate_per_sec: self.child_rate_per_sec,
             rate_burst: self.child_rate_burst,
+            session_ttl: Duration::from_secs(self.child_session_ttl_secs),
             disruption_share: self.child_disruption_share,
             disruption_min_population: self.child_disruption_min_children,
         })

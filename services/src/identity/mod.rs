@@ -262,7 +262,7 @@ impl Identity {
             .map_err(password_error)
     }
 
-    async fn record(&self, record: AuditRecord) -> Result<(), IdentityError> {
+    pub(crate) async fn record(&self, record: AuditRecord) -> Result<(), IdentityError> {
         let client = self.inner.database.client().await?;
         store::insert_audit(&client, &record).await?;
         Ok(())

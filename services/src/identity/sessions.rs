@@ -18,9 +18,66 @@ impl Identity {
         caller: Caller,
         request: LoginRequest,
     ) -> Result<TokenResponse, IdentityError> {
+        let (user, verification) = self
+            .check_credentials(caller, request.username, request.password)
+            .await?;
+        if user.client_id.is_some() {
+            self.record_quietly(AuditRecord {
+                actor_id: Some(user.id),
+                actor: Some(user.username.clone()),
+                action: "auth.login_failed",
+                target: Some(user_target(&user)),
+                source_ip: Some(caller.ip.to_string()),
+                details: json!({"reason": "client_user"}),
+            })
+            .await;
+            metrics::counter!(AUTH_EVENTS_TOTAL, "event" => "login_failed").increment(1);
+            return Err(IdentityError::Forbidden(
+                "this account belongs to a client: sign in through one of its child nodes",
+            ));
+        }
+
+        let session_id = uuid::Uuid::new_v4();
+        let mut client = self.inner.database.client().await?;
+        let transaction = client.transaction().await.map_err(DbError::from)?;
+        // An imported bcrypt hash is replaced by Argon2id at the first login that proves the
+        // password; the condition on the old hash keeps a concurrent password change. Done
+        // before the share lock below: two logins holding it could not both upgrade it.
+        let upgraded = match verification.upgraded {
+            Some(hash) => {
+                store::replace_password_hash(&transaction, user.id, &user.password_hash, &hash)
+                    .await?
+            }
+            None => false,
+        };
+        // The account read before the password check may have moved to another id since (an
+        // import): the session must belong to the account whose password was checked.
+        if !store::lock_user_as_read(&transaction, user.id, &user.username).await? {
+            return Err(IdentityError::InvalidCredentials);
+        }
+        let refresh_token = self
+            .issue_refresh_token(&transaction, session_id, &user, "auth.login", caller)
+            .await?;
+        transaction.commit().await.map_err(DbError::from)?;
+        drop(client);
+        metrics::counter!(AUTH_EVENTS_TOTAL, "event" => "login").increment(1);
+        if upgraded {
+            metrics::counter!(AUTH_EVENTS_TOTAL, "event" => "password_upgraded").increment(1);
+        }
+        self.token_response(&user, session_id, refresh_token)
+    }
+
+    /// The account whose password this is, unless it is blocked: the rate limits, the lookup,
+    /// the password check (the time of one even for a name that does not exist), and the audit
+    /// of a failure. Login and a child's login of a client's user share it.
+    pub async fn check_credentials(
+        &self,
+        caller: Caller,
+        username: String,
+        password: String,
+    ) -> Result<(UserRow, super::passwords::Verification), IdentityError> {
         // Names are looked up as they were stored: the naming rule applies when a name is
         // created, not here (older and imported names may not follow it).
-        let username = request.username;
         let lookup = (!username.is_empty() && username.chars().count() <= MAX_LOOKUP_NAME_CHARS)
             .then_some(username.as_str());
         self.limit(caller, "login", lookup).await?;
@@ -32,7 +89,7 @@ impl Identity {
             }
             None => None,
         };
-        let verification = self.check_password(request.password, user.clone()).await?;
+        let verification = self.check_password(password, user.clone()).await?;
         let matches = verification.matches;
         // A blocked account answers `user_blocked` whatever the password: nobody can test
         // guesses against it (the check above still took the time of one).
@@ -67,34 +124,7 @@ impl Identity {
             return Err(IdentityError::UserBlocked);
         }
 
-        let session_id = uuid::Uuid::new_v4();
-        let mut client = self.inner.database.client().await?;
-        let transaction = client.transaction().await.map_err(DbError::from)?;
-        // An imported bcrypt hash is replaced by Argon2id at the first login that proves the
-        // password; the condition on the old hash keeps a concurrent password change. Done
-        // before the share lock below: two logins holding it could not both upgrade it.
-        let upgraded = match verification.upgraded {
-            Some(hash) => {
-                store::replace_password_hash(&transaction, user.id, &user.password_hash, &hash)
-                    .await?
-            }
-            None => false,
-        };
-        // The account read before the password check may have moved to another id since (an
-        // import): the session must belong to the account whose password was checked.
-        if !store::lock_user_as_read(&transaction, user.id, &user.username).await? {
-            return Err(IdentityError::InvalidCredentials);
-        }
-        let refresh_token = self
-            .issue_refresh_token(&transaction, session_id, &user, "auth.login", caller)
-            .await?;
-        transaction.commit().await.map_err(DbError::from)?;
-        drop(client);
-        metrics::counter!(AUTH_EVENTS_TOTAL, "event" => "login").increment(1);
-        if upgraded {
-            metrics::counter!(AUTH_EVENTS_TOTAL, "event" => "password_upgraded").increment(1);
-        }
-        self.token_response(&user, session_id, refresh_token)
+        Ok((user, verification))
     }
 
     pub async fn refresh(

@@ -20,6 +20,8 @@ pub struct UserRow {
     pub blocked_at: Option<DateTime<Utc>>,
     pub blocked_reason: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// The client the user belongs to: then they sign in only through its children.
+    pub client_id: Option<i64>,
 }
 
 impl UserRow {
@@ -38,7 +40,7 @@ impl UserRow {
 }
 
 const USER_COLUMNS: &str = "id, username, password_hash, role, device_id, token_version, \
-                            blocked_at, blocked_reason, created_at";
+                            blocked_at, blocked_reason, created_at, client_id";
 
 fn user_from_row(row: &tokio_postgres::Row) -> Result<UserRow, DbError> {
     let role: String = row.try_get("role")?;
@@ -53,6 +55,7 @@ fn user_from_row(row: &tokio_postgres::Row) -> Result<UserRow, DbError> {
         blocked_at: row.try_get("blocked_at")?,
         blocked_reason: row.try_get("blocked_reason")?,
         created_at: row.try_get("created_at")?,
+        client_id: row.try_get("client_id")?,
     })
 }
 

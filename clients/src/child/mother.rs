@@ -1,0 +1,168 @@
+//! The child's calls to the mother: each request signed (key, timestamp, fresh nonce, body
+//! hash), the mother's URLs tried in order, a refusal told apart from an outage.
+
+use std::time::Duration;
+
+use nodegrid_protocol::children::lease::{PublicKeyView, PublicKeysResponse};
+use nodegrid_protocol::children::signing::{
+    AUTHORIZATION_SCHEME, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_request,
+};
+
+/// Why a call got no answer to use. `kind` names are bounded (metrics and logs use them).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// No mother answered (connection refused, reset, DNS, TLS).
+    #[error("no mother answered: {0}")]
+    Unreachable(String),
+    #[error("the mother did not answer in time")]
+    Timeout,
+    /// 5xx or 429 from every mother tried.
+    #[error("the mother is unavailable ({0})")]
+    Unavailable(u16),
+    /// The mother refused the request (401: the key or signature; 4xx otherwise).
+    #[error("the mother refused the request: {status} {code}")]
+    Refused { status: u16, code: String },
+}
+
+impl CallError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallError::Unreachable(_) => "unreachable",
+            CallError::Timeout => "timeout",
+            CallError::Unavailable(429) => "rate_limited",
+            CallError::Unavailable(_) => "server_error",
+            CallError::Refused { .. } => "refused",
+        }
+    }
+}
+
+/// An answer: its body and the nonce its request was signed with (signed answers echo it).
+pub struct Answer {
+    pub body: Vec<u8>,
+    pub nonce: String,
+}
+
+pub struct Mother {
+    urls: Vec<String>,
+    key: String,
+    http: reqwest::Client,
+}
+
+fn fresh_nonce() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+impl Mother {
+    pub fn new(urls: Vec<String>, key: String, timeout: Duration) -> Result<Mother, String> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .build()
+            .map_err(|error| format!("cannot build the HTTP client: {error}"))?;
+        Ok(Mother { urls, key, http })
+    }
+
+    /// A signed call, to each mother URL in turn until one answers.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path_and_query: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Answer, CallError> {
+        let mut last = CallError::Unreachable("no mother URL".into());
+        for base in &self.urls {
+            let url = format!("{base}{path_and_query}");
+            // Signed as the mother sees it: the URL's own path (a base URL may have one).
+            let signed_path = match reqwest::Url::parse(&url) {
+                Ok(parsed) => match parsed.query() {
+                    Some(query) => format!("{}?{query}", parsed.path()),
+                    None => parsed.path().to_owned(),
+                },
+                Err(error) => {
+                    last = CallError::Unreachable(error.to_string());
+                    continue;
+                }
+            };
+            let nonce = fresh_nonce();
+            let timestamp = chrono::Utc::now().timestamp();
+            let payload = body.clone().unwrap_or_default();
+            let signature = sign_request(
+                &self.key,
+                method.as_str(),
+                &signed_path,
+                timestamp,
+                &nonce,
+                &payload,
+            );
+            let mut request = self
+                .http
+                .request(method.clone(), &url)
+                .header(
+                    "Authorization",
+                    format!("{AUTHORIZATION_SCHEME} {}", self.key),
+                )
+                .header(TIMESTAMP_HEADER, timestamp.to_string())
+                .header(NONCE_HEADER, &nonce)
+                .header(SIGNATURE_HEADER, signature);
+            if body.is_some() {
+                request = request
+                    .header("Content-Type", "application/json")
+                    .body(payload);
+            }
+            match request.send().await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let bytes = match response.bytes().await {
+                        Ok(bytes) => bytes.to_vec(),
+                        Err(error) if error.is_timeout() => {
+                            last = CallError::Timeout;
+                            continue;
+                        }
+                        Err(error) => {
+                            last = CallError::Unreachable(error.to_string());
+                            continue;
+                        }
+                    };
+                    match status {
+                        200..=299 => return Ok(Answer { body: bytes, nonce }),
+                        429 | 500..=599 => last = CallError::Unavailable(status),
+                        _ => {
+                            let code = serde_json::from_slice::<serde_json::Value>(&bytes)
+                                .ok()
+                                .and_then(|body| body["code"].as_str().map(str::to_owned))
+                                .unwrap_or_default();
+                            return Err(CallError::Refused { status, code });
+                        }
+                    }
+                }
+                Err(error) if error.is_timeout() => last = CallError::Timeout,
+                Err(error) => last = CallError::Unreachable(error.to_string()),
+            }
+        }
+        Err(last)
+    }
+
+    /// The mother's public keys (no signature needed).
+    pub async fn public_keys(&self) -> Result<Vec<PublicKeyView>, CallError> {
+        let mut last = CallError::Unreachable("no mother URL".into());
+        for base in &self.urls {
+            match self
+                .http
+                .get(format!("{base}/api/child/public-keys"))
+                .send()
+                .await
+            {
+                Ok(response) if response.status().is_success() => {
+                    match response.json::<PublicKeysResponse>().await {
+                        Ok(keys) => return Ok(keys.keys),
+                        Err(error) => last = CallError::Unreachable(error.to_string()),
+                    }
+                }
+                Ok(response) => last = CallError::Unavailable(response.status().as_u16()),
+                Err(error) if error.is_timeout() => last = CallError::Timeout,
+                Err(error) => last = CallError::Unreachable(error.to_string()),
+            }
+        }
+        Err(last)
+    }
+}

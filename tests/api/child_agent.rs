@@ -1,0 +1,518 @@
+//! The child agent (`nodegrid child`) as a client runs it: the built binary against a real
+//! mother (or, for forged answers, a mother of the test's own), its gate asked over HTTP.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use ed25519_dalek::SigningKey;
+use nodegrid_protocol::auth::Role;
+use nodegrid_protocol::children::admin::{Maintenance, PlanLimits, SubscriptionStatus};
+use nodegrid_protocol::children::lease::{
+    HeartbeatRequest, Lease, LeaseStatus, License, PublicKeyView, PublicKeysResponse, VersionStatus,
+};
+use nodegrid_protocol::children::signing::{encode_public_key, key_id, sign_document};
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+use uuid::Uuid;
+
+use crate::children::{admin_call, client_with_plan, provision};
+use crate::helpers::{
+    PASSWORD, TestApp, closed_port, eventually, fresh_database, spawn_app_with, test_settings,
+};
+
+/// A child process and where its gate listens.
+struct ChildProcess {
+    process: Child,
+    gate: String,
+    http: reqwest::Client,
+}
+
+fn state_file() -> PathBuf {
+    std::env::temp_dir().join(format!("nodegrid-child-{}.json", Uuid::new_v4().simple()))
+}
+
+fn start_child(mother: &str, key: &str, state_file: &PathBuf, gate_port: u16) -> ChildProcess {
+    let process = Command::new(env!("CARGO_BIN_EXE_nodegrid"))
+        .arg("child")
+        .args(["--mother-url", mother])
+        .args(["--interval-secs", "1"])
+        .args(["--gate-addr", &format!("127.0.0.1:{gate_port}")])
+        .args(["--request-timeout-ms", "1000"])
+        .arg("--state-file")
+        .arg(state_file)
+        .env("NODEGRID_CHILD_API_KEY", key)
+        .env("NODEGRID_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the child agent starts");
+    ChildProcess {
+        process,
+        gate: format!("http://127.0.0.1:{gate_port}"),
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap(),
+    }
+}
+
+impl ChildProcess {
+    async fn status(&self) -> Option<Value> {
+        let response = self
+            .http
+            .get(format!("{}/status", self.gate))
+            .send()
+            .await
+            .ok()?;
+        response.json().await.ok()
+    }
+
+    async fn state(&self) -> String {
+        self.status()
+            .await
+            .and_then(|status| status["state"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    async fn wait_for(&self, state: &str, timeout: Duration) -> Value {
+        eventually(&format!("the child is {state}"), timeout, || async {
+            self.status()
+                .await
+                .filter(|status| status["state"] == state)
+        })
+        .await
+    }
+
+    async fn login(&self, username: &str, password: &str) -> (u16, Value, Option<String>) {
+        let response = self
+            .http
+            .post(format!("{}/login", self.gate))
+            .json(&json!({"username": username, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let cookie = response
+            .headers()
+            .get("set-cookie")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        (status, response.json().await.unwrap_or(Value::Null), cookie)
+    }
+
+    async fn session(&self, cookie: &str) -> (u16, Value) {
+        let pair = cookie.split(';').next().unwrap_or_default();
+        let response = self
+            .http
+            .get(format!("{}/session", self.gate))
+            .header("Cookie", pair)
+            .send()
+            .await
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.json().await.unwrap_or(Value::Null),
+        )
+    }
+
+    async fn allowed(&self, user_id: i64) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}/users/{user_id}/allowed", self.gate))
+            .send()
+            .await
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.json().await.unwrap_or(Value::Null),
+        )
+    }
+
+    async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.gate))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+/// A mother whose heartbeat interval is one second, a client on a plan, a child of it.
+async fn mother_with_child(lease_ttl: Duration) -> (TestApp, String, i64, String) {
+    let database = Arc::new(fresh_database().await);
+    let mut settings = test_settings(&database.url);
+    settings.children.heartbeat_interval = Duration::from_secs(1);
+    settings.children.lease_ttl = lease_ttl;
+    let app = spawn_app_with(database, settings).await;
+    let token = app.admin_token().await;
+    let client = client_with_plan(&app, &token, "tenant", 3).await;
+    let (_, key) = provision(&app, &token, client, "tenant-1").await;
+    (app, token, client, key)
+}
+
+async fn client_user(app: &TestApp, token: &str, client: i64, name: &str) -> i64 {
+    let user = app.register(name, Role::Consumer).await;
+    let (status, _) = admin_call(
+        app,
+        token,
+        "POST",
+        &format!("/api/admin/clients/{client}/users"),
+        Some(json!({"user_id": user.user_id})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    user.user_id
+}
+
+#[actix_web::test]
+async fn a_child_signs_its_users_in_through_the_mother_and_follows_the_admins() {
+    let (app, token, client, key) = mother_with_child(Duration::from_secs(30)).await;
+    let alice = client_user(&app, &token, client, "alice").await;
+    let carol = client_user(&app, &token, client, "carol").await;
+    app.register("outsider", Role::Consumer).await;
+    let state = state_file();
+    let child = start_child(&app.address, &key, &state, closed_port());
+    let status = child.wait_for("ACTIVE", Duration::from_secs(10)).await;
+    assert_eq!(status["version_status"], "ok");
+
+    // Sign-in through the mother: a session cookie the gate checks by itself.
+    let (code, body, cookie) = child.login("alice", PASSWORD).await;
+    assert_eq!(code, 200, "{body}");
+    let cookie = cookie.expect("a session cookie");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let (code, session) = child.session(&cookie).await;
+    assert_eq!(
+        (code, session["user"]["username"].as_str()),
+        (200, Some("alice"))
+    );
+    assert_eq!(
+        child.login("alice", "wrong-password").await.1["code"],
+        "invalid_credentials"
+    );
+    assert_eq!(
+        child.login("outsider", PASSWORD).await.1["code"],
+        "not_a_client_user"
+    );
+    // A client's user signs in only through its children.
+    let direct = app
+        .post(
+            "/api/auth/login",
+            &json!({"username": "alice", "password": PASSWORD}),
+            None,
+        )
+        .await;
+    assert_eq!(direct.status(), 403);
+
+    // An admin blocks carol, then alice: refused at the gate within a heartbeat.
+    assert_eq!(child.allowed(carol).await.0, 200);
+    let (code, _) = admin_call(
+        &app,
+        &token,
+        "POST",
+        &format!("/api/admin/users/{carol}/block"),
+        Some(json!({"reason": "abuse"})),
+    )
+    .await;
+    assert_eq!(code, 200);
+    eventually(
+        "carol is refused at the gate",
+        Duration::from_secs(5),
+        || async {
+            let (code, body) = child.allowed(carol).await;
+            (code == 403 && body["code"] == "user_blocked").then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        child.login("carol", PASSWORD).await.1["code"],
+        "user_blocked"
+    );
+    admin_call(
+        &app,
+        &token,
+        "POST",
+        &format!("/api/admin/users/{alice}/block"),
+        Some(json!({"reason": "abuse"})),
+    )
+    .await;
+    eventually(
+        "alice's session is refused",
+        Duration::from_secs(5),
+        || async {
+            let (code, body) = child.session(&cookie).await;
+            (code == 401 && body["code"] == "user_blocked").then_some(())
+        },
+    )
+    .await;
+
+    // Maintenance and versions reach the child with its next lease.
+    admin_call(
+        &app,
+        &token,
+        "PUT",
+        "/api/admin/maintenance",
+        Some(json!({"enabled": true, "message": "back at noon"})),
+    )
+    .await;
+    let status = child.wait_for("MAINTENANCE", Duration::from_secs(5)).await;
+    assert_eq!(status["reason"], "back at noon");
+    let (code, body, _) = child.login("alice", PASSWORD).await;
+    assert_eq!((code, body["code"].as_str()), (503, Some("maintenance")));
+    admin_call(
+        &app,
+        &token,
+        "PUT",
+        "/api/admin/maintenance",
+        Some(json!({"enabled": false})),
+    )
+    .await;
+    child.wait_for("ACTIVE", Duration::from_secs(5)).await;
+    admin_call(
+        &app,
+        &token,
+        "PUT",
+        "/api/admin/versions",
+        Some(json!({"min_version": "99.0.0"})),
+    )
+    .await;
+    eventually(
+        "update_required at the gate",
+        Duration::from_secs(5),
+        || async {
+            child
+                .status()
+                .await
+                .filter(|status| status["version_status"] == "update_required")
+        },
+    )
+    .await;
+    let (code, body, _) = child.login("carol", PASSWORD).await;
+    assert_eq!(
+        (code, body["code"].as_str()),
+        (403, Some("update_required"))
+    );
+    let (_, view) = admin_call(&app, &token, "GET", "/api/admin/children", None).await;
+    assert_eq!(view["children"][0]["version_status"], "update_required");
+    assert_eq!(view["children"][0]["liveness"], "online");
+    assert!(
+        child
+            .metrics()
+            .await
+            .contains("nodegrid_child_state{state=\"ACTIVE\"} 1")
+    );
+    drop(child);
+    let _ = std::fs::remove_file(&state);
+    app.shut_down().await.unwrap();
+}
+
+#[actix_web::test]
+async fn a_child_cut_off_degrades_then_blocks_when_its_lease_ends_and_a_restart_does_not_extend_it()
+{
+    let (app, _token, _client, key) = mother_with_child(Duration::from_secs(6)).await;
+    let state = state_file();
+    let gate_port = closed_port();
+    let mut child = start_child(&app.address, &key, &state, gate_port);
+    child.wait_for("ACTIVE", Duration::from_secs(10)).await;
+    // The mother goes away; the child keeps serving on its lease, degraded.
+    app.shut_down().await.unwrap();
+    let degraded = child.wait_for("DEGRADED", Duration::from_secs(10)).await;
+    let valid_until: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(degraded["lease_valid_until"].clone()).unwrap();
+    assert_eq!(child.allowed(1).await.0, 200, "DEGRADED still answers");
+    // A restart resumes where it was: no fresh STARTUP grace.
+    child.process.kill().await.unwrap();
+    let child = start_child("http://127.0.0.1:9", &key, &state, gate_port);
+    let resumed = eventually(
+        "the restarted child answers",
+        Duration::from_secs(10),
+        || async { child.status().await },
+    )
+    .await;
+    assert_ne!(resumed["state"], "STARTUP", "{resumed}");
+    assert_ne!(
+        resumed["state"], "BLOCKED",
+        "the lease has time left: {resumed}"
+    );
+    let blocked = child.wait_for("BLOCKED", Duration::from_secs(10)).await;
+    let blocked_at = chrono::Utc::now();
+    assert_eq!(blocked["reason"], "lease_expired");
+    assert!(
+        blocked_at < valid_until + chrono::Duration::milliseconds(1_500),
+        "blocked at {blocked_at}, the lease ran until {valid_until}: the restart extended it"
+    );
+    let (code, body) = child.allowed(1).await;
+    assert_eq!((code, body["code"].as_str()), (403, Some("blocked")));
+    drop(child);
+    let _ = std::fs::remove_file(&state);
+}
+
+/// How the test's own mother answers heartbeats.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Forgery {
+    /// A lease signed with a key other than the published one.
+    WrongKey,
+    /// A valid lease first, then that same answer again and again.
+    Replay,
+}
+
+struct FakeMother {
+    key: SigningKey,
+    forgery: Forgery,
+    last_answer: Mutex<Option<String>>,
+    seq: Mutex<u64>,
+}
+
+fn sample_lease(child_id: Uuid, seq: u64, nonce: &str, key_id: String) -> Lease {
+    let now = chrono::Utc::now();
+    Lease {
+        child_id,
+        seq,
+        issued_at: now,
+        valid_until: now + chrono::Duration::seconds(300),
+        nonce: nonce.to_owned(),
+        status: LeaseStatus::Active,
+        reason: None,
+        version_status: VersionStatus::Ok,
+        min_version: None,
+        latest_version: None,
+        maintenance: Maintenance::default(),
+        license: License {
+            plan: "fake".into(),
+            limits: PlanLimits {
+                max_children: 1,
+                max_users: 1,
+            },
+            features: vec![],
+            expires_at: None,
+            status: SubscriptionStatus::Active,
+        },
+        blocked_users_version: 0,
+        config: json!({}),
+        config_hash: String::new(),
+        key_id,
+        heartbeat_interval_s: 1,
+    }
+}
+
+async fn fake_heartbeat(
+    mother: web::Data<FakeMother>,
+    _request: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    let Ok(heartbeat) = serde_json::from_slice::<HeartbeatRequest>(&body) else {
+        return HttpResponse::BadRequest().finish();
+    };
+    if mother.forgery == Forgery::Replay
+        && let Some(answer) = mother.last_answer.lock().unwrap().clone()
+    {
+        return HttpResponse::Ok()
+            .content_type("application/json")
+            .body(answer);
+    }
+    let seq = {
+        let mut seq = mother.seq.lock().unwrap();
+        *seq += 1;
+        *seq
+    };
+    let published = key_id(&mother.key.verifying_key());
+    let lease = sample_lease(Uuid::from_u128(42), seq, &heartbeat.nonce, published);
+    let text = serde_json::to_string(&lease).unwrap();
+    let signer = match mother.forgery {
+        Forgery::WrongKey => SigningKey::from_bytes(&[99; 32]),
+        Forgery::Replay => mother.key.clone(),
+    };
+    let answer = format!(
+        "{{\"lease\":{text},\"signature\":\"{}\"}}",
+        sign_document(&signer, text.as_bytes())
+    );
+    *mother.last_answer.lock().unwrap() = Some(answer.clone());
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(answer)
+}
+
+async fn fake_public_keys(mother: web::Data<FakeMother>) -> HttpResponse {
+    HttpResponse::Ok().json(PublicKeysResponse {
+        keys: vec![PublicKeyView {
+            key_id: key_id(&mother.key.verifying_key()),
+            algorithm: "ed25519".into(),
+            public_key: encode_public_key(&mother.key.verifying_key()),
+            current: true,
+        }],
+    })
+}
+
+/// A mother of the test's own on loopback, on a thread and System of its own.
+fn start_fake_mother(forgery: Forgery) -> String {
+    let (started_tx, started) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let mother = web::Data::new(FakeMother {
+                key: SigningKey::from_bytes(&[7; 32]),
+                forgery,
+                last_answer: Mutex::new(None),
+                seq: Mutex::new(0),
+            });
+            let server = HttpServer::new(move || {
+                App::new()
+                    .app_data(mother.clone())
+                    .route("/api/child/heartbeat", web::post().to(fake_heartbeat))
+                    .route("/api/child/public-keys", web::get().to(fake_public_keys))
+            })
+            .workers(1)
+            .disable_signals()
+            .bind("127.0.0.1:0")
+            .unwrap();
+            let port = server.addrs()[0].port();
+            started_tx.send(port).unwrap();
+            let _ = server.run().await;
+        });
+    });
+    format!("http://127.0.0.1:{}", started.recv().unwrap())
+}
+
+#[actix_web::test]
+async fn a_child_refuses_forged_and_replayed_leases() {
+    let key = nodegrid_protocol::children::signing::new_child_key([3; 20]);
+    // Signed with another key than the published one: never believed; three attempts and
+    // the child blocks.
+    let forged = start_fake_mother(Forgery::WrongKey);
+    let state = state_file();
+    let child = start_child(&forged, &key, &state, closed_port());
+    let blocked = child.wait_for("BLOCKED", Duration::from_secs(15)).await;
+    assert_eq!(blocked["reason"], "mother_unreachable");
+    assert!(
+        child
+            .metrics()
+            .await
+            .contains("nodegrid_child_heartbeat_failures_total{kind=\"bad_lease\"}")
+    );
+    drop(child);
+    let _ = std::fs::remove_file(&state);
+
+    // A valid lease, then the same answer replayed: refused (it answers another heartbeat),
+    // and after three the child degrades.
+    let replaying = start_fake_mother(Forgery::Replay);
+    let state = state_file();
+    let child = start_child(&replaying, &key, &state, closed_port());
+    child.wait_for("ACTIVE", Duration::from_secs(10)).await;
+    child.wait_for("DEGRADED", Duration::from_secs(15)).await;
+    let metrics = child.metrics().await;
+    assert!(
+        metrics.contains("nodegrid_child_heartbeat_failures_total{kind=\"nonce_mismatch\"}"),
+        "{metrics}"
+    );
+    assert_eq!(child.state().await, "DEGRADED");
+    drop(child);
+    let _ = std::fs::remove_file(&state);
+}
