@@ -35,16 +35,29 @@ fn state_file() -> PathBuf {
 }
 
 fn start_child(mother: &str, key: &str, state_file: &PathBuf, gate_port: u16) -> ChildProcess {
+    start_child_every(mother, key, state_file, gate_port, 1)
+}
+
+fn start_child_every(
+    mother: &str,
+    key: &str,
+    state_file: &PathBuf,
+    gate_port: u16,
+    interval_secs: u64,
+) -> ChildProcess {
     let process = Command::new(env!("CARGO_BIN_EXE_nodegrid"))
         .arg("child")
         .args(["--mother-url", mother])
-        .args(["--interval-secs", "1"])
+        .args(["--interval-secs", &interval_secs.to_string()])
         .args(["--gate-addr", &format!("127.0.0.1:{gate_port}")])
         .args(["--request-timeout-ms", "1000"])
         .arg("--state-file")
         .arg(state_file)
         .env("NODEGRID_CHILD_API_KEY", key)
-        .env("NODEGRID_LOG", "warn")
+        .env(
+            "NODEGRID_LOG",
+            std::env::var("NODEGRID_TEST_CHILD_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
@@ -515,4 +528,128 @@ async fn a_child_refuses_forged_and_replayed_leases() {
     assert_eq!(child.state().await, "DEGRADED");
     drop(child);
     let _ = std::fs::remove_file(&state);
+}
+
+#[actix_web::test]
+async fn an_admins_action_on_one_instance_reaches_a_child_connected_to_another_within_a_second() {
+    let database = Arc::new(fresh_database().await);
+    let settings = test_settings(&database.url);
+    let a = spawn_app_with(database.clone(), settings.clone()).await;
+    let b = spawn_app_with(database, settings).await;
+    let token = b.admin_token().await;
+    let client = client_with_plan(&b, &token, "pushed", 2).await;
+    let (_, key) = provision(&b, &token, client, "pushed-1").await;
+    let dave = client_user(&b, &token, client, "dave").await;
+    let state = state_file();
+    // Heartbeats every 30 s: what arrives sooner came by the control socket (on A).
+    let child = start_child_every(&a.address, &key, &state, closed_port(), 30);
+    child.wait_for("ACTIVE", Duration::from_secs(10)).await;
+    eventually(
+        "the control socket is open",
+        Duration::from_secs(10),
+        || async {
+            child
+                .status()
+                .await
+                .filter(|status| status["control_connected"] == true)
+        },
+    )
+    .await;
+    let (code, _, cookie) = child.login("dave", PASSWORD).await;
+    assert_eq!(code, 200);
+    let cookie = cookie.unwrap();
+
+    let (code, _) = admin_call(
+        &b,
+        &token,
+        "POST",
+        &format!("/api/admin/users/{dave}/block"),
+        Some(json!({"reason": "abuse"})),
+    )
+    .await;
+    assert_eq!(code, 200);
+    eventually("the block is pushed", Duration::from_secs(1), || async {
+        let (code, body) = child.allowed(dave).await;
+        (code == 403 && body["code"] == "user_blocked").then_some(())
+    })
+    .await;
+    assert_eq!(child.session(&cookie).await.0, 401);
+    admin_call(
+        &b,
+        &token,
+        "POST",
+        &format!("/api/admin/users/{dave}/unblock"),
+        Some(json!({})),
+    )
+    .await;
+    eventually("the unblock is pushed", Duration::from_secs(1), || async {
+        (child.allowed(dave).await.0 == 200).then_some(())
+    })
+    .await;
+
+    admin_call(
+        &b,
+        &token,
+        "PUT",
+        "/api/admin/maintenance",
+        Some(json!({"enabled": true, "message": "pushed"})),
+    )
+    .await;
+    child.wait_for("MAINTENANCE", Duration::from_secs(1)).await;
+    admin_call(
+        &b,
+        &token,
+        "PUT",
+        "/api/admin/maintenance",
+        Some(json!({"enabled": false})),
+    )
+    .await;
+    child.wait_for("ACTIVE", Duration::from_secs(1)).await;
+    admin_call(
+        &b,
+        &token,
+        "PUT",
+        "/api/admin/versions",
+        Some(json!({"min_version": "99.0"})),
+    )
+    .await;
+    eventually(
+        "the version policy is pushed",
+        Duration::from_secs(2),
+        || async {
+            child
+                .status()
+                .await
+                .filter(|status| status["version_status"] == "update_required")
+        },
+    )
+    .await;
+
+    // A rotated key ends the socket: the old key opens no other.
+    admin_call(&b, &token, "GET", "/api/admin/children", None).await;
+    let (_, children) = admin_call(&b, &token, "GET", "/api/admin/children", None).await;
+    let id = children["children"][0]["id"].as_str().unwrap().to_owned();
+    admin_call(
+        &b,
+        &token,
+        "POST",
+        &format!("/api/admin/children/{id}/rotate-key"),
+        None,
+    )
+    .await;
+    eventually(
+        "the control socket is closed",
+        Duration::from_secs(2),
+        || async {
+            child
+                .status()
+                .await
+                .filter(|status| status["control_connected"] == false)
+        },
+    )
+    .await;
+    drop(child);
+    let _ = std::fs::remove_file(&state);
+    a.shut_down().await.unwrap();
+    b.shut_down().await.unwrap();
 }

@@ -24,7 +24,82 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .service(resource("/api/child/users/login").route(web::post().to(login_user)))
         .service(resource("/api/child/users/check").route(web::post().to(check_user)))
         .service(get_only("/api/child/blocked-users", blocked_users))
-        .service(get_only("/api/child/public-keys", public_keys));
+        .service(get_only("/api/child/public-keys", public_keys))
+        .service(get_only("/api/child/control", control));
+}
+
+/// Control sockets open on this instance.
+pub const CHILD_CONTROL_SOCKETS: &str = "nodegrid_child_control_sockets";
+
+/// Counts a control socket while it lives.
+struct OpenSocket;
+
+impl OpenSocket {
+    fn new() -> OpenSocket {
+        metrics::gauge!(CHILD_CONTROL_SOCKETS).increment(1.0);
+        OpenSocket
+    }
+}
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        metrics::gauge!(CHILD_CONTROL_SOCKETS).decrement(1.0);
+    }
+}
+
+/// A WebSocket on which the mother pushes what admins do, the moment they do it.
+#[utoipa::path(get, path = "/api/child/control", tag = "children",
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol; then one signed `ControlFrame` per text frame (`maintenance`, `version`, `block`, `unblock`, `lease`); closed 4001 when the key is rotated or revoked, 4008 when the child fell behind", body = SignedAnswer),
+        (status = 401, description = "`token_invalid` or `signature_invalid`: not a request of a live child", body = ErrorBody),
+    ),
+    security(("child_key" = [])))]
+pub async fn control(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, actix_web::Error> {
+    use futures_util::StreamExt as _;
+    use nodegrid_services::children::{Audience, Push as ChildPush};
+    use tokio_stream::wrappers::BroadcastStream;
+    use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+
+    use crate::http::push::{Push, push_socket};
+
+    let child = ChildRequest::authenticate(&request, web::Bytes::new(), &state).await?;
+    let child_id = child.child_id;
+    let client_id = state
+        .children
+        .client_of_child(child_id)
+        .ok_or_else(|| ApiError::from(nodegrid_services::children::ChildrenError::KeyInvalid))?;
+    let children = state.children.clone();
+    let open = OpenSocket::new();
+    let items = BroadcastStream::new(children.subscribe_pushes()).filter_map(move |pushed| {
+        let _open = &open;
+        let item = match pushed {
+            Ok(pushed) => {
+                let ours = match pushed.audience {
+                    Audience::All => true,
+                    Audience::Client(id) => id == client_id,
+                    Audience::Child(id) => id == child_id,
+                };
+                match (&pushed.push, ours) {
+                    (_, false) => None,
+                    (ChildPush::Close, true) => Some(Push::Close((4001, "key_revoked"))),
+                    (ChildPush::Frame(frame), true) => match children.sign_frame(child_id, frame) {
+                        Ok(text) => Some(Push::Json(text.into())),
+                        Err(error) => {
+                            tracing::error!(%error, "cannot sign a control frame");
+                            None
+                        }
+                    },
+                }
+            }
+            Err(BroadcastStreamRecvError::Lagged(_)) => Some(Push::Close((4008, "lagged"))),
+        };
+        std::future::ready(item)
+    });
+    push_socket(&request, payload, items)
 }
 
 /// A request from a child: who it is, its nonce, and its body as signed.

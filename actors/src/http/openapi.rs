@@ -84,6 +84,7 @@ use crate::http::webhooks;
         child::login_user,
         child::check_user,
         child::blocked_users,
+        child::control,
         child::public_keys,
         nodes::list,
         nodes::create,

@@ -78,6 +78,7 @@ async fn status(gate: web::Data<Gate>) -> HttpResponse {
         "version_status": held.map(|held| held.lease.version_status),
         "failures": guard.machine.failures(),
         "blocked_users_version": guard.blocked_users_version,
+        "control_connected": guard.control_connected,
     }))
 }
 
@@ -263,6 +264,10 @@ async fn metrics(gate: web::Data<Gate>) -> HttpResponse {
             "nodegrid_child_heartbeat_failures_total{{kind=\"{kind}\"}} {count}\n"
         ));
     }
+    text.push_str(&format!(
+        "# TYPE nodegrid_child_control_connected gauge\nnodegrid_child_control_connected {}\n",
+        u8::from(guard.control_connected)
+    ));
     text.push_str(&format!(
         "# TYPE nodegrid_child_lease_seq gauge\nnodegrid_child_lease_seq {}\n",
         guard.machine.last_seq()

@@ -145,6 +145,26 @@ impl Machine {
         });
     }
 
+    /// A pushed maintenance change (signed, fresh): applied at once; the next lease confirms.
+    pub fn on_maintenance(&mut self, enabled: bool, message: Option<String>, now: Instant) {
+        match (enabled, self.state) {
+            (true, GateState::Active | GateState::Degraded) => {
+                self.state = GateState::Maintenance;
+                self.reason = message;
+            }
+            (false, GateState::Maintenance) => {
+                self.state = if self.failures >= MAX_FAILURES {
+                    GateState::Degraded
+                } else {
+                    GateState::Active
+                };
+                self.reason = None;
+            }
+            _ => {}
+        }
+        self.on_tick(now);
+    }
+
     /// A heartbeat that got no valid lease (network, timeout, 5xx, 429, a lease refused).
     pub fn on_failure(&mut self, now: Instant) {
         self.failures = self.failures.saturating_add(1);
@@ -270,6 +290,21 @@ mod tests {
         assert_eq!(machine.state(), GateState::Blocked);
         assert_eq!(machine.reason(), Some("subscription_cancelled"));
         assert_eq!(machine.last_seq(), 2);
+    }
+
+    #[test]
+    fn a_pushed_maintenance_applies_at_once_but_never_lifts_a_block() {
+        let now = Instant::now();
+        let mut machine = Machine::new(0);
+        machine.on_lease(lease(1, LeaseStatus::Active, 300), now);
+        machine.on_maintenance(true, Some("soon back".into()), now);
+        assert_eq!(machine.state(), GateState::Maintenance);
+        assert_eq!(machine.reason(), Some("soon back"));
+        machine.on_maintenance(false, None, now);
+        assert_eq!(machine.state(), GateState::Active);
+        machine.on_lease(lease(2, LeaseStatus::Blocked, 300), now);
+        machine.on_maintenance(false, None, now);
+        assert_eq!(machine.state(), GateState::Blocked);
     }
 
     #[test]

@@ -6,8 +6,10 @@
 //! - [`machine`]: the state machine (STARTUP, ACTIVE, DEGRADED, MAINTENANCE, BLOCKED).
 //! - [`mother`]: signed calls to the mother, its URLs in order.
 //! - [`persist`]: the state file that survives restarts without extending the lease.
+//! - [`control`]: the control socket: the mother's pushes, applied at once.
 //! - [`gate`]: the local HTTP API and its metrics.
 
+pub mod control;
 pub mod gate;
 pub mod machine;
 pub mod mother;
@@ -44,13 +46,15 @@ pub struct Shared {
     /// Counters for `/metrics`: transitions by the state reached, failures by kind.
     pub transitions: BTreeMap<&'static str, u64>,
     pub failures: BTreeMap<&'static str, u64>,
+    /// Whether the control socket is open.
+    pub control_connected: bool,
     /// Sessions signed in through this gate, by user, with their expiry.
     pub sessions: BTreeMap<i64, chrono::DateTime<chrono::Utc>>,
 }
 
 pub type SharedState = Arc<RwLock<Shared>>;
 
-fn write(shared: &SharedState) -> std::sync::RwLockWriteGuard<'_, Shared> {
+pub(crate) fn write(shared: &SharedState) -> std::sync::RwLockWriteGuard<'_, Shared> {
     shared.write().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -112,6 +116,7 @@ pub async fn run(settings: ChildSettings) -> Result<(), String> {
         transitions: BTreeMap::new(),
         failures: BTreeMap::new(),
         sessions: BTreeMap::new(),
+        control_connected: false,
     }));
     let mother = Arc::new(Mother::new(
         settings.mother_urls.clone(),
@@ -122,13 +127,21 @@ pub async fn run(settings: ChildSettings) -> Result<(), String> {
     let server_handle = server.handle();
     actix_web::rt::spawn(server);
     tracing::info!(addr = %settings.gate_addr, "gate listening");
-    heartbeat_loop(&settings, &shared, &mother).await;
+    let wake = Arc::new(tokio::sync::Notify::new());
+    tokio::select! {
+        () = heartbeat_loop(&settings, &shared, &mother, &wake) => {}
+        () = control::control_loop(&settings, &shared, &mother, &wake) => {}
+    }
     server_handle.stop(true).await;
     Ok(())
 }
 
 /// Sets the machine through `change`, then logs and counts a transition and saves the state.
-fn transition(shared: &SharedState, settings: &ChildSettings, change: impl FnOnce(&mut Shared)) {
+pub(crate) fn transition(
+    shared: &SharedState,
+    settings: &ChildSettings,
+    change: impl FnOnce(&mut Shared),
+) {
     let (before, after, reason, saved) = {
         let mut guard = write(shared);
         let before = guard.machine.state();
@@ -166,7 +179,12 @@ fn transition(shared: &SharedState, settings: &ChildSettings, change: impl FnOnc
     }
 }
 
-async fn heartbeat_loop(settings: &ChildSettings, shared: &SharedState, mother: &Mother) {
+async fn heartbeat_loop(
+    settings: &ChildSettings,
+    shared: &SharedState,
+    mother: &Mother,
+    wake: &tokio::sync::Notify,
+) {
     let started = Instant::now();
     let mut backoff = Backoff::new(Duration::from_secs(1), settings.interval);
     loop {
@@ -200,10 +218,15 @@ async fn heartbeat_loop(settings: &ChildSettings, shared: &SharedState, mother: 
                 backoff.next_delay().max(Duration::from_millis(200))
             }
         };
-        // Sleep in short steps, so that a lease expiring meanwhile blocks on time.
-        let wake = Instant::now() + delay;
-        while Instant::now() < wake {
-            tokio::time::sleep((wake - Instant::now()).min(Duration::from_millis(200))).await;
+        // Sleep in short steps, so that a lease expiring meanwhile blocks on time; a push
+        // wakes the loop for a heartbeat at once.
+        let until = Instant::now() + delay;
+        while Instant::now() < until {
+            let step = (until - Instant::now()).min(Duration::from_millis(200));
+            let woken = tokio::select! {
+                () = tokio::time::sleep(step) => false,
+                () = wake.notified() => true,
+            };
             let expired = {
                 let guard = read(shared);
                 let mut probe = guard.machine.clone();
@@ -214,6 +237,9 @@ async fn heartbeat_loop(settings: &ChildSettings, shared: &SharedState, mother: 
                 transition(shared, settings, |state| {
                     state.machine.on_tick(Instant::now())
                 });
+            }
+            if woken {
+                break;
             }
         }
     }

@@ -62,6 +62,39 @@ impl Mother {
         Ok(Mother { urls, key, http })
     }
 
+    /// The mother's base URLs, in the order they are tried.
+    pub fn urls(&self) -> &[String] {
+        &self.urls
+    }
+
+    /// The headers that sign a request of `method` to `url` with `body` (a fresh nonce each
+    /// time); `None` for a URL that cannot be read.
+    pub fn signed_headers(
+        &self,
+        method: &str,
+        url: &str,
+        body: &[u8],
+    ) -> Option<Vec<(&'static str, String)>> {
+        let parsed = reqwest::Url::parse(url).ok()?;
+        // Signed as the mother sees it: the URL's own path (a base URL may have one).
+        let signed_path = match parsed.query() {
+            Some(query) => format!("{}?{query}", parsed.path()),
+            None => parsed.path().to_owned(),
+        };
+        let nonce = fresh_nonce();
+        let timestamp = chrono::Utc::now().timestamp();
+        let signature = sign_request(&self.key, method, &signed_path, timestamp, &nonce, body);
+        Some(vec![
+            (
+                "authorization",
+                format!("{AUTHORIZATION_SCHEME} {}", self.key),
+            ),
+            (TIMESTAMP_HEADER, timestamp.to_string()),
+            (NONCE_HEADER, nonce),
+            (SIGNATURE_HEADER, signature),
+        ])
+    }
+
     /// A signed call, to each mother URL in turn until one answers.
     pub async fn call(
         &self,
@@ -72,38 +105,20 @@ impl Mother {
         let mut last = CallError::Unreachable("no mother URL".into());
         for base in &self.urls {
             let url = format!("{base}{path_and_query}");
-            // Signed as the mother sees it: the URL's own path (a base URL may have one).
-            let signed_path = match reqwest::Url::parse(&url) {
-                Ok(parsed) => match parsed.query() {
-                    Some(query) => format!("{}?{query}", parsed.path()),
-                    None => parsed.path().to_owned(),
-                },
-                Err(error) => {
-                    last = CallError::Unreachable(error.to_string());
-                    continue;
-                }
-            };
-            let nonce = fresh_nonce();
-            let timestamp = chrono::Utc::now().timestamp();
             let payload = body.clone().unwrap_or_default();
-            let signature = sign_request(
-                &self.key,
-                method.as_str(),
-                &signed_path,
-                timestamp,
-                &nonce,
-                &payload,
-            );
-            let mut request = self
-                .http
-                .request(method.clone(), &url)
-                .header(
-                    "Authorization",
-                    format!("{AUTHORIZATION_SCHEME} {}", self.key),
-                )
-                .header(TIMESTAMP_HEADER, timestamp.to_string())
-                .header(NONCE_HEADER, &nonce)
-                .header(SIGNATURE_HEADER, signature);
+            let Some(headers) = self.signed_headers(method.as_str(), &url, &payload) else {
+                last = CallError::Unreachable(format!("{url} is not a URL"));
+                continue;
+            };
+            let nonce = headers
+                .iter()
+                .find(|(name, _)| *name == NONCE_HEADER)
+                .map(|(_, value)| value.clone())
+                .unwrap_or_default();
+            let mut request = self.http.request(method.clone(), &url);
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
             if body.is_some() {
                 request = request
                     .header("Content-Type", "application/json")

@@ -49,6 +49,35 @@ pub const CHILDREN_GAUGE: &str = "nodegrid_children";
 pub const CHILD_LIVENESS_CHANGES_TOTAL: &str = "nodegrid_child_liveness_changes_total";
 /// 1 while the disruption guard holds offline marking back.
 pub const CHILD_DISRUPTION_GUARD: &str = "nodegrid_child_disruption_guard";
+/// Frames pushed on control sockets, by type.
+pub const CHILD_PUSHES_TOTAL: &str = "nodegrid_child_pushes_total";
+
+/// Which children a push is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audience {
+    All,
+    Client(i64),
+    Child(Uuid),
+}
+
+/// What a control socket is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Push {
+    Frame(nodegrid_protocol::children::control::ControlPush),
+    /// The child's key changed or was revoked: its socket ends.
+    Close,
+}
+
+/// A push for an audience; every control socket of the instance sees it and keeps its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pushed {
+    pub audience: Audience,
+    pub push: Push,
+}
+
+/// Pushes waiting for slow sockets; one that falls further behind is closed (its child
+/// reconnects and heartbeats).
+const PUSH_BUFFER: usize = 1_024;
 
 /// The settings key of maintenance mode and of the version policy.
 const MAINTENANCE_SETTING: &str = "children.maintenance";
@@ -145,6 +174,7 @@ pub struct Children {
     keys: Arc<MotherKeys>,
     catalogue: Arc<RwLock<Catalogue>>,
     limiter: Arc<LocalRateLimiter<Uuid>>,
+    pushes: tokio::sync::broadcast::Sender<Arc<Pushed>>,
 }
 
 impl Children {
@@ -172,6 +202,95 @@ impl Children {
             keys: Arc::new(keys),
             catalogue: Arc::default(),
             limiter: Arc::new(limiter),
+            pushes: tokio::sync::broadcast::channel(PUSH_BUFFER).0,
+        }
+    }
+
+    /// The pushes of this instance, for a control socket.
+    pub fn subscribe_pushes(&self) -> tokio::sync::broadcast::Receiver<Arc<Pushed>> {
+        self.pushes.subscribe()
+    }
+
+    /// The client of a live child, as this instance holds it.
+    pub fn client_of_child(&self, child_id: Uuid) -> Option<i64> {
+        self.read()
+            .children
+            .get(&child_id)
+            .map(|child| child.client_id)
+    }
+
+    /// A pushed frame for `child_id`, signed: `{"payload": …, "key_id": …, "signature": …}`.
+    pub fn sign_frame(
+        &self,
+        child_id: Uuid,
+        push: &nodegrid_protocol::children::control::ControlPush,
+    ) -> Result<String, ChildrenError> {
+        self.signed_answer(&nodegrid_protocol::children::control::ControlFrame {
+            child_id,
+            issued_at: chrono::Utc::now(),
+            push: push.clone(),
+        })
+    }
+
+    fn push(&self, audience: Audience, push: Push) {
+        if let Push::Frame(frame) = &push {
+            metrics::counter!(CHILD_PUSHES_TOTAL, "type" => frame.kind()).increment(1);
+        }
+        // No receiver: no control socket on this instance, nothing to do.
+        let _ = self.pushes.send(Arc::new(Pushed { audience, push }));
+    }
+
+    /// A user of `client_id` was blocked or unblocked: its children's sockets are told.
+    fn push_user_change(&self, client_id: i64, user_id: i64, blocked: bool) {
+        use nodegrid_protocol::children::control::ControlPush;
+        let blocked_users_version = self
+            .read()
+            .clients
+            .get(&client_id)
+            .map(|terms| terms.blocked_users_version)
+            .unwrap_or_default();
+        let push = if blocked {
+            ControlPush::Block {
+                user_id,
+                blocked_users_version,
+            }
+        } else {
+            ControlPush::Unblock {
+                user_id,
+                blocked_users_version,
+            }
+        };
+        self.push(Audience::Client(client_id), Push::Frame(push));
+    }
+
+    /// After a part of the catalogue was reloaded: what its children's sockets are told.
+    fn push_scope(&self, scope: &ChildrenScope) {
+        use nodegrid_protocol::children::control::ControlPush;
+        match scope {
+            ChildrenScope::Child { id } => self.push(Audience::Child(*id), Push::Close),
+            ChildrenScope::Client { id } => {
+                self.push(Audience::Client(*id), Push::Frame(ControlPush::Lease))
+            }
+            ChildrenScope::Plan { id } => {
+                let clients: Vec<i64> = self
+                    .read()
+                    .clients
+                    .iter()
+                    .filter(|(_, terms)| terms.plan_id == *id)
+                    .map(|(client, _)| *client)
+                    .collect();
+                for client in clients {
+                    self.push(Audience::Client(client), Push::Frame(ControlPush::Lease));
+                }
+            }
+            ChildrenScope::System => {
+                let (maintenance, policy) = self.system();
+                self.push(
+                    Audience::All,
+                    Push::Frame(ControlPush::Maintenance { maintenance }),
+                );
+                self.push(Audience::All, Push::Frame(ControlPush::Version { policy }));
+            }
         }
     }
 
@@ -259,8 +378,8 @@ impl Children {
     }
 
     /// After a user's block or unblock: reloads their client's terms (its blocked users'
-    /// version), if they belong to one.
-    async fn reload_client_of_user(&self, user_id: i64) -> Result<(), DbError> {
+    /// version), if they belong to one; answers the client.
+    async fn reload_client_of_user(&self, user_id: i64) -> Result<Option<i64>, DbError> {
         let client_id: Option<i64> = {
             let client = self.database.client().await?;
             client
@@ -268,10 +387,10 @@ impl Children {
                 .await?
                 .and_then(|row| row.get(0))
         };
-        match client_id {
-            Some(id) => self.reload_scope(&ChildrenScope::Client { id }).await,
-            None => Ok(()),
+        if let Some(id) = client_id {
+            self.reload_scope(&ChildrenScope::Client { id }).await?;
         }
+        Ok(client_id)
     }
 }
 
@@ -322,8 +441,11 @@ impl SharedState for Children {
                 let scopes = scopes.clone();
                 runtime.spawn(async move {
                     for scope in scopes {
-                        if let Err(error) = children.reload_scope(&scope).await {
-                            tracing::warn!(%error, ?scope, "cannot reload a changed part of the children's catalogue; the periodic reload will");
+                        match children.reload_scope(&scope).await {
+                            Ok(()) => children.push_scope(&scope),
+                            Err(error) => {
+                                tracing::warn!(%error, ?scope, "cannot reload a changed part of the children's catalogue; the periodic reload will")
+                            }
                         }
                     }
                 });
@@ -332,9 +454,14 @@ impl SharedState for Children {
             | ControlEvent::UserUnblocked { user_id, .. } => {
                 let children = self.clone();
                 let user_id = *user_id;
+                let blocked = matches!(event, ControlEvent::UserBlocked { .. });
                 runtime.spawn(async move {
-                    if let Err(error) = children.reload_client_of_user(user_id).await {
-                        tracing::warn!(%error, user_id, "cannot reload the client of a blocked user; the periodic reload will");
+                    match children.reload_client_of_user(user_id).await {
+                        Ok(Some(client_id)) => children.push_user_change(client_id, user_id, blocked),
+                        Ok(None) => {}
+                        Err(error) => {
+                            tracing::warn!(%error, user_id, "cannot reload the client of a blocked user; the periodic reload will")
+                        }
                     }
                 });
             }

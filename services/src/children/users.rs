@@ -18,7 +18,7 @@ use crate::identity::{Caller, Identity, IdentityError};
 
 impl Children {
     /// `{"payload": …, "key_id": …, "signature": …}` of `payload`.
-    fn signed_answer<T: Serialize>(&self, payload: &T) -> Result<String, ChildrenError> {
+    pub(crate) fn signed_answer<T: Serialize>(&self, payload: &T) -> Result<String, ChildrenError> {
         let text = serde_json::to_string(payload).map_err(|error| {
             ChildrenError::BadRequest(format!("the answer cannot be written: {error}"))
         })?;
