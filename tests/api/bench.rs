@@ -127,3 +127,32 @@ async fn connections_reports_memory_per_idle_connection() {
     );
     app.shut_down().await.unwrap();
 }
+
+#[actix_web::test]
+async fn heartbeats_provisions_children_and_measures_their_signed_heartbeats() {
+    let app = spawn_app().await;
+    let report = bench(&[
+        "--target",
+        &app.address,
+        "--scenario",
+        "heartbeats",
+        "--children",
+        "20",
+        "--rate",
+        "100",
+        "--seconds",
+        "2",
+        "--connections",
+        "4",
+        "--admin-username",
+        crate::helpers::TEST_ADMIN,
+        "--admin-password",
+        crate::helpers::TEST_ADMIN_PASSWORD,
+    ])
+    .await;
+    let requests = report["requests"].as_u64().unwrap();
+    assert!(requests >= 100, "{report}");
+    assert_eq!(report["ok"].as_u64(), Some(requests), "{report}");
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+    app.shut_down().await.unwrap();
+}

@@ -155,7 +155,7 @@ pub async fn run(options: &BenchOptions) -> Result<(), BenchError> {
     Ok(())
 }
 
-fn print(report: &HttpReport, options: &BenchOptions) {
+pub(super) fn print(report: &HttpReport, options: &BenchOptions) {
     if options.json {
         if let Ok(text) = serde_json::to_string_pretty(report) {
             println!("{text}");

@@ -10,8 +10,10 @@
 //! # Layout
 //!
 //! [`options`], `plan` (shape, pacing, counters), `measure` (histograms, clocks, `/proc`),
-//! `report`; one driver per target kind: `nodegrid` (WebSocket), `mqtt`, `http`.
+//! `report`; one driver per target kind: `nodegrid` (WebSocket), `mqtt`, `http`, and
+//! `heartbeats` (children's signed heartbeats).
 
+mod heartbeats;
 mod http;
 mod measure;
 mod mqtt;
@@ -33,6 +35,9 @@ pub async fn run(options: BenchOptions) -> Result<(), BenchError> {
     }
     if options.scenario == Scenario::Http {
         return http::run(&options).await;
+    }
+    if options.scenario == Scenario::Heartbeats {
+        return heartbeats::run(&options).await;
     }
     let plan = Plan {
         producers: match options.scenario {

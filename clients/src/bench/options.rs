@@ -16,6 +16,9 @@ pub enum Scenario {
     Max,
     /// GET `--path` at `--rate` requests a second in all, over `--connections` connections.
     Http,
+    /// Signed child heartbeats at `--rate` a second in all, over `--children` children it
+    /// provisions first (needs an admin's credentials), over `--connections` connections.
+    Heartbeats,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -67,6 +70,19 @@ pub struct BenchOptions {
     /// `http`: concurrent connections the rate is spread over.
     #[arg(long, default_value_t = 16)]
     pub connections: usize,
+    /// `heartbeats`: the children provisioned and heartbeating in turn.
+    #[arg(long, default_value_t = 1_000)]
+    pub children: usize,
+    /// `heartbeats`: the admin who provisions the children.
+    #[arg(long, env = "NODEGRID_BENCH_ADMIN_USERNAME", default_value = "admin")]
+    pub admin_username: String,
+    #[arg(
+        long,
+        env = "NODEGRID_BENCH_ADMIN_PASSWORD",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    pub admin_password: String,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,

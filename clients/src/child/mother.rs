@@ -62,6 +62,11 @@ impl Mother {
         Ok(Mother { urls, key, http })
     }
 
+    /// A mother client on an HTTP client of the caller's (many children, one pool).
+    pub fn with_client(http: reqwest::Client, urls: Vec<String>, key: String) -> Mother {
+        Mother { urls, key, http }
+    }
+
     /// The mother's base URLs, in the order they are tried.
     pub fn urls(&self) -> &[String] {
         &self.urls
