@@ -77,6 +77,8 @@ pub enum StartError {
     Database(#[from] DbError),
     #[error(transparent)]
     Redis(#[from] BusError),
+    #[error("TLS: {0}")]
+    Tls(crate::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -371,7 +373,7 @@ impl Application {
         );
         let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
         let app_state = state.clone();
-        let mut server = HttpServer::new(move || {
+        let server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
                 .app_data(web::Data::new(BodyTimeout(limits.body_timeout)))
@@ -391,32 +393,40 @@ impl Application {
                 .default_service(web::to(http::routing::not_found))
         })
         .on_connect(move |connection, data| {
-            if let Some(peer) = connection
-                .downcast_ref::<actix_web::rt::net::TcpStream>()
-                .and_then(|stream| stream.peer_addr().ok())
-            {
+            let plain = connection.downcast_ref::<actix_web::rt::net::TcpStream>();
+            let tls = connection
+                .downcast_ref::<actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>>()
+                .map(|stream| stream.get_ref().0);
+            if let Some(peer) = plain.or(tls).and_then(|stream| stream.peer_addr().ok()) {
                 data.insert(connections.open(peer.ip()));
             }
-        })
-        .listen(listener)
-        .map_err(|source| StartError::Bind {
-            addr: settings.http_addr,
-            source,
-        })?
-        .shutdown_timeout(settings.shutdown_timeout.as_secs())
-        .shutdown_signal({
-            let (producers, sessions) = (producer_registry.clone(), session_registry.clone());
-            async move {
-                let _ = shutdown_rx.wait_for(|stop| *stop).await;
-                // Sockets live until closed; close them first so the HTTP drain can finish.
-                for registry in [&producers, &sessions] {
-                    match registry.send(CloseAll(close::GOING_AWAY)).await {
-                        Ok(count) if count > 0 => tracing::info!(count, "closing sockets"),
-                        _ => {}
+        });
+        let server = match &settings.tls {
+            Some(tls) => {
+                let config = crate::tls::server_config(tls).map_err(StartError::Tls)?;
+                server.listen_rustls_0_23(listener, config)
+            }
+            None => server.listen(listener),
+        };
+        let mut server = server
+            .map_err(|source| StartError::Bind {
+                addr: settings.http_addr,
+                source,
+            })?
+            .shutdown_timeout(settings.shutdown_timeout.as_secs())
+            .shutdown_signal({
+                let (producers, sessions) = (producer_registry.clone(), session_registry.clone());
+                async move {
+                    let _ = shutdown_rx.wait_for(|stop| *stop).await;
+                    // Sockets live until closed; close them first so the HTTP drain can finish.
+                    for registry in [&producers, &sessions] {
+                        match registry.send(CloseAll(close::GOING_AWAY)).await {
+                            Ok(count) if count > 0 => tracing::info!(count, "closing sockets"),
+                            _ => {}
+                        }
                     }
                 }
-            }
-        });
+            });
         if let Some(workers) = settings.http_workers {
             server = server.workers(workers);
         }

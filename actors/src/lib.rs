@@ -23,6 +23,7 @@
 //!   the device sweep.
 //! - [`webhooks`]: the webhook deliverer's task (on the housekeeping leader).
 //! - [`metrics`]: the names of the runtime's own metrics.
+//! - [`tls`]: HTTPS and WSS on the API port, the certificate re-read when its files change.
 //! - [`telemetry`]: tracing set-up and the Prometheus recorder.
 //!
 //! **Architecture invariant:** only this crate knows actix. It talks to Postgres and Redis
@@ -41,4 +42,5 @@ pub mod state;
 pub mod state_watcher;
 pub mod stream;
 pub mod telemetry;
+pub mod tls;
 pub mod webhooks;

@@ -653,3 +653,216 @@ async fn an_admins_action_on_one_instance_reaches_a_child_connected_to_another_w
     a.shut_down().await.unwrap();
     b.shut_down().await.unwrap();
 }
+
+/// A certificate authority of the test's own, and a server certificate for loopback it signs.
+struct TestPki {
+    ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+}
+
+fn test_pki(name: &str) -> TestPki {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, format!("nodegrid test CA {name}"));
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let leaf =
+        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf_cert = leaf.signed_by(&leaf_key, &ca_cert, &ca_key).unwrap();
+    TestPki {
+        ca_pem: ca_cert.pem(),
+        cert_pem: leaf_cert.pem(),
+        key_pem: leaf_key.serialize_pem(),
+    }
+}
+
+/// A client that trusts only `ca_pem`, with the TLS versions given.
+fn tls_client(
+    ca_pem: &str,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> reqwest::Client {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(versions)
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(config)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn a_child_speaks_tls_1_3_to_a_mother_that_reloads_its_certificate() {
+    let dir = std::env::temp_dir().join(format!("nodegrid-tls-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key, ca) = (
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+        dir.join("ca.pem"),
+    );
+    let first = test_pki("one");
+    std::fs::write(&cert, &first.cert_pem).unwrap();
+    std::fs::write(&key, &first.key_pem).unwrap();
+    std::fs::write(&ca, &first.ca_pem).unwrap();
+
+    let database = Arc::new(fresh_database().await);
+    let mut settings = test_settings(&database.url);
+    settings.children.heartbeat_interval = Duration::from_secs(1);
+    settings.tls = Some(nodegrid_services::config::TlsSettings {
+        cert: cert.clone(),
+        key: key.clone(),
+        tls13_only: true,
+    });
+    let app = spawn_app_with(database, settings).await;
+    let https = format!("https://127.0.0.1:{}", app.port);
+    // The test's own calls: HTTPS, trusting the test CA.
+    let trusting_first = tls_client(&first.ca_pem, &[&rustls::version::TLS13]);
+    let login: Value = trusting_first
+        .post(format!("{https}/api/auth/login"))
+        .json(&json!({"username": crate::helpers::TEST_ADMIN, "password": crate::helpers::TEST_ADMIN_PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["access_token"].as_str().unwrap().to_owned();
+    let call = |method: &'static str, path: String, body: Value| {
+        let (client, https, token) = (trusting_first.clone(), https.clone(), token.clone());
+        async move {
+            let response = client
+                .request(method.parse().unwrap(), format!("{https}{path}"))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(
+                response.status().is_success(),
+                "{method} {path}: {}",
+                response.status()
+            );
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let plan = call(
+        "POST",
+        "/api/admin/plans".into(),
+        json!({"name": "tls-plan", "limits": {"max_children": 1, "max_users": 1}}),
+    )
+    .await;
+    let client = call(
+        "POST",
+        "/api/admin/clients".into(),
+        json!({"name": "tls", "plan_id": plan["id"], "subscription": {"status": "active"}}),
+    )
+    .await;
+    let issued = call(
+        "POST",
+        format!("/api/admin/clients/{}/children", client["id"]),
+        json!({"name": "tls-1"}),
+    )
+    .await;
+    let child_key = issued["api_key"].as_str().unwrap().to_owned();
+
+    // Neither plain HTTP nor TLS 1.2 is served.
+    let plain = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{}/health", app.port))
+        .send()
+        .await;
+    assert!(
+        plain
+            .map(|response| !response.status().is_success())
+            .unwrap_or(true)
+    );
+    let old = tls_client(&first.ca_pem, &[&rustls::version::TLS12]);
+    assert!(
+        old.get(format!("{https}/health")).send().await.is_err(),
+        "TLS 1.2 is refused"
+    );
+
+    // The child over HTTPS and WSS, trusting the test CA through --ca-file.
+    let state = state_file();
+    let mut process = Command::new(env!("CARGO_BIN_EXE_nodegrid"));
+    process
+        .arg("child")
+        .args([
+            "--mother-url",
+            &https,
+            "--interval-secs",
+            "1",
+            "--request-timeout-ms",
+            "1000",
+        ])
+        .arg("--ca-file")
+        .arg(&ca)
+        .arg("--state-file")
+        .arg(&state);
+    let gate_port = closed_port();
+    process
+        .args(["--gate-addr", &format!("127.0.0.1:{gate_port}")])
+        .env("NODEGRID_CHILD_API_KEY", &child_key)
+        .env("NODEGRID_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    let child = ChildProcess {
+        process: process.spawn().unwrap(),
+        gate: format!("http://127.0.0.1:{gate_port}"),
+        http: reqwest::Client::new(),
+    };
+    child.wait_for("ACTIVE", Duration::from_secs(10)).await;
+    eventually(
+        "the control socket over WSS",
+        Duration::from_secs(10),
+        || async {
+            child
+                .status()
+                .await
+                .filter(|status| status["control_connected"] == true)
+        },
+    )
+    .await;
+
+    // A renewed certificate, from another authority, is served without a restart: a client
+    // trusting the new authority gets through.
+    let second = test_pki("two");
+    std::fs::write(&key, &second.key_pem).unwrap();
+    std::fs::write(&cert, &second.cert_pem).unwrap();
+    let trusting_second = tls_client(&second.ca_pem, &[&rustls::version::TLS13]);
+    eventually(
+        "the new certificate is served",
+        Duration::from_secs(10),
+        || async {
+            let response = trusting_second
+                .get(format!("{https}/health"))
+                .send()
+                .await
+                .ok()?;
+            response.status().is_success().then_some(())
+        },
+    )
+    .await;
+    // A new connection trusting only the old authority is refused now (the child's open
+    // connections keep the session they made).
+    let fresh_first = tls_client(&first.ca_pem, &[&rustls::version::TLS13]);
+    assert!(fresh_first.get(format!("{https}/health")).send().await.is_err());
+    drop(child);
+    let _ = std::fs::remove_file(&state);
+    let _ = std::fs::remove_dir_all(&dir);
+    app.shut_down().await.unwrap();
+}

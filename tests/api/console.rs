@@ -620,14 +620,74 @@ async fn the_console_runs_every_page_in_a_real_browser() {
         )
         .await;
     browser.screenshot("registry").await;
+    // Children: a client's child listed live; a second provisioned from the page shows its key
+    // once; maintenance switched on from the page.
+    let admin = app.admin_token().await;
+    let client = crate::children::client_with_plan(&app, &admin, "console-client", 3).await;
+    crate::children::provision(&app, &admin, client, "console-child-1").await;
     browser.goto(&format!("{console}#/children")).await;
     browser
-        .wait_for("the children page", "document.querySelector('#children')")
+        .wait_for(
+            "the child's row",
+            "document.querySelector('#children tr[data-child=console-child-1] .badge')",
+        )
         .await;
+    browser
+        .wait_for(
+            "the client choice",
+            "document.querySelector('form[aria-label=\"Provision a child\"] select[name=client_id] option')",
+        )
+        .await;
+    browser
+        .fill(
+            "form[aria-label='Provision a child'] input[name=name]",
+            "console-child-2",
+        )
+        .await;
+    browser
+        .click("form[aria-label='Provision a child'] button[type=submit]")
+        .await;
+    let key = browser
+        .wait_for(
+            "the new key, shown once",
+            "document.querySelector('#child-key code.secret') && document.querySelector('#child-key code.secret').textContent",
+        )
+        .await;
+    assert!(key.as_str().unwrap().starts_with("ngc_"), "{key}");
+    browser
+        .wait_for(
+            "the new child's row",
+            "document.querySelector('#children tr[data-child=console-child-2]')",
+        )
+        .await;
+    browser
+        .eval("document.querySelector('form[aria-label=Maintenance] input[name=enabled]').checked = true")
+        .await;
+    browser
+        .fill(
+            "form[aria-label=Maintenance] input[name=message]",
+            "upgrading",
+        )
+        .await;
+    browser
+        .click("form[aria-label=Maintenance] button[type=submit]")
+        .await;
+    eventually("maintenance on", Duration::from_secs(5), || async {
+        let view: Value = app
+            .get_with("/api/admin/maintenance", &admin)
+            .await
+            .json()
+            .await
+            .ok()?;
+        (view["enabled"] == true && view["message"] == "upgrading").then_some(())
+    })
+    .await;
     browser.screenshot("children").await;
 
     // Every control has a label; at phone width nothing overflows sideways.
-    for page in ["overview", "streams", "users", "pnodes", "registry"] {
+    for page in [
+        "overview", "streams", "users", "pnodes", "registry", "children",
+    ] {
         browser.goto(&format!("{console}#/{page}")).await;
         browser
             .wait_for("the page", "document.querySelector('main h1')")

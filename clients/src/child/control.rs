@@ -67,9 +67,10 @@ async fn listen(
             .headers_mut()
             .insert(name, HeaderValue::from_str(&value).ok()?);
     }
+    let connector = mother.tls().map(tokio_tungstenite::Connector::Rustls);
     let connected = tokio::time::timeout(
         settings.request_timeout,
-        tokio_tungstenite::connect_async(request),
+        tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector),
     )
     .await;
     let mut socket = match connected {

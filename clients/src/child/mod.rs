@@ -7,6 +7,7 @@
 //! - [`mother`]: signed calls to the mother, its URLs in order.
 //! - [`persist`]: the state file that survives restarts without extending the lease.
 //! - [`control`]: the control socket: the mother's pushes, applied at once.
+//! - [`tls`]: TLS 1.3 to the mother, with the system's authorities and `--ca-file`'s.
 //! - [`gate`]: the local HTTP API and its metrics.
 
 pub mod control;
@@ -15,6 +16,7 @@ pub mod machine;
 pub mod mother;
 pub mod options;
 pub mod persist;
+pub mod tls;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -118,10 +120,12 @@ pub async fn run(settings: ChildSettings) -> Result<(), String> {
         sessions: BTreeMap::new(),
         control_connected: false,
     }));
+    let tls = tls::client_config(settings.ca_file.as_deref())?;
     let mother = Arc::new(Mother::new(
         settings.mother_urls.clone(),
         settings.api_key.clone(),
         settings.request_timeout,
+        Some(tls),
     )?);
     let server = gate::start(settings.gate_addr, shared.clone(), mother.clone())?;
     let server_handle = server.handle();

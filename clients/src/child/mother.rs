@@ -1,6 +1,7 @@
 //! The child's calls to the mother: each request signed (key, timestamp, fresh nonce, body
 //! hash), the mother's URLs tried in order, a refusal told apart from an outage.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use nodegrid_protocol::children::lease::{PublicKeyView, PublicKeysResponse};
@@ -46,6 +47,7 @@ pub struct Mother {
     urls: Vec<String>,
     key: String,
     http: reqwest::Client,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 fn fresh_nonce() -> String {
@@ -53,18 +55,43 @@ fn fresh_nonce() -> String {
 }
 
 impl Mother {
-    pub fn new(urls: Vec<String>, key: String, timeout: Duration) -> Result<Mother, String> {
-        let http = reqwest::Client::builder()
+    /// `tls`: the configuration of `https://` mothers (TLS 1.3, the trusted authorities).
+    pub fn new(
+        urls: Vec<String>,
+        key: String,
+        timeout: Duration,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<Mother, String> {
+        let mut builder = reqwest::Client::builder()
             .timeout(timeout)
-            .connect_timeout(timeout)
+            .connect_timeout(timeout);
+        if let Some(config) = &tls {
+            builder = builder.use_preconfigured_tls(rustls::ClientConfig::clone(config));
+        }
+        let http = builder
             .build()
             .map_err(|error| format!("cannot build the HTTP client: {error}"))?;
-        Ok(Mother { urls, key, http })
+        Ok(Mother {
+            urls,
+            key,
+            http,
+            tls,
+        })
     }
 
     /// A mother client on an HTTP client of the caller's (many children, one pool).
     pub fn with_client(http: reqwest::Client, urls: Vec<String>, key: String) -> Mother {
-        Mother { urls, key, http }
+        Mother {
+            urls,
+            key,
+            http,
+            tls: None,
+        }
+    }
+
+    /// The TLS configuration of `wss://` sockets to the mother.
+    pub fn tls(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.tls.clone()
     }
 
     /// The mother's base URLs, in the order they are tried.

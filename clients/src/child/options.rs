@@ -42,6 +42,10 @@ pub struct ChildOptions {
     /// The version this child reports to the mother [default: nodegrid's].
     #[arg(long, env = "NODEGRID_CHILD_APP_VERSION")]
     pub app_version: Option<String>,
+    /// PEM certificates of the authorities that may sign the mother's certificate, trusted
+    /// beside the system's [default: the system's only].
+    #[arg(long, env = "NODEGRID_CHILD_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
     /// Milliseconds one request to the mother may take.
     #[arg(
         long,
@@ -61,6 +65,7 @@ pub struct ChildSettings {
     pub state_file: PathBuf,
     pub version: String,
     pub request_timeout: Duration,
+    pub ca_file: Option<PathBuf>,
 }
 
 impl ChildOptions {
@@ -95,6 +100,7 @@ impl ChildOptions {
                 .app_version
                 .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned()),
             request_timeout: Duration::from_millis(self.request_timeout_ms),
+            ca_file: self.ca_file,
         })
     }
 }

@@ -25,5 +25,5 @@ pub use self::file::layer_config_file;
 pub use self::options::{Environment, LogFormat, ServeOptions, WsTokenExpiry};
 pub use self::readme::options_markdown;
 pub use self::settings::{
-    DataWriterSettings, HttpLimits, Settings, StreamLimits, XANDEUM_PUBLIC_PRESET,
+    DataWriterSettings, HttpLimits, Settings, StreamLimits, TlsSettings, XANDEUM_PUBLIC_PRESET,
 };

@@ -89,6 +89,19 @@ pub struct ServeOptions {
     #[arg(long, env = "NODEGRID_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
 
+    /// PEM certificate chain: the API port serves HTTPS and WSS (rustls), the files re-read
+    /// when they change [default: none: plain HTTP].
+    #[arg(long, env = "NODEGRID_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "NODEGRID_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// With TLS: TLS 1.3 only (what children require of their mother).
+    #[arg(long, env = "NODEGRID_TLS13_ONLY", default_value_t = false, action = clap::ArgAction::Set)]
+    pub tls13_only: bool,
+
     /// Postgres.
     #[arg(
         long,

@@ -69,6 +69,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub http_limits: HttpLimits,
     pub metrics_addr: Option<SocketAddr>,
+    /// HTTPS on the API port, when set.
+    pub tls: Option<TlsSettings>,
     pub database_url: String,
     pub database_pool_size: usize,
     pub redis_url: String,
@@ -110,6 +112,14 @@ pub struct Settings {
     pub webhooks: WebhookSettings,
     pub children: ChildSettings,
     pub child_signing_secret: Option<SecretString>,
+}
+
+/// The API port's TLS: the files (re-read when they change) and the protocol versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub tls13_only: bool,
 }
 
 /// How stored data is written and kept.
@@ -165,6 +175,14 @@ impl ServeOptions {
                 not_found_burst: self.not_found_burst,
             },
             metrics_addr: self.metrics_addr,
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsSettings {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    tls13_only: self.tls13_only,
+                }),
+                _ => None,
+            },
             database_url: self.database_url,
             database_pool_size: self.database_pool_size,
             redis_url: self.redis_url,

@@ -1179,10 +1179,144 @@
       () => { clearTimeout(reload); live.close(); }];
   }
 
+  // ----- children, clients, plans, maintenance and versions
+
   function childrenPage() {
-    return [h('h1', {text: 'Children'}), h('section', {class: 'panel', id: 'children'},
-      h('p', {text: 'Mother/child licensing is not built yet.'}),
-      h('p', {class: 'muted', text: 'This page will show each child node live (online, late or offline; lease expiry; version status), the maintenance and version controls, and the clients and plans, when licensing lands.'}))];
+    const error = h('div');
+    const keyBox = h('div', {id: 'child-key'});
+    const childrenTable = h('div', {class: 'table-wrap', id: 'children'});
+    const clientsTable = h('div', {class: 'table-wrap', id: 'clients'});
+    const plansTable = h('div', {class: 'table-wrap', id: 'plans'});
+    let plans = [];
+    let clients = [];
+    const showKey = (issued, what) => {
+      keyBox.replaceChildren(h('section', {class: 'panel', role: 'status'},
+        h('h2', {text: `Key of ${issued.child.name} (${what})`}),
+        h('p', {text: 'Shown this once: give it to the child\'s operator now. The mother keeps only a hash of it.'}),
+        h('code', {class: 'secret', text: issued.api_key})));
+    };
+    const act = async (call, done) => {
+      error.replaceChildren();
+      try { const result = await call(); if (done) notice(done); await load(); return result; } catch (failure) { showError(error, failure); return null; }
+    };
+    const liveness = {online: 'ok', late: 'warn', offline: 'bad', revoked: 'bad', new: ''};
+    const versionKind = {ok: 'ok', update_available: 'warn', update_required: 'bad'};
+    const load = async () => {
+      let children;
+      try {
+        [plans, clients, children] = await Promise.all([
+          api('GET', '/api/admin/plans').then((r) => r.plans),
+          api('GET', '/api/admin/clients').then((r) => r.clients),
+          api('GET', '/api/admin/children').then((r) => r.children),
+        ]);
+      } catch (failure) { showError(error, failure); return; }
+      const clientName = Object.fromEntries(clients.map((c) => [c.id, c.name]));
+      const planName = Object.fromEntries(plans.map((p) => [p.id, p.name]));
+      childrenTable.replaceChildren(children.length === 0 ? h('p', {class: 'muted', text: 'No child yet: provision one for a client below.'}) : h('table', {},
+        h('thead', {}, h('tr', {}, ['Child', 'Client', 'Liveness', 'Last heartbeat', 'Version', 'Lease', 'Key', 'Actions'].map((t) => h('th', {text: t})))),
+        h('tbody', {}, children.map((c) => h('tr', {'data-child': c.name},
+          h('td', {text: c.name}),
+          h('td', {text: clientName[c.client_id] || c.client_id}),
+          h('td', {}, badge(c.liveness, liveness[c.liveness] || '')),
+          h('td', {text: fmt.time(c.last_heartbeat_at)}),
+          h('td', {}, c.version || '—', ' ', c.version_status ? badge(c.version_status, versionKind[c.version_status]) : ''),
+          h('td', {text: c.lease_valid_until ? `#${c.lease_seq} until ${fmt.time(c.lease_valid_until)}` : '—'}),
+          h('td', {}, h('code', {text: `${c.key_prefix}…`})),
+          h('td', {}, c.revoked_at ? badge('revoked', 'bad') : h('span', {},
+            h('button', {type: 'button', text: 'Rotate key', 'aria-label': `Rotate the key of ${c.name}`, on: {click: async () => {
+              const issued = await act(() => api('POST', `/api/admin/children/${c.id}/rotate-key`), `New key for ${c.name}`);
+              if (issued) showKey(issued, 'rotated');
+            }}}),
+            ' ',
+            h('button', {class: 'danger', type: 'button', text: 'Revoke', 'aria-label': `Revoke ${c.name}`, on: {click: () => {
+              if (window.confirm(`Revoke ${c.name}? Its key stops working at once.`)) act(() => api('DELETE', `/api/admin/children/${c.id}`), `Revoked ${c.name}`);
+            }}}))))))));
+      clientsTable.replaceChildren(h('table', {},
+        h('thead', {}, h('tr', {}, ['Client', 'Plan', 'Subscription', 'Expires', 'Children', 'Users', 'Config hash'].map((t) => h('th', {text: t})))),
+        h('tbody', {}, clients.map((c) => h('tr', {'data-client': c.name},
+          h('td', {text: c.name}),
+          h('td', {text: planName[c.plan_id] || c.plan_id}),
+          h('td', {}, badge(c.subscription.status, c.subscription.status === 'active' ? 'ok' : (c.subscription.status === 'past_due' ? 'warn' : 'bad'))),
+          h('td', {text: fmt.time(c.subscription.expires_at)}),
+          h('td', {text: c.children}),
+          h('td', {text: c.users}),
+          h('td', {}, h('code', {text: fmt.short(c.config_hash)})))))));
+      plansTable.replaceChildren(h('table', {},
+        h('thead', {}, h('tr', {}, ['Plan', 'Max children', 'Max users', 'Features'].map((t) => h('th', {text: t})))),
+        h('tbody', {}, plans.map((p) => h('tr', {},
+          h('td', {text: p.name}), h('td', {text: p.limits.max_children}), h('td', {text: p.limits.max_users}),
+          h('td', {text: p.features.join(', ') || '—'}))))));
+      for (const select of [newClient.plan_id]) {
+        select.replaceChildren(...plans.map((p) => h('option', {value: p.id, text: p.name})));
+      }
+      newChild.client_id.replaceChildren(...clients.map((c) => h('option', {value: c.id, text: c.name})));
+    };
+
+    const maintenance = h('form', {class: 'filters', 'aria-label': 'Maintenance'},
+      h('label', {}, h('input', {name: 'enabled', type: 'checkbox'}), 'Maintenance on'),
+      h('label', {}, 'Message', h('input', {name: 'message', maxlength: 500, autocomplete: 'off'})),
+      h('button', {class: 'primary', type: 'submit', text: 'Save maintenance'}));
+    maintenance.addEventListener('submit', (event) => {
+      event.preventDefault();
+      act(() => api('PUT', '/api/admin/maintenance', {enabled: maintenance.enabled.checked, message: maintenance.message.value || null}),
+        maintenance.enabled.checked ? 'Maintenance is on: every child hears it now' : 'Maintenance is off');
+    });
+    const versions = h('form', {class: 'filters', 'aria-label': 'Versions'},
+      h('label', {}, 'Minimum version', h('input', {name: 'min_version', placeholder: '1.2.0', autocomplete: 'off'})),
+      h('label', {}, 'Latest version', h('input', {name: 'latest_version', placeholder: '1.4.0', autocomplete: 'off'})),
+      h('button', {class: 'primary', type: 'submit', text: 'Save versions'}));
+    versions.addEventListener('submit', (event) => {
+      event.preventDefault();
+      act(() => api('PUT', '/api/admin/versions', {min_version: versions.min_version.value || null, latest_version: versions.latest_version.value || null}), 'Version policy saved');
+    });
+    const newPlan = h('form', {class: 'filters', 'aria-label': 'New plan'},
+      h('label', {}, 'Name', h('input', {name: 'name', required: true, maxlength: 100})),
+      h('label', {}, 'Max children', h('input', {name: 'max_children', type: 'number', min: 0, value: 3})),
+      h('label', {}, 'Max users', h('input', {name: 'max_users', type: 'number', min: 0, value: 50})),
+      h('label', {}, 'Features', h('input', {name: 'features', placeholder: 'bots, analytics'})),
+      h('button', {class: 'primary', type: 'submit', text: 'Create plan'}));
+    newPlan.addEventListener('submit', (event) => {
+      event.preventDefault();
+      act(() => api('POST', '/api/admin/plans', {name: newPlan.name.value,
+        limits: {max_children: Number(newPlan.max_children.value), max_users: Number(newPlan.max_users.value)},
+        features: newPlan.features.value.split(',').map((f) => f.trim()).filter(Boolean)}), `Plan ${newPlan.name.value} created`);
+    });
+    const newClient = h('form', {class: 'filters', 'aria-label': 'New client'},
+      h('label', {}, 'Name', h('input', {name: 'name', required: true, maxlength: 100})),
+      h('label', {}, 'Plan', h('select', {name: 'plan_id'})),
+      h('label', {}, 'Subscription', h('select', {name: 'status'}, ['active', 'past_due', 'cancelled'].map((v) => h('option', {value: v, text: v})))),
+      h('button', {class: 'primary', type: 'submit', text: 'Create client'}));
+    newClient.addEventListener('submit', (event) => {
+      event.preventDefault();
+      act(() => api('POST', '/api/admin/clients', {name: newClient.name.value, plan_id: Number(newClient.plan_id.value),
+        subscription: {status: newClient.status.value}}), `Client ${newClient.name.value} created`);
+    });
+    const newChild = h('form', {class: 'filters', 'aria-label': 'Provision a child'},
+      h('label', {}, 'Client', h('select', {name: 'client_id'})),
+      h('label', {}, 'Name', h('input', {name: 'name', required: true, maxlength: 100})),
+      h('button', {class: 'primary', type: 'submit', text: 'Provision child'}));
+    newChild.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      const issued = await act(() => api('POST', `/api/admin/clients/${newChild.client_id.value}/children`, {name: newChild.name.value}), `Child ${newChild.name.value} provisioned`);
+      if (issued) showKey(issued, 'new');
+    });
+    (async () => {
+      try {
+        const [m, v] = await Promise.all([api('GET', '/api/admin/maintenance'), api('GET', '/api/admin/versions')]);
+        maintenance.enabled.checked = m.enabled;
+        maintenance.message.value = m.message || '';
+        versions.min_version.value = v.min_version || '';
+        versions.latest_version.value = v.latest_version || '';
+      } catch (failure) { showError(error, failure); }
+    })();
+    load();
+    const timer = setInterval(load, 5000);
+    return [h('h1', {text: 'Children'}), error, keyBox,
+      h('section', {class: 'panel'}, h('h2', {text: 'Child nodes'}), childrenTable),
+      h('section', {class: 'panel'}, h('h2', {text: 'System control'}), maintenance, versions),
+      h('section', {class: 'panel'}, h('h2', {text: 'Clients'}), clientsTable, newClient, newChild),
+      h('section', {class: 'panel'}, h('h2', {text: 'Plans'}), plansTable, newPlan),
+      () => clearInterval(timer)];
   }
 
   // ---------------------------------------------------------------- router
