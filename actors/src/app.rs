@@ -276,7 +276,8 @@ impl Application {
             leadership: housekeeping_lease.watch(),
         };
         Supervisor::start(move |_| housekeeper);
-        let checker = HeartbeatChecker::new(children.clone(), housekeeping_lease.watch());
+        let checker =
+            HeartbeatChecker::new(children.clone(), nodes.clone(), housekeeping_lease.watch());
         Supervisor::start(move |_| checker);
         let (keeper_stop, keeper_stopped) = watch::channel(false);
         let webhooks = Webhooks::new(database.clone(), settings.webhooks.clone());

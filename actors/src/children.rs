@@ -2,28 +2,54 @@
 //! heartbeat interval and marks the silent ones late, then offline, by the mother's clock; it
 //! keeps the disruption guard's state between sweeps. A follower does nothing; a new leader
 //! starts with the guard released and re-engages it at its first sweep if the silence holds.
+//! After each sweep the children whose liveness changed go into the node registry (type
+//! `CHILD`, named by the child's id: `UP` online, `DEGRADED` late, `DOWN` offline or revoked),
+//! whose events and webhooks follow.
 
 use std::time::Duration;
 
 use actix::prelude::*;
+use nodegrid_protocol::children::admin::ChildLiveness;
+use nodegrid_protocol::registry::{NodeStatus, NodeType};
 use nodegrid_services::children::Children;
 use nodegrid_services::lease::Leadership;
+use nodegrid_services::registry::NodeRegistry;
 use tokio::sync::watch;
 
 pub struct HeartbeatChecker {
     pub children: Children,
+    pub nodes: NodeRegistry,
     pub leadership: watch::Receiver<Leadership>,
     guard_engaged: bool,
     sweeping: bool,
+    /// The mother's clock at the last sweep whose changes reached the registry (`None`: the
+    /// next sweep reports every child).
+    reported_until: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// How a child's liveness shows in the node registry (type `CHILD`, named by the child's id).
+fn registry_status(liveness: ChildLiveness) -> NodeStatus {
+    match liveness {
+        ChildLiveness::New => NodeStatus::Unknown,
+        ChildLiveness::Online => NodeStatus::Up,
+        ChildLiveness::Late => NodeStatus::Degraded,
+        ChildLiveness::Offline | ChildLiveness::Revoked => NodeStatus::Down,
+    }
 }
 
 impl HeartbeatChecker {
-    pub fn new(children: Children, leadership: watch::Receiver<Leadership>) -> HeartbeatChecker {
+    pub fn new(
+        children: Children,
+        nodes: NodeRegistry,
+        leadership: watch::Receiver<Leadership>,
+    ) -> HeartbeatChecker {
         HeartbeatChecker {
             children,
+            nodes,
             leadership,
             guard_engaged: false,
             sweeping: false,
+            reported_until: None,
         }
     }
 
@@ -34,21 +60,46 @@ impl HeartbeatChecker {
     fn sweep(&mut self, ctx: &mut Context<Self>) {
         if !self.leadership.borrow().is_leader() {
             self.guard_engaged = false;
+            self.reported_until = None;
             return;
         }
         if self.sweeping {
             return;
         }
         self.sweeping = true;
-        let children = self.children.clone();
+        let (children, nodes) = (self.children.clone(), self.nodes.clone());
         let guard_engaged = self.guard_engaged;
+        // Heartbeats commit on their own: one that started before the last sweep may have
+        // committed after it, so each sweep looks back a minute more (a report that changes
+        // nothing records nothing).
+        let since = self
+            .reported_until
+            .map(|at| at - chrono::Duration::seconds(60));
         ctx.spawn(
-            async move { children.sweep(guard_engaged).await }
+            async move {
+                let outcome = children.sweep(guard_engaged, since).await?;
+                let statuses: Vec<(String, NodeStatus)> = outcome
+                    .changed
+                    .iter()
+                    .map(|(id, liveness)| (id.to_string(), registry_status(*liveness)))
+                    .collect();
+                let reported = match nodes.report_many(NodeType::Child, statuses).await {
+                    Ok(_) => true,
+                    Err(error) => {
+                        tracing::warn!(%error, "children's liveness not in the node registry yet; retrying at the next sweep");
+                        false
+                    }
+                };
+                Ok::<_, nodegrid_services::children::ChildrenError>((outcome, reported))
+            }
                 .into_actor(self)
-                .map(|outcome, checker, _| {
+                .map(|result, checker, _| {
                     checker.sweeping = false;
-                    match outcome {
-                        Ok(outcome) => {
+                    match result {
+                        Ok((outcome, reported)) => {
+                            if reported {
+                                checker.reported_until = outcome.swept_at;
+                            }
                             if outcome.became_late + outcome.became_offline > 0 {
                                 tracing::info!(
                                     late = outcome.became_late,

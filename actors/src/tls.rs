@@ -88,10 +88,15 @@ pub fn server_config(settings: &TlsSettings) -> Result<ServerConfig, TlsError> {
         .with_cert_resolver(resolver.clone());
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let (cert, key) = (settings.cert.clone(), settings.key.clone());
+    // The thread holds the resolver weakly: it ends when the server (its configuration) does.
+    let resolver = Arc::downgrade(&resolver);
     let watcher = std::thread::Builder::new().name("tls-reload".into()).spawn(move || {
         let mut seen = (modified(&cert), modified(&key));
         loop {
             std::thread::sleep(CHECK_EVERY);
+            let Some(resolver) = resolver.upgrade() else {
+                return;
+            };
             let now = (modified(&cert), modified(&key));
             if now == seen {
                 continue;

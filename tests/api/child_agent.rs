@@ -860,7 +860,13 @@ async fn a_child_speaks_tls_1_3_to_a_mother_that_reloads_its_certificate() {
     // A new connection trusting only the old authority is refused now (the child's open
     // connections keep the session they made).
     let fresh_first = tls_client(&first.ca_pem, &[&rustls::version::TLS13]);
-    assert!(fresh_first.get(format!("{https}/health")).send().await.is_err());
+    assert!(
+        fresh_first
+            .get(format!("{https}/health"))
+            .send()
+            .await
+            .is_err()
+    );
     drop(child);
     let _ = std::fs::remove_file(&state);
     let _ = std::fs::remove_dir_all(&dir);

@@ -763,6 +763,27 @@ async fn silent_children_go_late_then_offline_on_the_leader_and_a_mass_silence_e
     .await;
     assert_eq!(a.audit("action=child.late").await.len(), 1);
     assert_eq!(a.audit("action=child.offline").await.len(), 1);
+    // The node registry has the child too, by its id, and it is down.
+    eventually(
+        "the child DOWN in the registry",
+        Duration::from_secs(5),
+        || async {
+            let (_, listed) = admin_call(
+                &a,
+                &token,
+                "GET",
+                &format!("/api/nodes?type=CHILD&search={lonely}"),
+                None,
+            )
+            .await;
+            listed["nodes"]
+                .as_array()?
+                .iter()
+                .any(|node| node["name"] == lonely.to_string() && node["status"] == "DOWN")
+                .then_some(())
+        },
+    )
+    .await;
 
     // Five heartbeating children fall silent together: the mother assumes it is cut off.
     let mut fleet = Vec::new();
@@ -848,5 +869,145 @@ async fn a_child_that_calls_too_often_is_told_to_wait() {
     assert_eq!(refusal(response).await, (429, "rate_limited".to_owned()));
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("nodegrid_child_requests_total{outcome=\"rate_limited\"}"));
+    app.shut_down().await.unwrap();
+}
+
+#[actix_web::test]
+async fn the_mother_answers_a_childs_questions_about_users_signed() {
+    use nodegrid_clients::child::mother::Mother;
+    use nodegrid_protocol::children::users::{
+        BlockedUsersAnswer, LoginAnswer, UserCheckAnswer, verify_answer, verify_session,
+    };
+    let app = spawn_app().await;
+    let token = app.admin_token().await;
+    let client = client_with_plan(&app, &token, "people", 1).await;
+    let (child, key) = provision(&app, &token, client, "people-1").await;
+    let mut ids = Vec::new();
+    for name in ["amy", "ben"] {
+        let user = app
+            .register(name, nodegrid_protocol::auth::Role::Consumer)
+            .await;
+        admin_call(
+            &app,
+            &token,
+            "POST",
+            &format!("/api/admin/clients/{client}/users"),
+            Some(json!({"user_id": user.user_id})),
+        )
+        .await;
+        ids.push(user.user_id);
+    }
+    let outsider = app
+        .register("cat", nodegrid_protocol::auth::Role::Consumer)
+        .await
+        .user_id;
+    admin_call(
+        &app,
+        &token,
+        "POST",
+        &format!("/api/admin/users/{}/block", ids[0]),
+        Some(json!({"reason": "spam"})),
+    )
+    .await;
+    let mother = Mother::new(vec![app.address.clone()], key, Duration::from_secs(5), None).unwrap();
+    let keys = public_keys(&app).await.keys;
+
+    let check = |user_id: i64| {
+        let (mother, keys) = (&mother, &keys);
+        async move {
+            let answer = mother
+                .call(
+                    reqwest::Method::POST,
+                    "/api/child/users/check",
+                    Some(serde_json::to_vec(&json!({"user_id": user_id})).unwrap()),
+                )
+                .await
+                .unwrap();
+            let checked: UserCheckAnswer = verify_answer(&answer.body, keys).unwrap();
+            assert_eq!(
+                (checked.child_id, checked.nonce.as_str()),
+                (child, answer.nonce.as_str())
+            );
+            (checked.allowed, checked.reason)
+        }
+    };
+    assert_eq!(check(ids[1]).await, (true, None));
+    assert_eq!(check(ids[0]).await, (false, Some("user_blocked".into())));
+    assert_eq!(
+        check(outsider).await,
+        (false, Some("not_a_client_user".into()))
+    );
+    assert_eq!(check(987_654).await, (false, Some("unknown_user".into())));
+
+    let blocked = mother
+        .call(
+            reqwest::Method::GET,
+            "/api/child/blocked-users?since_version=0",
+            None,
+        )
+        .await
+        .unwrap();
+    let list: BlockedUsersAnswer = verify_answer(&blocked.body, &keys).unwrap();
+    assert_eq!(
+        (list.user_ids.clone(), list.unchanged),
+        (vec![ids[0]], false)
+    );
+    let again = mother
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/child/blocked-users?since_version={}", list.version),
+            None,
+        )
+        .await
+        .unwrap();
+    let again: BlockedUsersAnswer = verify_answer(&again.body, &keys).unwrap();
+    assert!(again.unchanged && again.user_ids.is_empty());
+
+    let login = |username: &'static str| {
+        let mother = &mother;
+        async move {
+            let body = serde_json::to_vec(
+                &json!({"username": username, "password": crate::helpers::PASSWORD}),
+            )
+            .unwrap();
+            let answer = mother
+                .call(reqwest::Method::POST, "/api/child/users/login", Some(body))
+                .await
+                .unwrap();
+            (answer.body, answer.nonce)
+        }
+    };
+    let (body, nonce) = login("ben").await;
+    let answer: LoginAnswer = verify_answer(&body, &keys).unwrap();
+    assert!(answer.allowed && answer.nonce == nonce, "{answer:?}");
+    let session = verify_session(
+        answer.session_token.as_deref().unwrap(),
+        &keys,
+        child,
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    assert_eq!(session.user.username, "ben");
+    // Another child's session, or a tampered one, does not verify.
+    assert!(
+        verify_session(
+            answer.session_token.as_deref().unwrap(),
+            &keys,
+            Uuid::new_v4(),
+            chrono::Utc::now()
+        )
+        .is_err()
+    );
+    let mut tampered = answer.session_token.clone().unwrap();
+    tampered.insert(8, 'A');
+    assert!(verify_session(&tampered, &keys, child, chrono::Utc::now()).is_err());
+    let (body, _) = login("amy").await;
+    let refused: LoginAnswer = verify_answer(&body, &keys).unwrap();
+    assert_eq!(
+        (refused.allowed, refused.reason.as_deref()),
+        (false, Some("user_blocked"))
+    );
+    assert!(refused.session_token.is_none());
+    assert_eq!(app.audit("action=child.user_login").await.len(), 1);
     app.shut_down().await.unwrap();
 }

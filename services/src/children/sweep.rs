@@ -24,6 +24,11 @@ pub struct SweepOutcome {
     pub became_offline: u64,
     /// Whether the guard holds marking back after this sweep.
     pub guard_engaged: bool,
+    /// The mother's clock at the sweep.
+    pub swept_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Children whose liveness changed since the `since` asked (all of them without one),
+    /// for the node registry.
+    pub changed: Vec<(uuid::Uuid, ChildLiveness)>,
 }
 
 /// Whether `newly_silent` of `population` looks like the mother being cut off.
@@ -35,8 +40,13 @@ pub fn disruption(newly_silent: u64, population: u64, share: f64, min_population
 
 impl Children {
     /// One sweep. `guard_engaged` is the guard's state after the previous sweep (the leader
-    /// keeps it); the outcome carries the new one.
-    pub async fn sweep(&self, guard_engaged: bool) -> Result<SweepOutcome, ChildrenError> {
+    /// keeps it); the outcome carries the new one, and the children whose liveness changed
+    /// since `since` (every child when `None`).
+    pub async fn sweep(
+        &self,
+        guard_engaged: bool,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<SweepOutcome, ChildrenError> {
         let late_ms = self.settings.late_after().as_secs_f64() * 1000.0;
         let offline_ms = self.settings.offline_after().as_secs_f64() * 1000.0;
         let mut client = self.database.client().await?;
@@ -146,6 +156,21 @@ impl Children {
             }
             enqueue(&transaction, &events).await?;
         }
+        let changed_rows = transaction
+            .query(
+                "SELECT id, liveness, now() FROM children
+                 WHERE $1::timestamptz IS NULL OR liveness_changed_at >= $1",
+                &[&since],
+            )
+            .await?;
+        outcome.changed = changed_rows
+            .iter()
+            .filter_map(|row| {
+                let liveness: String = row.get(1);
+                Some((row.get(0), ChildLiveness::parse(&liveness)?))
+            })
+            .collect();
+        outcome.swept_at = Some(transaction.query_one("SELECT now()", &[]).await?.get(0));
         let by_liveness = transaction
             .query(
                 "SELECT liveness, count(*) FROM children GROUP BY liveness",
