@@ -213,3 +213,76 @@ fn registry_events_never_panic_in_json_or_protobuf() {
         }
     });
 }
+
+/// Signed documents a child reads from its mother: a lease, an answer, a pushed frame, a
+/// session token. The seeds are valid ones signed with a fixed key; checking a mutant may
+/// refuse it (it nearly always does: the signature covers every byte of the signed text) but
+/// never panic, and nothing whose signed text changed is accepted.
+#[test]
+fn leases_answers_frames_and_sessions_never_panic() {
+    use ed25519_dalek::SigningKey;
+    use nodegrid_protocol::children::control::ControlFrame;
+    use nodegrid_protocol::children::lease::{Expectation, PublicKeyView, verify_lease};
+    use nodegrid_protocol::children::signing::{encode_public_key, key_id, sign_document};
+    use nodegrid_protocol::children::users::{session_token, verify_answer, verify_session};
+
+    let key = SigningKey::from_bytes(&[11; 32]);
+    let id = key_id(&key.verifying_key());
+    let keys = vec![PublicKeyView {
+        key_id: id.clone(),
+        algorithm: "ed25519".into(),
+        public_key: encode_public_key(&key.verifying_key()),
+        current: true,
+    }];
+    let child = uuid::Uuid::from_u128(5);
+    let lease = format!(
+        r#"{{"child_id":"{child}","seq":3,"issued_at":"2026-01-01T00:00:00Z","valid_until":"2999-01-01T00:00:00Z","nonce":"n-0123456789abcdef","status":"active","version_status":"ok","min_version":null,"latest_version":null,"maintenance":{{"enabled":false,"message":null,"until":null}},"license":{{"plan":"p","limits":{{"max_children":1,"max_users":1}},"features":[],"expires_at":null,"status":"active"}},"blocked_users_version":0,"config":{{}},"config_hash":"h","key_id":"{id}","heartbeat_interval_s":30}}"#
+    );
+    let signed_lease = format!(
+        r#"{{"lease":{lease},"signature":"{}"}}"#,
+        sign_document(&key, lease.as_bytes())
+    );
+    let frame = format!(
+        r#"{{"child_id":"{child}","issued_at":"2026-01-01T00:00:00Z","type":"block","user_id":7,"blocked_users_version":2}}"#
+    );
+    let signed_frame = format!(
+        r#"{{"payload":{frame},"key_id":"{id}","signature":"{}"}}"#,
+        sign_document(&key, frame.as_bytes())
+    );
+    let claims = format!(
+        r#"{{"child_id":"{child}","client_id":1,"user":{{"id":7,"username":"amy","role":"consumer"}},"issued_at":"2026-01-01T00:00:00Z","expires_at":"2999-01-01T00:00:00Z","key_id":"{id}"}}"#
+    );
+    let token = session_token(&claims, &sign_document(&key, claims.as_bytes()));
+    let expectation = Expectation {
+        child_id: child,
+        nonce: None,
+        last_seq: 0,
+        now: chrono::Utc::now(),
+    };
+    // The seeds themselves verify.
+    assert!(verify_lease(signed_lease.as_bytes(), &keys, &expectation).is_ok());
+    assert!(verify_answer::<ControlFrame>(signed_frame.as_bytes(), &keys).is_ok());
+    assert!(verify_session(&token, &keys, child, chrono::Utc::now()).is_ok());
+    let seeds = vec![
+        signed_lease.clone().into_bytes(),
+        signed_frame.clone().into_bytes(),
+        token.clone().into_bytes(),
+    ];
+    fuzz("signed", &seeds, |bytes| {
+        if verify_lease(bytes, &keys, &expectation).is_ok() {
+            // Whitespace around the lease is not signed; the lease is.
+            let text = String::from_utf8_lossy(bytes);
+            assert!(text.contains(&lease), "a changed lease verified: {text}");
+        }
+        if verify_answer::<ControlFrame>(bytes, &keys).is_ok() {
+            // Whitespace outside the payload is not signed; the payload is.
+            let text = String::from_utf8_lossy(bytes);
+            assert!(text.contains(&frame), "a changed payload verified: {text}");
+        }
+        if let Ok(text) = std::str::from_utf8(bytes)
+            && verify_session(text, &keys, child, chrono::Utc::now()).is_ok()
+        {
+            assert_eq!(text, token, "only the signed session verifies");
+        }
+    });
+}

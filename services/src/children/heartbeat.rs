@@ -136,20 +136,14 @@ impl Children {
             request.state.clone()
         };
         let client = self.database.client().await?;
-        // One statement: the row locked, written, and a liveness change audited with it. It
+        // One statement: the row written, and a liveness change audited with it. It
         // commits without waiting for the WAL flush (waiting capped heartbeats at the disk's
         // flushes, ~2,000 a second here): what a crash could lose is the last instants of
         // reports, re-sent 30 s later, and `seq` values, which cannot go back because each
         // heartbeat carries the child's `last_seq` and the next one is above it.
         let row = client
             .query_opt(
-                "WITH old AS (
-                     SELECT c.id, c.liveness
-                     FROM children c,
-                          -- Asynchronous commit for this statement only: see below.
-                          (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed
-                     WHERE c.id = $1 AND c.revoked_at IS NULL FOR UPDATE OF c
-                 ), written AS (
+                "WITH written AS (
                      UPDATE children c SET
                          lease_seq = greatest(c.lease_seq, $2) + 1,
                          last_heartbeat_at = now(),
@@ -159,19 +153,23 @@ impl Children {
                          version = $3, config_hash = $4, uptime_s = $5, users_active = $6,
                          state = $7,
                          lease_valid_until = now() + $8 * interval '1 millisecond'
-                     FROM old WHERE c.id = old.id
-                     RETURNING c.id, c.client_id, c.name, c.lease_seq, c.lease_valid_until
+                     -- The row as the statement found it, for the liveness it had.
+                     FROM children old,
+                          -- Asynchronous commit for this statement only: see above.
+                          (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed
+                     WHERE c.id = $1 AND old.id = c.id AND c.revoked_at IS NULL
+                     RETURNING c.id, c.client_id, c.name, c.lease_seq, c.lease_valid_until,
+                               old.liveness AS previous
                  ), audited AS (
                      INSERT INTO audit_log (action, target, details)
-                     SELECT 'child.online', 'child:' || written.id,
-                            jsonb_build_object('from', old.liveness, 'client_id', written.client_id,
+                     SELECT 'child.online', 'child:' || id,
+                            jsonb_build_object('from', previous, 'client_id', client_id,
                                                'version', $3::text)
-                     FROM written JOIN old ON old.id = written.id
-                     WHERE old.liveness <> 'online'
+                     FROM written
+                     WHERE previous <> 'online'
                  )
-                 SELECT written.lease_seq, now(), written.lease_valid_until, old.liveness,
-                        written.client_id, written.name
-                 FROM written JOIN old ON old.id = written.id",
+                 SELECT lease_seq, now(), lease_valid_until, previous, client_id, name
+                 FROM written",
                 &[
                     &child_id,
                     &last_seq,
