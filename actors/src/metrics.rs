@@ -4,11 +4,14 @@
 //! closed sets.
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use nodegrid_services::children;
 use nodegrid_services::identity;
 use nodegrid_services::lease::{LEASE_LEADER, LEASE_TRANSITIONS_TOTAL};
 use nodegrid_services::registry;
 use nodegrid_services::webhooks;
 
+/// TLS certificate reloads, by outcome (`ok`, `failed`).
+pub const TLS_RELOADS_TOTAL: &str = "nodegrid_tls_reloads_total";
 pub const HTTP_REQUESTS_TOTAL: &str = "nodegrid_http_requests_total";
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "nodegrid_http_request_duration_seconds";
 pub const HTTP_ERRORS_TOTAL: &str = "nodegrid_http_errors_total";
@@ -152,5 +155,41 @@ pub fn describe() {
         webhooks::WEBHOOK_DELIVERY_SECONDS,
         Unit::Seconds,
         "Time of one webhook delivery attempt."
+    );
+    describe_counter!(
+        children::CHILD_REQUESTS_TOTAL,
+        "Requests children made, by outcome (ok, key_invalid, signature_invalid, replayed, rate_limited, bad_request)."
+    );
+    describe_counter!(
+        children::CHILD_LEASES_TOTAL,
+        "Leases signed, by status (active, maintenance, blocked)."
+    );
+    describe_gauge!(
+        children::CHILDREN_GAUGE,
+        "Children by liveness (new, online, late, offline, revoked), as the leader's last sweep counted them."
+    );
+    describe_counter!(
+        children::CHILD_LIVENESS_CHANGES_TOTAL,
+        "Children's liveness changes, by the liveness reached."
+    );
+    describe_gauge!(
+        children::CHILD_DISRUPTION_GUARD,
+        "1 while the disruption guard holds late and offline marking back (most children silent at once)."
+    );
+    describe_counter!(
+        children::CHILD_PUSHES_TOTAL,
+        "Frames pushed to children's control sockets, by type."
+    );
+    describe_histogram!(
+        children::writer::CHILD_HEARTBEAT_BATCH,
+        "Heartbeats written per statement."
+    );
+    describe_gauge!(
+        children::CHILD_CONTROL_SOCKETS,
+        "Children's control sockets open on this instance."
+    );
+    describe_counter!(
+        TLS_RELOADS_TOTAL,
+        "Reloads of the TLS certificate after its files changed, by outcome (ok, failed)."
     );
 }

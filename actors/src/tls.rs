@@ -14,8 +14,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-/// Certificate reloads, by outcome (`ok`, `failed`).
-pub const TLS_RELOADS_TOTAL: &str = "nodegrid_tls_reloads_total";
+use crate::metrics::TLS_RELOADS_TOTAL;
+
 /// How often the files are checked.
 const CHECK_EVERY: Duration = Duration::from_secs(2);
 

@@ -11,6 +11,7 @@
 //! - [`nodes`]: the node registry's command line (`nodegrid nodes`, nodectl's commands), over
 //!   gRPC.
 //! - [`nodes_sim`]: `nodegrid sim nodes`, the registry's load simulator (the seed's demo-sim).
+//! - [`tls`]: the clients' TLS: system authorities and a `--ca-file`.
 //! - [`sensor`]: `nodegrid sensor http|system`, which keep one node's status current.
 //!
 //! **Architecture invariant:** clients depend on `nodegrid-protocol` alone: they talk to
@@ -25,3 +26,4 @@ pub mod nodes;
 pub mod nodes_sim;
 pub mod pnode_sim;
 pub mod sensor;
+pub mod tls;

@@ -838,6 +838,35 @@ async fn a_child_speaks_tls_1_3_to_a_mother_that_reloads_its_certificate() {
     )
     .await;
 
+    // The device agent too: HTTPS login and a reading over WSS, trusting the test CA.
+    let registered = trusting_first
+        .post(format!("{https}/api/auth/register"))
+        .json(&json!({"username": "tls-device", "password": PASSWORD, "role": "producer"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+    let device = Command::new(env!("CARGO_BIN_EXE_nodegrid"))
+        .args(["device", "--once", "--device-id", "tls-pi"])
+        .arg("--ca-file")
+        .arg(&ca)
+        .env("NODEGRID_DEVICE_USERNAME", "tls-device")
+        .env("NODEGRID_DEVICE_PASSWORD", PASSWORD)
+        .env("NODEGRID_AUTH_URL", format!("{https}/api/auth"))
+        .env(
+            "NODEGRID_WEBSOCKET_URL",
+            format!("wss://127.0.0.1:{}/producer", app.port),
+        )
+        .env("NODEGRID_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        device.status.success(),
+        "{}",
+        String::from_utf8_lossy(&device.stderr)
+    );
+
     // A renewed certificate, from another authority, is served without a restart: a client
     // trusting the new authority gets through.
     let second = test_pki("two");

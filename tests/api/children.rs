@@ -1011,3 +1011,55 @@ async fn the_mother_answers_a_childs_questions_about_users_signed() {
     assert_eq!(app.audit("action=child.user_login").await.len(), 1);
     app.shut_down().await.unwrap();
 }
+
+#[actix_web::test]
+async fn many_children_heartbeating_at_once_are_written_in_batches_on_a_small_pool() {
+    let database = std::sync::Arc::new(fresh_database().await);
+    let mut settings = test_settings(&database.url);
+    settings.database_pool_size = 2;
+    let app = spawn_app_with(database, settings).await;
+    let token = app.admin_token().await;
+    let client = client_with_plan(&app, &token, "crowd", 40).await;
+    let mut children = Vec::new();
+    for index in 0..40 {
+        children.push(provision(&app, &token, client, &format!("crowd-{index}")).await);
+    }
+    // Two rounds of 40 at once, each lease checked as the child would; the second's `seq` is
+    // above the first's for every child.
+    let round = |last: Vec<u64>| {
+        let (app, children) = (&app, &children);
+        async move {
+            futures_util::future::join_all(children.iter().zip(last).map(
+                |((child, key), last)| async move {
+                    heartbeat(app, *child, key, last, "2.0.0").await.seq
+                },
+            ))
+            .await
+        }
+    };
+    let first = round(vec![0; 40]).await;
+    let second = round(first.clone()).await;
+    assert!(first.iter().zip(&second).all(|(a, b)| b > a));
+    let (_, listed) = admin_call(
+        &app,
+        &token,
+        "GET",
+        &format!("/api/admin/clients/{client}/children"),
+        None,
+    )
+    .await;
+    assert!(
+        listed["children"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|child| child["liveness"] == "online" && child["version"] == "2.0.0")
+    );
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("nodegrid_child_heartbeat_batch_size"),
+        "the batch sizes are measured"
+    );
+    assert_eq!(app.audit("action=child.online").await.len(), 40);
+    app.shut_down().await.unwrap();
+}

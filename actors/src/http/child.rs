@@ -8,6 +8,7 @@ use nodegrid_protocol::children::lease::{HeartbeatRequest, PublicKeysResponse, S
 use nodegrid_protocol::children::signing::{NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use nodegrid_protocol::children::users::{ChildLoginRequest, SignedAnswer, UserCheckRequest};
 use nodegrid_protocol::error::ErrorBody;
+use nodegrid_services::children::CHILD_CONTROL_SOCKETS;
 use nodegrid_services::children::heartbeat::SignedRequest;
 use serde::Deserialize;
 use uuid::Uuid;
@@ -27,9 +28,6 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .service(get_only("/api/child/public-keys", public_keys))
         .service(get_only("/api/child/control", control));
 }
-
-/// Control sockets open on this instance.
-pub const CHILD_CONTROL_SOCKETS: &str = "nodegrid_child_control_sockets";
 
 /// Counts a control socket while it lives.
 struct OpenSocket;

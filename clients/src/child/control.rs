@@ -15,7 +15,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 use super::mother::Mother;
-use super::{ChildSettings, SharedState, read, transition, write};
+use super::options::ChildSettings;
+use super::state::{SharedState, read, transition, write};
 use crate::device::backoff::Backoff;
 
 /// How old a pushed frame may be.

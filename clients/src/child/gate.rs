@@ -22,7 +22,7 @@ use serde_json::json;
 
 use super::machine::GateState;
 use super::mother::Mother;
-use super::{SharedState, read};
+use super::state::{SharedState, read};
 
 /// The cookie of a session signed in through the gate.
 pub const SESSION_COOKIE: &str = "nodegrid_session";

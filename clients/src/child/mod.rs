@@ -7,7 +7,8 @@
 //! - [`mother`]: signed calls to the mother, its URLs in order.
 //! - [`persist`]: the state file that survives restarts without extending the lease.
 //! - [`control`]: the control socket: the mother's pushes, applied at once.
-//! - [`tls`]: TLS 1.3 to the mother, with the system's authorities and `--ca-file`'s.
+//! - [`state`]: what the heartbeat loop, the control socket and the gate share, and the
+//!   transitions that log, count and save it.
 //! - [`gate`]: the local HTTP API and its metrics.
 
 pub mod control;
@@ -16,53 +17,25 @@ pub mod machine;
 pub mod mother;
 pub mod options;
 pub mod persist;
-pub mod tls;
+pub mod state;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use nodegrid_protocol::children::lease::{
-    Expectation, HeartbeatRequest, Lease, LeaseRejection, PublicKeyView, verify_lease,
+    Expectation, HeartbeatRequest, Lease, LeaseRejection, verify_lease,
 };
 use nodegrid_protocol::children::users::{BlockedUsersAnswer, verify_answer};
 use rand::Rng;
 use uuid::Uuid;
 
-use self::machine::{GateState, Machine};
+use self::machine::Machine;
 use self::mother::{CallError, Mother};
 pub use self::options::{ChildOptions, ChildSettings};
 use self::persist::SavedState;
+use self::state::{Shared, SharedState, read, transition, write};
 use crate::device::backoff::Backoff;
-
-/// What the heartbeat loop and the gate share.
-pub struct Shared {
-    pub machine: Machine,
-    pub child_id: Option<Uuid>,
-    pub keys: Vec<PublicKeyView>,
-    pub blocked_users: HashSet<i64>,
-    pub blocked_users_version: i64,
-    /// The signed lease text last accepted (kept in the state file).
-    pub signed_lease: Option<String>,
-    pub expires_at_local: Option<chrono::DateTime<chrono::Utc>>,
-    /// Counters for `/metrics`: transitions by the state reached, failures by kind.
-    pub transitions: BTreeMap<&'static str, u64>,
-    pub failures: BTreeMap<&'static str, u64>,
-    /// Whether the control socket is open.
-    pub control_connected: bool,
-    /// Sessions signed in through this gate, by user, with their expiry.
-    pub sessions: BTreeMap<i64, chrono::DateTime<chrono::Utc>>,
-}
-
-pub type SharedState = Arc<RwLock<Shared>>;
-
-pub(crate) fn write(shared: &SharedState) -> std::sync::RwLockWriteGuard<'_, Shared> {
-    shared.write().unwrap_or_else(|p| p.into_inner())
-}
-
-pub fn read(shared: &SharedState) -> std::sync::RwLockReadGuard<'_, Shared> {
-    shared.read().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Why a heartbeat produced no lease, by a bounded name.
 #[derive(Debug)]
@@ -120,7 +93,8 @@ pub async fn run(settings: ChildSettings) -> Result<(), String> {
         sessions: BTreeMap::new(),
         control_connected: false,
     }));
-    let tls = tls::client_config(settings.ca_file.as_deref())?;
+    // TLS 1.3 only: what the licensing contract asks between child and mother.
+    let tls = crate::tls::client_config(settings.ca_file.as_deref(), true)?;
     let mother = Arc::new(Mother::new(
         settings.mother_urls.clone(),
         settings.api_key.clone(),
@@ -138,49 +112,6 @@ pub async fn run(settings: ChildSettings) -> Result<(), String> {
     }
     server_handle.stop(true).await;
     Ok(())
-}
-
-/// Sets the machine through `change`, then logs and counts a transition and saves the state.
-pub(crate) fn transition(
-    shared: &SharedState,
-    settings: &ChildSettings,
-    change: impl FnOnce(&mut Shared),
-) {
-    let (before, after, reason, saved) = {
-        let mut guard = write(shared);
-        let before = guard.machine.state();
-        change(&mut guard);
-        let after = guard.machine.state();
-        if before != after {
-            *guard.transitions.entry(after.as_str()).or_default() += 1;
-        }
-        let saved = SavedState {
-            child_id: guard.child_id,
-            last_seq: guard.machine.last_seq(),
-            failures: guard.machine.failures(),
-            signed_lease: guard.signed_lease.clone(),
-            expires_at_local: guard.expires_at_local,
-            keys: guard.keys.clone(),
-            blocked_users_version: guard.blocked_users_version,
-            blocked_users: guard.blocked_users.iter().copied().collect(),
-        };
-        (
-            before,
-            after,
-            guard.machine.reason().map(str::to_owned),
-            saved,
-        )
-    };
-    if before != after {
-        if after == GateState::Blocked || after == GateState::Degraded {
-            tracing::warn!(from = before.as_str(), to = after.as_str(), reason = ?reason, "child state changed");
-        } else {
-            tracing::info!(from = before.as_str(), to = after.as_str(), reason = ?reason, "child state changed");
-        }
-    }
-    if let Err(error) = saved.save(&settings.state_file) {
-        tracing::error!(%error, "cannot save the child's state");
-    }
 }
 
 async fn heartbeat_loop(

@@ -33,8 +33,18 @@ use self::session::Session;
 
 /// Runs the agent until `--once` is done, or the server refuses it.
 pub async fn run(settings: DeviceSettings) -> Result<(), DeviceError> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
+    // A private authority: one TLS configuration for the logins and the socket.
+    let tls = match &settings.ca_file {
+        Some(path) => {
+            Some(crate::tls::client_config(Some(path), false).map_err(DeviceError::Config)?)
+        }
+        None => None,
+    };
+    let mut http = reqwest::Client::builder().timeout(Duration::from_secs(10));
+    if let Some(config) = &tls {
+        http = http.use_preconfigured_tls(rustls::ClientConfig::clone(config));
+    }
+    let http = http
         .build()
         .map_err(|error| DeviceError::Failed(error.to_string()))?;
     let mut sampler = Sampler::new()?;
@@ -70,7 +80,10 @@ pub async fn run(settings: DeviceSettings) -> Result<(), DeviceError> {
     loop {
         session.renew_if_due(&http, &settings, &mut backoff).await?;
         let url = format!("{}?token={}", settings.websocket_url, session.access_token);
-        match tokio_tungstenite::connect_async(url.as_str()).await {
+        let connector = tls.clone().map(tokio_tungstenite::Connector::Rustls);
+        match tokio_tungstenite::connect_async_tls_with_config(url.as_str(), None, false, connector)
+            .await
+        {
             Ok((socket, _)) => {
                 tracing::info!(url = %settings.websocket_url, "connected");
                 backoff.reset();

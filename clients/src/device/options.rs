@@ -67,6 +67,10 @@ pub struct DeviceOptions {
     /// Bytes of the same [default: 1048576].
     #[arg(long, env = "NODEGRID_DEVICE_BUFFER_BYTES")]
     pub buffer_bytes: Option<usize>,
+    /// PEM certificates of authorities trusted beside the system's, for `https://` and
+    /// `wss://` URLs.
+    #[arg(long, env = "NODEGRID_DEVICE_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Why the agent stopped.
@@ -107,6 +111,7 @@ pub struct DeviceSettings {
     pub backoff_max: Duration,
     pub buffer_messages: usize,
     pub buffer_bytes: usize,
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Clone)]
@@ -215,6 +220,7 @@ impl DeviceOptions {
                 .or(file.buffer_bytes)
                 .unwrap_or(1024 * 1024)
                 .max(1024),
+            ca_file: self.ca_file.or(file.ca_file),
         })
     }
 }

@@ -4,8 +4,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::lease::VersionStatus;
-
 /// What a plan allows a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -249,4 +247,15 @@ pub struct VersionPolicy {
     /// Below this a child is `update_available`.
     #[serde(default)]
     pub latest_version: Option<String>,
+}
+
+/// The child's version against the mother's policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum VersionStatus {
+    Ok,
+    UpdateAvailable,
+    /// Below `min_version`: the child must be updated before it serves.
+    UpdateRequired,
 }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+pub use super::admin::VersionStatus;
 use super::admin::{Maintenance, PlanLimits, SubscriptionStatus};
 use super::signing::{decode_public_key, verify_document};
 
@@ -50,17 +51,6 @@ pub enum LeaseStatus {
     Maintenance,
     /// Stop serving: `reason` says why.
     Blocked,
-}
-
-/// The child's version against the mother's policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum VersionStatus {
-    Ok,
-    UpdateAvailable,
-    /// Below `min_version`: the child must be updated before it serves.
-    UpdateRequired,
 }
 
 /// The client's licence as the lease states it.

@@ -1,9 +1,10 @@
 //! A child's request checked (key, rate, timestamp, signature, single-use nonce), its
 //! heartbeat written, and its lease signed.
 //!
-//! A heartbeat costs one Redis command (the nonce) and one Postgres statement (the child's row:
-//! its report, `last_heartbeat_at` and the next `seq`), both on the mother's clocks; the lease's
-//! terms come from the in-memory catalogue.
+//! A heartbeat costs one Redis command (the nonce) and a share of one Postgres statement (the
+//! [`writer`](super::writer) writes the heartbeats that arrive together at once: each child's
+//! report, `last_heartbeat_at` and next `seq`, on the mother's clock); the lease's terms come
+//! from the in-memory catalogue.
 
 use std::time::Instant;
 
@@ -16,6 +17,7 @@ use nodegrid_protocol::children::version::MAX_VERSION_CHARS;
 use serde_json::json;
 use uuid::Uuid;
 
+use super::writer::HeartbeatRow;
 use super::{
     CHILD_LEASES_TOTAL, CHILD_LIVENESS_CHANGES_TOTAL, CHILD_REQUESTS_TOTAL, Children, ChildrenError,
 };
@@ -124,86 +126,49 @@ impl Children {
             // Revoked since the request was authenticated.
             return Err(refused("key_invalid", ChildrenError::KeyInvalid));
         };
-        let ttl_ms = self.settings.lease_ttl.as_secs_f64() * 1000.0;
-        let last_seq = i64::try_from(request.last_seq)
-            .unwrap_or(i64::MAX - 1)
-            .min(i64::MAX - 1);
-        let uptime = i64::try_from(request.uptime_s).unwrap_or(i64::MAX);
-        let users_active = i32::try_from(request.users_active).unwrap_or(i32::MAX);
         let state = if request.state.is_null() {
             json!({})
         } else {
             request.state.clone()
         };
-        let client = self.database.client().await?;
-        // One statement: the row written, and a liveness change audited with it. It
-        // commits without waiting for the WAL flush (waiting capped heartbeats at the disk's
-        // flushes, ~2,000 a second here): what a crash could lose is the last instants of
-        // reports, re-sent 30 s later, and `seq` values, which cannot go back because each
-        // heartbeat carries the child's `last_seq` and the next one is above it.
-        let row = client
-            .query_opt(
-                "WITH written AS (
-                     UPDATE children c SET
-                         lease_seq = greatest(c.lease_seq, $2) + 1,
-                         last_heartbeat_at = now(),
-                         liveness = 'online',
-                         liveness_changed_at = CASE WHEN c.liveness = 'online'
-                             THEN c.liveness_changed_at ELSE now() END,
-                         version = $3, config_hash = $4, uptime_s = $5, users_active = $6,
-                         state = $7,
-                         lease_valid_until = now() + $8 * interval '1 millisecond'
-                     -- The row as the statement found it, for the liveness it had.
-                     FROM children old,
-                          -- Asynchronous commit for this statement only: see above.
-                          (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed
-                     WHERE c.id = $1 AND old.id = c.id AND c.revoked_at IS NULL
-                     RETURNING c.id, c.client_id, c.name, c.lease_seq, c.lease_valid_until,
-                               old.liveness AS previous
-                 ), audited AS (
-                     INSERT INTO audit_log (action, target, details)
-                     SELECT 'child.online', 'child:' || id,
-                            jsonb_build_object('from', previous, 'client_id', client_id,
-                                               'version', $3::text)
-                     FROM written
-                     WHERE previous <> 'online'
-                 )
-                 SELECT lease_seq, now(), lease_valid_until, previous, client_id, name
-                 FROM written",
-                &[
-                    &child_id,
-                    &last_seq,
-                    &request.version,
-                    &request.config_hash,
-                    &uptime,
-                    &users_active,
-                    &state,
-                    &ttl_ms,
-                ],
-            )
+        let written = self
+            .writer
+            .write(HeartbeatRow {
+                child_id,
+                last_seq: i64::try_from(request.last_seq)
+                    .unwrap_or(i64::MAX - 1)
+                    .min(i64::MAX - 1),
+                version: request.version.clone(),
+                config_hash: request.config_hash.clone(),
+                uptime_s: i64::try_from(request.uptime_s).unwrap_or(i64::MAX),
+                users_active: i32::try_from(request.users_active).unwrap_or(i32::MAX),
+                state,
+            })
             .await?
             .ok_or_else(|| refused("key_invalid", ChildrenError::KeyInvalid))?;
-        let seq: i64 = row.get(0);
-        let issued_at: DateTime<Utc> = row.get(1);
-        let valid_until: DateTime<Utc> = row.get(2);
-        let previous: String = row.get(3);
+        let (seq, issued_at, valid_until) = (written.seq, written.issued_at, written.valid_until);
+        let previous = written.previous;
         if previous != "online" {
             metrics::counter!(CHILD_LIVENESS_CHANGES_TOTAL, "to" => "online").increment(1);
             let event = OutgoingEvent {
                 event_type: "child.online",
                 data: json!({
                     "child_id": child_id,
-                    "client_id": row.get::<_, i64>(4),
-                    "name": row.get::<_, String>(5),
+                    "client_id": written.client_id,
+                    "name": written.name,
                     "from": previous,
                     "version": request.version,
                 }),
             };
-            if let Err(error) = enqueue(&client, &[event]).await {
+            // A return to online is rare: its webhook event costs a statement of its own.
+            let queued = match self.database.client().await {
+                Ok(client) => enqueue(&client, &[event]).await.map(|_| ()),
+                Err(error) => Err(error),
+            };
+            if let Err(error) = queued {
                 tracing::warn!(%error, %child_id, "cannot queue the child.online webhook event");
             }
         }
-        drop(client);
         let lease = Lease {
             child_id,
             seq: u64::try_from(seq).unwrap_or(0),

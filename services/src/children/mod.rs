@@ -7,6 +7,7 @@
 //! - [`admin`]: what admins do: plans, clients, children, maintenance, versions.
 //! - [`heartbeat`]: a child's signed request checked, its heartbeat written, its lease signed.
 //! - [`users`]: a client's users at its children: sign-in, checks, the blocked list.
+//! - [`writer`]: heartbeats written in batches, one statement for those that arrive together.
 //! - [`sweep`]: late and offline marking with the disruption guard (the leader runs it).
 //! - [`store`]: the SQL.
 //!
@@ -21,6 +22,7 @@ pub mod keys;
 pub mod store;
 pub mod sweep;
 pub mod users;
+pub mod writer;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -49,6 +51,8 @@ pub const CHILDREN_GAUGE: &str = "nodegrid_children";
 pub const CHILD_LIVENESS_CHANGES_TOTAL: &str = "nodegrid_child_liveness_changes_total";
 /// 1 while the disruption guard holds offline marking back.
 pub const CHILD_DISRUPTION_GUARD: &str = "nodegrid_child_disruption_guard";
+/// Control sockets open on this instance.
+pub const CHILD_CONTROL_SOCKETS: &str = "nodegrid_child_control_sockets";
 /// Frames pushed on control sockets, by type.
 pub const CHILD_PUSHES_TOTAL: &str = "nodegrid_child_pushes_total";
 
@@ -175,6 +179,7 @@ pub struct Children {
     catalogue: Arc<RwLock<Catalogue>>,
     limiter: Arc<LocalRateLimiter<Uuid>>,
     pushes: tokio::sync::broadcast::Sender<Arc<Pushed>>,
+    writer: writer::HeartbeatWriter,
 }
 
 impl Children {
@@ -188,6 +193,7 @@ impl Children {
         signing_secret: &SecretString,
         key_hash_secret: SecretString,
     ) -> Children {
+        let writer = writer::HeartbeatWriter::start(database.clone(), settings.lease_ttl);
         let keys = MotherKeys::new(
             signing_secret,
             settings.signing_key_version,
@@ -203,6 +209,7 @@ impl Children {
             catalogue: Arc::default(),
             limiter: Arc::new(limiter),
             pushes: tokio::sync::broadcast::channel(PUSH_BUFFER).0,
+            writer,
         }
     }
 

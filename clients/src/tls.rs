@@ -1,6 +1,6 @@
-//! The child's TLS to its mother: TLS 1.3 only (rustls, ring), trusting the system's
-//! authorities and those of `--ca-file`. One configuration serves the HTTP calls and the
-//! control socket.
+//! The clients' TLS (rustls, ring): the system's authorities and those of a `--ca-file`; TLS
+//! 1.3 only where asked (the child agent to its mother). One configuration serves a client's
+//! HTTP calls and its sockets.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,7 +9,10 @@ use rustls::ClientConfig;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
 
-pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
+pub fn client_config(
+    ca_file: Option<&Path>,
+    tls13_only: bool,
+) -> Result<Arc<ClientConfig>, String> {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for certificate in native.certs {
@@ -33,8 +36,13 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let versions: &[&'static rustls::SupportedProtocolVersion] = if tls13_only {
+        &[&rustls::version::TLS13]
+    } else {
+        rustls::DEFAULT_VERSIONS
+    };
     let config = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
+        .with_protocol_versions(versions)
         .map_err(|error| error.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth();
