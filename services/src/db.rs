@@ -176,11 +176,15 @@ impl Database {
 
     /// Versions of every migration this binary carries, in order.
     pub fn known_migrations() -> Vec<i32> {
-        embedded::migrations::runner()
+        // In version order: the embedded list follows the files' names, where V10 sorts
+        // before V2.
+        let mut versions: Vec<i32> = embedded::migrations::runner()
             .get_migrations()
             .iter()
             .map(|migration| migration.version())
-            .collect()
+            .collect();
+        versions.sort_unstable();
+        versions
     }
 
     /// The pool's current numbers.
