@@ -229,6 +229,55 @@ async fn a_child_is_provisioned_within_its_plan_and_its_key_is_shown_once() {
     assert_eq!(status, 200);
     assert_eq!(listed["children"].as_array().unwrap().len(), 2);
     assert!(!listed.to_string().contains(&key));
+    // Paged and filtered: a page of one, how many in all, by liveness; bad filters refused.
+    let (_, page) = admin_call(
+        &app,
+        &token,
+        "GET",
+        "/api/admin/children?limit=1&offset=1",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (
+            page["children"].as_array().unwrap().len(),
+            page["total"].as_u64()
+        ),
+        (1, Some(2))
+    );
+    let (_, fresh) = admin_call(
+        &app,
+        &token,
+        "GET",
+        "/api/admin/children?liveness=new",
+        None,
+    )
+    .await;
+    assert_eq!(fresh["total"], 2);
+    let (_, online) = admin_call(
+        &app,
+        &token,
+        "GET",
+        "/api/admin/children?liveness=online",
+        None,
+    )
+    .await;
+    assert_eq!(online["total"], 0);
+    for bad in ["liveness=asleep", "limit=0", "limit=1001", "offset=-1"] {
+        let (status, body) = admin_call(
+            &app,
+            &token,
+            "GET",
+            &format!("/api/admin/children?{bad}"),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("validation_failed")),
+            "{bad}"
+        );
+    }
     let (_, one) = admin_call(
         &app,
         &token,

@@ -4,7 +4,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use nodegrid_protocol::children::admin::{
-    ChildKeyIssued, ChildView, ChildrenResponse, ClientConfigRequest, ClientRequest,
+    ChildKeyIssued, ChildLiveness, ChildView, ChildrenResponse, ClientConfigRequest, ClientRequest,
     ClientUserRequest, ClientView, ClientsResponse, CreateChildRequest, Maintenance, PlanRequest,
     PlanView, PlansResponse, VersionPolicy,
 };
@@ -338,10 +338,42 @@ pub async fn create_child(
     Ok(HttpResponse::Created().json(issued))
 }
 
+/// Paging and filters of the children's lists.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ChildrenQuery {
+    /// `new`, `online`, `late`, `offline` or `revoked` [default: all].
+    liveness: Option<String>,
+    /// 1 to 1000 [default: 200].
+    limit: Option<i64>,
+    /// Children skipped, 0 to 10000000 [default: 0].
+    offset: Option<i64>,
+}
+
+impl ChildrenQuery {
+    fn resolve(&self) -> Result<(Option<ChildLiveness>, i64, i64), ApiError> {
+        let liveness = match self.liveness.as_deref() {
+            None | Some("") => None,
+            Some(text) => Some(ChildLiveness::parse(text).ok_or_else(|| {
+                ApiError::validation("liveness must be new, online, late, offline or revoked")
+            })?),
+        };
+        let limit = self.limit.unwrap_or(200);
+        if !(1..=1_000).contains(&limit) {
+            return Err(ApiError::validation("limit must be 1 to 1000"));
+        }
+        let offset = self.offset.unwrap_or(0);
+        if !(0..=10_000_000).contains(&offset) {
+            return Err(ApiError::validation("offset must be 0 to 10000000"));
+        }
+        Ok((liveness, limit, offset))
+    }
+}
+
 #[utoipa::path(get, path = "/api/admin/clients/{id}/children", tag = "admin",
-    params(("id" = i64, Path, description = "The client's id")),
+    params(("id" = i64, Path, description = "The client's id"), ChildrenQuery),
     responses(
-        (status = 200, description = "The client's children, newest first", body = ChildrenResponse),
+        (status = 200, description = "A page of the client's children, newest first, and how many match", body = ChildrenResponse),
         (status = 403, description = "`forbidden`: not an admin", body = ErrorBody),
     ),
     security(("bearer" = [])))]
@@ -349,26 +381,34 @@ pub async fn client_children(
     state: web::Data<AppState>,
     _admin: Admin,
     path: web::Path<i64>,
+    query: web::Query<ChildrenQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let children = state
+    let (liveness, limit, offset) = query.resolve()?;
+    let (children, total) = state
         .children
-        .list_children(Some(path.into_inner()))
+        .list_children(Some(path.into_inner()), liveness, limit, offset)
         .await?;
-    Ok(HttpResponse::Ok().json(ChildrenResponse { children }))
+    Ok(HttpResponse::Ok().json(ChildrenResponse { children, total }))
 }
 
 #[utoipa::path(get, path = "/api/admin/children", tag = "admin",
+    params(ChildrenQuery),
     responses(
-        (status = 200, description = "Every child with its live state, newest first", body = ChildrenResponse),
+        (status = 200, description = "A page of the children with their live state, newest first, and how many match", body = ChildrenResponse),
         (status = 403, description = "`forbidden`: not an admin", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 pub async fn list_children(
     state: web::Data<AppState>,
     _admin: Admin,
+    query: web::Query<ChildrenQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let children = state.children.list_children(None).await?;
-    Ok(HttpResponse::Ok().json(ChildrenResponse { children }))
+    let (liveness, limit, offset) = query.resolve()?;
+    let (children, total) = state
+        .children
+        .list_children(None, liveness, limit, offset)
+        .await?;
+    Ok(HttpResponse::Ok().json(ChildrenResponse { children, total }))
 }
 
 #[utoipa::path(get, path = "/api/admin/children/{id}", tag = "admin",

@@ -221,7 +221,10 @@ pub struct ChildKeyIssued {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChildrenResponse {
+    /// One page, newest first.
     pub children: Vec<ChildView>,
+    /// Children matching the filters, in all.
+    pub total: u64,
 }
 
 /// `PUT /api/admin/maintenance` and its state in every lease.

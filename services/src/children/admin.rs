@@ -3,8 +3,8 @@
 //! for the parts changed and the other instances are told.
 
 use nodegrid_protocol::children::admin::{
-    ChildKeyIssued, ChildView, ClientRequest, ClientView, CreateChildRequest, Maintenance,
-    PlanRequest, PlanView, VersionPolicy,
+    ChildKeyIssued, ChildLiveness, ChildView, ClientRequest, ClientView, CreateChildRequest,
+    Maintenance, PlanRequest, PlanView, VersionPolicy,
 };
 use nodegrid_protocol::children::signing::{CHILD_KEY_SHOWN_CHARS, new_child_key};
 use nodegrid_protocol::children::version;
@@ -493,28 +493,46 @@ impl Children {
         Ok(())
     }
 
-    /// Children, of one client or all, newest first.
+    /// Children, of one client or all, of one liveness or all, newest first: a page of
+    /// `limit` from `offset`, and how many match in all.
     pub async fn list_children(
         &self,
         client_id: Option<i64>,
-    ) -> Result<Vec<ChildView>, ChildrenError> {
-        let rows = {
+        liveness: Option<ChildLiveness>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<ChildView>, u64), ChildrenError> {
+        let liveness = liveness.map(ChildLiveness::as_str);
+        let (rows, total) = {
             let client = self.database.client().await?;
-            client
+            let rows = client
                 .query(
                     &format!(
                         "SELECT {CHILD_COLUMNS} FROM children \
-                         WHERE $1::bigint IS NULL OR client_id = $1 ORDER BY created_at DESC, id"
+                         WHERE ($1::bigint IS NULL OR client_id = $1) \
+                           AND ($2::text IS NULL OR liveness = $2) \
+                         ORDER BY created_at DESC, id LIMIT $3 OFFSET $4"
                     ),
-                    &[&client_id],
+                    &[&client_id, &liveness, &limit, &offset],
+                )
+                .await?;
+            let total: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM children \
+                     WHERE ($1::bigint IS NULL OR client_id = $1) \
+                       AND ($2::text IS NULL OR liveness = $2)",
+                    &[&client_id, &liveness],
                 )
                 .await?
+                .get(0);
+            (rows, u64::try_from(total).unwrap_or(0))
         };
         let policy = self.read().versions.clone();
-        Ok(rows
+        let children = rows
             .iter()
             .map(|row| child_from_row(row, |v| version_status(&policy, v)))
-            .collect::<Result<_, _>>()?)
+            .collect::<Result<_, _>>()?;
+        Ok((children, total))
     }
 
     pub async fn get_child(&self, id: Uuid) -> Result<ChildView, ChildrenError> {

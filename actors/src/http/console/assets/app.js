@@ -1185,6 +1185,7 @@
     const error = h('div');
     const keyBox = h('div', {id: 'child-key'});
     const childrenTable = h('div', {class: 'table-wrap', id: 'children'});
+    const childrenCount = h('p', {class: 'muted'});
     const clientsTable = h('div', {class: 'table-wrap', id: 'clients'});
     const plansTable = h('div', {class: 'table-wrap', id: 'plans'});
     let plans = [];
@@ -1202,16 +1203,18 @@
     const liveness = {online: 'ok', late: 'warn', offline: 'bad', revoked: 'bad', new: ''};
     const versionKind = {ok: 'ok', update_available: 'warn', update_required: 'bad'};
     const load = async () => {
-      let children;
+      let page;
       try {
-        [plans, clients, children] = await Promise.all([
+        [plans, clients, page] = await Promise.all([
           api('GET', '/api/admin/plans').then((r) => r.plans),
           api('GET', '/api/admin/clients').then((r) => r.clients),
-          api('GET', '/api/admin/children').then((r) => r.children),
+          api('GET', '/api/admin/children?limit=1000'),
         ]);
       } catch (failure) { showError(error, failure); return; }
+      const children = page.children;
       const clientName = Object.fromEntries(clients.map((c) => [c.id, c.name]));
       const planName = Object.fromEntries(plans.map((p) => [p.id, p.name]));
+      childrenCount.textContent = page.total > children.length ? `The newest ${children.length} of ${page.total} children.` : '';
       childrenTable.replaceChildren(children.length === 0 ? h('p', {class: 'muted', text: 'No child yet: provision one for a client below.'}) : h('table', {},
         h('thead', {}, h('tr', {}, ['Child', 'Client', 'Liveness', 'Last heartbeat', 'Version', 'Lease', 'Key', 'Actions'].map((t) => h('th', {text: t})))),
         h('tbody', {}, children.map((c) => h('tr', {'data-child': c.name},
@@ -1312,7 +1315,7 @@
     load();
     const timer = setInterval(load, 5000);
     return [h('h1', {text: 'Children'}), error, keyBox,
-      h('section', {class: 'panel'}, h('h2', {text: 'Child nodes'}), childrenTable),
+      h('section', {class: 'panel'}, h('h2', {text: 'Child nodes'}), childrenCount, childrenTable),
       h('section', {class: 'panel'}, h('h2', {text: 'System control'}), maintenance, versions),
       h('section', {class: 'panel'}, h('h2', {text: 'Clients'}), clientsTable, newClient, newChild),
       h('section', {class: 'panel'}, h('h2', {text: 'Plans'}), plansTable, newPlan),
