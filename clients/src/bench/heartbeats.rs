@@ -15,11 +15,10 @@ use nodegrid_protocol::children::lease::{
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::http::{HttpReport, print};
-use super::measure::{new_histogram, own_cpu, server_cpu, server_peak_rss};
+use super::http::{WorkerResult, finish};
+use super::measure::{new_histogram, own_cpu, server_cpu};
 use super::options::BenchOptions;
 use super::plan::BenchError;
-use super::report::Latency;
 use crate::child::mother::Mother;
 
 fn setup(message: impl std::fmt::Display) -> BenchError {
@@ -204,52 +203,15 @@ pub async fn run(options: &BenchOptions) -> Result<(), BenchError> {
                 let _ = histogram.record(latency.min(100_000_000));
                 scheduled += period;
             }
-            (histogram, requests, ok, errors)
+            WorkerResult {
+                histogram,
+                requests,
+                ok,
+                body_bytes: 0,
+                errors,
+            }
         }));
     }
-    let mut total = new_histogram()?;
-    let (mut requests, mut ok) = (0, 0);
-    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-    for worker in workers {
-        let (histogram, worker_requests, worker_ok, worker_errors) = worker
-            .await
-            .map_err(|error| setup(format!("worker failed: {error}")))?;
-        let _ = total.add(&histogram);
-        requests += worker_requests;
-        ok += worker_ok;
-        for (code, count) in worker_errors {
-            *errors.entry(code).or_default() += count;
-        }
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let ms = |quantile: f64| total.value_at_quantile(quantile) as f64 / 1_000.0;
-    let report = HttpReport {
-        url: format!("{base}/api/child/heartbeat ({} children)", children.len()),
-        target_rate: options.rate,
-        connections,
-        seconds: elapsed,
-        requests,
-        ok,
-        achieved_rate: requests as f64 / elapsed.max(0.001),
-        errors,
-        mean_body_bytes: 0,
-        latency_ms: Latency {
-            p50: ms(0.5),
-            p90: ms(0.9),
-            p99: ms(0.99),
-            p999: ms(0.999),
-            max: total.max() as f64 / 1_000.0,
-        },
-        bench_cpu_seconds: match (cpu_before.0, own_cpu()) {
-            (Some(before), Some(after)) => after - before,
-            _ => 0.0,
-        },
-        server_cpu_seconds: match (cpu_before.1, server_cpu(&options.server_pid)) {
-            (Some(before), Some(after)) => Some(after - before),
-            _ => None,
-        },
-        server_peak_rss_mib: server_peak_rss(&options.server_pid),
-    };
-    print(&report, options);
-    Ok(())
+    let url = format!("{base}/api/child/heartbeat ({} children)", children.len());
+    finish(url, options, connections, started, cpu_before, workers).await
 }

@@ -32,12 +32,13 @@ pub struct HttpReport {
     pub server_peak_rss_mib: Option<f64>,
 }
 
-struct WorkerResult {
-    histogram: Histogram<u64>,
-    requests: u64,
-    ok: u64,
-    body_bytes: u64,
-    errors: BTreeMap<String, u64>,
+/// What one worker of an open-loop run counted.
+pub(super) struct WorkerResult {
+    pub histogram: Histogram<u64>,
+    pub requests: u64,
+    pub ok: u64,
+    pub body_bytes: u64,
+    pub errors: BTreeMap<String, u64>,
 }
 
 pub async fn run(options: &BenchOptions) -> Result<(), BenchError> {
@@ -107,6 +108,18 @@ pub async fn run(options: &BenchOptions) -> Result<(), BenchError> {
             }
         }));
     }
+    finish(url, options, connections, started, cpu_before, workers).await
+}
+
+/// Merges the workers of an open-loop run, and prints the report.
+pub(super) async fn finish(
+    url: String,
+    options: &BenchOptions,
+    connections: usize,
+    started: Instant,
+    cpu_before: (Option<f64>, Option<f64>),
+    workers: Vec<tokio::task::JoinHandle<WorkerResult>>,
+) -> Result<(), BenchError> {
     let mut total = new_histogram()?;
     let (mut requests, mut ok, mut body_bytes) = (0, 0, 0);
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
@@ -155,7 +168,7 @@ pub async fn run(options: &BenchOptions) -> Result<(), BenchError> {
     Ok(())
 }
 
-pub(super) fn print(report: &HttpReport, options: &BenchOptions) {
+fn print(report: &HttpReport, options: &BenchOptions) {
     if options.json {
         if let Ok(text) = serde_json::to_string_pretty(report) {
             println!("{text}");

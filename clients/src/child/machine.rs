@@ -181,15 +181,17 @@ impl Machine {
         self.on_tick(now);
     }
 
+    /// Whether [`Self::on_tick`] at `now` would block: a serving state whose lease ran out.
+    pub fn runs_out(&self, now: Instant) -> bool {
+        matches!(
+            self.state,
+            GateState::Active | GateState::Degraded | GateState::Maintenance
+        ) && self.held.as_ref().is_none_or(|held| now >= held.expires)
+    }
+
     /// The time passes: an expired lease blocks.
     pub fn on_tick(&mut self, now: Instant) {
-        let expired = self.held.as_ref().is_none_or(|held| now >= held.expires);
-        if expired
-            && matches!(
-                self.state,
-                GateState::Active | GateState::Degraded | GateState::Maintenance
-            )
-        {
+        if self.runs_out(now) {
             self.state = GateState::Blocked;
             self.reason = Some(reasons::LEASE_EXPIRED.into());
         }

@@ -162,12 +162,7 @@ async fn heartbeat_loop(
                 () = tokio::time::sleep(step) => false,
                 () = wake.notified() => true,
             };
-            let expired = {
-                let guard = read(shared);
-                let mut probe = guard.machine.clone();
-                probe.on_tick(Instant::now());
-                probe.state() != guard.machine.state()
-            };
+            let expired = read(shared).machine.runs_out(Instant::now());
             if expired {
                 transition(shared, settings, |state| {
                     state.machine.on_tick(Instant::now())

@@ -53,15 +53,17 @@ impl Children {
         let transaction = client.transaction().await?;
         let counts = transaction
             .query_one(
-                "SELECT count(*) FILTER (WHERE liveness IN ('online', 'late')),
+                "SELECT now(), count(*) FILTER (WHERE liveness IN ('online', 'late')),
                         count(*) FILTER (WHERE liveness = 'online'
                             AND last_heartbeat_at < now() - $1 * interval '1 millisecond')
                  FROM children WHERE revoked_at IS NULL",
                 &[&late_ms],
             )
             .await?;
-        let population = u64::try_from(counts.get::<_, i64>(0)).unwrap_or(0);
-        let newly_silent = u64::try_from(counts.get::<_, i64>(1)).unwrap_or(0);
+        // The transaction's clock: the same in every statement of it.
+        let swept_at: chrono::DateTime<chrono::Utc> = counts.get(0);
+        let population = u64::try_from(counts.get::<_, i64>(1)).unwrap_or(0);
+        let newly_silent = u64::try_from(counts.get::<_, i64>(2)).unwrap_or(0);
         let engaged = disruption(
             newly_silent,
             population,
@@ -158,7 +160,7 @@ impl Children {
         }
         let changed_rows = transaction
             .query(
-                "SELECT id, liveness, now() FROM children
+                "SELECT id, liveness FROM children
                  WHERE $1::timestamptz IS NULL OR liveness_changed_at >= $1",
                 &[&since],
             )
@@ -170,7 +172,7 @@ impl Children {
                 Some((row.get(0), ChildLiveness::parse(&liveness)?))
             })
             .collect();
-        outcome.swept_at = Some(transaction.query_one("SELECT now()", &[]).await?.get(0));
+        outcome.swept_at = Some(swept_at);
         let by_liveness = transaction
             .query(
                 "SELECT liveness, count(*) FROM children GROUP BY liveness",
