@@ -37,7 +37,8 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::bridge::{RedisBridge, ShutdownBridge};
-use crate::children::HeartbeatChecker;
+use crate::children::checker::HeartbeatChecker;
+use crate::children::registry::{ChildRegistry, CloseControls};
 use crate::grpc::{GrpcServer, NodeApi};
 use crate::housekeeping::{self, Housekeeper};
 use crate::http;
@@ -276,6 +277,7 @@ impl Application {
             leadership: housekeeping_lease.watch(),
         };
         Supervisor::start(move |_| housekeeper);
+        let child_registry = ChildRegistry::start(children.clone(), instance_id.to_string());
         let checker =
             HeartbeatChecker::new(children.clone(), nodes.clone(), housekeeping_lease.watch());
         Supervisor::start(move |_| checker);
@@ -359,6 +361,7 @@ impl Application {
             registry_public_reads: settings.registry_public_reads,
             webhooks,
             children,
+            child_registry: child_registry.clone(),
             allowed_methods: Arc::new(crate::http::openapi::allowed_methods()),
             not_found_limiter: Arc::new(LocalRateLimiter::new(
                 settings.http_limits.not_found_per_sec,
@@ -426,6 +429,12 @@ impl Application {
                             _ => {}
                         }
                     }
+                    match child_registry.send(CloseControls(close::GOING_AWAY)).await {
+                        Ok(count) if count > 0 => {
+                            tracing::info!(count, "closing children's control sockets")
+                        }
+                        _ => {}
+                    }
                 }
             });
         if let Some(workers) = settings.http_workers {
@@ -455,6 +464,11 @@ impl Application {
             grpc,
             keeper_stop,
         })
+    }
+
+    /// The id this instance goes by in Redis and in the admin views.
+    pub fn instance_id(&self) -> Uuid {
+        self.instance_id
     }
 
     pub fn port(&self) -> u16 {

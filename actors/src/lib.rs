@@ -13,8 +13,9 @@
 //!   `/api/xandeum` routes answer from, and the pRPC simulator.
 //! - [`bridge`]: the [`bridge::RedisBridge`] actor that owns the Redis subscriber and dispatches
 //!   the control channel to the actors that registered for it.
-//! - [`children`]: the [`children::HeartbeatChecker`] that marks silent children late and
-//!   offline on the leader.
+//! - [`children`]: the [`children::checker::HeartbeatChecker`] that marks silent children late
+//!   and offline on the leader, the [`children::registry::ChildRegistry`] of the children
+//!   connected to this instance (a [`children::node::ChildNode`] each) and of the admin queries.
 //! - [`housekeeping`]: the [`housekeeping::Housekeeper`] that prunes the audit log on the
 //!   leader.
 //! - [`http`]: routes, the JSON error type, and the request-observing middleware.

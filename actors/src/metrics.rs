@@ -180,6 +180,10 @@ pub fn describe() {
         children::CHILD_PUSHES_TOTAL,
         "Frames pushed to children's control sockets, by type."
     );
+    describe_counter!(
+        children::CHILD_PUSHES_MISSED_TOTAL,
+        "Pushes this instance's child registry fell behind on (every connected child was then asked to heartbeat)."
+    );
     describe_histogram!(
         children::writer::CHILD_HEARTBEAT_BATCH,
         "Heartbeats written per statement."

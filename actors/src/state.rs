@@ -24,6 +24,7 @@ use nodegrid_services::webhooks::Webhooks;
 use uuid::Uuid;
 
 use crate::bridge::RedisBridge;
+use crate::children::registry::ChildRegistry;
 use crate::pnodes::PnodeRuntime;
 use crate::stream::fanout::StreamFanout;
 use crate::stream::ingest::Ingest;
@@ -67,6 +68,8 @@ pub struct AppState {
     pub webhooks: Webhooks,
     /// Plans, clients, children, heartbeats and leases.
     pub children: Children,
+    /// The children connected to this instance, and the admin queries about children.
+    pub child_registry: Addr<ChildRegistry>,
     /// Requests to paths no route matches, per client address.
     pub not_found_limiter: Arc<LocalRateLimiter>,
 }

@@ -11,8 +11,8 @@
 use std::time::Duration;
 
 use fred::prelude::{
-    ClientLike, Config, EventInterface, Expiration, KeysInterface, PubsubInterface,
-    ReconnectPolicy, Server, SetsInterface,
+    ClientLike, Config, EventInterface, Expiration, HashesInterface, KeysInterface, LuaInterface,
+    PubsubInterface, ReconnectPolicy, Server, SetsInterface,
 };
 use fred::types::Builder;
 use nodegrid_protocol::control::ControlEnvelope;
@@ -168,6 +168,11 @@ impl RedisKeys {
         format!("{}:child:{child_id}:nonce:{nonce}", self.prefix)
     }
 
+    /// The hash of where children's control sockets are connected (child id → instance).
+    pub fn child_control(&self) -> String {
+        format!("{}:child-control", self.prefix)
+    }
+
     /// The set of instances that report connections.
     pub fn instances(&self) -> String {
         format!("{}:instances", self.prefix)
@@ -181,6 +186,15 @@ impl RedisKeys {
         )
     }
 }
+
+/// Deletes a hash field only while it holds the value given (KEYS[1] the hash, ARGV the field
+/// and the value), so that an instance never removes what another wrote after it.
+const REMOVE_IF_EQUAL_SCRIPT: &str = r#"
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+"#;
 
 /// The instance's Redis connections.
 #[derive(Clone)]
@@ -339,6 +353,46 @@ impl RedisBus {
             }
         }
         Ok(reports)
+    }
+
+    /// Sets fields of the children's control hash (`(child id, where)`).
+    pub async fn put_child_controls(&self, entries: Vec<(String, String)>) -> Result<(), BusError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let _: i64 = self
+            .publisher
+            .hset(self.keys.child_control(), entries)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes a child's entry of the control hash if it still is `value` (a later socket of
+    /// the same child, on any instance, keeps its own).
+    pub async fn remove_child_control(&self, child: &str, value: &str) -> Result<(), BusError> {
+        let _: i64 = self
+            .publisher
+            .eval(
+                REMOVE_IF_EQUAL_SCRIPT,
+                vec![self.keys.child_control()],
+                vec![child.to_owned(), value.to_owned()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The control hash's entries of these children, in their order.
+    pub async fn child_controls(
+        &self,
+        children: Vec<String>,
+    ) -> Result<Vec<Option<String>>, BusError> {
+        if children.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .publisher
+            .hmget(self.keys.child_control(), children)
+            .await?)
     }
 
     /// Withdraws this instance's report (at shutdown).

@@ -555,6 +555,27 @@ async fn an_admins_action_on_one_instance_reaches_a_child_connected_to_another_w
         },
     )
     .await;
+    // Either instance's registry tells the admin where the socket is.
+    let (_, children) = admin_call(&b, &token, "GET", "/api/admin/children", None).await;
+    let id = children["children"][0]["id"].as_str().unwrap().to_owned();
+    for instance in [&a, &b] {
+        let (code, child) = admin_call(
+            instance,
+            &token,
+            "GET",
+            &format!("/api/admin/children/{id}"),
+            None,
+        )
+        .await;
+        assert_eq!(code, 200);
+        assert_eq!(
+            child["control"]["instance"],
+            a.instance_id.to_string(),
+            "{child}"
+        );
+        let (_, listed) = admin_call(instance, &token, "GET", "/api/admin/children", None).await;
+        assert_eq!(listed["children"][0]["control"], child["control"]);
+    }
     let (code, _, cookie) = child.login("dave", PASSWORD).await;
     assert_eq!(code, 200);
     let cookie = cookie.unwrap();
@@ -626,9 +647,6 @@ async fn an_admins_action_on_one_instance_reaches_a_child_connected_to_another_w
     .await;
 
     // A rotated key ends the socket: the old key opens no other.
-    admin_call(&b, &token, "GET", "/api/admin/children", None).await;
-    let (_, children) = admin_call(&b, &token, "GET", "/api/admin/children", None).await;
-    let id = children["children"][0]["id"].as_str().unwrap().to_owned();
     admin_call(
         &b,
         &token,
@@ -648,6 +666,24 @@ async fn an_admins_action_on_one_instance_reaches_a_child_connected_to_another_w
         },
     )
     .await;
+    for instance in [&a, &b] {
+        eventually(
+            "the closed socket is withdrawn",
+            Duration::from_secs(2),
+            || async {
+                let (_, child) = admin_call(
+                    instance,
+                    &token,
+                    "GET",
+                    &format!("/api/admin/children/{id}"),
+                    None,
+                )
+                .await;
+                child["control"].is_null().then_some(())
+            },
+        )
+        .await;
+    }
     drop(child);
     let _ = std::fs::remove_file(&state);
     a.shut_down().await.unwrap();

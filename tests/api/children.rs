@@ -402,8 +402,32 @@ async fn a_heartbeat_is_answered_with_a_lease_the_published_key_verifies() {
     assert_eq!(view["state"], json!({"bots": 2}));
     assert_eq!(view["lease_seq"], third.seq);
     assert!(view["last_heartbeat_at"].is_string());
+    assert!(view["control"].is_null(), "no control socket: {view}");
     // new → online is audited once.
     assert_eq!(app.audit("action=child.online").await.len(), 1);
+
+    // A socket an instance that died recorded is not where the child is, and is forgotten.
+    let dead = format!("{} 1 2026-11-30T12:00:00+00:00", Uuid::new_v4());
+    app.bus
+        .put_child_controls(vec![(child.to_string(), dead)])
+        .await
+        .unwrap();
+    let (_, view) = admin_call(
+        &app,
+        &token,
+        "GET",
+        &format!("/api/admin/children/{child}"),
+        None,
+    )
+    .await;
+    assert!(view["control"].is_null(), "{view}");
+    assert_eq!(
+        app.bus
+            .child_controls(vec![child.to_string()])
+            .await
+            .unwrap(),
+        vec![None]
+    );
     app.shut_down().await.unwrap();
 }
 

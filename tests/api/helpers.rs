@@ -178,6 +178,7 @@ pub const PASSWORD: &str = "a-good-password";
 pub struct TestApp {
     pub address: String,
     pub port: u16,
+    pub instance_id: uuid::Uuid,
     /// The separate `/metrics` listener, when the settings ask for one.
     pub metrics_port: Option<u16>,
     /// The gRPC API.
@@ -220,6 +221,7 @@ pub async fn spawn_app_with_routes(
     let test_app = TestApp {
         address: format!("http://127.0.0.1:{port}"),
         port,
+        instance_id: app.instance_id(),
         metrics_port: app.metrics_port(),
         grpc_port: app.grpc_port(),
         http: reqwest::Client::builder()

@@ -4,11 +4,11 @@
 
 use actix_web::dev::Payload;
 use actix_web::{HttpRequest, HttpResponse, web};
+use futures_util::StreamExt as _;
 use nodegrid_protocol::children::lease::{HeartbeatRequest, PublicKeysResponse, SignedLease};
 use nodegrid_protocol::children::signing::{NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use nodegrid_protocol::children::users::{ChildLoginRequest, SignedAnswer, UserCheckRequest};
 use nodegrid_protocol::error::ErrorBody;
-use nodegrid_services::children::CHILD_CONTROL_SOCKETS;
 use nodegrid_services::children::heartbeat::SignedRequest;
 use serde::Deserialize;
 use uuid::Uuid;
@@ -29,22 +29,6 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .service(get_only("/api/child/control", control));
 }
 
-/// Counts a control socket while it lives.
-struct OpenSocket;
-
-impl OpenSocket {
-    fn new() -> OpenSocket {
-        metrics::gauge!(CHILD_CONTROL_SOCKETS).increment(1.0);
-        OpenSocket
-    }
-}
-
-impl Drop for OpenSocket {
-    fn drop(&mut self) {
-        metrics::gauge!(CHILD_CONTROL_SOCKETS).decrement(1.0);
-    }
-}
-
 /// A WebSocket on which the mother pushes what admins do, the moment they do it.
 #[utoipa::path(get, path = "/api/child/control", tag = "children",
     responses(
@@ -57,11 +41,8 @@ pub async fn control(
     request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, actix_web::Error> {
-    use futures_util::StreamExt as _;
-    use nodegrid_services::children::{Audience, Push as ChildPush};
-    use tokio_stream::wrappers::BroadcastStream;
-    use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-
+    use crate::children::node::ControlOut;
+    use crate::children::registry::AttachControl;
     use crate::http::push::{Push, push_socket};
 
     let child = ChildRequest::authenticate(&request, web::Bytes::new(), &state).await?;
@@ -70,34 +51,29 @@ pub async fn control(
         .children
         .client_of_child(child_id)
         .ok_or_else(|| ApiError::from(nodegrid_services::children::ChildrenError::KeyInvalid))?;
-    let children = state.children.clone();
-    let open = OpenSocket::new();
-    let items = BroadcastStream::new(children.subscribe_pushes()).filter_map(move |pushed| {
-        let _open = &open;
-        let item = match pushed {
-            Ok(pushed) => {
-                let ours = match pushed.audience {
-                    Audience::All => true,
-                    Audience::Client(id) => id == client_id,
-                    Audience::Child(id) => id == child_id,
-                };
-                match (&pushed.push, ours) {
-                    (_, false) => None,
-                    (ChildPush::Close, true) => Some(Push::Close((4001, "key_revoked"))),
-                    (ChildPush::Frame(frame), true) => match children.sign_frame(child_id, frame) {
-                        Ok(text) => Some(Push::Json(text.into())),
-                        Err(error) => {
-                            tracing::error!(%error, "cannot sign a control frame");
-                            None
-                        }
-                    },
-                }
-            }
-            Err(BroadcastStreamRecvError::Lagged(_)) => Some(Push::Close((4008, "lagged"))),
-        };
-        std::future::ready(item)
+    let socket = state
+        .child_registry
+        .send(AttachControl {
+            child_id,
+            client_id,
+        })
+        .await
+        .map_err(|error| ApiError::Internal(anyhow::anyhow!("the child registry: {error}")))?;
+    // The guard lives as long as the stream, which lives as long as the socket.
+    let (guard, lagged) = (socket.guard, socket.lagged);
+    let frames = tokio_stream::wrappers::ReceiverStream::new(socket.frames).map(|out| match out {
+        ControlOut::Frame(text) => Push::Json(text),
+        ControlOut::Close(code, reason) => Push::Close((code, reason)),
     });
-    push_socket(&request, payload, items)
+    // A node lets a socket that fell behind go by dropping its queue: it ends with `lagged`.
+    let ending = futures_util::stream::once(async move {
+        let _guard = guard;
+        lagged
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then_some(Push::Close((4008, "lagged")))
+    })
+    .filter_map(std::future::ready);
+    push_socket(&request, payload, frames.chain(ending))
 }
 
 /// A request from a child: who it is, its nonce, and its body as signed.

@@ -15,6 +15,7 @@ use nodegrid_services::identity::retry_after_secs;
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::children::registry::{ChildRegistry, GetChild, ListChildren};
 use crate::http::auth::{Admin, caller};
 use crate::http::error::ApiError;
 use crate::http::json::Json;
@@ -370,6 +371,20 @@ impl ChildrenQuery {
     }
 }
 
+/// Asks this instance's child registry, which answers the admin queries about children.
+async fn ask<M>(state: &AppState, message: M) -> Result<M::Result, ApiError>
+where
+    M: actix::Message + Send + 'static,
+    M::Result: Send,
+    ChildRegistry: actix::Handler<M>,
+{
+    state
+        .child_registry
+        .send(message)
+        .await
+        .map_err(|error| ApiError::Internal(anyhow::anyhow!("the child registry: {error}")))
+}
+
 #[utoipa::path(get, path = "/api/admin/clients/{id}/children", tag = "admin",
     params(("id" = i64, Path, description = "The client's id"), ChildrenQuery),
     responses(
@@ -384,10 +399,16 @@ pub async fn client_children(
     query: web::Query<ChildrenQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (liveness, limit, offset) = query.resolve()?;
-    let (children, total) = state
-        .children
-        .list_children(Some(path.into_inner()), liveness, limit, offset)
-        .await?;
+    let (children, total) = ask(
+        &state,
+        ListChildren {
+            client_id: Some(path.into_inner()),
+            liveness,
+            limit,
+            offset,
+        },
+    )
+    .await??;
     Ok(HttpResponse::Ok().json(ChildrenResponse { children, total }))
 }
 
@@ -404,10 +425,16 @@ pub async fn list_children(
     query: web::Query<ChildrenQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (liveness, limit, offset) = query.resolve()?;
-    let (children, total) = state
-        .children
-        .list_children(None, liveness, limit, offset)
-        .await?;
+    let (children, total) = ask(
+        &state,
+        ListChildren {
+            client_id: None,
+            liveness,
+            limit,
+            offset,
+        },
+    )
+    .await??;
     Ok(HttpResponse::Ok().json(ChildrenResponse { children, total }))
 }
 
@@ -424,7 +451,7 @@ pub async fn get_child(
     _admin: Admin,
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    let child = state.children.get_child(path.into_inner()).await?;
+    let child = ask(&state, GetChild(path.into_inner())).await??;
     Ok(HttpResponse::Ok().json(child))
 }
 

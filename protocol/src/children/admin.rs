@@ -208,6 +208,19 @@ pub struct ChildView {
     pub lease_valid_until: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// The child's control socket, when it holds one: which instance it is connected to.
+    #[serde(default)]
+    pub control: Option<ChildControl>,
+}
+
+/// Where a child's control socket is connected (pushes reach it from every instance).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChildControl {
+    /// The id of the instance that holds the socket.
+    pub instance: String,
+    /// The mother's clock.
+    pub connected_at: DateTime<Utc>,
 }
 
 /// `POST …/children` and `POST …/rotate-key`: the key is in this answer and nowhere else.

@@ -8,6 +8,7 @@
 //! - [`heartbeat`]: a child's signed request checked, its heartbeat written, its lease signed.
 //! - [`users`]: a client's users at its children: sign-in, checks, the blocked list.
 //! - [`writer`]: heartbeats written in batches, one statement for those that arrive together.
+//! - [`presence`]: where each child's control socket is connected, across instances.
 //! - [`sweep`]: late and offline marking with the disruption guard (the leader runs it).
 //! - [`store`]: the SQL.
 //!
@@ -19,6 +20,7 @@ pub mod admin;
 pub mod catalogue;
 pub mod heartbeat;
 pub mod keys;
+pub mod presence;
 pub mod store;
 pub mod sweep;
 pub mod users;
@@ -55,6 +57,8 @@ pub const CHILD_DISRUPTION_GUARD: &str = "nodegrid_child_disruption_guard";
 pub const CHILD_CONTROL_SOCKETS: &str = "nodegrid_child_control_sockets";
 /// Frames pushed on control sockets, by type.
 pub const CHILD_PUSHES_TOTAL: &str = "nodegrid_child_pushes_total";
+/// Pushes an instance's child registry fell behind on (every child was asked to heartbeat).
+pub const CHILD_PUSHES_MISSED_TOTAL: &str = "nodegrid_child_pushes_missed_total";
 
 /// Which children a push is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +76,7 @@ pub enum Push {
     Close,
 }
 
-/// A push for an audience; every control socket of the instance sees it and keeps its own.
+/// A push for an audience; the instance's child registry hands it to the children it is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pushed {
     pub audience: Audience,

@@ -88,6 +88,7 @@ pub fn child_from_row(
         lease_valid_until: row.get(12),
         created_at: row.get(13),
         revoked_at: row.get(14),
+        control: None,
     })
 }
 

@@ -1216,7 +1216,7 @@
       const planName = Object.fromEntries(plans.map((p) => [p.id, p.name]));
       childrenCount.textContent = page.total > children.length ? `The newest ${children.length} of ${page.total} children.` : '';
       childrenTable.replaceChildren(children.length === 0 ? h('p', {class: 'muted', text: 'No child yet: provision one for a client below.'}) : h('table', {},
-        h('thead', {}, h('tr', {}, ['Child', 'Client', 'Liveness', 'Last heartbeat', 'Version', 'Lease', 'Key', 'Actions'].map((t) => h('th', {text: t})))),
+        h('thead', {}, h('tr', {}, ['Child', 'Client', 'Liveness', 'Last heartbeat', 'Version', 'Lease', 'Control socket', 'Key', 'Actions'].map((t) => h('th', {text: t})))),
         h('tbody', {}, children.map((c) => h('tr', {'data-child': c.name},
           h('td', {text: c.name}),
           h('td', {text: clientName[c.client_id] || c.client_id}),
@@ -1224,6 +1224,7 @@
           h('td', {text: fmt.time(c.last_heartbeat_at)}),
           h('td', {}, c.version || '—', ' ', c.version_status ? badge(c.version_status, versionKind[c.version_status]) : ''),
           h('td', {text: c.lease_valid_until ? `#${c.lease_seq} until ${fmt.time(c.lease_valid_until)}` : '—'}),
+          h('td', {title: c.control ? `instance ${c.control.instance}` : ''}, c.control ? `instance ${c.control.instance.slice(0, 8)} since ${fmt.time(c.control.connected_at)}` : '—'),
           h('td', {}, h('code', {text: `${c.key_prefix}…`})),
           h('td', {}, c.revoked_at ? badge('revoked', 'bad') : h('span', {},
             h('button', {type: 'button', text: 'Rotate key', 'aria-label': `Rotate the key of ${c.name}`, on: {click: async () => {
