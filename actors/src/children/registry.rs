@@ -18,7 +18,8 @@ use nodegrid_protocol::children::admin::{ChildControl, ChildLiveness, ChildView}
 use nodegrid_protocol::children::control::ControlPush;
 use nodegrid_services::children::presence::ControlSocket;
 use nodegrid_services::children::{
-    Audience, CHILD_CONTROL_SOCKETS, CHILD_PUSHES_MISSED_TOTAL, Children, ChildrenError, Push, Pushed,
+    Audience, CHILD_CONTROL_SOCKETS, CHILD_PUSHES_MISSED_TOTAL, Children, ChildrenError, Push,
+    Pushed,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::BroadcastStream;
