@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs everything CI runs: starts PostgreSQL and Redis if needed, then formatting, clippy, the
-# whole test suite against them, and schemathesis against a running server.
+# whole test suite against them, schemathesis against a running server, and the tests of what
+# lives in Redis once more against a Redis Cluster of three masters on loopback.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/services.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/lib/api_fuzz.sh"
@@ -25,3 +26,11 @@ say "cargo test"
 cargo test --workspace --locked "$@"
 say "API fuzzing"
 run_api_fuzz
+# The tests of everything that lives in Redis, again on a Redis Cluster of three masters (the
+# bridge's reconnect test kills one connection by id, which a cluster numbers per node).
+say "streaming on a Redis Cluster"
+start_redis_cluster
+trap stop_redis_cluster EXIT
+NODEGRID_TEST_REDIS_URL=$NODEGRID_CLUSTER_URL cargo test -p nodegrid --test api --locked -- \
+  streaming:: publish:: history:: sessions:: ws:: bus:: lease:: motience:: binary:: raw:: \
+  nodes:: children:: child_agent:: --skip bus::the_bridge_resubscribes_after_its_connection_is_killed

@@ -116,6 +116,60 @@ ensure_redis() {
   say "Redis answers at 127.0.0.1:$port"
 }
 
+port_in_use() { # port
+  { exec 8<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null || return 1
+  exec 8>&-
+}
+
+# A Redis Cluster of three masters on free loopback ports (each port and its cluster bus port,
+# +10000, unused), in a directory of its own, without persistence. Sets NODEGRID_CLUSTER_URL (the
+# fred URL) and NODEGRID_CLUSTER_DIR; stop_redis_cluster stops it and removes the directory.
+start_redis_cluster() {
+  command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+  command -v redis-cli >/dev/null 2>&1 || apt_install redis-tools
+  NODEGRID_CLUSTER_DIR=$(mktemp -d "${TMPDIR:-/tmp}/nodegrid-cluster.XXXXXX")
+  local port=${NODEGRID_CLUSTER_BASE_PORT:-7301} ports=() node
+  while [ "${#ports[@]}" -lt 3 ]; do
+    if ! port_in_use "$port" && ! port_in_use $((port + 10000)); then ports+=("$port"); fi
+    port=$((port + 1))
+  done
+  for port in "${ports[@]}"; do
+    redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --cluster-enabled yes \
+      --cluster-config-file "$NODEGRID_CLUSTER_DIR/nodes-$port.conf" --cluster-node-timeout 5000 \
+      --save "" --appendonly no --dir "$NODEGRID_CLUSTER_DIR" \
+      --logfile "$NODEGRID_CLUSTER_DIR/redis-$port.log" --pidfile "$NODEGRID_CLUSTER_DIR/redis-$port.pid" >&2
+  done
+  for port in "${ports[@]}"; do
+    for _ in $(seq 1 40); do redis_answers "$port" && break; sleep 0.25; done
+    redis_answers "$port" || die "cluster node $port did not start (see $NODEGRID_CLUSTER_DIR)"
+  done
+  say "creating a Redis Cluster on 127.0.0.1:${ports[*]}"
+  redis-cli --cluster create "${ports[@]/#/127.0.0.1:}" --cluster-replicas 0 --cluster-yes >&2
+  for port in "${ports[@]}"; do
+    for _ in $(seq 1 80); do
+      redis-cli -p "$port" cluster info | grep -q '^cluster_state:ok' && break
+      sleep 0.25
+    done
+    redis-cli -p "$port" cluster info | grep -q '^cluster_state:ok' \
+      || die "the cluster is not ready on $port"
+  done
+  NODEGRID_CLUSTER_URL="redis-cluster://127.0.0.1:${ports[0]}"
+  for node in "${ports[@]:1}"; do
+    NODEGRID_CLUSTER_URL="$NODEGRID_CLUSTER_URL$([ "$node" = "${ports[1]}" ] && echo '?' || echo '&')node=127.0.0.1:$node"
+  done
+  export NODEGRID_CLUSTER_URL NODEGRID_CLUSTER_DIR
+}
+
+stop_redis_cluster() {
+  [ -n "${NODEGRID_CLUSTER_DIR:-}" ] && [ -d "$NODEGRID_CLUSTER_DIR" ] || return 0
+  local pidfile
+  for pidfile in "$NODEGRID_CLUSTER_DIR"/*.pid; do
+    [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+  done
+  sleep 0.5
+  rm -rf "$NODEGRID_CLUSTER_DIR"
+}
+
 # promtool checks the /metrics exposition in the tests. Debian ships it in the `prometheus`
 # package; only the one binary is unpacked (installing the package would start a Prometheus).
 ensure_promtool() {

@@ -67,6 +67,10 @@ impl BusError {
 }
 
 /// The names of a deployment's keys and channels.
+///
+/// Keys that one script or command touches together share a hash tag (`{p:42}` for a
+/// producer's, `{nodes}` for the registry's stream, `{lease:name}` for a lease), so that on a
+/// Redis Cluster they live in one slot; everything else spreads over the slots.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisKeys {
     prefix: String,
@@ -88,62 +92,69 @@ impl RedisKeys {
         format!("{}:control", self.prefix)
     }
 
-    /// The channel a producer's messages are published on.
+    /// The channel a producer's messages are published on (named like its keys: the publish
+    /// script names it among them).
     pub fn producer_channel(&self, producer_id: i64) -> String {
-        format!("{}:p:{producer_id}", self.prefix)
+        format!("{}:{{p:{producer_id}}}", self.prefix)
     }
 
     /// The producer id of a channel named by [`Self::producer_channel`].
     pub fn producer_of_channel(&self, channel: &str) -> Option<i64> {
         channel
             .strip_prefix(self.prefix.as_str())?
-            .strip_prefix(":p:")?
+            .strip_prefix(":{p:")?
+            .strip_suffix('}')?
             .parse()
             .ok()
     }
 
+    /// A producer's key named `name`, in the producer's slot.
+    fn producer_key(&self, producer_id: i64, name: &str) -> String {
+        format!("{}:{{p:{producer_id}}}:{name}", self.prefix)
+    }
+
     /// The counter of a producer's sequence numbers.
     pub fn producer_seq(&self, producer_id: i64) -> String {
-        format!("{}:seq:{producer_id}", self.prefix)
+        self.producer_key(producer_id, "seq")
     }
 
     /// A producer's recent client message ids (hash id → seq, and their order).
     pub fn producer_recent_ids(&self, producer_id: i64) -> String {
-        format!("{}:ids:{producer_id}", self.prefix)
+        self.producer_key(producer_id, "ids")
     }
 
     pub fn producer_recent_id_order(&self, producer_id: i64) -> String {
-        format!("{}:ids:{producer_id}:order", self.prefix)
+        self.producer_key(producer_id, "ids:order")
     }
 
     /// A producer's history: a Redis Stream whose entry ids are `<seq>-0`.
     pub fn producer_history(&self, producer_id: i64) -> String {
-        format!("{}:h:{producer_id}", self.prefix)
+        self.producer_key(producer_id, "h")
     }
 
     /// A producer's history epoch.
     pub fn producer_epoch(&self, producer_id: i64) -> String {
-        format!("{}:epoch:{producer_id}", self.prefix)
+        self.producer_key(producer_id, "epoch")
     }
 
     /// A producer's message-rate bucket, shared by its sockets and the publish API.
     pub fn producer_rate(&self, producer_id: i64) -> String {
-        format!("{}:rate:{producer_id}", self.prefix)
+        self.producer_key(producer_id, "rate")
     }
 
     /// The node registry's event stream (entry ids `<event id>-0`).
     pub fn registry_events(&self) -> String {
-        format!("{}:nodes:events", self.prefix)
+        format!("{}:{{nodes}}:events", self.prefix)
     }
 
     /// The last registry event id copied into the stream.
     pub fn registry_relayed(&self) -> String {
-        format!("{}:nodes:relayed", self.prefix)
+        format!("{}:{{nodes}}:relayed", self.prefix)
     }
 
     /// The channel on which registry appends are announced.
     pub fn registry_wake(&self) -> String {
-        format!("{}:nodes:wake", self.prefix)
+        format!("{}:{{nodes}}:wake", self.prefix)
     }
 
     /// Every key of a producer's stream state, for moving or forgetting it whole.
@@ -181,8 +192,8 @@ impl RedisKeys {
     /// The key that holds the named leader lease, and the counter of its fencing tokens.
     pub fn lease(&self, name: &str) -> (String, String) {
         (
-            format!("{}:lease:{name}", self.prefix),
-            format!("{}:lease:{name}:fence", self.prefix),
+            format!("{}:{{lease:{name}}}", self.prefix),
+            format!("{}:{{lease:{name}}}:fence", self.prefix),
         )
     }
 }
@@ -413,12 +424,29 @@ impl RedisBus {
     pub async fn move_producer_state(&self, from_id: i64, to_id: i64) -> Result<(), BusError> {
         let from = self.keys.producer_keys(from_id);
         let to = self.keys.producer_keys(to_id);
+        // Copied, not renamed: the two producers' keys live in different slots of a cluster.
         for (from, to) in from.into_iter().zip(to) {
-            let exists: i64 = self.publisher.exists(from.as_str()).await?;
-            if exists > 0 {
-                self.publisher.rename::<(), _, _>(from, to).await?;
-            } else {
-                let _: i64 = self.publisher.del(to).await?;
+            let dumped: Option<fred::bytes::Bytes> = self.publisher.dump(from.as_str()).await?;
+            match dumped {
+                Some(dumped) => {
+                    // Milliseconds left, or -1 for none (RESTORE's 0).
+                    let ttl: i64 = self.publisher.pttl(from.as_str()).await?;
+                    self.publisher
+                        .restore::<(), _>(
+                            to,
+                            ttl.max(0),
+                            fred::types::Value::Bytes(dumped),
+                            true,
+                            false,
+                            None,
+                            None,
+                        )
+                        .await?;
+                    let _: i64 = self.publisher.del(from).await?;
+                }
+                None => {
+                    let _: i64 = self.publisher.del(to).await?;
+                }
             }
         }
         Ok(())
@@ -427,11 +455,10 @@ impl RedisBus {
     /// Forgets the stream state kept under these user ids (left by accounts that no longer
     /// hold them), so that a new holder of an id never sees an old holder's history.
     pub async fn forget_producer_state(&self, producer_ids: &[i64]) -> Result<(), BusError> {
-        for chunk in producer_ids.chunks(100) {
-            let keys: Vec<String> = chunk
-                .iter()
-                .flat_map(|id| self.keys.producer_keys(*id))
-                .collect();
+        // One command per producer: each producer's keys share a slot, different producers'
+        // need not.
+        for id in producer_ids {
+            let keys: Vec<String> = self.keys.producer_keys(*id).into();
             let _: i64 = self.publisher.del(keys).await?;
         }
         Ok(())

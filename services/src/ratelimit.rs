@@ -75,7 +75,8 @@ impl RateLimiter {
         if rule.per_minute == 0 || rule.burst == 0 {
             return Ok(Decision::Allowed);
         }
-        let bucket = format!("{}:{scope}:{key}", self.prefix);
+        // One slot for the bucket and its denial marker (the script takes both).
+        let bucket = format!("{}:{{{scope}:{key}}}", self.prefix);
         let denial = format!("{bucket}:denied");
         let per_ms = f64::from(rule.per_minute) / 60_000.0;
         let (allowed, retry_ms, first): (i64, i64, i64) = self

@@ -362,6 +362,27 @@ impl TestApp {
     }
 }
 
+/// How many Redis connections subscribe `channel`: on a cluster, the sum over its primaries
+/// (each counts only its own subscribers).
+pub async fn channel_subscribers(bus: &RedisBus, channel: &str) -> Option<i64> {
+    use fred::interfaces::{ClientLike as _, ClusterInterface as _, PubsubInterface as _};
+    let client = bus.publisher();
+    if !client.is_clustered() {
+        let counts: Vec<(String, i64)> = client.pubsub_numsub(channel).await.ok()?;
+        return Some(counts.first()?.1);
+    }
+    let mut total = 0;
+    for node in client.cached_cluster_state()?.unique_primary_nodes() {
+        let counts: Vec<(String, i64)> = client
+            .with_cluster_node(node)
+            .pubsub_numsub(channel)
+            .await
+            .ok()?;
+        total += counts.first()?.1;
+    }
+    Some(total)
+}
+
 /// Polls `condition` until it returns `Some`, or panics after `timeout` naming `what`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut condition: F) -> T
 where

@@ -326,7 +326,6 @@ async fn resuming_past_the_window_reports_the_gap_then_sends_the_rest() {
 async fn a_reset_history_is_reported_as_a_new_epoch() {
     let database = Arc::new(fresh_database().await);
     let settings = fast_settings(&database.url);
-    let prefix = settings.redis_prefix.clone();
     let app = spawn_app_with(database, settings).await;
     let (producer_id, producer_token) = user(&app, "epoch-producer", Role::Producer).await;
     let (_, consumer_token) = user(&app, "epoch-consumer", Role::Consumer).await;
@@ -353,13 +352,14 @@ async fn a_reset_history_is_reported_as_a_new_epoch() {
     // Redis loses the producer's stream state, as a flush or a failover without persistence
     // would.
     use fred::interfaces::KeysInterface as _;
+    let keys = app.bus.keys();
     let _: i64 = app
         .bus
         .publisher()
         .del(vec![
-            format!("{prefix}:seq:{producer_id}"),
-            format!("{prefix}:epoch:{producer_id}"),
-            format!("{prefix}:h:{producer_id}"),
+            keys.producer_seq(producer_id),
+            keys.producer_epoch(producer_id),
+            keys.producer_history(producer_id),
         ])
         .await
         .unwrap();

@@ -7,14 +7,20 @@ use nodegrid_services::lease::{LeaderLease, Leadership, LeaseKeeper};
 
 use crate::helpers::{eventually, redis_url, unique_prefix};
 
-fn bus(prefix: &str) -> RedisBus {
-    RedisBus::start(&redis_url(), prefix).unwrap()
+/// A bus that is connected (a cluster's client knows its slots only then).
+async fn bus(prefix: &str) -> RedisBus {
+    let bus = RedisBus::start(&redis_url(), prefix).unwrap();
+    assert!(
+        bus.wait_connected(Duration::from_secs(10)).await,
+        "Redis answers"
+    );
+    bus
 }
 
 #[tokio::test]
 async fn only_one_holder_gets_the_lease_and_only_it_can_renew_or_release() {
     let prefix = unique_prefix();
-    let bus = bus(&prefix);
+    let bus = bus(&prefix).await;
     let ttl = Duration::from_secs(5);
     let a = LeaderLease::new(&bus, "work", "instance-a", ttl);
     let b = LeaderLease::new(&bus, "work", "instance-b", ttl);
@@ -51,8 +57,8 @@ async fn only_one_holder_gets_the_lease_and_only_it_can_renew_or_release() {
 #[tokio::test]
 async fn leadership_moves_when_the_holder_dies() {
     let prefix = unique_prefix();
-    let bus_a = bus(&prefix);
-    let bus_b = bus(&prefix);
+    let bus_a = bus(&prefix).await;
+    let bus_b = bus(&prefix).await;
     let ttl = Duration::from_millis(900);
     let keeper_a = LeaseKeeper::start(LeaderLease::new(&bus_a, "sweeper", "a", ttl));
     let mut watch_a = keeper_a.watch();
@@ -101,7 +107,7 @@ async fn leadership_moves_when_the_holder_dies() {
 #[tokio::test]
 async fn stepping_down_hands_the_lease_over_at_once() {
     let prefix = unique_prefix();
-    let bus = bus(&prefix);
+    let bus = bus(&prefix).await;
     // A long lease: only an explicit release can explain a quick hand-over.
     let ttl = Duration::from_secs(30);
     let keeper_a = LeaseKeeper::start(LeaderLease::new(&bus, "poller", "a", ttl));

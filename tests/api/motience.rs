@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fred::prelude::PubsubInterface;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    TestApp, eventually, fresh_database, spawn_app, spawn_app_with, test_settings,
+    TestApp, channel_subscribers, eventually, fresh_database, spawn_app, spawn_app_with,
+    test_settings,
 };
 use crate::ws::{Frame, Token, connect};
 
@@ -21,11 +21,7 @@ pub(crate) async fn until_channel_is_live(app: &TestApp, producer_id: i64) {
         Duration::from_secs(10),
         || {
             let (bus, channel) = (app.bus.clone(), channel.clone());
-            async move {
-                let counts: Vec<(String, i64)> =
-                    bus.publisher().pubsub_numsub(channel.as_str()).await.ok()?;
-                (counts.first()?.1 > 0).then_some(())
-            }
+            async move { (channel_subscribers(&bus, &channel).await? > 0).then_some(()) }
         },
     )
     .await;
