@@ -186,6 +186,20 @@ async fn heartbeat(app: &TestApp, child: Uuid, key: &str, last_seq: u64, version
     .unwrap_or_else(|rejection| panic!("the lease is refused: {rejection}"))
 }
 
+/// Waits until `app` knows the child of `key` (another instance provisioned it: `app` hears of
+/// it on the control channel a moment later); the heartbeat that shows it counts as one.
+async fn until_known(app: &TestApp, key: &str) {
+    eventually(
+        "the instance knows the new child",
+        Duration::from_secs(5),
+        || async {
+            let response = Signed::heartbeat(key, &nonce(), 0, "1.0.0").send(app).await;
+            (response.status() == 200).then_some(())
+        },
+    )
+    .await;
+}
+
 async fn liveness(app: &TestApp, token: &str, child: Uuid) -> String {
     let (_, view) = admin_call(
         app,
@@ -562,12 +576,7 @@ async fn leases_follow_the_admins_changes_on_every_instance() {
     let token = a.admin_token().await;
     let client = client_with_plan(&a, &token, "terms", 1).await;
     let (child, key) = provision(&a, &token, client, "terms-1").await;
-    // The child is known on B as soon as B heard of it.
-    eventually("B knows the new child", Duration::from_secs(5), || async {
-        let response = Signed::heartbeat(&key, &nonce(), 0, "1.0.0").send(&b).await;
-        (response.status() == 200).then_some(())
-    })
-    .await;
+    until_known(&b, &key).await;
     let mut last = heartbeat(&b, child, &key, 0, "1.0.0").await.seq;
     // Each change is made on A and seen in B's next lease.
     let next_on_b = |last: u64, check: fn(&Lease) -> bool, what: &'static str| {
@@ -821,7 +830,7 @@ async fn silent_children_go_late_then_offline_on_the_leader_and_a_mass_silence_e
     assert_eq!(status, 201, "{hook}");
     let client = client_with_plan(&a, &token, "silence", 10).await;
     let (lonely, lonely_key) = provision(&a, &token, client, "lonely").await;
-    heartbeat(&b, lonely, &lonely_key, 0, "1.0").await;
+    until_known(&b, &lonely_key).await;
     eventually(
         "the silent child is late",
         Duration::from_secs(5),
