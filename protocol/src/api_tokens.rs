@@ -57,18 +57,31 @@ impl ApiScope {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateApiTokenRequest {
-    /// What the token is for, for people (1–100 characters).
+    /// What the token is for, for people (1–100 characters, not blank: it is trimmed).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            max_length = 100,
+            // Something other than white space (as Rust trims it), and no NUL.
+            pattern = r"^[^\u0000]*[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+        )
+    )]
     pub name: String,
+    /// At least one (repeats count once).
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub scopes: Vec<ApiScope>,
-    /// With `publish`: the only producers the token may publish for (absent: any producer).
+    /// With `publish` only: the only producers the token may publish for (absent: any
+    /// producer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub producer_ids: Option<Vec<i64>>,
-    /// Days until the token stops working (absent: never).
+    /// Days until the token stops working, 1 to 36 500 (absent: never).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 36_500))]
     pub expires_in_days: Option<u32>,
-    /// With `xandeum:unlimited`: the token's own limit on the pNode API, in requests per
+    /// With `xandeum:unlimited` only: the token's own limit on the pNode API, in requests per
     /// second on each instance, in place of the per-address one (absent: no limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1_000_000))]
     pub rate_per_sec: Option<u32>,
 }
 

@@ -47,14 +47,32 @@ impl fmt::Display for Role {
 #[derive(Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterRequest {
-    /// 3 to 32 characters of `[A-Za-z0-9_.-]`, starting with a letter or digit; unique
-    /// regardless of case.
+    /// 3 to 32 characters of `[A-Za-z0-9_.-]`, starting with a letter or digit and not
+    /// ending with `.`; unique regardless of case. (Surrounding spaces are trimmed.)
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{1,30}[A-Za-z0-9_-]$")
+    )]
     pub username: String,
-    /// 8 to 128 characters.
+    /// 8 to 128 characters (the shortest is `--password-min-length`, 8 by default). No NUL:
+    /// no JSON body may carry one.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 8, max_length = 128, pattern = r"^[^\u0000]*$")
+    )]
     pub password: String,
     pub role: Role,
-    /// The device a producer streams from, as the device knows itself.
+    /// The device a producer streams from, as the device knows itself: at most 128 bytes of
+    /// UTF-8, not blank, without control, bidirectional or zero-width characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            max_length = 128,
+            // A visible character, with none of the characters names may not hold around it.
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]*[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200f\u2028-\u202f\u205f-\u2064\u2066-\u2069\u3000\ufeff][^\u0000-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]*$"
+        )
+    )]
     pub device_id: Option<String>,
 }
 
@@ -137,7 +155,16 @@ pub struct UserSummary {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BlockRequest {
-    /// Why; shown to admins and kept in the audit log. 1 to 500 characters.
+    /// Why; shown to admins and kept in the audit log. 1 to 500 characters, not blank (it is
+    /// trimmed); control characters are kept escaped.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            max_length = 500,
+            // Something other than white space (as Rust trims it), and no NUL.
+            pattern = r"^[^\u0000]*[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+        )
+    )]
     pub reason: String,
 }
 

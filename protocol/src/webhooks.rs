@@ -80,12 +80,27 @@ pub struct WebhookEvent {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhookRequest {
-    /// Where events are POSTed: `http://host[:port]/path`, on a host the deployment allows
-    /// (`--webhook-allowed-hosts`).
+    /// Where events are POSTed: `http://host[:port]/path`, at most 2000 characters, without
+    /// credentials, on a host the deployment allows (`--webhook-allowed-hosts`, by default
+    /// `127.0.0.1`, `localhost` and `[::1]`: which hosts is the deployment's to say, so the
+    /// pattern cannot).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            max_length = 2000,
+            pattern = r"^http://[A-Za-z0-9._~:\[\]-]+([/?#][^\u0000-\u0020]*)?$",
+            example = "http://127.0.0.1:9000/hooks"
+        )
+    )]
     pub url: String,
     /// The signing secret, 16 to 200 characters. Never shown again, never logged.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 16, max_length = 200, pattern = r"^[^\u0000]*$")
+    )]
     pub secret: String,
-    /// Event types, families (`pnode.*`) or `*`.
+    /// Event types, families (`pnode.*`) or `*`: 1 to 20.
+    #[cfg_attr(feature = "openapi", schema(schema_with = event_patterns_schema))]
     pub events: Vec<String>,
     /// A JSON object the event's `data` must contain (as Postgres `@>` reads it), e.g.
     /// `{"node": {"address": "1.2.3.4:9001"}}`. Absent: every event of the types.
@@ -103,6 +118,35 @@ impl std::fmt::Debug for CreateWebhookRequest {
             .field("filters", &self.filters)
             .finish()
     }
+}
+
+/// The documented form of [`CreateWebhookRequest::events`]: each one a pattern
+/// [`is_known_pattern`] accepts (every type, every family, `*`), listed from [`EVENT_TYPES`].
+#[cfg(feature = "openapi")]
+fn event_patterns_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    let mut patterns: Vec<String> = EVENT_TYPES.iter().map(|&known| known.to_owned()).collect();
+    for known in EVENT_TYPES {
+        if let Some((family, _)) = known.split_once('.') {
+            let family = format!("{family}.*");
+            if !patterns.contains(&family) {
+                patterns.push(family);
+            }
+        }
+    }
+    patterns.push("*".to_owned());
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(patterns)),
+        )
+        .min_items(Some(1))
+        .max_items(Some(20))
+        .description(Some(
+            "Event types, families (`pnode.*`) or `*`: 1 to 20 (repeats count once).",
+        ))
+        .build()
 }
 
 /// A webhook as admins see it: never its secret.

@@ -7,9 +7,11 @@
 # do not depend on earlier answers (the stateful phase, which chains them, is run by hand:
 # `st run … --phases stateful`).
 #
-# Not checked yet: that every schema-valid request is accepted (schemathesis warns that some
-# operations refuse much of what it generates: their documented parameters lack the ranges the
-# server enforces).
+# Request schemas state the ranges, lengths and patterns the server enforces, so generated
+# requests reach the handlers. Schemathesis still warns about a few operations whose refusals no
+# schema can state: whole-number floats (`1.0`) for integer ids, a plan id that must exist, an
+# admin blocking themselves. Sockets (`/ws/`, `watch`, the admin feed, the control socket) are
+# left out: they answer a plain GET with 400 by design.
 
 ensure_schemathesis() {
   if ! command -v st >/dev/null 2>&1; then
@@ -47,7 +49,7 @@ run_api_fuzz() {
     -H "Authorization: Bearer $token" --checks not_a_server_error,status_code_conformance,response_schema_conformance,content_type_conformance \
     --max-examples "${NODEGRID_FUZZ_EXAMPLES:-20}" --seed 1 --workers 1 \
     --phases "${NODEGRID_FUZZ_PHASES:-examples,coverage,fuzzing}" \
-    --exclude-path-regex 'logout|/ws/|watch|export') >"$work/st.log" 2>&1 || status=$?
+    --exclude-path-regex 'logout|/ws/|watch|export|/api/admin/live$|/api/child/control') >"$work/st.log" 2>&1 || status=$?
   tail -n 15 "$work/st.log" >&2
   if [ "$status" -ne 0 ]; then
     grep -B2 -A12 'FAILURES' "$work/st.log" >&2 || true

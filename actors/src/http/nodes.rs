@@ -331,13 +331,39 @@ pub async fn watch(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OperatorTokenRequest {
-    /// What the token is for (1–100 characters).
+    /// What the token is for (1–100 characters, not blank: it is trimmed).
+    #[schema(
+        max_length = 100,
+        // Something other than white space (as Rust trims it), and no NUL.
+        pattern = r"^[^\u0000]*[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+    )]
     name: String,
-    /// `nodes:read`, `nodes:write` (both when absent).
+    /// `nodes:read`, `nodes:write` (both when absent); at least one.
     #[serde(default)]
-    scopes: Option<Vec<ApiScope>>,
+    #[schema(min_items = 1)]
+    scopes: Option<Vec<OperatorScope>>,
+    /// Days until the token stops working, 1 to 36 500 (absent: never).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 36_500)]
     expires_in_days: Option<u32>,
+}
+
+/// The scopes an operator token may carry: the registry's, none other.
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+enum OperatorScope {
+    #[serde(rename = "nodes:read")]
+    NodesRead,
+    #[serde(rename = "nodes:write")]
+    NodesWrite,
+}
+
+impl From<OperatorScope> for ApiScope {
+    fn from(scope: OperatorScope) -> ApiScope {
+        match scope {
+            OperatorScope::NodesRead => ApiScope::NodesRead,
+            OperatorScope::NodesWrite => ApiScope::NodesWrite,
+        }
+    }
 }
 
 #[utoipa::path(post, path = "/api/admin/operator-tokens", tag = "admin",
@@ -355,14 +381,12 @@ pub async fn issue_operator_token(
     body: Json<OperatorTokenRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let scopes = body
-        .scopes
-        .unwrap_or_else(|| vec![ApiScope::NodesRead, ApiScope::NodesWrite]);
-    if scopes.is_empty()
-        || scopes
-            .iter()
-            .any(|scope| !matches!(scope, ApiScope::NodesRead | ApiScope::NodesWrite))
-    {
+    // Other scopes are refused as the body is read (`OperatorScope` has no others).
+    let scopes: Vec<ApiScope> = match body.scopes {
+        Some(scopes) => scopes.into_iter().map(ApiScope::from).collect(),
+        None => vec![ApiScope::NodesRead, ApiScope::NodesWrite],
+    };
+    if scopes.is_empty() {
         return Err(ApiError::validation(
             "an operator token's scopes are nodes:read and nodes:write",
         ));

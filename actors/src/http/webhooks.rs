@@ -128,10 +128,12 @@ pub async fn delete(
 #[into_params(parameter_in = Query)]
 pub struct DeliveriesQuery {
     /// `pending`, `delivered` or `failed` [default: all].
+    #[param(value_type = Option<DeliveryStatus>, inline)]
     status: Option<String>,
     /// Only deliveries older than this delivery id (paging back).
     before: Option<i64>,
     /// 1 to 500 [default: 100].
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
 }
 

@@ -8,9 +8,12 @@ use uuid::Uuid;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlanLimits {
-    /// Children the client may have (revoked ones do not count).
+    /// Children the client may have (revoked ones do not count); at most 2³¹ − 1, as
+    /// Postgres keeps it.
+    #[cfg_attr(feature = "openapi", schema(maximum = 2_147_483_647))]
     pub max_children: u32,
-    /// User accounts the client may have.
+    /// User accounts the client may have; at most 2³¹ − 1.
+    #[cfg_attr(feature = "openapi", schema(maximum = 2_147_483_647))]
     pub max_users: u32,
 }
 
@@ -18,12 +21,41 @@ pub struct PlanLimits {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlanRequest {
-    /// 1–100 characters, unique.
+    /// 1–100 visible characters (trimmed), unique.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            max_length = 100,
+            // A visible character, and no control, bidirectional or zero-width one.
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]*[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200f\u2028-\u202f\u205f-\u2064\u2066-\u2069\u3000\ufeff][^\u0000-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]*$"
+        )
+    )]
     pub name: String,
     pub limits: PlanLimits,
-    /// Feature names the plan includes (each 1–64 of `a-z0-9_.-`), carried in every lease.
+    /// Feature names the plan includes (at most 32, each 1–64 of `a-z0-9_.-`), carried in
+    /// every lease.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = feature_names_schema))]
     pub features: Vec<String>,
+}
+
+/// The documented form of [`PlanRequest::features`]: attributes cannot put a pattern on the
+/// items of a list.
+#[cfg(feature = "openapi")]
+fn feature_names_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[a-z0-9_.-]{1,64}$")),
+        )
+        .max_items(Some(32))
+        .description(Some(
+            "Feature names the plan includes (at most 32, each 1–64 of `a-z0-9_.-`), carried \
+             in every lease.",
+        ))
+        .build()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,7 +112,14 @@ impl SubscriptionStatus {
 pub struct Subscription {
     pub status: SubscriptionStatus,
     /// After this the subscription counts as ended and children are blocked (absent: never).
+    /// RFC 3339, with its offset.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+        )
+    )]
     pub expires_at: Option<DateTime<Utc>>,
 }
 
@@ -88,7 +127,15 @@ pub struct Subscription {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClientRequest {
-    /// 1–100 characters, unique.
+    /// 1–100 visible characters (trimmed), unique.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            max_length = 100,
+            // A visible character, and no control, bidirectional or zero-width one.
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]*[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200f\u2028-\u202f\u205f-\u2064\u2066-\u2069\u3000\ufeff][^\u0000-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]*$"
+        )
+    )]
     pub name: String,
     pub plan_id: i64,
     pub subscription: Subscription,
@@ -139,7 +186,15 @@ pub struct ClientUserRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateChildRequest {
-    /// 1–100 characters, unique within the client.
+    /// 1–100 visible characters (trimmed), unique within the client.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            max_length = 100,
+            // A visible character, and no control, bidirectional or zero-width one.
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]*[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200f\u2028-\u202f\u205f-\u2064\u2066-\u2069\u3000\ufeff][^\u0000-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]*$"
+        )
+    )]
     pub name: String,
 }
 

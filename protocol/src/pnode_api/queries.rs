@@ -173,7 +173,16 @@ impl RecommendationsQuery {
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
 #[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct CompareQuery {
-    /// Two to five addresses, comma-separated.
+    /// Two to five addresses, comma-separated (spaces around them and empty ones are
+    /// ignored).
+    #[cfg_attr(
+        feature = "openapi",
+        param(
+            required = true,
+            // Two to five parts with something other than white space, between commas.
+            pattern = r"^[,\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^,\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[^,]*[^,\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?(?:[,\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*,[,\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^,\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[^,]*[^,\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?){1,4}[,\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+        )
+    )]
     pub addresses: Option<String>,
 }
 
@@ -240,6 +249,7 @@ impl PageQuery {
 #[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct PruneQuery {
     /// Delete entries unseen for this many days, 1 to 3650 [default: 90].
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 3_650))]
     pub days: Option<i64>,
 }
 
@@ -249,12 +259,13 @@ impl PruneQuery {
     }
 }
 
-/// `GET /api/xandeum/network/history`, `/network/growth` and `/node/{address}/metrics-summary`.
+/// `GET /api/xandeum/network/history` and `/network/growth`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
 #[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct HoursQuery {
-    /// The window, in hours (history and growth: 1 to 720, metrics summary: 1 to 168) [default: 24].
+    /// The window, in hours, 1 to 720 [default: 24].
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 720))]
     pub hours: Option<i64>,
 }
 
@@ -263,7 +274,20 @@ impl HoursQuery {
     pub fn network_window(&self) -> Result<i64, InvalidQuery> {
         in_range("hours", self.hours, 24, 1, 720)
     }
+}
 
+/// `GET /api/xandeum/node/{address}/metrics-summary`: a shorter window than the network's
+/// (a type of its own, so that the document states its range).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+pub struct NodeHoursQuery {
+    /// The window, in hours, 1 to 168 [default: 24].
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 168))]
+    pub hours: Option<i64>,
+}
+
+impl NodeHoursQuery {
     /// The window of one node's metrics summary: up to a week.
     pub fn node_window(&self) -> Result<i64, InvalidQuery> {
         in_range("hours", self.hours, 24, 1, 168)
@@ -276,6 +300,7 @@ impl HoursQuery {
 #[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct DaysQuery {
     /// The window, in days, 1 to 90 [default: 7].
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 90))]
     pub days: Option<i64>,
 }
 
@@ -327,8 +352,10 @@ impl ConsistencyQuery {
 #[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct OperatorsQuery {
     /// 1 to 1000 [default: 100].
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 1_000))]
     pub limit: Option<usize>,
-    /// Only operators with at least this many nodes [default: 1].
+    /// Only operators with at least this many nodes, 1 to 100 000 [default: 1].
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 100_000))]
     pub min_nodes: Option<usize>,
 }
 
@@ -514,8 +541,10 @@ mod tests {
         let hours = |hours| HoursQuery { hours: Some(hours) };
         assert!(hours(720).network_window().is_ok());
         assert!(hours(721).network_window().is_err());
-        assert!(hours(169).node_window().is_err());
-        assert_eq!(HoursQuery::default().node_window(), Ok(24));
+        let node_hours = |hours| NodeHoursQuery { hours: Some(hours) };
+        assert!(node_hours(168).node_window().is_ok());
+        assert!(node_hours(169).node_window().is_err());
+        assert_eq!(NodeHoursQuery::default().node_window(), Ok(24));
         let page = PageQuery {
             days: Some(-1),
             ..PageQuery::default()

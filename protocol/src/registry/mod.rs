@@ -128,25 +128,49 @@ pub struct CreateNodeRequest {
     pub id: Option<Uuid>,
     #[serde(rename = "type")]
     pub node_type: NodeType,
+    /// 1 to 200 characters, not blank, without control characters.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 200,
+            // Something other than white space, and no control character anywhere.
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000-\u001f\u007f-\u009f]*$"
+        )
+    )]
     pub name: String,
     /// `UNKNOWN` when absent.
     #[serde(default)]
     pub status: Option<NodeStatus>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = rules::required_labels_schema))]
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<serde_json::Value>,
 }
 
-/// `PATCH /api/nodes/{id}`: the fields present are replaced (`labels` as a whole map).
+/// `PATCH /api/nodes/{id}`: the fields present are replaced (`labels` as a whole map). A
+/// `null` field is left as it is; at least one field must change something.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(min_properties = 1))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateNodeRequest {
     #[serde(default)]
+    /// 1 to 200 characters, not blank, without control characters.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 200,
+            // Something other than white space, and no control character anywhere.
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000-\u001f\u007f-\u009f]*$"
+        )
+    )]
     pub name: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = rules::optional_labels_schema))]
     pub labels: Option<BTreeMap<String, String>>,
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]

@@ -58,6 +58,48 @@ pub fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), String> 
     Ok(())
 }
 
+/// The documented form of the labels [`validate_labels`] accepts (`nullable` for a PATCH, where
+/// `null` leaves them as they are). Attributes cannot put patterns on a map's keys and values.
+#[cfg(feature = "openapi")]
+fn labels_schema(nullable: bool) -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    let schema_type = if nullable {
+        SchemaType::from_iter([Type::Object, Type::Null])
+    } else {
+        SchemaType::Type(Type::Object)
+    };
+    ObjectBuilder::new()
+        .schema_type(schema_type)
+        .max_properties(Some(MAX_LABELS))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[A-Za-z0-9_./-]{1,63}$")),
+        ))
+        .additional_properties(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(MAX_LABEL_VALUE_CHARS))
+                // No control characters, nor `,` and `=`, which the selector syntax uses.
+                .pattern(Some(r"^[^\u0000-\u001f\u007f-\u009f,=]*$")),
+        ))
+        .description(Some(
+            "At most 64 labels; keys of `[A-Za-z0-9_./-]` (1–63), values of at most 200 \
+             characters without control characters, `,` or `=`.",
+        ))
+        .build()
+}
+
+#[cfg(feature = "openapi")]
+pub(super) fn required_labels_schema() -> utoipa::openapi::schema::Object {
+    labels_schema(false)
+}
+
+#[cfg(feature = "openapi")]
+pub(super) fn optional_labels_schema() -> utoipa::openapi::schema::Object {
+    labels_schema(true)
+}
+
 /// The largest magnitude of a number in metadata. Postgres keeps JSON numbers as decimals and
 /// writes them back in full; one near `f64::MAX` written back as 309 digits no longer reads as
 /// a finite double.

@@ -120,11 +120,13 @@ pub struct StoredDataPage<T = Value> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProducerSettingsRequest {
-    /// Messages kept in history (0: no history).
+    /// Messages kept in history (0: no history), at most 1 000 000.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(maximum = 1_000_000))]
     pub history_messages: Option<u32>,
-    /// Seconds a message stays in history.
+    /// Seconds a message stays in history, at least 1.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub history_age_secs: Option<u64>,
     /// Whether accepted messages are stored in Postgres.
     #[serde(default)]

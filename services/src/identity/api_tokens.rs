@@ -36,6 +36,9 @@ const MAX_TOKEN_CHARS: usize = 128;
 const MAX_NAME_CHARS: usize = 100;
 /// The highest per-token rate on the pNode API.
 const MAX_TOKEN_RATE_PER_SEC: u32 = 1_000_000;
+/// The longest life a token is given, in days (a century). Far beyond it the expiry is a date
+/// that RFC 3339 cannot write (a five-digit year), and past chrono's range the sum overflows.
+const MAX_TOKEN_DAYS: u32 = 36_500;
 
 /// A stored rate (the column allows only positive values).
 fn positive_rate(stored: Option<i32>) -> Option<u32> {
@@ -177,10 +180,10 @@ impl ApiTokens {
             ));
         }
         let expires_at = match request.expires_in_days {
-            Some(0) => {
-                return Err(ApiTokenError::BadRequest(
-                    "expires_in_days must be at least 1".into(),
-                ));
+            Some(days) if !(1..=MAX_TOKEN_DAYS).contains(&days) => {
+                return Err(ApiTokenError::BadRequest(format!(
+                    "expires_in_days must be 1 to {MAX_TOKEN_DAYS}"
+                )));
             }
             Some(days) => Some(Utc::now() + chrono::Duration::days(i64::from(days))),
             None => None,

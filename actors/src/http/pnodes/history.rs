@@ -6,7 +6,7 @@ use nodegrid_protocol::error::ErrorBody;
 use nodegrid_protocol::pnode_api::history::{
     HistoryStatusResponse, MetricsSummary, NodeHistoryResponse,
 };
-use nodegrid_protocol::pnode_api::queries::{DaysQuery, HoursQuery};
+use nodegrid_protocol::pnode_api::queries::{DaysQuery, NodeHoursQuery};
 use nodegrid_services::pnodes::api::{self, UnknownPnode};
 use nodegrid_services::pnodes::store::NodeHistoryRow;
 
@@ -55,7 +55,7 @@ pub async fn node_history(
 }
 
 #[utoipa::path(get, path = "/api/xandeum/node/{address}/metrics-summary", tag = "pnodes",
-    params(("address" = String, Path, description = "The pNode address, host:port"), HoursQuery),
+    params(("address" = String, Path, description = "The pNode address, host:port"), NodeHoursQuery),
     responses(
         (status = 200, description = "Min, average and max of one pNode's history", body = MetricsSummary),
         (status = 400, description = "`validation_failed` or `bad_request`", body = ErrorBody),
@@ -65,7 +65,7 @@ pub async fn node_history(
 pub async fn node_metrics_summary(
     state: web::Data<AppState>,
     path: web::Path<String>,
-    query: web::Query<HoursQuery>,
+    query: web::Query<NodeHoursQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let hours = query.node_window()?;
     let address = path.into_inner();
