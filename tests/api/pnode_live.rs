@@ -312,6 +312,22 @@ async fn an_unlimited_token_lifts_the_per_address_limit_and_a_revoked_one_is_ref
         )
         .await;
     assert_eq!(refused.status(), 400, "a rate goes with xandeum:unlimited");
+    // A century at most: further on, the expiry is a date RFC 3339 cannot write.
+    let longest =
+        issue(json!({"name": "century", "scopes": ["nodes:read"], "expires_in_days": 36_500}))
+            .await;
+    assert!(
+        longest["expires_at"].as_str().unwrap().starts_with('2'),
+        "{longest}"
+    );
+    let too_long = app
+        .post(
+            "/api/admin/api-tokens",
+            &json!({"name": "forever", "scopes": ["nodes:read"], "expires_in_days": 31_804_296}),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(too_long.status(), 400);
 
     let health = |token: Option<String>| {
         let app = &app;
