@@ -866,6 +866,17 @@ async fn silent_children_go_late_then_offline_on_the_leader_and_a_mass_silence_e
         },
     )
     .await;
+    // How far the reports reached is kept for the next leader, so that it does not report
+    // every child again.
+    let checkpoint = crate::helpers::connect(&a.database.url)
+        .await
+        .query_opt(
+            "SELECT value FROM settings WHERE key = 'children.registry_reported_until'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(checkpoint.is_some(), "the registry checkpoint is recorded");
 
     // Five heartbeating children fall silent together: the mother assumes it is cut off.
     let mut fleet = Vec::new();

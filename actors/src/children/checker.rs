@@ -4,7 +4,8 @@
 //! starts with the guard released and re-engages it at its first sweep if the silence holds.
 //! After each sweep the children whose liveness changed go into the node registry (type
 //! `CHILD`, named by the child's id: `UP` online, `DEGRADED` late, `DOWN` offline or revoked),
-//! whose events and webhooks follow.
+//! whose events and webhooks follow. How far the reports reached is kept in Postgres, so a new
+//! leader goes on from the last one's checkpoint rather than reporting 100,000 children again.
 
 use std::time::Duration;
 
@@ -22,8 +23,9 @@ pub struct HeartbeatChecker {
     pub leadership: watch::Receiver<Leadership>,
     guard_engaged: bool,
     sweeping: bool,
-    /// The mother's clock at the last sweep whose changes reached the registry (`None`: the
-    /// next sweep reports every child).
+    /// The mother's clock at the last sweep whose changes reached the registry (`None`: not
+    /// known to this leader yet; it reads the last leader's checkpoint, and reports every child
+    /// when there is none).
     reported_until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
@@ -72,11 +74,14 @@ impl HeartbeatChecker {
         // Heartbeats commit on their own: one that started before the last sweep may have
         // committed after it, so each sweep looks back a minute more (a report that changes
         // nothing records nothing).
-        let since = self
-            .reported_until
-            .map(|at| at - chrono::Duration::seconds(60));
+        let reported_until = self.reported_until;
         ctx.spawn(
             async move {
+                let reported_until = match reported_until {
+                    Some(at) => Some(at),
+                    None => children.registry_checkpoint().await?,
+                };
+                let since = reported_until.map(|at| at - chrono::Duration::seconds(60));
                 let outcome = children.sweep(guard_engaged, since).await?;
                 let statuses: Vec<(String, NodeStatus)> = outcome
                     .changed
@@ -84,7 +89,14 @@ impl HeartbeatChecker {
                     .map(|(id, liveness)| (id.to_string(), registry_status(*liveness)))
                     .collect();
                 let reported = match nodes.report_many(NodeType::Child, statuses).await {
-                    Ok(_) => true,
+                    Ok(_) => {
+                        if let Some(at) = outcome.swept_at
+                            && let Err(error) = children.save_registry_checkpoint(at).await
+                        {
+                            tracing::warn!(%error, "could not record how far children's liveness reached the registry");
+                        }
+                        true
+                    }
                     Err(error) => {
                         tracing::warn!(%error, "children's liveness not in the node registry yet; retrying at the next sweep");
                         false

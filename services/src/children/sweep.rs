@@ -31,6 +31,10 @@ pub struct SweepOutcome {
     pub changed: Vec<(uuid::Uuid, ChildLiveness)>,
 }
 
+/// The settings key of the mother's clock up to which children's liveness reached the node
+/// registry: a new leader goes on from there instead of reporting every child again.
+const REGISTRY_CHECKPOINT_SETTING: &str = "children.registry_reported_until";
+
 /// Whether `newly_silent` of `population` looks like the mother being cut off.
 pub fn disruption(newly_silent: u64, population: u64, share: f64, min_population: u32) -> bool {
     population >= u64::from(min_population)
@@ -39,6 +43,27 @@ pub fn disruption(newly_silent: u64, population: u64, share: f64, min_population
 }
 
 impl Children {
+    /// Up to when (the mother's clock) the children's liveness is in the node registry, as the
+    /// last leader recorded it; `None` before any report.
+    pub async fn registry_checkpoint(
+        &self,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, ChildrenError> {
+        let client = self.database.client().await?;
+        let value = super::store::setting(&client, REGISTRY_CHECKPOINT_SETTING).await?;
+        // Unreadable counts as none: the next report covers every child.
+        Ok(value.and_then(|value| serde_json::from_value(value).ok()))
+    }
+
+    /// Records that the liveness changes up to `at` are in the node registry.
+    pub async fn save_registry_checkpoint(
+        &self,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), ChildrenError> {
+        let client = self.database.client().await?;
+        super::store::put_setting(&client, REGISTRY_CHECKPOINT_SETTING, &json!(at)).await?;
+        Ok(())
+    }
+
     /// One sweep. `guard_engaged` is the guard's state after the previous sweep (the leader
     /// keeps it); the outcome carries the new one, and the children whose liveness changed
     /// since `since` (every child when `None`).
