@@ -28,6 +28,7 @@ pub mod config;
 pub mod db;
 pub mod identity;
 pub mod import;
+pub mod keyed;
 pub mod lease;
 pub mod pnodes;
 pub mod ratelimit;

@@ -69,7 +69,7 @@ fn limit(value: u32, what: &str) -> Result<i32, ChildrenError> {
 
 /// The hash leases carry for a configuration: SHA-256 of its JSON text (keys sorted).
 pub fn config_hash(config: &serde_json::Value) -> String {
-    nodegrid_protocol::children::signing::hex(&Sha256::digest(config.to_string().as_bytes()))
+    crate::text::hex(&Sha256::digest(config.to_string().as_bytes()))
 }
 
 fn checked_config(config: &serde_json::Value) -> Result<(), ChildrenError> {

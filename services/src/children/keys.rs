@@ -7,13 +7,13 @@
 //! it signed before verifies until it expires.
 
 use ed25519_dalek::SigningKey;
-use hmac::{Hmac, KeyInit, Mac};
 use nodegrid_protocol::children::lease::PublicKeyView;
 use nodegrid_protocol::children::signing::{encode_public_key, key_id, sign_document};
 use secrecy::{ExposeSecret, SecretString};
-use sha2::Sha256;
 
-pub type KeyedHash = [u8; 32];
+use crate::keyed::keyed_hash;
+
+pub use crate::keyed::KeyedHash;
 
 /// One signing key with its id.
 struct VersionedKey {
@@ -37,9 +37,9 @@ impl MotherKeys {
         key_hash_secret: SecretString,
     ) -> MotherKeys {
         let derive = |version: u32| {
-            let key = SigningKey::from_bytes(&keyed(
+            let key = SigningKey::from_bytes(&keyed_hash(
                 signing_secret.expose_secret().as_bytes(),
-                format!("nodegrid child lease signing key v{version}").as_bytes(),
+                &[format!("nodegrid child lease signing key v{version}").as_bytes()],
             ));
             VersionedKey {
                 id: key_id(&key.verifying_key()),
@@ -78,18 +78,11 @@ impl MotherKeys {
 
     /// The keyed hash a child's API key is stored and looked up as.
     pub fn key_hash(&self, api_key: &str) -> KeyedHash {
-        keyed(
+        keyed_hash(
             self.key_hash_secret.expose_secret().as_bytes(),
-            api_key.as_bytes(),
+            &[api_key.as_bytes()],
         )
     }
-}
-
-fn keyed(secret: &[u8], message: &[u8]) -> [u8; 32] {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret)
-        .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
-    mac.update(message);
-    mac.finalize().into_bytes().into()
 }
 
 #[cfg(test)]

@@ -14,17 +14,16 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use futures_util::future::BoxFuture;
-use hmac::{Hmac, KeyInit, Mac};
 use nodegrid_protocol::api_tokens::{
     API_TOKEN_PREFIX, ApiScope, ApiTokenCreated, ApiTokenView, CreateApiTokenRequest,
 };
 use nodegrid_protocol::control::{ControlEnvelope, ControlEvent};
 use secrecy::{ExposeSecret, SecretString};
-use sha2::Sha256;
 
 use crate::bus::RedisBus;
 use crate::db::{Database, DbError};
 use crate::identity::store::{AuditRecord, insert_audit};
+use crate::keyed::{KeyedHash, keyed_hash};
 use crate::shared_state::SharedState;
 
 /// Random bytes in a token (base64url: 43 characters after the prefix).
@@ -44,8 +43,6 @@ const MAX_TOKEN_DAYS: u32 = 36_500;
 fn positive_rate(stored: Option<i32>) -> Option<u32> {
     stored.and_then(|rate| u32::try_from(rate).ok())
 }
-
-type KeyedHash = [u8; 32];
 
 /// What a valid token may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -321,10 +318,7 @@ impl ApiTokens {
     }
 
     fn hash(&self, token: &str) -> KeyedHash {
-        let mut mac = Hmac::<Sha256>::new_from_slice(self.key.expose_secret().as_bytes())
-            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
-        mac.update(token.as_bytes());
-        mac.finalize().into_bytes().into()
+        keyed_hash(self.key.expose_secret().as_bytes(), &[token.as_bytes()])
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<KeyedHash, ApiGrant>> {

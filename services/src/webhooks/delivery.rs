@@ -8,12 +8,11 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
-use hmac::{Hmac, KeyInit, Mac};
 use nodegrid_protocol::webhooks::{DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER};
-use sha2::Sha256;
 
 use super::{WEBHOOK_DELIVERIES_TOTAL, WEBHOOK_DELIVERY_SECONDS, WebhookSettings, Webhooks};
 use crate::db::DbError;
+use crate::keyed::keyed_hash;
 
 /// Deliveries claimed per round.
 const CLAIM_BATCH: i64 = 100;
@@ -25,12 +24,10 @@ const MAX_ERROR_CHARS: usize = 300;
 /// The `Nodegrid-Signature` value of `body` sent at `timestamp` (unix seconds):
 /// `t=<timestamp>,v1=<hex HMAC-SHA256 of "<timestamp>.<body>">`.
 pub fn signature(secret: &str, timestamp: i64, body: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
-        .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body.as_bytes());
-    let digest = mac.finalize().into_bytes();
+    let digest = keyed_hash(
+        secret.as_bytes(),
+        &[timestamp.to_string().as_bytes(), b".", body.as_bytes()],
+    );
     format!("t={timestamp},v1={}", crate::text::hex(&digest))
 }
 
