@@ -14,7 +14,8 @@ ensure_faketime
 
 reports=$(mktemp -d)
 output=$(mktemp)
-trap 'rm -rf "$reports" "$output"' EXIT
+cluster_output=$(mktemp)
+trap 'rm -rf "$reports" "$output" "$cluster_output"; stop_redis_cluster' EXIT
 tests=$(python3 - <<'PY'
 import re
 text = open("scripts/lib/reliability.py").read()
@@ -25,5 +26,9 @@ say "running the reliability tests"
 # shellcheck disable=SC2086
 NODEGRID_RELIABILITY_DIR=$reports cargo test --locked -p nodegrid --test api -- --exact $tests \
   2>&1 | tee "$output" | grep -E '^test |^test result' || true
-python3 scripts/lib/reliability.py "$output" "$reports" RELIABILITY.md
+say "the Redis tests on a Redis Cluster of three masters"
+start_redis_cluster
+NODEGRID_TEST_REDIS_URL=$NODEGRID_CLUSTER_URL cargo test --locked -p nodegrid --test api -- \
+  "${CLUSTER_TEST_FILTERS[@]}" 2>&1 | tee "$cluster_output" | grep -E '^test result' || true
+python3 scripts/lib/reliability.py "$output" "$reports" RELIABILITY.md "$cluster_output"
 say "RELIABILITY.md written"

@@ -26,11 +26,9 @@ say "cargo test"
 cargo test --workspace --locked "$@"
 say "API fuzzing"
 run_api_fuzz
-# The tests of everything that lives in Redis, again on a Redis Cluster of three masters (the
-# bridge's reconnect test kills one connection by id, which a cluster numbers per node).
+# The tests of everything that lives in Redis, again on a Redis Cluster of three masters.
 say "streaming on a Redis Cluster"
 start_redis_cluster
 trap stop_redis_cluster EXIT
 NODEGRID_TEST_REDIS_URL=$NODEGRID_CLUSTER_URL cargo test -p nodegrid --test api --locked -- \
-  streaming:: publish:: history:: sessions:: ws:: bus:: lease:: motience:: binary:: raw:: \
-  nodes:: children:: child_agent:: --skip bus::the_bridge_resubscribes_after_its_connection_is_killed
+  "${CLUSTER_TEST_FILTERS[@]}"

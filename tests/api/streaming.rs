@@ -263,7 +263,13 @@ async fn subscriptions_take_effect_on_an_open_socket_of_another_instance() {
         .await;
     viewer.next_of_type("subscribed").await;
     let ack = send_data(&mut producer, json!({"frame": 3})).await;
-    let data = viewer.next_of_type("data").await;
+    let mut data = viewer.next_of_type("data").await;
+    // A Redis Cluster carries a message to the other primaries after its publish returned: the
+    // missed one may still reach b after the new subscription, in order, before the next.
+    if fred::interfaces::ClientLike::is_clustered(a.bus.publisher()) && data["seq"] == missed["seq"]
+    {
+        data = viewer.next_of_type("data").await;
+    }
     assert_eq!(data["seq"], ack["seq"]);
     assert!(data["seq"].as_u64() > missed["seq"].as_u64());
     assert_eq!(data["payload"], json!({"frame": 3}));
