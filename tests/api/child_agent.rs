@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
-use crate::children::{admin_call, client_with_plan, provision};
+use crate::children::{admin_call, child_view, client_with_plan, provision};
 use crate::helpers::{
     PASSWORD, TestApp, closed_port, eventually, fresh_database, spawn_app_with, test_settings,
 };
@@ -559,15 +559,7 @@ async fn an_admins_action_on_one_instance_reaches_a_child_connected_to_another_w
     let (_, children) = admin_call(&b, &token, "GET", "/api/admin/children", None).await;
     let id = children["children"][0]["id"].as_str().unwrap().to_owned();
     for instance in [&a, &b] {
-        let (code, child) = admin_call(
-            instance,
-            &token,
-            "GET",
-            &format!("/api/admin/children/{id}"),
-            None,
-        )
-        .await;
-        assert_eq!(code, 200);
+        let child = child_view(instance, &token, &id).await;
         assert_eq!(
             child["control"]["instance"],
             a.instance_id.to_string(),
@@ -671,14 +663,7 @@ async fn an_admins_action_on_one_instance_reaches_a_child_connected_to_another_w
             "the closed socket is withdrawn",
             Duration::from_secs(2),
             || async {
-                let (_, child) = admin_call(
-                    instance,
-                    &token,
-                    "GET",
-                    &format!("/api/admin/children/{id}"),
-                    None,
-                )
-                .await;
+                let child = child_view(instance, &token, &id).await;
                 child["control"].is_null().then_some(())
             },
         )

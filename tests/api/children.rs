@@ -200,8 +200,9 @@ async fn until_known(app: &TestApp, key: &str) {
     .await;
 }
 
-async fn liveness(app: &TestApp, token: &str, child: Uuid) -> String {
-    let (_, view) = admin_call(
+/// A child as an admin sees it on `app` (`GET /api/admin/children/{child}`); panics unless 200.
+pub(crate) async fn child_view(app: &TestApp, token: &str, child: impl std::fmt::Display) -> Value {
+    let (status, view) = admin_call(
         app,
         token,
         "GET",
@@ -209,7 +210,15 @@ async fn liveness(app: &TestApp, token: &str, child: Uuid) -> String {
         None,
     )
     .await;
-    view["liveness"].as_str().unwrap_or_default().to_owned()
+    assert_eq!(status, 200, "{view}");
+    view
+}
+
+async fn liveness(app: &TestApp, token: &str, child: Uuid) -> String {
+    child_view(app, token, child).await["liveness"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 async fn refusal(response: reqwest::Response) -> (u16, String) {
@@ -292,14 +301,7 @@ async fn a_child_is_provisioned_within_its_plan_and_its_key_is_shown_once() {
             "{bad}"
         );
     }
-    let (_, one) = admin_call(
-        &app,
-        &token,
-        "GET",
-        &format!("/api/admin/children/{child}"),
-        None,
-    )
-    .await;
+    let one = child_view(&app, &token, child).await;
     assert_eq!(one["liveness"], "new");
     assert!(key.starts_with(one["key_prefix"].as_str().unwrap()));
     let (_, client_view) = admin_call(
@@ -401,14 +403,7 @@ async fn a_heartbeat_is_answered_with_a_lease_the_published_key_verifies() {
     let third = heartbeat(&app, child, &key, second.seq + 100, "1.2.0").await;
     assert_eq!(third.seq, second.seq + 101);
 
-    let (_, view) = admin_call(
-        &app,
-        &token,
-        "GET",
-        &format!("/api/admin/children/{child}"),
-        None,
-    )
-    .await;
+    let view = child_view(&app, &token, child).await;
     assert_eq!(view["liveness"], "online");
     assert_eq!(view["version"], "1.2.0");
     assert_eq!(view["version_status"], "ok");
@@ -426,14 +421,7 @@ async fn a_heartbeat_is_answered_with_a_lease_the_published_key_verifies() {
         .put_child_controls(vec![(child.to_string(), dead)])
         .await
         .unwrap();
-    let (_, view) = admin_call(
-        &app,
-        &token,
-        "GET",
-        &format!("/api/admin/children/{child}"),
-        None,
-    )
-    .await;
+    let view = child_view(&app, &token, child).await;
     assert!(view["control"].is_null(), "{view}");
     assert_eq!(
         app.bus
@@ -645,14 +633,7 @@ async fn leases_follow_the_admins_changes_on_every_instance() {
     .await;
     last = lease.seq;
     assert_eq!(lease.min_version.as_deref(), Some("1.1.0"));
-    let (_, view) = admin_call(
-        &a,
-        &token,
-        "GET",
-        &format!("/api/admin/children/{child}"),
-        None,
-    )
-    .await;
+    let view = child_view(&a, &token, child).await;
     assert_eq!(view["version_status"], "update_required");
     let (status, body) = admin_call(
         &a,
