@@ -178,7 +178,7 @@ async fn concurrent_registrations_and_logins_never_exhaust_a_small_pool() {
 }
 
 #[actix_web::test]
-async fn concurrent_subscriptions_never_exhaust_a_small_pool() {
+async fn concurrent_subscribes_and_unsubscribes_never_exhaust_a_small_pool() {
     let (app, client) = small_pool_app().await;
     let producer = app.register("sub-source", Role::Producer).await;
     assert_all(&register_all(&app, "sub-", Role::Consumer).await, 201);
@@ -234,6 +234,32 @@ async fn concurrent_subscriptions_never_exhaust_a_small_pool() {
         .await
         .unwrap();
     assert_eq!(body["subscriberCount"], CALLERS as u64);
+
+    // Every subscription ended at once (Motience's form).
+    let unsubscribed = burst(
+        tokens
+            .iter()
+            .map(|token| {
+                let request = app
+                    .http
+                    .delete(format!("{}/api/unsubscribe", app.address))
+                    .bearer_auth(token)
+                    .json(&json!({"producer_id": producer.user_id}));
+                async move { request.send().await.unwrap() }
+            })
+            .collect(),
+    )
+    .await;
+    assert_all(&unsubscribed, 200);
+    let rows: i64 = client
+        .query_one(
+            "SELECT count(*) FROM subscriptions WHERE producer_id = $1",
+            &[&producer.user_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0);
     app.shut_down().await.unwrap();
 }
 
