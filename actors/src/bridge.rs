@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use nodegrid_protocol::control::ControlEnvelope;
-use nodegrid_services::bus::{RedisBus, RedisMessage};
+use nodegrid_services::bus::{RedisBus, RedisMessage, new_probe_token, probe_token};
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
@@ -25,6 +25,9 @@ use crate::metrics::{
 
 /// How long to wait before trying a failed SUBSCRIBE again.
 const SUBSCRIBE_RETRY: Duration = Duration::from_secs(1);
+/// How long the control channel's probe may take to come back before the subscription and
+/// its probe are sent again.
+const PROBE_RETRY: Duration = Duration::from_millis(250);
 
 /// A control event, delivered to every registered listener.
 #[derive(Debug, Clone, Message)]
@@ -72,7 +75,10 @@ pub struct RedisBridge {
     control_channel: String,
     listeners: Vec<Recipient<ControlMessage>>,
     reconnect_listeners: Vec<Recipient<BusReconnected>>,
+    /// Known to be live: this instance's probe came back on the channel.
     control_subscribed: bool,
+    /// The probe awaited on the control channel, from the SUBSCRIBE until it comes back.
+    probe: Option<u64>,
     shutting_down: bool,
 }
 
@@ -85,6 +91,7 @@ impl RedisBridge {
             listeners: Vec::new(),
             reconnect_listeners: Vec::new(),
             control_subscribed: false,
+            probe: None,
             shutting_down: false,
         }
     }
@@ -94,24 +101,47 @@ impl RedisBridge {
         Supervisor::start(move |_| RedisBridge::new(bus))
     }
 
+    /// Subscribes the control channel and publishes a probe on it: the subscription counts
+    /// (for `/ready` too) once the probe comes back, since fred answers SUBSCRIBE before
+    /// Redis has it.
     fn subscribe_control(&mut self, ctx: &mut Context<Self>) {
+        let token = new_probe_token();
+        self.probe = Some(token);
         let bus = self.bus.clone();
         let channel = self.control_channel.clone();
-        async move { bus.subscribe(&channel).await }
-            .into_actor(self)
-            .map(|outcome, bridge, ctx| match outcome {
-                Ok(()) => {
-                    tracing::info!(channel = %bridge.control_channel, "subscribed to control channel");
-                    bridge.control_subscribed = true;
-                }
+        async move {
+            bus.subscribe(&channel).await?;
+            bus.publish_probe(&channel, token).await
+        }
+        .into_actor(self)
+        .map(move |outcome, bridge, ctx| {
+            if bridge.probe != Some(token) || bridge.shutting_down {
+                return;
+            }
+            let retry = match outcome {
+                Ok(()) => PROBE_RETRY,
                 Err(error) => {
                     tracing::warn!(channel = %bridge.control_channel, %error, "control subscription failed; retrying");
-                    if !bridge.shutting_down {
-                        ctx.run_later(SUBSCRIBE_RETRY, |bridge, ctx| bridge.subscribe_control(ctx));
-                    }
+                    SUBSCRIBE_RETRY
                 }
-            })
-            .spawn(ctx);
+            };
+            ctx.run_later(retry, move |bridge, ctx| {
+                if bridge.probe == Some(token) && !bridge.shutting_down {
+                    bridge.subscribe_control(ctx);
+                }
+            });
+        })
+        .spawn(ctx);
+    }
+
+    /// A probe on the control channel: this instance's own one means the subscription is live;
+    /// the other instances' are skipped.
+    fn on_probe(&mut self, token: u64) {
+        if self.probe == Some(token) {
+            self.probe = None;
+            self.control_subscribed = true;
+            tracing::info!(channel = %self.control_channel, "subscribed to control channel");
+        }
     }
 
     fn dispatch_control(&mut self, message: &RedisMessage) {
@@ -166,7 +196,10 @@ impl StreamHandler<Result<RedisMessage, BroadcastStreamRecvError>> for RedisBrid
         match item {
             Ok(message) if self.shutting_down => drop(message),
             Ok(message) if message.channel == self.control_channel.as_str() => {
-                self.dispatch_control(&message);
+                match message.value.as_bytes().and_then(probe_token) {
+                    Some(token) => self.on_probe(token),
+                    None => self.dispatch_control(&message),
+                }
             }
             // Producer channels are the stream fan-out's.
             Ok(_) => {}

@@ -200,6 +200,21 @@ impl RedisKeys {
 
 /// Deletes a hash field only while it holds the value given (KEYS[1] the hash, ARGV the field
 /// and the value), so that an instance never removes what another wrote after it.
+/// Starts every probe message: no data frame or control event starts so (they are JSON).
+const PROBE_PREFIX: &str = "~probe:";
+
+/// A fresh probe token: random, so that one instance's probe is never taken for another's.
+pub fn new_probe_token() -> u64 {
+    rand::random()
+}
+
+/// The token of a probe published by [`RedisBus::publish_probe`], or `None` when `payload` is
+/// not a probe. Costs one byte comparison for anything else.
+pub fn probe_token(payload: &[u8]) -> Option<u64> {
+    let hex = payload.strip_prefix(PROBE_PREFIX.as_bytes())?;
+    u64::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
+}
+
 const REMOVE_IF_EQUAL_SCRIPT: &str = r#"
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
   return redis.call('HDEL', KEYS[1], ARGV[1])
@@ -280,8 +295,25 @@ impl RedisBus {
     }
 
     /// Subscribes the dedicated connection to a channel; it stays subscribed across reconnects.
+    ///
+    /// The answer says only that the command was queued: fred answers SUBSCRIBE before it is
+    /// even written, so Redis may not know of the subscription yet. A caller that must know
+    /// when messages start to arrive publishes a probe ([`RedisBus::publish_probe`]) and waits
+    /// for it to come back.
     pub async fn subscribe(&self, channel: &str) -> Result<(), BusError> {
         self.subscriber.subscribe(channel).await?;
+        Ok(())
+    }
+
+    /// Publishes a probe with `token` on `channel`. A subscriber that receives its own probe
+    /// knows its subscription is live on the server — on a cluster, on the node its
+    /// subscriber connection uses — so every message published after that point reaches it.
+    /// Readers of a channel skip probes ([`probe_token`]).
+    pub async fn publish_probe(&self, channel: &str, token: u64) -> Result<(), BusError> {
+        let _: u64 = self
+            .publisher
+            .publish(channel, format!("{PROBE_PREFIX}{token:016x}"))
+            .await?;
         Ok(())
     }
 
@@ -496,4 +528,25 @@ fn builder(url: &str) -> Result<Builder, BusError> {
             2,
         ));
     Ok(builder)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_are_told_from_everything_else() {
+        let token = new_probe_token();
+        let payload = format!("{PROBE_PREFIX}{token:016x}");
+        assert_eq!(probe_token(payload.as_bytes()), Some(token));
+        for other in [
+            &br#"{"type":"data","seq":1}"#[..],
+            b"~probe:",
+            b"~probe:not-hex",
+            b"~probe:1ffffffffffffffff",
+            b"",
+        ] {
+            assert_eq!(probe_token(other), None, "{other:?}");
+        }
+    }
 }

@@ -212,7 +212,9 @@ pub async fn spawn_app_with_routes(
     settings: Settings,
     extra_routes: fn(&mut actix_web::web::ServiceConfig),
 ) -> TestApp {
-    telemetry::init_tracing(LogFormat::Human, "warn");
+    // NODEGRID_TEST_LOG raises the level when a failure needs the server's story.
+    let filter = std::env::var("NODEGRID_TEST_LOG").unwrap_or_else(|_| "warn".to_owned());
+    telemetry::init_tracing(LogFormat::Human, &filter);
     let app = Application::build_with_routes(settings, extra_routes)
         .await
         .expect("application starts");

@@ -161,6 +161,47 @@ async fn messages_cross_instances_in_json_and_messagepack() {
     b.shut_down().await.unwrap();
 }
 
+/// A consumer's `subscribed` frame means the instance's subscription is live in Redis (its
+/// probe came back), so a message published right after it arrives; the probes that every
+/// instance publishes on a channel it subscribes never reach a consumer.
+#[actix_web::test]
+async fn a_subscription_is_live_when_announced_and_probes_never_reach_consumers() {
+    let (a, b) = two_instances().await;
+    let (producer_id, producer_token) = user(&a, "probed", Role::Producer).await;
+    let (_, on_a) = user(&a, "probed-on-a", Role::Consumer).await;
+    let (_, on_b) = user(&a, "probed-on-b", Role::Consumer).await;
+    assert_eq!(subscribe(&a, &on_a, producer_id).await, 201);
+    assert_eq!(subscribe(&a, &on_b, producer_id).await, 201);
+    let mut producer = connect(&a, "/producer", Token::Query(&producer_token))
+        .await
+        .unwrap();
+    // Each instance's probe also reaches the other's subscriber; one more, as a third
+    // instance would send it.
+    let mut consumer_a = consumer(&a, &on_a, &[producer_id]).await;
+    let mut consumer_b = consumer(&b, &on_b, &[producer_id]).await;
+    let channel = a.bus.keys().producer_channel(producer_id);
+    a.bus.publish_probe(&channel, 42).await.unwrap();
+
+    let ack = send_data(&mut producer, json!("first")).await;
+    assert_eq!(ack["subscriberCount"], 2);
+    for socket in [&mut consumer_a, &mut consumer_b] {
+        let frame = socket.next().await.value().clone();
+        assert_eq!(
+            (frame["type"].as_str(), frame["seq"].as_u64()),
+            (Some("data"), Some(1))
+        );
+        assert!(
+            socket
+                .next_within(Duration::from_millis(300))
+                .await
+                .is_none(),
+            "nothing but the message"
+        );
+    }
+    a.shut_down().await.unwrap();
+    b.shut_down().await.unwrap();
+}
+
 #[actix_web::test]
 async fn subscriber_counts_follow_subscribe_and_unsubscribe() {
     let (a, b) = two_instances().await;

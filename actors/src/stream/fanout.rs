@@ -9,7 +9,7 @@
 //!
 //! Because the fan-out is the only writer of a producer's frames into a session, it also
 //! writes the `subscribed` and `unsubscribed` frames: `subscribed` once the channel is
-//! subscribed (so every data frame after it is live), `unsubscribed` after the last data
+//! known to be subscribed — its probe came back (so every data frame after it is live), `unsubscribed` after the last data
 //! frame the session will get; and it runs resumes (see [`super::replay`]): history first,
 //! then live, nothing lost or repeated at the switch.
 
@@ -22,7 +22,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 use bytestring::ByteString;
 use nodegrid_protocol::stream::{Encoding, ServerFrame, close};
-use nodegrid_services::bus::{BusError, RedisBus, RedisMessage};
+use nodegrid_services::bus::{BusError, RedisBus, RedisMessage, new_probe_token, probe_token};
 use nodegrid_services::streams::history::{
     HistoryPage, StreamHistory, frame_epoch, frame_seq, frame_ts,
 };
@@ -39,6 +39,9 @@ use crate::stream::{CloseConnection, ConnectionId, SharedEncoding, now_millis};
 
 /// How long to wait before trying a failed SUBSCRIBE again.
 const SUBSCRIBE_RETRY: Duration = Duration::from_secs(1);
+/// How long a subscription's probe may take to come back before the subscription and its
+/// probe are sent again (a probe published before Redis had the subscription is lost).
+const PROBE_RETRY: Duration = Duration::from_millis(250);
 /// How long to wait before reading history again after a failed read.
 const HISTORY_RETRY: Duration = Duration::from_secs(1);
 /// How often a resume waiting for room in a session's outbox looks again.
@@ -184,6 +187,9 @@ impl Attached {
 struct ProducerChannel {
     sessions: HashMap<ConnectionId, Attached>,
     subscribed: bool,
+    /// The probe this instance waits for to know the subscription is live: set from the
+    /// SUBSCRIBE until the probe comes back (see [`RedisBus::publish_probe`]).
+    probe: Option<u64>,
     /// The epoch of the last message received on the channel (changed rarely: kept without a
     /// copy per message).
     epoch: Option<String>,
@@ -445,57 +451,82 @@ impl StreamFanout {
         }
     }
 
+    /// Subscribes a producer's channel and publishes a probe on it; the channel is live when
+    /// the probe comes back ([`StreamFanout::channel_live`]). fred answers SUBSCRIBE before
+    /// Redis has it, so only the probe proves that every message published from then on
+    /// arrives — which a resume needs before it reads history.
     fn subscribe_channel(&mut self, producer_id: i64, ctx: &mut Context<Self>) {
+        let Some(state) = self.producers.get_mut(&producer_id) else {
+            return;
+        };
+        let token = new_probe_token();
+        state.probe = Some(token);
         let bus = self.bus.clone();
         let channel = self.bus.keys().producer_channel(producer_id);
-        async move { bus.subscribe(&channel).await }
-            .into_actor(self)
-            .map(move |outcome, fanout, ctx| {
-                let Some(state) = fanout.producers.get_mut(&producer_id) else {
-                    // Nobody wants it any more; the unsubscribe that followed has been sent.
-                    return;
-                };
-                match outcome {
-                    Ok(()) => {
-                        state.subscribed = true;
-                        let frame = ServerFrame::Subscribed { producer_id };
-                        let mut resuming = Vec::new();
-                        for (session, attached) in &mut state.sessions {
-                            if std::mem::take(&mut attached.announce_when_live) {
-                                attached.announce(&frame);
-                            }
-                            // A resume waiting to read: a first one, or one whose next read
-                            // found the channel unsubscribed (a reconnect). One that is still
-                            // sending what it read goes on by itself.
-                            if attached
-                                .replay
-                                .as_ref()
-                                .is_some_and(|replay| !replay.reading && replay.backlog.is_empty())
-                            {
-                                resuming.push(*session);
-                            }
-                        }
-                        for session in resuming {
-                            fanout.read_page(producer_id, session, ctx);
-                        }
-                    }
-                    Err(error) => {
-                        tracing::warn!(producer_id, %error, "producer channel subscription failed; retrying");
-                        if !fanout.shutting_down {
-                            ctx.run_later(SUBSCRIBE_RETRY, move |fanout, ctx| {
-                                if fanout
-                                    .producers
-                                    .get(&producer_id)
-                                    .is_some_and(|state| !state.subscribed)
-                                {
-                                    fanout.subscribe_channel(producer_id, ctx);
-                                }
-                            });
-                        }
-                    }
+        async move {
+            bus.subscribe(&channel).await?;
+            bus.publish_probe(&channel, token).await
+        }
+        .into_actor(self)
+        .map(move |outcome, fanout, ctx| {
+            let waiting = move |fanout: &StreamFanout| {
+                fanout
+                    .producers
+                    .get(&producer_id)
+                    .is_some_and(|state| state.probe == Some(token))
+            };
+            // Gone, confirmed already, or overtaken by a later subscription.
+            if !waiting(fanout) {
+                return;
+            }
+            let retry = match outcome {
+                Ok(()) => PROBE_RETRY,
+                Err(error) => {
+                    tracing::warn!(producer_id, %error, "producer channel subscription failed; retrying");
+                    SUBSCRIBE_RETRY
                 }
-            })
-            .spawn(ctx);
+            };
+            if fanout.shutting_down {
+                return;
+            }
+            ctx.run_later(retry, move |fanout, ctx| {
+                if waiting(fanout) {
+                    STREAM.subscription_probes_repeated.increment(1);
+                    fanout.subscribe_channel(producer_id, ctx);
+                }
+            });
+        })
+        .spawn(ctx);
+    }
+
+    /// A producer channel's probe came back: the channel is live. Sessions owed a `subscribed`
+    /// frame get it, and resumes waiting for the channel read history.
+    fn channel_live(&mut self, producer_id: i64, ctx: &mut Context<Self>) {
+        let Some(state) = self.producers.get_mut(&producer_id) else {
+            return;
+        };
+        state.probe = None;
+        state.subscribed = true;
+        let frame = ServerFrame::Subscribed { producer_id };
+        let mut resuming = Vec::new();
+        for (session, attached) in &mut state.sessions {
+            if std::mem::take(&mut attached.announce_when_live) {
+                attached.announce(&frame);
+            }
+            // A resume waiting to read: a first one, or one whose next read found the channel
+            // unsubscribed (a reconnect). One that is still sending what it read goes on by
+            // itself.
+            if attached
+                .replay
+                .as_ref()
+                .is_some_and(|replay| !replay.reading && replay.backlog.is_empty())
+            {
+                resuming.push(*session);
+            }
+        }
+        for session in resuming {
+            self.read_page(producer_id, session, ctx);
+        }
     }
 
     fn unsubscribe_channel(&mut self, producer_id: i64, ctx: &mut Context<Self>) {
@@ -612,13 +643,28 @@ impl StreamHandler<Result<RedisMessage, BroadcastStreamRecvError>> for StreamFan
     fn handle(
         &mut self,
         item: Result<RedisMessage, BroadcastStreamRecvError>,
-        _: &mut Context<Self>,
+        ctx: &mut Context<Self>,
     ) {
         match item {
             Ok(_) if self.shutting_down => {}
             Ok(message) => {
-                if let Some(producer_id) = self.bus.keys().producer_of_channel(&message.channel) {
-                    self.dispatch(producer_id, &message);
+                let Some(producer_id) = self.bus.keys().producer_of_channel(&message.channel)
+                else {
+                    return;
+                };
+                match message.value.as_bytes().and_then(probe_token) {
+                    // Every instance's probes reach every subscriber of the channel; only
+                    // this one's own tells it something.
+                    Some(token) => {
+                        let mine = self
+                            .producers
+                            .get(&producer_id)
+                            .is_some_and(|state| state.probe == Some(token));
+                        if mine {
+                            self.channel_live(producer_id, ctx);
+                        }
+                    }
+                    None => self.dispatch(producer_id, &message),
                 }
             }
             Err(BroadcastStreamRecvError::Lagged(missed)) => {

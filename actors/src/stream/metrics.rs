@@ -20,6 +20,7 @@ pub const UNDECODABLE: &str = "nodegrid_stream_bus_undecodable_total";
 pub const PUBLISH_BATCH: &str = "nodegrid_stream_publish_batch_messages";
 pub const RESUMES: &str = "nodegrid_stream_resumes_total";
 pub const CATCH_UPS: &str = "nodegrid_stream_catch_ups_total";
+pub const SUBSCRIPTION_PROBES_REPEATED: &str = "nodegrid_stream_subscription_probes_repeated_total";
 pub const HISTORY_REPLAYED: &str = "nodegrid_stream_history_replayed_total";
 pub const HISTORY_LENGTH: &str = "nodegrid_stream_history_length_messages";
 
@@ -67,6 +68,9 @@ pub struct StreamMetrics {
     pub history_length: Histogram,
     /// Sessions that caught up from history after the Redis subscriber reconnected.
     pub catch_ups: Counter,
+    /// Producer-channel subscriptions whose probe did not come back in time and that were
+    /// sent again (Redis slow to take the SUBSCRIBE, or a subscriber connection lost).
+    pub subscription_probes_repeated: Counter,
 }
 
 pub static STREAM: LazyLock<StreamMetrics> = LazyLock::new(|| StreamMetrics {
@@ -86,6 +90,7 @@ pub static STREAM: LazyLock<StreamMetrics> = LazyLock::new(|| StreamMetrics {
     history_replayed: counter!(HISTORY_REPLAYED),
     history_length: histogram!(HISTORY_LENGTH),
     catch_ups: counter!(CATCH_UPS),
+    subscription_probes_repeated: counter!(SUBSCRIPTION_PROBES_REPEATED),
 });
 
 /// The instance's own running totals of what the admin view shows as rates (the Prometheus
@@ -163,6 +168,10 @@ pub fn describe() {
     describe_counter!(
         CATCH_UPS,
         "Sessions that caught up from history after the Redis subscriber reconnected (counted per session and producer)."
+    );
+    describe_counter!(
+        SUBSCRIPTION_PROBES_REPEATED,
+        "Producer-channel subscriptions sent again because their probe did not come back in time."
     );
     describe_counter!(
         HISTORY_REPLAYED,

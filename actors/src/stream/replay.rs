@@ -2,7 +2,7 @@
 //!
 //! The switch from history to live must lose nothing and repeat nothing, also while the
 //! producer keeps publishing. The fan-out gets there in three steps: it makes sure the
-//! producer's channel is subscribed before it reads history (so every message published after
+//! producer's channel is subscribed (its probe came back) before it reads history (so every message published after
 //! the read is delivered live), holds the session's live messages while it sends history page
 //! by page, and then releases only the held messages numbered after the last one history sent.
 //! The publish script appends to history and publishes in one atomic step, so a message is
