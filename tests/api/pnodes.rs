@@ -432,6 +432,8 @@ async fn gossip_consistency_counts_appearances_and_drops_over_cycles() {
     let database = Arc::new(fresh_database().await);
     let app = spawn_app_with(database.clone(), settings_for(&database, &sim)).await;
     first_cycle(&app).await;
+    let (_, first) = get(&app, "/api/xandeum/pnodes?status=all").await;
+    let mut cycle = first["summary"]["cycle"].as_i64().unwrap();
     for present in [
         &["10.2.0.1:9001"][..],
         &["10.2.0.1:9001", "10.2.0.2:9001"],
@@ -439,6 +441,14 @@ async fn gossip_consistency_counts_appearances_and_drops_over_cycles() {
     ] {
         sim.script(0, METHOD_GET_PODS_WITH_STATS, pods(present));
         assert_eq!(run_cycle(&app).await.outcome, "written");
+        // Answers are shared per query and second, never across cycles (cycles here run
+        // several to a second).
+        cycle += 1;
+        let (_, page) = get(&app, "/api/xandeum/pnodes?status=all").await;
+        assert_eq!(page["summary"]["cycle"], cycle);
+        assert_eq!(page["pagination"]["total"], 2);
+        let (_, again) = get(&app, "/api/xandeum/pnodes?status=all").await;
+        assert_eq!(again["summary"]["cycle"], cycle);
     }
     let (_, steady) = get(&app, "/api/xandeum/node/10.2.0.1:9001/consistency").await;
     assert_eq!(steady["gossip_appearances"], 4);

@@ -113,6 +113,8 @@ pub struct NetworkView {
     seeds_json: std::sync::OnceLock<Box<RawValue>>,
     /// The gossip graph (`/network/topology`), likewise.
     topology_json: std::sync::OnceLock<Box<RawValue>>,
+    /// `/pnodes` answers serialised in the current second.
+    pub pages: crate::pnodes::api::page_cache::PageCache,
 }
 
 /// Serialises what `build` makes into `cell` the first time; returns the cached JSON after.
@@ -369,6 +371,7 @@ impl NetworkView {
             seeds: record.seeds.clone(),
             seeds_json: std::sync::OnceLock::new(),
             topology_json: std::sync::OnceLock::new(),
+            pages: Default::default(),
         }
     }
 }

@@ -1,6 +1,8 @@
 //! `/pnodes`, `/recommendations` and `/pnodes/compare`.
 
-use actix_web::{HttpResponse, web};
+use actix_web::http::header::ContentType;
+use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::Bytes;
 use nodegrid_protocol::error::ErrorBody;
 use nodegrid_protocol::pnode_api::node::NodeView;
 use nodegrid_protocol::pnode_api::nodes::{
@@ -14,7 +16,8 @@ use crate::http::error::ApiError;
 use crate::state::AppState;
 
 /// The filtered, sorted page of nodes. The sort orders are precomputed per cycle; a request
-/// walks one of them once, filtering, and copies the page's pre-serialised nodes.
+/// walks one of them once, filtering, and copies the page's pre-serialised nodes — once per
+/// query and second: the same query in the same second gets the same bytes (`PageCache`).
 #[utoipa::path(get, path = "/api/xandeum/pnodes", tag = "pnodes",
     params(PnodesQuery),
     responses(
@@ -25,11 +28,21 @@ use crate::state::AppState;
 )]
 pub async fn pnodes(
     state: web::Data<AppState>,
+    http: HttpRequest,
     query: web::Query<PnodesQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let request = query.into_inner().check()?;
     let view = current(&state)?;
-    Ok(HttpResponse::Ok().json(api::nodes::pnodes_page(&view, request, now())))
+    let second = now();
+    let body = view.pages.get_or_build(http.query_string(), second, || {
+        let request = query.into_inner().check()?;
+        let page = api::nodes::pnodes_page(&view, request, second);
+        serde_json::to_vec(&page)
+            .map(Bytes::from)
+            .map_err(ApiError::internal)
+    })?;
+    Ok(HttpResponse::Ok()
+        .content_type(ContentType::json())
+        .body(body))
 }
 
 #[utoipa::path(get, path = "/api/xandeum/recommendations", tag = "pnodes",

@@ -19,6 +19,7 @@ pub mod history;
 pub mod network;
 pub mod nodes;
 pub mod operators;
+pub mod page_cache;
 pub mod registry;
 
 use nodegrid_protocol::pnode_api::network::{NetworkStats, SnapshotSummary};
