@@ -31,10 +31,10 @@ pub async fn pnodes(
     http: HttpRequest,
     query: web::Query<PnodesQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    let request = query.into_inner().check()?;
     let view = current(&state)?;
     let second = now();
     let body = view.pages.get_or_build(http.query_string(), second, || {
-        let request = query.into_inner().check()?;
         let page = api::nodes::pnodes_page(&view, request, second);
         serde_json::to_vec(&page)
             .map(Bytes::from)
