@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use nodegrid_protocol::control::ControlEnvelope;
-use nodegrid_services::bus::{RedisBus, RedisMessage, new_probe_token, probe_token};
+use nodegrid_services::bus::{PROBE_RETRY, RedisBus, RedisMessage, new_probe_token, probe_token};
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
@@ -25,9 +25,6 @@ use crate::metrics::{
 
 /// How long to wait before trying a failed SUBSCRIBE again.
 const SUBSCRIBE_RETRY: Duration = Duration::from_secs(1);
-/// How long the control channel's probe may take to come back before the subscription and
-/// its probe are sent again.
-const PROBE_RETRY: Duration = Duration::from_millis(250);
 
 /// A control event, delivered to every registered listener.
 #[derive(Debug, Clone, Message)]
@@ -109,10 +106,7 @@ impl RedisBridge {
         self.probe = Some(token);
         let bus = self.bus.clone();
         let channel = self.control_channel.clone();
-        async move {
-            bus.subscribe(&channel).await?;
-            bus.publish_probe(&channel, token).await
-        }
+        async move { bus.subscribe_and_probe(&channel, token).await }
         .into_actor(self)
         .map(move |outcome, bridge, ctx| {
             if bridge.probe != Some(token) || bridge.shutting_down {

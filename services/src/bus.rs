@@ -198,10 +198,12 @@ impl RedisKeys {
     }
 }
 
-/// Deletes a hash field only while it holds the value given (KEYS[1] the hash, ARGV the field
-/// and the value), so that an instance never removes what another wrote after it.
 /// Starts every probe message: no data frame or control event starts so (they are JSON).
 const PROBE_PREFIX: &str = "~probe:";
+
+/// How long a subscriber waits for its probe before it subscribes and probes again (a probe
+/// published before Redis had the subscription is lost).
+pub const PROBE_RETRY: Duration = Duration::from_millis(250);
 
 /// A fresh probe token: random, so that one instance's probe is never taken for another's.
 pub fn new_probe_token() -> u64 {
@@ -215,6 +217,8 @@ pub fn probe_token(payload: &[u8]) -> Option<u64> {
     u64::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
 }
 
+/// Deletes a hash field only while it holds the value given (KEYS[1] the hash, ARGV the field
+/// and the value), so that an instance never removes what another wrote after it.
 const REMOVE_IF_EQUAL_SCRIPT: &str = r#"
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
   return redis.call('HDEL', KEYS[1], ARGV[1])
@@ -298,17 +302,23 @@ impl RedisBus {
     ///
     /// The answer says only that the command was queued: fred answers SUBSCRIBE before it is
     /// even written, so Redis may not know of the subscription yet. A caller that must know
-    /// when messages start to arrive publishes a probe ([`RedisBus::publish_probe`]) and waits
-    /// for it to come back.
+    /// when messages start to arrive uses [`RedisBus::subscribe_and_probe`] and waits for its
+    /// probe to come back.
     pub async fn subscribe(&self, channel: &str) -> Result<(), BusError> {
         self.subscriber.subscribe(channel).await?;
         Ok(())
     }
 
-    /// Publishes a probe with `token` on `channel`. A subscriber that receives its own probe
-    /// knows its subscription is live on the server — on a cluster, on the node its
-    /// subscriber connection uses — so every message published after that point reaches it.
-    /// Readers of a channel skip probes ([`probe_token`]).
+    /// Subscribes to `channel`, then publishes a probe with `token` on it. A subscriber that
+    /// receives its own probe knows its subscription is live on the server — on a cluster, on
+    /// the node its subscriber connection uses — so every message published after that point
+    /// reaches it. Readers of a channel skip probes ([`probe_token`]).
+    pub async fn subscribe_and_probe(&self, channel: &str, token: u64) -> Result<(), BusError> {
+        self.subscribe(channel).await?;
+        self.publish_probe(channel, token).await
+    }
+
+    /// Publishes a probe with `token` on `channel` (see [`RedisBus::subscribe_and_probe`]).
     pub async fn publish_probe(&self, channel: &str, token: u64) -> Result<(), BusError> {
         let _: u64 = self
             .publisher

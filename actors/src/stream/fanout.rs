@@ -8,10 +8,10 @@
 //! session whose outbox is full is closed as a slow consumer; nobody else waits for it.
 //!
 //! Because the fan-out is the only writer of a producer's frames into a session, it also
-//! writes the `subscribed` and `unsubscribed` frames: `subscribed` once the channel is
-//! known to be subscribed — its probe came back (so every data frame after it is live), `unsubscribed` after the last data
-//! frame the session will get; and it runs resumes (see [`super::replay`]): history first,
-//! then live, nothing lost or repeated at the switch.
+//! writes the `subscribed` and `unsubscribed` frames: `subscribed` once the channel is known
+//! to be subscribed — its probe came back — so every data frame after it is live;
+//! `unsubscribed` after the last data frame the session will get. It also runs resumes (see
+//! [`super::replay`]): history first, then live, nothing lost or repeated at the switch.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -22,7 +22,9 @@ use actix::prelude::*;
 use bytes::Bytes;
 use bytestring::ByteString;
 use nodegrid_protocol::stream::{Encoding, ServerFrame, close};
-use nodegrid_services::bus::{BusError, RedisBus, RedisMessage, new_probe_token, probe_token};
+use nodegrid_services::bus::{
+    BusError, PROBE_RETRY, RedisBus, RedisMessage, new_probe_token, probe_token,
+};
 use nodegrid_services::streams::history::{
     HistoryPage, StreamHistory, frame_epoch, frame_seq, frame_ts,
 };
@@ -39,9 +41,6 @@ use crate::stream::{CloseConnection, ConnectionId, SharedEncoding, now_millis};
 
 /// How long to wait before trying a failed SUBSCRIBE again.
 const SUBSCRIBE_RETRY: Duration = Duration::from_secs(1);
-/// How long a subscription's probe may take to come back before the subscription and its
-/// probe are sent again (a probe published before Redis had the subscription is lost).
-const PROBE_RETRY: Duration = Duration::from_millis(250);
 /// How long to wait before reading history again after a failed read.
 const HISTORY_RETRY: Duration = Duration::from_secs(1);
 /// How often a resume waiting for room in a session's outbox looks again.
@@ -188,7 +187,7 @@ struct ProducerChannel {
     sessions: HashMap<ConnectionId, Attached>,
     subscribed: bool,
     /// The probe this instance waits for to know the subscription is live: set from the
-    /// SUBSCRIBE until the probe comes back (see [`RedisBus::publish_probe`]).
+    /// SUBSCRIBE until the probe comes back (see [`RedisBus::subscribe_and_probe`]).
     probe: Option<u64>,
     /// The epoch of the last message received on the channel (changed rarely: kept without a
     /// copy per message).
@@ -463,10 +462,7 @@ impl StreamFanout {
         state.probe = Some(token);
         let bus = self.bus.clone();
         let channel = self.bus.keys().producer_channel(producer_id);
-        async move {
-            bus.subscribe(&channel).await?;
-            bus.publish_probe(&channel, token).await
-        }
+        async move { bus.subscribe_and_probe(&channel, token).await }
         .into_actor(self)
         .map(move |outcome, fanout, ctx| {
             let waiting = move |fanout: &StreamFanout| {

@@ -2,9 +2,10 @@
 //!
 //! The switch from history to live must lose nothing and repeat nothing, also while the
 //! producer keeps publishing. The fan-out gets there in three steps: it makes sure the
-//! producer's channel is subscribed (its probe came back) before it reads history (so every message published after
-//! the read is delivered live), holds the session's live messages while it sends history page
-//! by page, and then releases only the held messages numbered after the last one history sent.
+//! producer's channel is subscribed (its probe came back) before it reads history, so every
+//! message published after the read is delivered live; it holds the session's live messages
+//! while it sends history page by page; and then it releases only the held messages numbered
+//! after the last one history sent.
 //! The publish script appends to history and publishes in one atomic step, so a message is
 //! either in the read or among the live ones, and sequence numbers tell which were both. A
 //! message published just before the read can reach the fan-out only after the resume ended;
