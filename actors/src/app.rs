@@ -151,7 +151,11 @@ impl Application {
             tracing::info!(versions = ?report.applied, "applied migrations");
         }
 
-        let bus = RedisBus::start(&settings.redis_url, &settings.redis_prefix)?;
+        let bus = RedisBus::start_buffered(
+            &settings.redis_url,
+            &settings.redis_prefix,
+            settings.redis_subscriber_buffer as usize,
+        )?;
         // Give Redis a moment so that a healthy deployment is ready as soon as it listens; a
         // Redis that is down does not stop the start, `/ready` reports it until it is back.
         if !bus.wait_connected(REDIS_START_WAIT).await {
@@ -165,11 +169,6 @@ impl Application {
             settings.stream_defaults,
         );
         let fanout = StreamFanout::start_supervised(bus.clone(), policies.clone());
-        // After the subscriber reconnects, sessions catch up from history on what was
-        // published while their channels were not subscribed.
-        bridge.do_send(crate::bridge::RegisterReconnectListener(
-            fanout.clone().recipient(),
-        ));
 
         if settings.jwt_secret.is_none() {
             tracing::warn!(

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use nodegrid_protocol::control::ControlEnvelope;
-use nodegrid_services::bus::{PROBE_RETRY, RedisBus, RedisMessage, new_probe_token, probe_token};
+use nodegrid_services::bus::{
+    Lane, PROBE_RETRY, RedisBus, RedisMessage, new_probe_token, probe_token,
+};
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
@@ -106,7 +108,7 @@ impl RedisBridge {
         self.probe = Some(token);
         let bus = self.bus.clone();
         let channel = self.control_channel.clone();
-        async move { bus.subscribe_and_probe(&channel, token).await }
+        async move { bus.subscribe_and_probe(Lane::Control, &channel, token).await }
         .into_actor(self)
         .map(move |outcome, bridge, ctx| {
             if bridge.probe != Some(token) || bridge.shutting_down {
@@ -165,8 +167,8 @@ impl Actor for RedisBridge {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.add_stream(BroadcastStream::new(self.bus.messages()));
-        let reconnects = BroadcastStream::new(self.bus.subscriber_reconnects());
+        ctx.add_stream(BroadcastStream::new(self.bus.messages(Lane::Control)));
+        let reconnects = BroadcastStream::new(self.bus.subscriber_reconnects(Lane::Control));
         ctx.add_stream(reconnects.map(|_| SubscriberReconnected));
         if !self.control_subscribed {
             self.subscribe_control(ctx);
@@ -195,7 +197,7 @@ impl StreamHandler<Result<RedisMessage, BroadcastStreamRecvError>> for RedisBrid
                     None => self.dispatch_control(&message),
                 }
             }
-            // Producer channels are the stream fan-out's.
+            // The control lane carries nothing else the bridge reads (the registry's wake-ups).
             Ok(_) => {}
             Err(BroadcastStreamRecvError::Lagged(missed)) => {
                 metrics::counter!(BUS_MESSAGES_LAGGED_TOTAL).increment(missed);
@@ -212,7 +214,7 @@ struct SubscriberReconnected;
 
 impl StreamHandler<SubscriberReconnected> for RedisBridge {
     fn handle(&mut self, _: SubscriberReconnected, _: &mut Context<Self>) {
-        metrics::counter!(REDIS_RECONNECTS_TOTAL).increment(1);
+        metrics::counter!(REDIS_RECONNECTS_TOTAL, "lane" => "control").increment(1);
         tracing::info!("Redis subscriber connected; subscriptions restored");
         self.reconnect_listeners
             .retain(|listener| listener.connected());
@@ -259,7 +261,7 @@ impl Handler<ShutdownBridge> for RedisBridge {
         let channel = self.control_channel.clone();
         Box::pin(
             async move {
-                if let Err(error) = bus.unsubscribe(&channel).await {
+                if let Err(error) = bus.unsubscribe(Lane::Control, &channel).await {
                     tracing::debug!(%error, "unsubscribe at shutdown failed");
                 }
             }

@@ -68,11 +68,11 @@ pub fn describe() {
     );
     describe_gauge!(
         REDIS_CONNECTED,
-        "1 when both Redis connections (commands and subscriber) are up, else 0."
+        "1 when every Redis connection (commands, and the control and data subscribers) is up, else 0."
     );
     describe_counter!(
         REDIS_RECONNECTS_TOTAL,
-        "Reconnections of the Redis subscriber connection."
+        "Connections (first and re-) of each Redis subscriber, by lane (control, data)."
     );
     describe_counter!(
         CONTROL_EVENTS_TOTAL,

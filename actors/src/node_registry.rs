@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use actix::Addr;
 use nodegrid_protocol::registry::NodeType;
-use nodegrid_services::bus::RedisBus;
+use nodegrid_services::bus::{Lane, RedisBus};
 use nodegrid_services::lease::Leadership;
 use nodegrid_services::registry::{NodeRegistry, SWEEP_INTERVAL};
 use tokio::sync::watch;
@@ -33,8 +33,8 @@ pub fn start_keeper(
 ) {
     actix_web::rt::spawn(async move {
         let channel = nodes.log().wake_channel();
-        let mut messages = bus.messages();
-        if let Err(error) = bus.subscribe(&channel).await {
+        let mut messages = bus.messages(Lane::Control);
+        if let Err(error) = bus.subscribe(Lane::Control, &channel).await {
             tracing::warn!(%error, "cannot listen for registry events yet; polling each second");
         }
         if let Err(error) = nodes.log().tail().await {

@@ -1,9 +1,12 @@
 //! Redis: the deployment's bus.
 //!
-//! Two connections per instance, because RESP2 cannot publish and subscribe on one: a
-//! publisher/command client, and a dedicated subscriber client that re-subscribes on its own
-//! after a reconnect. Both reconnect forever with capped exponential backoff, and neither makes
-//! start-up wait: an instance starts while Redis is down and `/ready` says so until it is back.
+//! Three connections per instance, because RESP2 cannot publish and subscribe on one: a
+//! publisher/command client, and two subscriber clients that re-subscribe on their own after a
+//! reconnect — one per [`Lane`]: control events on one, producers' data on the other, so that
+//! a flood of data never delays a control event (nor, when a reader falls behind, drops one),
+//! and the control channel's readers are not woken for every data message. All reconnect
+//! forever with capped exponential backoff, and none makes start-up wait: an instance starts
+//! while Redis is down and `/ready` says so until it is back.
 //!
 //! Every key and channel of a deployment starts with its prefix (see [`RedisKeys`]), so
 //! deployments and test runs that share one Redis never see each other.
@@ -25,11 +28,12 @@ pub use fred::types::Message as RedisMessage;
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Messages the subscriber connection holds for the bridge before the oldest are dropped (and
-/// counted in `nodegrid_bus_messages_lagged_total`). fred's default of 32 drops messages under
+/// Messages a subscriber connection holds for its readers before the oldest are dropped (and
+/// counted in `nodegrid_bus_messages_lagged_total`; the fan-out then catches its sessions up
+/// from history), unless configured otherwise. fred's default of 32 drops messages under
 /// bursts of a few thousand per second; this absorbs about a second and a half of 10,000
 /// messages per second.
-const SUBSCRIBER_BUFFER_MESSAGES: usize = 16_384;
+pub const SUBSCRIBER_BUFFER_MESSAGES: usize = 16_384;
 /// Reconnect backoff: from 100 ms, doubling, capped at 5 s, forever.
 const RECONNECT_MIN_DELAY_MS: u32 = 100;
 const RECONNECT_MAX_DELAY_MS: u32 = 5_000;
@@ -210,12 +214,35 @@ pub fn new_probe_token() -> u64 {
     rand::random()
 }
 
-/// The token of a probe published by [`RedisBus::publish_probe`], or `None` when `payload` is
-/// not a probe. Costs one byte comparison for anything else.
+/// The token of a probe published by [`RedisBus::publish_probe`] or
+/// [`RedisBus::subscribe_and_probe_producer`], or `None` when `payload` is not a probe. Costs
+/// one byte comparison for anything else.
 pub fn probe_token(payload: &[u8]) -> Option<u64> {
-    let hex = payload.strip_prefix(PROBE_PREFIX.as_bytes())?;
+    let rest = payload.strip_prefix(PROBE_PREFIX.as_bytes())?;
+    let hex = rest.split(|byte| *byte == b':').next()?;
     u64::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
 }
+
+/// The producer's sequence number a producer probe carries: every message of the channel
+/// numbered up to it was published before the probe, every later one after it (0 when the
+/// producer had no counter: everything of the numbering that follows came after). `None` for
+/// other probes.
+pub fn probe_seq(payload: &[u8]) -> Option<u64> {
+    let rest = payload.strip_prefix(PROBE_PREFIX.as_bytes())?;
+    let mut parts = rest.split(|byte| *byte == b':');
+    parts.next()?;
+    match parts.next()? {
+        b"" => Some(0),
+        digits => std::str::from_utf8(digits).ok()?.parse().ok(),
+    }
+}
+
+/// Publishes a producer probe: the token and the producer's sequence number read in the same
+/// atomic step (KEYS: the sequence counter, the channel; ARGV: the probe's text so far).
+const PRODUCER_PROBE_SCRIPT: &str = r#"
+local seq = redis.call('GET', KEYS[1]) or ''
+return redis.call('PUBLISH', KEYS[2], ARGV[1] .. ':' .. seq)
+"#;
 
 /// Deletes a hash field only while it holds the value given (KEYS[1] the hash, ARGV the field
 /// and the value), so that an instance never removes what another wrote after it.
@@ -226,30 +253,62 @@ end
 return 0
 "#;
 
+/// Which subscriber connection a channel is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// The control channel and the registry's wake-ups: few messages, read by several actors.
+    Control,
+    /// Producers' channels: every data message, read by the stream fan-out alone.
+    Data,
+}
+
 /// The instance's Redis connections.
 #[derive(Clone)]
 pub struct RedisBus {
     publisher: RedisClient,
     subscriber: SubscriberClient,
+    data_subscriber: SubscriberClient,
     keys: RedisKeys,
 }
 
 impl RedisBus {
-    /// Builds both clients and starts connecting in the background; returns at once.
+    /// Builds the clients and starts connecting in the background; returns at once.
     pub fn start(url: &str, prefix: &str) -> Result<RedisBus, BusError> {
-        let builder = builder(url)?;
+        RedisBus::start_buffered(url, prefix, SUBSCRIBER_BUFFER_MESSAGES)
+    }
+
+    /// Like [`RedisBus::start`], each subscriber holding `subscriber_buffer` messages for its
+    /// readers.
+    pub fn start_buffered(
+        url: &str,
+        prefix: &str,
+        subscriber_buffer: usize,
+    ) -> Result<RedisBus, BusError> {
+        let builder = builder(url, subscriber_buffer.max(1))?;
         let publisher = builder.build()?;
         let subscriber = builder.build_subscriber_client()?;
+        let data_subscriber = builder.build_subscriber_client()?;
         // The connection tasks run until `quit`; their handles are not needed to stop them.
         drop(publisher.connect());
-        drop(subscriber.connect());
-        // Re-subscribes to every channel after each reconnect, for as long as the client lives.
-        drop(subscriber.manage_subscriptions());
+        for client in [&subscriber, &data_subscriber] {
+            drop(client.connect());
+            // Re-subscribes to every channel after each reconnect, for as long as the client
+            // lives.
+            drop(client.manage_subscriptions());
+        }
         Ok(RedisBus {
             publisher,
             subscriber,
+            data_subscriber,
             keys: RedisKeys::new(prefix),
         })
+    }
+
+    fn lane(&self, lane: Lane) -> &SubscriberClient {
+        match lane {
+            Lane::Control => &self.subscriber,
+            Lane::Data => &self.data_subscriber,
+        }
     }
 
     pub fn keys(&self) -> &RedisKeys {
@@ -261,9 +320,9 @@ impl RedisBus {
         &self.publisher
     }
 
-    /// The dedicated subscriber client.
-    pub fn subscriber(&self) -> &SubscriberClient {
-        &self.subscriber
+    /// The subscriber client of `lane`.
+    pub fn subscriber(&self, lane: Lane) -> &SubscriberClient {
+        self.lane(lane)
     }
 
     /// One PING round trip on the command connection.
@@ -272,19 +331,22 @@ impl RedisBus {
         Ok(())
     }
 
-    /// Waits until both connections are up, at most `timeout`; tells whether they are.
+    /// Waits until every connection is up, at most `timeout`; tells whether they are.
     pub async fn wait_connected(&self, timeout: Duration) -> bool {
-        let both = async {
+        let all = async {
             let _ = self.publisher.wait_for_connect().await;
             let _ = self.subscriber.wait_for_connect().await;
+            let _ = self.data_subscriber.wait_for_connect().await;
         };
-        let _ = tokio::time::timeout(timeout, both).await;
+        let _ = tokio::time::timeout(timeout, all).await;
         self.is_connected()
     }
 
-    /// Whether both connections are up right now.
+    /// Whether every connection is up right now.
     pub fn is_connected(&self) -> bool {
-        self.publisher.is_connected() && self.subscriber.is_connected()
+        self.publisher.is_connected()
+            && self.subscriber.is_connected()
+            && self.data_subscriber.is_connected()
     }
 
     /// Publishes one control event to every instance of the deployment, this one included.
@@ -298,14 +360,14 @@ impl RedisBus {
         Ok(receivers)
     }
 
-    /// Subscribes the dedicated connection to a channel; it stays subscribed across reconnects.
+    /// Subscribes `lane`'s connection to a channel; it stays subscribed across reconnects.
     ///
     /// The answer says only that the command was queued: fred answers SUBSCRIBE before it is
     /// even written, so Redis may not know of the subscription yet. A caller that must know
     /// when messages start to arrive uses [`RedisBus::subscribe_and_probe`] and waits for its
     /// probe to come back.
-    pub async fn subscribe(&self, channel: &str) -> Result<(), BusError> {
-        self.subscriber.subscribe(channel).await?;
+    pub async fn subscribe(&self, lane: Lane, channel: &str) -> Result<(), BusError> {
+        self.lane(lane).subscribe(channel).await?;
         Ok(())
     }
 
@@ -313,9 +375,36 @@ impl RedisBus {
     /// receives its own probe knows its subscription is live on the server — on a cluster, on
     /// the node its subscriber connection uses — so every message published after that point
     /// reaches it. Readers of a channel skip probes ([`probe_token`]).
-    pub async fn subscribe_and_probe(&self, channel: &str, token: u64) -> Result<(), BusError> {
-        self.subscribe(channel).await?;
+    pub async fn subscribe_and_probe(
+        &self,
+        lane: Lane,
+        channel: &str,
+        token: u64,
+    ) -> Result<(), BusError> {
+        self.subscribe(lane, channel).await?;
         self.publish_probe(channel, token).await
+    }
+
+    /// Subscribes the data lane to producer `producer_id`'s channel, then publishes a probe
+    /// on it that also carries the producer's sequence number at that instant (see
+    /// [`probe_seq`]): where a session that had nothing yet would catch up from, should
+    /// messages after it be missed.
+    pub async fn subscribe_and_probe_producer(
+        &self,
+        producer_id: i64,
+        token: u64,
+    ) -> Result<(), BusError> {
+        let channel = self.keys.producer_channel(producer_id);
+        self.subscribe(Lane::Data, &channel).await?;
+        let script = fred::types::scripts::Script::from_lua(PRODUCER_PROBE_SCRIPT);
+        let _: u64 = script
+            .evalsha_with_reload(
+                &self.publisher,
+                vec![self.keys.producer_seq(producer_id), channel],
+                format!("{PROBE_PREFIX}{token:016x}"),
+            )
+            .await?;
+        Ok(())
     }
 
     /// Publishes a probe with `token` on `channel` (see [`RedisBus::subscribe_and_probe`]).
@@ -327,20 +416,20 @@ impl RedisBus {
         Ok(())
     }
 
-    /// Unsubscribes the dedicated connection from a channel.
-    pub async fn unsubscribe(&self, channel: &str) -> Result<(), BusError> {
-        self.subscriber.unsubscribe(channel).await?;
+    /// Unsubscribes `lane`'s connection from a channel.
+    pub async fn unsubscribe(&self, lane: Lane, channel: &str) -> Result<(), BusError> {
+        self.lane(lane).unsubscribe(channel).await?;
         Ok(())
     }
 
-    /// Every message that arrives on the subscriber connection.
-    pub fn messages(&self) -> tokio::sync::broadcast::Receiver<RedisMessage> {
-        self.subscriber.message_rx()
+    /// Every message that arrives on `lane`'s connection.
+    pub fn messages(&self, lane: Lane) -> tokio::sync::broadcast::Receiver<RedisMessage> {
+        self.lane(lane).message_rx()
     }
 
-    /// One item per successful reconnect of the subscriber connection.
-    pub fn subscriber_reconnects(&self) -> tokio::sync::broadcast::Receiver<Server> {
-        self.subscriber.reconnect_rx()
+    /// One item per successful reconnect of `lane`'s connection.
+    pub fn subscriber_reconnects(&self, lane: Lane) -> tokio::sync::broadcast::Receiver<Server> {
+        self.lane(lane).reconnect_rx()
     }
 
     /// Stores this instance's report of its live connections, for `ttl`.
@@ -506,14 +595,15 @@ impl RedisBus {
         Ok(())
     }
 
-    /// Closes both connections.
+    /// Closes every connection.
     pub async fn quit(&self) {
+        let _ = self.data_subscriber.quit().await;
         let _ = self.subscriber.quit().await;
         let _ = self.publisher.quit().await;
     }
 }
 
-fn builder(url: &str) -> Result<Builder, BusError> {
+fn builder(url: &str, subscriber_buffer: usize) -> Result<Builder, BusError> {
     let mut config =
         Config::from_url(url).map_err(|error| BusError::InvalidUrl(error.to_string()))?;
     // Without this, a Redis that is down at start-up would make the first connect fail for
@@ -529,7 +619,7 @@ fn builder(url: &str) -> Result<Builder, BusError> {
         })
         .with_performance_config(|performance| {
             performance.default_command_timeout = COMMAND_TIMEOUT;
-            performance.broadcast_channel_capacity = SUBSCRIBER_BUFFER_MESSAGES;
+            performance.broadcast_channel_capacity = subscriber_buffer;
         })
         .set_policy(ReconnectPolicy::new_exponential(
             0,
@@ -558,5 +648,10 @@ mod tests {
         ] {
             assert_eq!(probe_token(other), None, "{other:?}");
         }
+        // A producer probe carries the sequence number, when the producer has one.
+        assert_eq!(probe_token(format!("{payload}:42").as_bytes()), Some(token));
+        assert_eq!(probe_seq(format!("{payload}:42").as_bytes()), Some(42));
+        assert_eq!(probe_seq(format!("{payload}:").as_bytes()), Some(0));
+        assert_eq!(probe_seq(payload.as_bytes()), None);
     }
 }

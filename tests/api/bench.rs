@@ -101,6 +101,156 @@ async fn the_same_broadcast_runs_against_mqtt_for_comparison() {
 }
 
 #[actix_web::test]
+async fn batched_consumers_count_every_delivery() {
+    let app = spawn_app().await;
+    let reports = bench(&[
+        "--target",
+        &app.address,
+        "--scenario",
+        "fleet",
+        "--producers",
+        "2",
+        "--consumers",
+        "3",
+        "--per-consumer",
+        "2",
+        "--rate",
+        "50",
+        "--seconds",
+        "1",
+        "--batch",
+    ])
+    .await;
+    let report = &reports[0];
+    let sent = report["sent"].as_u64().unwrap();
+    assert!(sent >= 2, "{report:#}");
+    assert_eq!(report["expected_deliveries"], sent * 3);
+    assert_eq!(
+        report["delivered"], report["expected_deliveries"],
+        "{report:#}"
+    );
+    assert_eq!(report["seq_gaps"], 0);
+    app.shut_down().await.unwrap();
+}
+
+/// A Mosquitto of the test's own with a WebSocket listener on loopback, stopped on drop.
+struct WebSocketBroker {
+    child: std::process::Child,
+    port: u16,
+    config: std::path::PathBuf,
+}
+
+impl WebSocketBroker {
+    fn start() -> WebSocketBroker {
+        let free_port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let (tcp_port, port) = (free_port(), free_port());
+        let config =
+            std::env::temp_dir().join(format!("nodegrid-mosquitto-{}.conf", uuid::Uuid::new_v4()));
+        // Mosquitto 2.0 starts a WebSocket listener only beside a plain one; `lo` keeps the
+        // WebSocket listener on loopback (it takes an interface, not an address).
+        std::fs::write(
+            &config,
+            format!(
+                "listener {tcp_port} 127.0.0.1\nlistener {port} lo\nprotocol websockets\nallow_anonymous true\npersistence false\n"
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("mosquitto")
+            .arg("-c")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mosquitto is installed by scripts/test.sh");
+        WebSocketBroker {
+            child,
+            port,
+            config,
+        }
+    }
+
+    async fn wait_listening(&self) {
+        let address = format!("127.0.0.1:{}", self.port);
+        crate::helpers::eventually(
+            "mosquitto's WebSocket listener",
+            std::time::Duration::from_secs(10),
+            || {
+                let address = address.clone();
+                async move {
+                    tokio::net::TcpStream::connect(&address)
+                        .await
+                        .ok()
+                        .map(|_| ())
+                }
+            },
+        )
+        .await;
+    }
+}
+
+impl Drop for WebSocketBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+#[actix_web::test]
+async fn the_comparison_runs_over_mqtt_on_websockets_too() {
+    let broker = WebSocketBroker::start();
+    broker.wait_listening().await;
+    let app = spawn_app().await;
+    let pid = std::process::id().to_string();
+    let reports = bench(&[
+        "--target",
+        &app.address,
+        "--server-pid",
+        &pid,
+        "--compare",
+        &format!("mqtt+ws://127.0.0.1:{}/mqtt", broker.port),
+        "--compare-pid",
+        &broker.child.id().to_string(),
+        "--scenario",
+        "fleet",
+        "--producers",
+        "2",
+        "--consumers",
+        "2",
+        "--rate",
+        "20",
+        "--seconds",
+        "1",
+    ])
+    .await;
+    let reports = reports.as_array().unwrap();
+    assert_eq!(reports.len(), 2);
+    for report in reports {
+        assert_eq!(report["lost"], 0, "{report:#}");
+        assert_eq!(
+            report["delivered"], report["expected_deliveries"],
+            "{report:#}"
+        );
+        assert!(report["delivered"].as_u64().unwrap() > 0, "{report:#}");
+        // CPU is counted over the sending and delivering only, for both sides.
+        assert!(report["server_cpu_seconds"].is_number(), "{report:#}");
+    }
+    assert!(
+        reports[1]["target"]
+            .as_str()
+            .unwrap()
+            .starts_with("mqtt+ws://")
+    );
+    app.shut_down().await.unwrap();
+}
+
+#[actix_web::test]
 async fn connections_reports_memory_per_idle_connection() {
     let app = spawn_app().await;
     let pid = std::process::id().to_string();

@@ -9,6 +9,7 @@ use fred::prelude::{ClientInterface, ClientLike as _};
 use fred::types::client::ClientKillFilter;
 use nodegrid_actors::bridge::{ControlMessage, IsControlSubscribed, RegisterControlListener};
 use nodegrid_protocol::control::{ControlEnvelope, ControlEvent};
+use nodegrid_services::bus::Lane;
 use tokio::sync::mpsc;
 
 use crate::helpers::{TestApp, eventually, fresh_database, spawn_app_with, test_settings};
@@ -150,7 +151,7 @@ async fn the_bridge_resubscribes_after_its_connection_is_killed() {
 
     let old_ids: Vec<i64> = app
         .bus
-        .subscriber()
+        .subscriber(Lane::Control)
         .connection_ids()
         .into_values()
         .collect();
@@ -180,7 +181,7 @@ async fn the_bridge_resubscribes_after_its_connection_is_killed() {
     next_ping(&mut heard, "after-kill").await;
     let new_ids: Vec<i64> = app
         .bus
-        .subscriber()
+        .subscriber(Lane::Control)
         .connection_ids()
         .into_values()
         .collect();

@@ -50,6 +50,19 @@ pub(crate) async fn send_data(producer: &mut Ws, payload: Value) -> Value {
     producer.next_of_type("ack").await
 }
 
+/// Publishes `payloads` as one batch through the publish API: one script call, so their
+/// messages reach every subscriber back to back.
+async fn publish_burst(app: &TestApp, producer_id: i64, token: &str, payloads: Vec<Value>) {
+    let response = app
+        .post(
+            &format!("/api/producers/{producer_id}/publish"),
+            &json!({ "payloads": payloads }),
+            Some(token),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+}
+
 /// Two instances sharing one database and one Redis prefix.
 async fn two_instances() -> (TestApp, TestApp) {
     let database = Arc::new(fresh_database().await);
@@ -159,6 +172,107 @@ async fn messages_cross_instances_in_json_and_messagepack() {
     }
     a.shut_down().await.unwrap();
     b.shut_down().await.unwrap();
+}
+
+/// `?batch=1`: what waits for the socket comes in as few frames as there are bursts, one JSON
+/// text per line; every message arrives once, in order. Anything but 0/1 is refused.
+#[actix_web::test]
+async fn a_batched_consumer_gets_every_message_once_in_order_one_per_line() {
+    let app = spawn_app().await;
+    let (producer_id, producer_token) = user(&app, "burst", Role::Producer).await;
+    let (_, token) = user(&app, "batched-app", Role::Consumer).await;
+    assert_eq!(subscribe(&app, &token, producer_id).await, 201);
+    assert_eq!(
+        connect(&app, "/consumer?batch=2", Token::Query(&token))
+            .await
+            .err(),
+        Some(400)
+    );
+    let mut socket = connect(
+        &app,
+        "/consumer?batch=1&events=subscriptions",
+        Token::Query(&token),
+    )
+    .await
+    .unwrap();
+    let first = socket.next_raw_text().await;
+    assert!(first.contains("\"subscribed\""), "{first}");
+
+    const MESSAGES: u64 = 150;
+    for round in 0..2 {
+        let payloads = (0..MESSAGES / 2).map(|index| json!({"round": round, "index": index}));
+        publish_burst(&app, producer_id, &producer_token, payloads.collect()).await;
+    }
+    let mut seqs = Vec::new();
+    let mut frames = 0;
+    while (seqs.len() as u64) < MESSAGES {
+        let text = socket.next_raw_text().await;
+        frames += 1;
+        for line in text.split('\n') {
+            let frame: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(frame["type"], "data", "{line}");
+            seqs.push(frame["seq"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(seqs, (1..=MESSAGES).collect::<Vec<_>>());
+    assert!(frames <= MESSAGES, "{frames} frames");
+    // Nothing more comes: no message was sent twice.
+    assert!(
+        socket
+            .next_within(Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+    app.shut_down().await.unwrap();
+}
+
+/// A fan-out that falls behind its Redis subscriber loses nothing: here the subscriber holds
+/// 16 messages and bursts of 100 arrive at once, so most are dropped before the fan-out reads
+/// them (counted as lagged), and the sessions get them from history, once each, in order.
+#[actix_web::test]
+async fn a_fanout_that_falls_behind_its_subscriber_catches_up_from_history() {
+    let database = Arc::new(fresh_database().await);
+    let mut settings = test_settings(&database.url);
+    settings.redis_subscriber_buffer = 16;
+    settings.stream.producer_rate_per_sec = 100_000;
+    settings.stream.producer_burst = 100_000;
+    let app = spawn_app_with(database, settings).await;
+    let (producer_id, producer_token) = user(&app, "flood", Role::Producer).await;
+    let (_, token) = user(&app, "steady-reader", Role::Consumer).await;
+    assert_eq!(subscribe(&app, &token, producer_id).await, 201);
+    let mut reader = consumer(&app, &token, &[producer_id]).await;
+
+    const BURSTS: u64 = 5;
+    const BURST: u64 = 100;
+    for burst in 0..BURSTS {
+        let payloads = (0..BURST).map(|index| json!([burst, index]));
+        publish_burst(&app, producer_id, &producer_token, payloads.collect()).await;
+    }
+    let mut seqs = Vec::new();
+    while (seqs.len() as u64) < BURSTS * BURST {
+        seqs.push(reader.next_of_type("data").await["seq"].as_u64().unwrap());
+    }
+    assert_eq!(seqs, (1..=BURSTS * BURST).collect::<Vec<_>>());
+    assert!(
+        reader
+            .next_within(Duration::from_millis(300))
+            .await
+            .is_none(),
+        "a message came twice"
+    );
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let counter = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        counter("nodegrid_bus_messages_lagged_total") > 0.0,
+        "the fan-out never fell behind: the test did not test the catch-up"
+    );
+    assert!(counter("nodegrid_stream_catch_ups_total") > 0.0);
+    app.shut_down().await.unwrap();
 }
 
 /// A consumer's `subscribed` frame means the instance's subscription is live in Redis (its
@@ -821,7 +935,14 @@ async fn delivery_survives_redis_going_away_and_coming_back() {
     )
     .await;
     assert!(delivered["seq"].as_u64() > first["seq"].as_u64());
-    assert_eq!(app.get("/ready").await.status(), 200);
+    // Each of the instance's Redis connections comes back on its own backoff: ready once all
+    // have.
+    eventually(
+        "/ready once every Redis connection is back",
+        Duration::from_secs(10),
+        || async { (app.get("/ready").await.status() == 200).then_some(()) },
+    )
+    .await;
     app.shut_down().await.unwrap();
 }
 

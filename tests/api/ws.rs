@@ -157,6 +157,24 @@ impl Ws {
         }
     }
 
+    /// The next text frame as it came, skipping other frames (a batched socket's text frames
+    /// carry several JSON texts, one per line).
+    pub async fn next_raw_text(&mut self) -> String {
+        let deadline = tokio::time::Instant::now() + FRAME_TIMEOUT;
+        loop {
+            let message = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .unwrap_or_else(|_| panic!("no text frame within {FRAME_TIMEOUT:?}"));
+            match message {
+                Some(Ok(Message::Text(text))) => return text.to_string(),
+                Some(Ok(Message::Close(close))) => panic!("closed: {close:?}"),
+                Some(Ok(_)) => continue,
+                Some(Err(error)) => panic!("socket failed: {error}"),
+                None => panic!("socket ended"),
+            }
+        }
+    }
+
     /// The next frame whose `type` is `kind`, skipping others (such as `subscribed`).
     pub async fn next_of_type(&mut self, kind: &str) -> Value {
         loop {

@@ -131,9 +131,10 @@ async fn publish_messages(
     messages: Vec<OutgoingMessage>,
     batch: bool,
 ) -> Result<HttpResponse, ApiError> {
+    let script = state.ingest.publisher.script_for(producer_id);
     let published = state
         .ingest
-        .publish(producer_id, &messages, None)
+        .publish(&script, &messages, None)
         .await
         .map_err(publish_error)?;
     let subscriber_count = state.subscriptions.subscriber_count(producer_id);

@@ -68,9 +68,15 @@ fn open_socket(
     body: web::Payload,
     state: &AppState,
     user: &AuthUser,
+    batched: bool,
 ) -> Result<OpenSocket, ApiError> {
     let limits = state.stream_limits;
     let (outbox, outbox_body) = Outbox::new(limits.buffer_messages, limits.buffer_bytes);
+    let outbox_body = if batched {
+        outbox_body.batched()
+    } else {
+        outbox_body
+    };
     let response = ws::handshake(request, outbox_body)
         .map_err(|error| ApiError::bad_request(format!("not a WebSocket upgrade: {error}")))?;
     let reader = WsReader::new(body, ReadLimits::for_max_frame(limits.max_frame_bytes))
@@ -95,6 +101,10 @@ pub struct ConsumerQuery {
     pub events: Option<String>,
     /// `P:S[:E],…`: resume producer P after sequence number S (of epoch E).
     pub resume: Option<String>,
+    /// `1`: the frames waiting for the socket go in one WebSocket frame — JSON texts one per
+    /// line, MessagePack frames as one array — for consumers that take many messages a
+    /// second. Off by default (one message per frame, as Motience clients expect).
+    pub batch: Option<String>,
 }
 
 /// Most producers one `?resume=` may name.
@@ -116,6 +126,17 @@ impl ConsumerQuery {
             }
         }
         Ok(subscriptions)
+    }
+
+    fn batched(&self) -> Result<bool, ApiError> {
+        match self.batch.as_deref() {
+            None | Some("" | "0" | "false") => Ok(false),
+            Some("1" | "true") => Ok(true),
+            Some(other) => Err(ApiError::validation(format!(
+                "batch is 1 or 0, not {:?}",
+                other.chars().take(32).collect::<String>()
+            ))),
+        }
     }
 
     /// `?resume=P:S[:E],…` read into positions by producer.
@@ -186,7 +207,7 @@ pub async fn producer_socket(
         .seq_floor(user.user_id)
         .await
         .map_err(ApiError::internal)?;
-    let socket = open_socket(&request, body, &state, &user)?;
+    let socket = open_socket(&request, body, &state, &user, false)?;
     ProducerConnection::new(ProducerParts {
         user,
         outbox: socket.outbox,
@@ -217,13 +238,14 @@ pub async fn consumer_socket(
     check_socket_origin(&request, &state)?;
     let subscription_events = query.subscription_events()?;
     let resume = query.resume_positions()?;
+    let batched = query.batched()?;
     check_socket_count(
         &state.session_registry,
         &user,
         state.stream_limits.max_sockets_per_user,
     )
     .await?;
-    let socket = open_socket(&request, body, &state, &user)?;
+    let socket = open_socket(&request, body, &state, &user, batched)?;
     let _: Addr<ConsumerSession> = ConsumerSession::new(ConsumerParts {
         user,
         outbox: socket.outbox,

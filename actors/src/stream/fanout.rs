@@ -23,17 +23,17 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use nodegrid_protocol::stream::{Encoding, ServerFrame, close};
 use nodegrid_services::bus::{
-    BusError, PROBE_RETRY, RedisBus, RedisMessage, new_probe_token, probe_token,
+    BusError, Lane, PROBE_RETRY, RedisBus, RedisMessage, new_probe_token, probe_seq, probe_token,
 };
 use nodegrid_services::streams::history::{
     HistoryPage, StreamHistory, frame_epoch, frame_seq, frame_ts,
 };
 use nodegrid_services::streams::policies::ProducerPolicies;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use crate::bridge::BusReconnected;
-use crate::metrics::{ACTOR_RESTARTS_TOTAL, BUS_MESSAGES_LAGGED_TOTAL};
+use crate::metrics::{ACTOR_RESTARTS_TOTAL, BUS_MESSAGES_LAGGED_TOTAL, REDIS_RECONNECTS_TOTAL};
 use crate::stream::metrics::{STREAM, TOTALS};
 use crate::stream::outbox::{Outbox, Outgoing, outgoing};
 use crate::stream::replay::{MAX_PAGE, Replay, ResumeFrom};
@@ -198,6 +198,9 @@ struct ProducerChannel {
     /// The last `seq` seen on the channel: where a session that has had nothing yet catches up
     /// from.
     last_seq: Option<u64>,
+    /// The producer's `seq` when this instance's probe was published, which the probe carries:
+    /// where such a session catches up from if the channel has seen nothing since.
+    live_from: Option<u64>,
 }
 
 impl ProducerChannel {
@@ -216,7 +219,7 @@ impl ProducerChannel {
     /// epoch of that message (an epoch that is no longer the channel's is named by an empty
     /// one, which makes the resume read the current numbering from its start).
     fn resume_point(&self, attached: &Attached) -> Option<ResumeFrom> {
-        let since_seq = attached.last_seq.or(self.last_seq)?;
+        let since_seq = attached.last_seq.or(self.last_seq).or(self.live_from)?;
         let epoch = if attached.last_seq.is_none() || attached.last_serial == self.epoch_serial {
             self.epoch.clone()
         } else {
@@ -434,7 +437,7 @@ impl StreamFanout {
         let Some(replay) = attached.replay.as_mut() else {
             return;
         };
-        if replay.more {
+        if replay.more || std::mem::take(&mut replay.reread) {
             return self.read_page(producer_id, session, ctx);
         }
         // History is sent: the held live messages follow, and the session is live again.
@@ -461,8 +464,7 @@ impl StreamFanout {
         let token = new_probe_token();
         state.probe = Some(token);
         let bus = self.bus.clone();
-        let channel = self.bus.keys().producer_channel(producer_id);
-        async move { bus.subscribe_and_probe(&channel, token).await }
+        async move { bus.subscribe_and_probe_producer(producer_id, token).await }
         .into_actor(self)
         .map(move |outcome, fanout, ctx| {
             let waiting = move |fanout: &StreamFanout| {
@@ -530,7 +532,7 @@ impl StreamFanout {
         let channel = self.bus.keys().producer_channel(producer_id);
         ctx.spawn(
             async move {
-                if let Err(error) = bus.unsubscribe(&channel).await {
+                if let Err(error) = bus.unsubscribe(Lane::Data, &channel).await {
                     tracing::debug!(%error, channel, "producer channel unsubscribe failed");
                 }
             }
@@ -624,7 +626,9 @@ impl Actor for StreamFanout {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.add_stream(BroadcastStream::new(self.bus.messages()));
+        ctx.add_stream(BroadcastStream::new(self.bus.messages(Lane::Data)));
+        let reconnects = BroadcastStream::new(self.bus.subscriber_reconnects(Lane::Data));
+        ctx.add_stream(reconnects.map(|_| DataLaneReconnected));
     }
 }
 
@@ -648,15 +652,18 @@ impl StreamHandler<Result<RedisMessage, BroadcastStreamRecvError>> for StreamFan
                 else {
                     return;
                 };
-                match message.value.as_bytes().and_then(probe_token) {
+                let payload = message.value.as_bytes();
+                match payload.and_then(probe_token) {
                     // Every instance's probes reach every subscriber of the channel; only
                     // this one's own tells it something.
                     Some(token) => {
-                        let mine = self
-                            .producers
-                            .get(&producer_id)
-                            .is_some_and(|state| state.probe == Some(token));
-                        if mine {
+                        let Some(state) = self.producers.get_mut(&producer_id) else {
+                            return;
+                        };
+                        if state.probe == Some(token) {
+                            if let Some(seq) = payload.and_then(probe_seq) {
+                                state.live_from = Some(seq);
+                            }
                             self.channel_live(producer_id, ctx);
                         }
                     }
@@ -665,7 +672,11 @@ impl StreamHandler<Result<RedisMessage, BroadcastStreamRecvError>> for StreamFan
             }
             Err(BroadcastStreamRecvError::Lagged(missed)) => {
                 metrics::counter!(BUS_MESSAGES_LAGGED_TOTAL).increment(missed);
-                tracing::warn!(missed, "fan-out fell behind its Redis subscriber");
+                tracing::warn!(
+                    missed,
+                    "fan-out fell behind its Redis subscriber; sessions catch up from history"
+                );
+                self.catch_up_all(CatchUp::AfterLag, ctx);
             }
         }
     }
@@ -719,25 +730,57 @@ impl Handler<Attach> for StreamFanout {
     }
 }
 
-/// The Redis subscriber reconnected: what was published while the channels were not
+/// The data lane's subscriber reconnected: what was published while the channels were not
 /// subscribed (Redis restarting, commands queued during the outage and sent on reconnect) is
-/// in the producers' history. Every session resumes from its last message (one that has had
-/// none yet, from the last the channel saw), once its channel is subscribed again, exactly as a
-/// reconnecting consumer would: history first, then live, nothing repeated.
-impl Handler<BusReconnected> for StreamFanout {
-    type Result = ();
+/// in the producers' history.
+struct DataLaneReconnected;
 
-    fn handle(&mut self, _: BusReconnected, ctx: &mut Context<Self>) {
+impl StreamHandler<DataLaneReconnected> for StreamFanout {
+    fn handle(&mut self, _: DataLaneReconnected, ctx: &mut Context<Self>) {
+        metrics::counter!(REDIS_RECONNECTS_TOTAL, "lane" => "data").increment(1);
+        tracing::info!("Redis data subscriber connected; sessions catch up from history");
+        self.catch_up_all(CatchUp::AfterReconnect, ctx);
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {}
+}
+
+/// Why sessions catch up from history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CatchUp {
+    /// The subscriber reconnected: channels are subscribed again, and read once live.
+    AfterReconnect,
+    /// The fan-out fell behind its subscriber and messages were dropped before it read them;
+    /// the channels stayed subscribed.
+    AfterLag,
+}
+
+impl StreamFanout {
+    /// Every session resumes from its last message (one that has had none yet, from the last
+    /// the channel saw), exactly as a reconnecting consumer would: history first, then live,
+    /// nothing repeated.
+    fn catch_up_all(&mut self, why: CatchUp, ctx: &mut Context<Self>) {
         if self.shutting_down {
             return;
         }
         let mut channels = Vec::with_capacity(self.producers.len());
+        let mut reads = Vec::new();
         for (producer_id, state) in &mut self.producers {
-            state.subscribed = false;
+            if why == CatchUp::AfterReconnect {
+                state.subscribed = false;
+            }
+            // A resume in progress carries on once the channel is subscribed again; after a
+            // lag it reads history once more before it goes live.
+            if why == CatchUp::AfterLag {
+                for attached in state.sessions.values_mut() {
+                    if let Some(replay) = attached.replay.as_mut() {
+                        replay.reread = true;
+                    }
+                }
+            }
             let mut points = Vec::new();
             for (session, attached) in &state.sessions {
                 if attached.closing || attached.replay.is_some() {
-                    // A resume in progress carries on once the channel is subscribed again.
                     continue;
                 }
                 if let Some(from) = state.resume_point(attached) {
@@ -750,14 +793,25 @@ impl Handler<BusReconnected> for StreamFanout {
                     attached.replay = Some(Replay::new(from, next_generation(), limit));
                     attached.skip_through = None;
                     STREAM.catch_ups.increment(1);
+                    reads.push((*producer_id, session));
                 }
             }
             channels.push(*producer_id);
         }
-        // Subscribed again explicitly (the client also does it by itself): the history read
-        // starts once the channel is known to be live, so nothing falls between the two.
-        for producer_id in channels {
-            self.subscribe_channel(producer_id, ctx);
+        match why {
+            // Subscribed again explicitly (the client also does it by itself): the history
+            // read starts once the channel is known to be live, so nothing falls between.
+            CatchUp::AfterReconnect => {
+                for producer_id in channels {
+                    self.subscribe_channel(producer_id, ctx);
+                }
+            }
+            // Still live: the reads start now (a channel not live yet starts them itself).
+            CatchUp::AfterLag => {
+                for (producer_id, session) in reads {
+                    self.read_page(producer_id, session, ctx);
+                }
+            }
         }
     }
 }

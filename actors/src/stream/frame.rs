@@ -24,6 +24,13 @@ pub enum OpCode {
 
 /// Appends one unmasked server frame to `buffer`.
 pub fn write_frame(buffer: &mut BytesMut, opcode: OpCode, payload: &[u8]) {
+    write_frame_header(buffer, opcode, payload.len());
+    buffer.put_slice(payload);
+}
+
+/// Appends the header of an unmasked server frame whose payload of `length` bytes the caller
+/// appends next (and reserves room for it).
+pub fn write_frame_header(buffer: &mut BytesMut, opcode: OpCode, length: usize) {
     let code = match opcode {
         OpCode::Text => OP_TEXT,
         OpCode::Binary => OP_BINARY,
@@ -31,20 +38,19 @@ pub fn write_frame(buffer: &mut BytesMut, opcode: OpCode, payload: &[u8]) {
         OpCode::Pong => OP_PONG,
         OpCode::Close => OP_CLOSE,
     };
-    buffer.reserve(payload.len() + 10);
+    buffer.reserve(length + 10);
     buffer.put_u8(0x80 | code);
-    match payload.len() {
-        length @ 0..=125 => buffer.put_u8(length as u8),
-        length @ 126..=0xFFFF => {
+    match length {
+        0..=125 => buffer.put_u8(length as u8),
+        126..=0xFFFF => {
             buffer.put_u8(126);
             buffer.put_u16(length as u16);
         }
-        length => {
+        _ => {
             buffer.put_u8(127);
             buffer.put_u64(length as u64);
         }
     }
-    buffer.put_slice(payload);
 }
 
 /// Appends a close frame with `code` and `reason` (cut to fit a control frame).

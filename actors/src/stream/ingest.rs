@@ -9,7 +9,8 @@ use actix::Recipient;
 use nodegrid_services::streams::data::StoredRow;
 use nodegrid_services::streams::policies::ProducerPolicies;
 use nodegrid_services::streams::publisher::{
-    OutgoingMessage, ProducerRate, PublishError, PublishOutcome, PublishedBatch, StreamPublisher,
+    OutgoingMessage, ProducerRate, ProducerScript, PublishError, PublishOutcome, PublishedBatch,
+    StreamPublisher,
 };
 
 use crate::stream::metrics::STREAM;
@@ -24,20 +25,21 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    /// Publishes `messages` of `producer_id`, in order, in one round trip; `seq_floor` as
+    /// Publishes `messages` of a producer, in order, in one round trip; `seq_floor` as
     /// [`StreamPublisher::publish`] takes it. Accepted messages of a producer whose data is
     /// stored go to the writer before this returns (the caller acks without waiting for it).
     pub async fn publish(
         &self,
-        producer_id: i64,
+        producer: &ProducerScript,
         messages: &[OutgoingMessage],
         seq_floor: Option<u64>,
     ) -> Result<PublishedBatch, PublishError> {
+        let producer_id = producer.producer_id();
         let policy = self.policies.policy(producer_id);
         let started = Instant::now();
         let outcome = self
             .publisher
-            .publish(producer_id, messages, seq_floor, policy, self.rate)
+            .publish(producer, messages, seq_floor, policy, self.rate)
             .await;
         STREAM
             .publish_seconds

@@ -16,13 +16,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 use futures_util::Stream;
 
 use nodegrid_protocol::stream::{Encoding, ServerFrame, encode_frame};
 
-use crate::stream::frame::{CloseReason, OpCode, write_close, write_frame};
+use crate::stream::frame::{CloseReason, OpCode, write_close, write_frame, write_frame_header};
 
 /// One frame to write.
 #[derive(Debug, Clone)]
@@ -39,6 +39,23 @@ impl Outgoing {
             Outgoing::Text(text) => text.len() as u64,
             Outgoing::Binary(bytes) | Outgoing::Pong(bytes) => bytes.len() as u64,
             Outgoing::Ping => 0,
+        }
+    }
+
+    /// Whether frames of this kind are put together in a batched socket's frames.
+    fn batch_kind(&self) -> Option<OpCode> {
+        match self {
+            Outgoing::Text(_) => Some(OpCode::Text),
+            Outgoing::Binary(_) => Some(OpCode::Binary),
+            Outgoing::Ping | Outgoing::Pong(_) => None,
+        }
+    }
+
+    fn payload(&self) -> &[u8] {
+        match self {
+            Outgoing::Text(text) => text.as_bytes(),
+            Outgoing::Binary(bytes) | Outgoing::Pong(bytes) => bytes,
+            Outgoing::Ping => b"",
         }
     }
 
@@ -76,6 +93,72 @@ pub struct QueueGauge {
 /// A queue that outgrew this many slots is shrunk once it is empty again, so a burst does not
 /// leave an idle socket holding its peak.
 const SHRINK_ABOVE_SLOTS: usize = 64;
+
+/// The largest payload of one batched frame (a batch that would be larger goes on in the next
+/// frame): small enough for any client's message limit.
+pub const MAX_BATCH_FRAME_BYTES: usize = 64 * 1024;
+
+/// Writes `frames` as a batched socket gets them: each run of consecutive text frames as one
+/// text frame, one JSON text per line; each run of binary (MessagePack) frames as one binary
+/// frame holding a MessagePack array of them; a lone frame, and pings and pongs, as they are.
+fn write_batched(frames: &[Outgoing], buffer: &mut BytesMut) {
+    let mut start = 0;
+    while start < frames.len() {
+        let Some(kind) = frames[start].batch_kind() else {
+            frames[start].write(buffer);
+            start += 1;
+            continue;
+        };
+        let mut end = start + 1;
+        let mut length = frames[start].len() as usize;
+        while end < frames.len()
+            && frames[end].batch_kind() == Some(kind)
+            && length + 1 + frames[end].len() as usize <= MAX_BATCH_FRAME_BYTES
+        {
+            length += 1 + frames[end].len() as usize;
+            end += 1;
+        }
+        let run = &frames[start..end];
+        if run.len() == 1 {
+            run[0].write(buffer);
+        } else if kind == OpCode::Text {
+            write_frame_header(buffer, kind, length);
+            for (index, frame) in run.iter().enumerate() {
+                if index > 0 {
+                    buffer.put_u8(b'\n');
+                }
+                buffer.put_slice(frame.payload());
+            }
+        } else {
+            let mut header = [0u8; 5];
+            let header = msgpack_array_header(run.len(), &mut header);
+            // `length` counted a separator per frame after the first; an array has none.
+            let payload = length - (run.len() - 1) + header.len();
+            write_frame_header(buffer, kind, payload);
+            buffer.put_slice(header);
+            for frame in run {
+                buffer.put_slice(frame.payload());
+            }
+        }
+        start = end;
+    }
+}
+
+/// The MessagePack header of an array of `count` items, written into `space`.
+fn msgpack_array_header(count: usize, space: &mut [u8; 5]) -> &[u8] {
+    if count < 16 {
+        space[0] = 0x90 | count as u8;
+        &space[..1]
+    } else if let Ok(count) = u16::try_from(count) {
+        space[0] = 0xdc;
+        space[1..3].copy_from_slice(&count.to_be_bytes());
+        &space[..3]
+    } else {
+        space[0] = 0xdd;
+        space[1..5].copy_from_slice(&(count as u32).to_be_bytes());
+        &space[..5]
+    }
+}
 
 struct Queue {
     frames: VecDeque<Outgoing>,
@@ -129,6 +212,7 @@ impl Outbox {
                 shared,
                 spare: VecDeque::new(),
                 finished: false,
+                batched: false,
             },
         )
     }
@@ -227,6 +311,16 @@ pub struct OutboxBody {
     /// The drained queue's storage, swapped back in so that a busy socket reuses it.
     spare: VecDeque<Outgoing>,
     finished: bool,
+    /// What waited is put together in as few frames as possible (see [`write_batched`]).
+    batched: bool,
+}
+
+impl OutboxBody {
+    /// The body of a socket that asked for batched frames.
+    pub fn batched(mut self) -> OutboxBody {
+        self.batched = true;
+        self
+    }
 }
 
 impl Stream for OutboxBody {
@@ -262,8 +356,13 @@ impl Stream for OutboxBody {
             reader.wake();
         }
         let mut buffer = BytesMut::with_capacity(bytes as usize + 10 * frames + 16);
-        for frame in this.spare.drain(..) {
-            frame.write(&mut buffer);
+        if this.batched {
+            write_batched(this.spare.make_contiguous(), &mut buffer);
+            this.spare.clear();
+        } else {
+            for frame in this.spare.drain(..) {
+                frame.write(&mut buffer);
+            }
         }
         if this.spare.capacity() > SHRINK_ABOVE_SLOTS {
             this.spare = VecDeque::new();
@@ -305,6 +404,54 @@ mod tests {
         assert!(body.next().await.is_none());
         // Pushes after the close are dropped quietly.
         assert_eq!(outbox.push(Outgoing::Ping), Ok(()));
+    }
+
+    #[actix_web::test]
+    async fn a_batched_body_puts_what_waited_in_one_frame_per_kind() {
+        let (outbox, body) = Outbox::new(100, 10_000);
+        let mut body = body.batched();
+        for text in ["{\"a\":1}", "{\"b\":2}", "{\"c\":3}"] {
+            outbox.push(Outgoing::Text(text.into())).unwrap();
+        }
+        outbox.push(Outgoing::Ping).unwrap();
+        outbox.push(Outgoing::Text("{\"d\":4}".into())).unwrap();
+        let chunk = body.next().await.unwrap().unwrap();
+        let lines = b"{\"a\":1}\n{\"b\":2}\n{\"c\":3}";
+        let mut expected = vec![0x81, lines.len() as u8];
+        expected.extend_from_slice(lines);
+        expected.extend_from_slice(&[0x89, 0]);
+        expected.extend_from_slice(b"\x81\x07{\"d\":4}");
+        assert_eq!(&chunk[..], &expected[..]);
+
+        // MessagePack frames become one array; the result decodes as the frames, in order.
+        for number in 0..20u8 {
+            let item = rmp_serde::to_vec(&number).unwrap();
+            outbox.push(Outgoing::Binary(item.into())).unwrap();
+        }
+        let chunk = body.next().await.unwrap().unwrap();
+        assert_eq!(chunk[0], 0x82);
+        let decoded: Vec<u8> = rmp_serde::from_slice(&chunk[2..]).unwrap();
+        assert_eq!(decoded, (0..20).collect::<Vec<u8>>());
+    }
+
+    #[test]
+    fn batched_frames_stay_under_their_bound() {
+        let big = "x".repeat(MAX_BATCH_FRAME_BYTES / 2);
+        let frames: Vec<Outgoing> = (0..3)
+            .map(|_| Outgoing::Text(big.as_str().into()))
+            .collect();
+        let mut buffer = BytesMut::new();
+        write_batched(&frames, &mut buffer);
+        // Two halves and a separator are over the bound: each goes in a frame of its own.
+        let mut count = 0;
+        let mut rest = &buffer[..];
+        while !rest.is_empty() {
+            let length = u16::from_be_bytes([rest[2], rest[3]]) as usize;
+            assert!(length <= MAX_BATCH_FRAME_BYTES);
+            rest = &rest[4 + length..];
+            count += 1;
+        }
+        assert_eq!(count, 3);
     }
 
     #[actix_web::test]

@@ -13,13 +13,16 @@
 //! `rate_limited` with a `retry_after_ms` hint and keeps its socket.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use actix::prelude::*;
 use actix_web::web::Payload;
 use nodegrid_protocol::stream::{ClientFrame, ServerFrame, StreamErrorCode};
 use nodegrid_services::config::StreamLimits;
 use nodegrid_services::identity::{AuthUser, Identity};
-use nodegrid_services::streams::publisher::{OutgoingMessage, PublishOutcome, PublishedBatch};
+use nodegrid_services::streams::publisher::{
+    OutgoingMessage, ProducerScript, PublishOutcome, PublishedBatch,
+};
 use nodegrid_services::streams::subscriptions::Subscriptions;
 
 use crate::stream::ingest::Ingest;
@@ -49,7 +52,10 @@ pub struct ProducerConnection {
     id: ConnectionId,
     user: AuthUser,
     core: SocketCore,
-    ingest: Ingest,
+    /// Shared with the round trips in flight (one reference count, not a deep clone, each).
+    ingest: Arc<Ingest>,
+    /// The publish script's fixed arguments for this producer, made once.
+    script: Arc<ProducerScript>,
     subscriptions: Subscriptions,
     identity: Identity,
     registry: Addr<ProducerRegistry>,
@@ -83,11 +89,13 @@ pub struct ProducerParts {
 impl ProducerConnection {
     pub fn new(parts: ProducerParts) -> ProducerConnection {
         let limits = parts.limits;
+        let script = Arc::new(parts.ingest.publisher.script_for(parts.user.user_id));
         ProducerConnection {
             id: next_connection_id(),
             user: parts.user,
             core: SocketCore::new(SocketRole::Producer, parts.outbox, limits),
-            ingest: parts.ingest,
+            script,
+            ingest: Arc::new(parts.ingest),
             subscriptions: parts.subscriptions,
             identity: parts.identity,
             registry: parts.registry,
@@ -164,11 +172,10 @@ impl ProducerConnection {
             }
         }
         self.publishing = true;
-        let ingest = self.ingest.clone();
-        let producer_id = self.user.user_id;
+        let (ingest, script) = (self.ingest.clone(), self.script.clone());
         let floor = self.seq_seen;
         async move {
-            let outcome = ingest.publish(producer_id, &batch, Some(floor)).await;
+            let outcome = ingest.publish(&script, &batch, Some(floor)).await;
             (outcome, batch)
         }
         .into_actor(self)

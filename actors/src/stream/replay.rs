@@ -44,6 +44,9 @@ pub struct Replay {
     pub backlog: VecDeque<HistoryEntry>,
     /// History holds more after the last entry read.
     pub more: bool,
+    /// The fan-out fell behind its subscriber while this resume ran, so live messages may
+    /// have been dropped rather than held: history is read once more before going live.
+    pub reread: bool,
     live: VecDeque<(u64, Outgoing)>,
     live_limit: usize,
 }
@@ -62,6 +65,7 @@ impl Replay {
             reading: false,
             backlog: VecDeque::new(),
             more: false,
+            reread: false,
             live: VecDeque::new(),
             live_limit: live_limit.max(1),
         }

@@ -77,6 +77,52 @@ pub(super) fn server_cpu(pids: &[u32]) -> Option<f64> {
         .sum::<Option<f64>>()
 }
 
+/// The processes whose CPU a run reports: the server's (summed) and, beside them, Redis's.
+#[derive(Debug, Clone, Default)]
+pub struct Watched {
+    pub server: Vec<u32>,
+    pub redis: Option<u32>,
+}
+
+/// CPU seconds spent during a run's sending and delivering, not its set-up.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuSpent {
+    pub server: Option<f64>,
+    pub redis: Option<f64>,
+    pub own: f64,
+}
+
+/// CPU counters read when sending starts, to subtract at the end.
+pub struct CpuWatch {
+    watched: Watched,
+    server: Option<f64>,
+    redis: Option<f64>,
+    own: Option<f64>,
+}
+
+impl CpuWatch {
+    pub fn start(watched: &Watched) -> CpuWatch {
+        CpuWatch {
+            server: server_cpu(&watched.server),
+            redis: watched.redis.and_then(|pid| cpu_of(&pid.to_string())),
+            own: own_cpu(),
+            watched: watched.clone(),
+        }
+    }
+
+    pub fn stop(&self) -> CpuSpent {
+        let since = |before: Option<f64>, after: Option<f64>| Some(after? - before?);
+        CpuSpent {
+            server: since(self.server, server_cpu(&self.watched.server)),
+            redis: since(
+                self.redis,
+                self.watched.redis.and_then(|pid| cpu_of(&pid.to_string())),
+            ),
+            own: since(self.own, own_cpu()).unwrap_or(0.0),
+        }
+    }
+}
+
 fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status

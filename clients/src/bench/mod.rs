@@ -22,11 +22,11 @@ pub mod options;
 mod plan;
 mod report;
 
-use self::measure::{own_cpu, server_cpu, server_peak_rss, server_rss};
+use self::measure::{Watched, server_peak_rss, server_rss};
 pub use self::options::{BenchOptions, Scenario};
 pub use self::plan::BenchError;
 use self::plan::Plan;
-use self::report::{MARKDOWN_HEADER, Report, markdown_row, print_human};
+use self::report::{MARKDOWN_HEADER, Report, comparison, markdown_row, print_human};
 
 /// Runs what the options ask for and prints the report(s).
 pub async fn run(options: BenchOptions) -> Result<(), BenchError> {
@@ -56,6 +56,8 @@ pub async fn run(options: BenchOptions) -> Result<(), BenchError> {
         max_messages: options.max_messages,
         payload_bytes: options.payload_bytes,
         source_addresses: options.source_addresses,
+        batch: options.batch,
+        setup_concurrency: options.setup_concurrency.max(1),
     };
     let mut reports =
         vec![run_target(&options, &options.target, &plan, &options.server_pid).await?];
@@ -68,6 +70,9 @@ pub async fn run(options: BenchOptions) -> Result<(), BenchError> {
         for report in &reports {
             println!("{}", markdown_row(report));
         }
+        if let [ours, theirs] = &reports[..] {
+            println!("RATIO {}", comparison(ours, theirs));
+        }
         return Ok(());
     }
     if options.json {
@@ -78,16 +83,8 @@ pub async fn run(options: BenchOptions) -> Result<(), BenchError> {
         for report in &reports {
             print_human(report);
         }
-        if let [ours, theirs] = &reports[..]
-            && theirs.delivered_msgs_per_sec > 0.0
-        {
-            println!(
-                "ratio {} / {}: delivered {:.2}×, p99 {:.2}×",
-                ours.target,
-                theirs.target,
-                ours.delivered_msgs_per_sec / theirs.delivered_msgs_per_sec,
-                ours.latency_ms.p99 / theirs.latency_ms.p99.max(0.001),
-            );
+        if let [ours, theirs] = &reports[..] {
+            println!("{}", comparison(ours, theirs));
         }
     }
     Ok(())
@@ -99,7 +96,7 @@ async fn run_target(
     plan: &Plan,
     pids: &[u32],
 ) -> Result<Report, BenchError> {
-    let is_mqtt = targets.iter().any(|target| target.starts_with("mqtt://"));
+    let is_mqtt = targets.iter().any(|target| target.starts_with("mqtt"));
     if is_mqtt && options.scenario == Scenario::Connections {
         return Err(BenchError::Setup(
             "the connections scenario measures nodegrid only".into(),
@@ -118,19 +115,21 @@ async fn once(
     is_mqtt: bool,
     pids: &[u32],
 ) -> Result<Report, BenchError> {
-    let server_before = server_cpu(pids);
     let rss_before = server_rss(pids);
-    let bench_before = own_cpu();
     let outcome = if is_mqtt {
-        mqtt::run(&targets[0], plan).await?
+        let watched = Watched {
+            server: pids.to_vec(),
+            redis: None,
+        };
+        mqtt::run(&targets[0], plan, &watched).await?
     } else {
-        nodegrid::run(targets, plan, options.scenario, pids).await?
+        let watched = Watched {
+            server: pids.to_vec(),
+            redis: options.redis_pid,
+        };
+        nodegrid::run(targets, plan, options.scenario, &watched).await?
     };
     let mut report = outcome.report(targets.join(","), options.scenario, plan);
-    report.bench_cpu_seconds = own_cpu().map_or(0.0, |after| after - bench_before.unwrap_or(0.0));
-    if let (Some(before), Some(after)) = (server_before, server_cpu(pids)) {
-        report.server_cpu_seconds = Some(after - before);
-    }
     report.server_peak_rss_mib = server_peak_rss(pids);
     if options.scenario == Scenario::Connections
         && let (Some(before), Some(during)) = (rss_before, outcome.rss_with_connections)
@@ -150,6 +149,7 @@ async fn run_max(
     pids: &[u32],
 ) -> Result<Report, BenchError> {
     let mut best: Option<Report> = None;
+    let mut first: Option<Report> = None;
     let mut rate = plan.rate;
     for _ in 0..12 {
         let step = Plan {
@@ -162,15 +162,27 @@ async fn run_max(
             rate, report.delivered_msgs_per_sec, report.latency_ms.p99, report.lost
         );
         let keeping_up = report.lost == 0
+            && report.errors.is_empty()
             && report.delivered as f64 >= 0.99 * report.expected_deliveries as f64
             && report.latency_ms.p99 <= options.max_p99_ms;
         if !keeping_up {
+            first.get_or_insert(report);
             break;
         }
         best = Some(report);
         rate *= 1.5;
     }
-    best.ok_or_else(|| {
-        BenchError::Setup("even the starting rate was too much; lower --rate".into())
-    })
+    match (best, first) {
+        (Some(mut best), _) => {
+            best.kept_up = Some(true);
+            Ok(best)
+        }
+        // Not even the first step kept up: that step is what there is to report.
+        (None, Some(mut first)) => {
+            eprintln!("max: even the starting rate was too much; lower --rate");
+            first.kept_up = Some(false);
+            Ok(first)
+        }
+        (None, None) => Err(BenchError::Setup("no step ran".into())),
+    }
 }

@@ -6,29 +6,44 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
 
-use super::measure::{micros_now, new_histogram, number_after, progress};
-use super::plan::{BenchError, Pacer, Plan, Tally};
+use super::measure::{CpuWatch, Watched, micros_now, new_histogram, number_after, progress};
+use super::plan::{BenchError, IDLE_WAIT, Pacer, Plan, Tally};
 use super::report::{Outcome, finish};
 
 fn setup(error: impl std::fmt::Display) -> BenchError {
     BenchError::Setup(error.to_string())
 }
 
+/// A client's options for `target`: `mqtt://host:port` (TCP) or `mqtt+ws://host:port/path`
+/// (WebSocket).
 fn options(id: String, target: &str) -> Result<MqttOptions, BenchError> {
-    let rest = target
-        .strip_prefix("mqtt://")
-        .ok_or_else(|| setup(format!("{target} is not mqtt://host:port")))?;
-    let (host, port) = rest.rsplit_once(':').unwrap_or((rest, "1883"));
-    let port: u16 = port.trim_end_matches('/').parse().map_err(setup)?;
-    let mut options = MqttOptions::new(id, host, port);
+    let mut options = if let Some(rest) = target.strip_prefix("mqtt+ws://") {
+        let (authority, _) = rest.split_once('/').unwrap_or((rest, ""));
+        let port = match authority.rsplit_once(':') {
+            Some((_, port)) => port.parse().map_err(setup)?,
+            None => 80,
+        };
+        let mut options = MqttOptions::new(id, format!("ws://{rest}"), port);
+        options.set_transport(Transport::Ws);
+        options
+    } else {
+        let rest = target.strip_prefix("mqtt://").ok_or_else(|| {
+            setup(format!(
+                "{target} is neither mqtt://host:port nor mqtt+ws://host:port/path"
+            ))
+        })?;
+        let (host, port) = rest.rsplit_once(':').unwrap_or((rest, "1883"));
+        let port: u16 = port.trim_end_matches('/').parse().map_err(setup)?;
+        MqttOptions::new(id, host, port)
+    };
     options.set_keep_alive(Duration::from_secs(30));
     options.set_max_packet_size(1024 * 1024, 1024 * 1024);
     Ok(options)
 }
 
-pub async fn run(target: &str, plan: &Plan) -> Result<Outcome, BenchError> {
+pub async fn run(target: &str, plan: &Plan, watched: &Watched) -> Result<Outcome, BenchError> {
     let run_id = format!("{:x}", micros_now() % 0xffff_ffff);
     let topic = |producer: usize| format!("nodegrid-bench/{run_id}/{producer}");
     let tally = Arc::new(Tally::default());
@@ -50,9 +65,19 @@ pub async fn run(target: &str, plan: &Plan) -> Result<Outcome, BenchError> {
             let mut histogram = new_histogram()?;
             let mut last_seq: HashMap<String, u64> = HashMap::new();
             let mut acked = 0;
-            while let Ok(Ok(event)) =
-                tokio::time::timeout(Duration::from_secs(3), events.poll()).await
-            {
+            let mut idle = 0;
+            loop {
+                let Ok(event) = tokio::time::timeout(IDLE_WAIT, events.poll()).await else {
+                    if tally.wait_again(&mut idle) {
+                        continue;
+                    }
+                    break;
+                };
+                idle = 0;
+                let Ok(event) = event else {
+                    tally.error("consumer_read_failed");
+                    break;
+                };
                 match event {
                     Event::Incoming(Packet::SubAck(_)) => {
                         acked += 1;
@@ -90,6 +115,7 @@ pub async fn run(target: &str, plan: &Plan) -> Result<Outcome, BenchError> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
+    let cpu = CpuWatch::start(watched);
     let started = Instant::now();
     let done = Arc::new(AtomicBool::new(false));
     progress(tally.clone(), started, done.clone());
@@ -126,7 +152,7 @@ pub async fn run(target: &str, plan: &Plan) -> Result<Outcome, BenchError> {
             (index, count)
         }));
     }
-    let outcome = finish(plan, tally, started, done, writers, readers).await?;
+    let outcome = finish(plan, tally, cpu, started, done, writers, readers).await?;
     // QoS 0 has no acks; count what was sent, now that every producer is done.
     let sent = outcome.tally.sent.load(Ordering::Relaxed);
     outcome.tally.acked.store(sent, Ordering::Relaxed);

@@ -24,10 +24,12 @@ pub enum Scenario {
 #[derive(Debug, Clone, Args)]
 pub struct BenchOptions {
     /// nodegrid base URLs (several instances: comma-separated; connections are spread over
-    /// them), or `mqtt://host:port` for a broker.
+    /// them), or a broker: `mqtt://host:port` (MQTT over TCP) or `mqtt+ws://host:port/path`
+    /// (MQTT over WebSocket, the transport nodegrid's sockets use).
     #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:8080")]
     pub target: Vec<String>,
-    /// Also run the scenario against this MQTT broker, and print both and their ratio.
+    /// Also run the scenario against this MQTT broker (`mqtt://` or `mqtt+ws://`), and print
+    /// both and their ratios.
     #[arg(long)]
     pub compare: Option<String>,
     #[arg(long, value_enum, default_value = "fleet")]
@@ -61,6 +63,16 @@ pub struct BenchOptions {
     /// The compared broker's process ids, likewise.
     #[arg(long, value_delimiter = ',')]
     pub compare_pid: Vec<u32>,
+    /// Redis's process id: its CPU seconds are reported beside nodegrid's.
+    #[arg(long)]
+    pub redis_pid: Option<u32>,
+    /// Consumers ask nodegrid for batched frames (`?batch=1`: the messages waiting for a
+    /// socket go in one WebSocket frame, one JSON text per line) and read them as such.
+    #[arg(long)]
+    pub batch: bool,
+    /// Requests in flight at once while users and subscriptions are set up.
+    #[arg(long, default_value_t = 32)]
+    pub setup_concurrency: usize,
     /// `max`: the p99 latency bound, in milliseconds.
     #[arg(long, default_value_t = 50.0)]
     pub max_p99_ms: f64,

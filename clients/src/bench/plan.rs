@@ -2,8 +2,15 @@
 //! what can go wrong.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// How long a consumer waits for its next frame at a time; once every producer is done, one
+/// such wait in vain ends the run for it.
+pub const IDLE_WAIT: Duration = Duration::from_secs(3);
+/// How long a consumer waits for a frame while producers still send before it counts itself
+/// stalled (an error of the run) and stops.
+const STALL: Duration = Duration::from_secs(60);
 
 /// A scenario's shape, resolved.
 #[derive(Debug, Clone)]
@@ -16,6 +23,11 @@ pub struct Plan {
     pub max_messages: u64,
     pub payload_bytes: usize,
     pub source_addresses: u8,
+    /// Consumers ask for batched frames (`?batch=1` on nodegrid: several messages per
+    /// WebSocket frame, one per line).
+    pub batch: bool,
+    /// Requests in flight at once while accounts and subscriptions are set up.
+    pub setup_concurrency: usize,
 }
 
 impl Plan {
@@ -85,6 +97,8 @@ pub struct Tally {
     pub delivered: AtomicU64,
     pub gaps: AtomicU64,
     pub errors: std::sync::Mutex<BTreeMap<String, u64>>,
+    /// Set once every producer has sent its last message.
+    pub sending_over: AtomicBool,
 }
 
 impl Tally {
@@ -94,6 +108,22 @@ impl Tally {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         *errors.entry(code.to_owned()).or_default() += 1;
+    }
+
+    /// A consumer waited [`IDLE_WAIT`] for a frame in vain (`idle` times in a row, counted
+    /// here): whether to wait again. Not once the producers are done — the run is over — but
+    /// while they still send, for up to [`STALL`] (then it counts as `consumer_stalled`), so
+    /// a slow server does not end a consumer early.
+    pub fn wait_again(&self, idle: &mut u32) -> bool {
+        if self.sending_over.load(Ordering::Relaxed) {
+            return false;
+        }
+        *idle += 1;
+        if IDLE_WAIT * *idle >= STALL {
+            self.error("consumer_stalled");
+            return false;
+        }
+        true
     }
 }
 
@@ -118,6 +148,8 @@ mod tests {
             max_messages: 10,
             payload_bytes: 0,
             source_addresses: 3,
+            batch: false,
+            setup_concurrency: 1,
         };
         assert_eq!(plan.producers_of(3), [3, 0]);
         assert_eq!(plan.source(4).to_string(), "127.0.0.2");

@@ -8,7 +8,7 @@ use std::time::Instant;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::measure::new_histogram;
+use super::measure::{CpuSpent, CpuWatch, new_histogram};
 use super::options::Scenario;
 use super::plan::{BenchError, Plan, Tally};
 
@@ -36,6 +36,11 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_cpu_seconds: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_cpu_seconds: Option<f64>,
+    /// `max`: whether the reported step kept up (false: not even the first did).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept_up: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub server_peak_rss_mib: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_kib_per_connection: Option<f64>,
@@ -55,6 +60,7 @@ pub struct Latency {
 pub async fn finish(
     plan: &Plan,
     tally: Arc<Tally>,
+    cpu: CpuWatch,
     started: Instant,
     done: Arc<std::sync::atomic::AtomicBool>,
     writers: Vec<tokio::task::JoinHandle<(usize, u64)>>,
@@ -67,6 +73,7 @@ pub async fn finish(
         expected += count * plan.subscribers_of(index);
     }
     let sending_seconds = started.elapsed().as_secs_f64();
+    tally.sending_over.store(true, Ordering::Relaxed);
     let mut histogram = new_histogram()?;
     for reader in readers {
         let part = reader.await.map_err(failed)??;
@@ -78,6 +85,7 @@ pub async fn finish(
         histogram,
         expected,
         sending_seconds,
+        cpu: cpu.stop(),
         rss_with_connections: None,
     })
 }
@@ -88,6 +96,7 @@ pub struct Outcome {
     pub histogram: Histogram<u64>,
     pub expected: u64,
     pub sending_seconds: f64,
+    pub cpu: CpuSpent,
     pub rss_with_connections: Option<u64>,
 }
 
@@ -130,8 +139,10 @@ impl Outcome {
                     max: self.histogram.max() as f64 / 1_000.0,
                 }
             },
-            bench_cpu_seconds: 0.0,
-            server_cpu_seconds: None,
+            bench_cpu_seconds: self.cpu.own,
+            server_cpu_seconds: self.cpu.server,
+            redis_cpu_seconds: self.cpu.redis,
+            kept_up: None,
             server_peak_rss_mib: None,
             server_kib_per_connection: None,
         }
@@ -139,20 +150,45 @@ impl Outcome {
 }
 
 /// The header of [`markdown_row`]'s table.
-pub const MARKDOWN_HEADER: &str = "| target | scenario | producers × rate | consumers × subscriptions | offered msg/s | delivered msg/s | p50 ms | p99 ms | p99.9 ms | max ms | lost | server CPU s | server peak RSS MiB | KiB/connection | bench CPU s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+pub const MARKDOWN_HEADER: &str = "| target | scenario | producers × rate | consumers × subscriptions | offered msg/s | delivered msg/s | p50 ms | p99 ms | p99.9 ms | max ms | lost | refused | server CPU s | server µs/delivery | Redis CPU s | server peak RSS MiB | KiB/connection | bench CPU s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+
+impl Report {
+    /// Who served the run, for tables.
+    pub fn side(&self) -> &'static str {
+        if self.target.starts_with("mqtt+ws://") {
+            "Mosquitto (WebSocket)"
+        } else if self.target.starts_with("mqtt://") {
+            "Mosquitto (TCP)"
+        } else {
+            "nodegrid"
+        }
+    }
+
+    /// The server's CPU per delivered message, in µs.
+    pub fn server_micros_per_delivery(&self) -> Option<f64> {
+        let seconds = self.server_cpu_seconds?;
+        (self.delivered > 0).then(|| seconds * 1e6 / self.delivered as f64)
+    }
+
+    /// Messages refused or failed, over every error code.
+    pub fn refused(&self) -> u64 {
+        self.errors.values().sum()
+    }
+}
 
 pub(super) fn markdown_row(report: &Report) -> String {
     let optional = |value: Option<f64>, digits: usize| {
         value.map_or("–".to_owned(), |value| format!("{value:.digits$}"))
     };
     format!(
-        "| {} | {:?} | {} × {:.0} | {} × {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {:.1} |",
-        if report.target.starts_with("mqtt://") {
-            "Mosquitto"
-        } else {
-            "nodegrid"
-        },
+        "| {} | {:?}{} | {} × {:.0} | {} × {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} | {} | {:.1} |",
+        report.side(),
         report.scenario,
+        if report.kept_up == Some(false) {
+            " (first step did not keep up)"
+        } else {
+            ""
+        },
         report.producers,
         report.rate_per_producer,
         report.consumers,
@@ -164,10 +200,55 @@ pub(super) fn markdown_row(report: &Report) -> String {
         report.latency_ms.p999,
         report.latency_ms.max,
         report.lost,
+        report.refused(),
         optional(report.server_cpu_seconds, 1),
+        optional(report.server_micros_per_delivery(), 2),
+        optional(report.redis_cpu_seconds, 1),
         optional(report.server_peak_rss_mib, 0),
         optional(report.server_kib_per_connection, 1),
         report.bench_cpu_seconds,
+    )
+}
+
+/// One line comparing two runs of the same scenario: delivered rate, deliveries per server
+/// CPU-second (with and without Redis) and p99, as ratios of `ours` to `theirs`.
+pub(super) fn comparison(ours: &Report, theirs: &Report) -> String {
+    let ratio = |a: f64, b: f64| {
+        if b > 0.0 {
+            format!("{:.2}×", a / b)
+        } else {
+            "–".to_owned()
+        }
+    };
+    let per_cpu = |report: &Report, with_redis: bool| {
+        let cpu = report.server_cpu_seconds.unwrap_or(0.0)
+            + if with_redis {
+                report.redis_cpu_seconds.unwrap_or(0.0)
+            } else {
+                0.0
+            };
+        if cpu > 0.0 {
+            report.delivered as f64 / cpu
+        } else {
+            0.0
+        }
+    };
+    format!(
+        "{:?} {} × {:.0} msg/s, {} × {}: {} vs {}: delivered {}; deliveries per server CPU-second {} ({:.0} vs {:.0}; with Redis's CPU {}); p99 {:.2} vs {:.2} ms",
+        ours.scenario,
+        ours.producers,
+        ours.rate_per_producer,
+        ours.consumers,
+        ours.per_consumer,
+        ours.side(),
+        theirs.side(),
+        ratio(ours.delivered_msgs_per_sec, theirs.delivered_msgs_per_sec),
+        ratio(per_cpu(ours, false), per_cpu(theirs, false)),
+        per_cpu(ours, false),
+        per_cpu(theirs, false),
+        ratio(per_cpu(ours, true), per_cpu(theirs, false)),
+        ours.latency_ms.p99,
+        theirs.latency_ms.p99,
     )
 }
 
@@ -197,10 +278,18 @@ pub(super) fn print_human(report: &Report) {
         report.errors
     );
     println!(
-        "  bench CPU {:.1} s; server CPU {}; server peak RSS {}{}",
+        "  bench CPU {:.1} s; server CPU {}{}; Redis CPU {}; server peak RSS {}{}",
         report.bench_cpu_seconds,
         report
             .server_cpu_seconds
+            .map_or("-".to_owned(), |seconds| format!("{seconds:.1} s")),
+        report
+            .server_micros_per_delivery()
+            .map_or(String::new(), |micros| format!(
+                " ({micros:.2} µs per delivery)"
+            )),
+        report
+            .redis_cpu_seconds
             .map_or("-".to_owned(), |seconds| format!("{seconds:.1} s")),
         report
             .server_peak_rss_mib

@@ -115,24 +115,33 @@ impl ClientFrame {
     /// Decodes a client frame in either encoding: parse the wire shape, then check that the
     /// type is known and carries what it needs.
     pub fn decode(bytes: &[u8], encoding: Encoding) -> Result<ClientFrame, FrameRefusal> {
+        // Parsed plainly first (the path tracking costs on every frame); a frame that fails is
+        // parsed again with it, to say where it is wrong.
         let wire: WireFrame = match encoding {
-            Encoding::Json => {
-                let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-                serde_path_to_error::deserialize(&mut deserializer)
-                    .map_err(|error| FrameRefusal::bad(describe_json_path_error(&error), None))?
-            }
-            Encoding::MessagePack => {
-                let mut deserializer = rmp_serde::Deserializer::from_read_ref(bytes);
-                serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-                    FrameRefusal::bad(
-                        format!(
-                            "not a MessagePack frame: {}",
-                            describe_path(error.path().to_string(), error.inner())
-                        ),
-                        None,
-                    )
-                })?
-            }
+            Encoding::Json => match serde_json::from_slice(bytes) {
+                Ok(wire) => wire,
+                Err(_) => {
+                    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+                    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+                        FrameRefusal::bad(describe_json_path_error(&error), None)
+                    })?
+                }
+            },
+            Encoding::MessagePack => match rmp_serde::from_slice(bytes) {
+                Ok(wire) => wire,
+                Err(_) => {
+                    let mut deserializer = rmp_serde::Deserializer::from_read_ref(bytes);
+                    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+                        FrameRefusal::bad(
+                            format!(
+                                "not a MessagePack frame: {}",
+                                describe_path(error.path().to_string(), error.inner())
+                            ),
+                            None,
+                        )
+                    })?
+                }
+            },
         };
         ClientFrame::from_wire(wire)
     }

@@ -126,6 +126,17 @@ pub struct ServeOptions {
     #[arg(long, env = "NODEGRID_REDIS_PREFIX", default_value = "nodegrid")]
     pub redis_prefix: String,
 
+    /// Messages each Redis subscriber connection holds for its readers (16–1,048,576); past
+    /// it the oldest are dropped (counted in `nodegrid_bus_messages_lagged_total`) and
+    /// consumers catch up from history.
+    #[arg(
+        long,
+        env = "NODEGRID_REDIS_SUBSCRIBER_BUFFER",
+        default_value_t = 16_384,
+        value_parser = clap::value_parser!(u32).range(16..=1_048_576)
+    )]
+    pub redis_subscriber_buffer: u32,
+
     /// Key that signs access tokens (prefer the variable to the flag, which the process list
     /// shows) [default: the development secret].
     #[arg(long, env = "NODEGRID_JWT_SECRET", hide_env_values = true)]

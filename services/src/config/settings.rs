@@ -75,6 +75,7 @@ pub struct Settings {
     pub database_pool_size: usize,
     pub redis_url: String,
     pub redis_prefix: String,
+    pub redis_subscriber_buffer: u32,
     pub jwt_secret: Option<SecretString>,
     pub jwt_key_id: String,
     pub jwt_previous_keys: Vec<JwtKey>,
@@ -187,6 +188,7 @@ impl ServeOptions {
             database_pool_size: self.database_pool_size,
             redis_url: self.redis_url,
             redis_prefix: self.redis_prefix,
+            redis_subscriber_buffer: self.redis_subscriber_buffer,
             jwt_secret: self.jwt_secret,
             jwt_key_id: self.jwt_key_id,
             jwt_previous_keys: self

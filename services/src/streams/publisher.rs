@@ -23,9 +23,10 @@
 //! numbers of the new epoch may repeat numbers of the lost one, and the epoch in every frame
 //! tells a resuming consumer that its position no longer holds (see [`super::history`]).
 
+use bytes_utils::Str;
 use deadpool_postgres::GenericClient;
-use fred::types::Value as RedisValue;
 use fred::types::scripts::Script;
+use fred::types::{Key, Value as RedisValue};
 use nodegrid_protocol::stream::StreamPolicy;
 
 use crate::bus::{BusError, RedisBus};
@@ -171,10 +172,10 @@ pub struct ProducerRate {
 }
 
 /// One message to publish: the end of its consumer frame (everything after the epoch), and
-/// the client's id.
+/// the client's id. The tail is shared, not copied, when it goes into the script's arguments.
 #[derive(Debug, Clone)]
 pub struct OutgoingMessage {
-    pub tail: String,
+    pub tail: Str,
     pub client_id: Option<String>,
     /// When the message was accepted (ms since the Unix epoch).
     pub ts: i64,
@@ -193,7 +194,7 @@ impl OutgoingMessage {
         tail.push_str(payload_json);
         tail.push('}');
         OutgoingMessage {
-            tail,
+            tail: Str::from(tail),
             client_id,
             ts,
             payload_at,
@@ -221,6 +222,21 @@ fn epoch_candidate() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 
+/// What every publish of one producer passes the script unchanged — its keys and the head of
+/// its frames — made once (per producer connection) rather than once per round trip.
+#[derive(Debug, Clone)]
+pub struct ProducerScript {
+    producer_id: i64,
+    keys: Vec<Key>,
+    head: Str,
+}
+
+impl ProducerScript {
+    pub fn producer_id(&self) -> i64 {
+        self.producer_id
+    }
+}
+
 #[derive(Clone)]
 pub struct StreamPublisher {
     bus: RedisBus,
@@ -243,28 +259,51 @@ impl StreamPublisher {
         fred::prelude::ClientLike::is_connected(self.bus.publisher())
     }
 
-    /// Publishes `messages`, in order, as producer `producer_id`'s next messages, in one round
-    /// trip, under the producer's `policy` (its history) and `rate`; `seq_floor` is the highest
+    /// The script's fixed arguments for `producer_id`, to keep for its publishes.
+    pub fn script_for(&self, producer_id: i64) -> ProducerScript {
+        let keys = self.bus.keys();
+        ProducerScript {
+            producer_id,
+            keys: [
+                keys.producer_seq(producer_id),
+                keys.producer_channel(producer_id),
+                keys.producer_recent_ids(producer_id),
+                keys.producer_recent_id_order(producer_id),
+                keys.producer_history(producer_id),
+                keys.producer_epoch(producer_id),
+                keys.producer_rate(producer_id),
+            ]
+            .into_iter()
+            .map(Key::from)
+            .collect(),
+            head: Str::from(format!(
+                r#"{{"type":"data","producer_id":{producer_id},"seq":"#
+            )),
+        }
+    }
+
+    /// Publishes `messages`, in order, as the producer's next messages, in one round trip,
+    /// under the producer's `policy` (its history) and `rate`; `seq_floor` is the highest
     /// sequence number the caller knows of, if it knows one (else it is read from Postgres in
     /// the rare case Redis lost the counter). Either the script ran (one [`Published`] per
     /// message, in order: accepted ones, and refused ones past the rate) or nothing was
     /// published.
     pub async fn publish(
         &self,
-        producer_id: i64,
+        producer: &ProducerScript,
         messages: &[OutgoingMessage],
         seq_floor: Option<u64>,
         policy: StreamPolicy,
         rate: ProducerRate,
     ) -> Result<PublishedBatch, PublishError> {
         let first = self
-            .run(producer_id, messages, seq_floor, policy, rate)
+            .run(producer, messages, seq_floor, policy, rate)
             .await?;
         if let Some(batch) = first {
             return Ok(batch);
         }
-        let floor = self.seq_floor(producer_id).await?;
-        self.run(producer_id, messages, Some(floor), policy, rate)
+        let floor = self.seq_floor(producer.producer_id).await?;
+        self.run(producer, messages, Some(floor), policy, rate)
             .await?
             .ok_or_else(|| {
                 PublishError::Bus(BusError::Unexpected(
@@ -276,7 +315,7 @@ impl StreamPublisher {
     /// One run of the script; `None` when it needs the floor.
     async fn run(
         &self,
-        producer_id: i64,
+        producer: &ProducerScript,
         messages: &[OutgoingMessage],
         seq_floor: Option<u64>,
         policy: StreamPolicy,
@@ -288,42 +327,36 @@ impl StreamPublisher {
                 messages: Vec::new(),
             }));
         }
-        let keys = self.bus.keys();
-        let head = format!(r#"{{"type":"data","producer_id":{producer_id},"seq":"#);
         let per_ms = if rate.per_sec == 0 || rate.burst == 0 {
             0.0
         } else {
             f64::from(rate.per_sec) / 1_000.0
         };
         let age_ms = policy.history_age_secs.saturating_mul(1_000).max(1);
-        let mut arguments = Vec::with_capacity(8 + 2 * messages.len());
-        arguments.push(seq_floor.map(|floor| floor.to_string()).unwrap_or_default());
-        arguments.push(head);
-        arguments.push(REMEMBERED_IDS.to_string());
-        arguments.push(epoch_candidate());
-        arguments.push(policy.history_messages.to_string());
-        arguments.push(age_ms.to_string());
-        arguments.push(per_ms.to_string());
-        arguments.push(rate.burst.to_string());
+        let number = |value: u64| RedisValue::Integer(i64::try_from(value).unwrap_or(i64::MAX));
+        let mut arguments: Vec<RedisValue> = Vec::with_capacity(8 + 2 * messages.len());
+        arguments.push(match seq_floor {
+            Some(floor) => number(floor),
+            None => RedisValue::String(Str::from_static("")),
+        });
+        arguments.push(RedisValue::String(producer.head.clone()));
+        arguments.push(number(REMEMBERED_IDS as u64));
+        // Fresh per call: a Redis that lost the producer's state twice gets two new epochs.
+        arguments.push(RedisValue::String(Str::from(epoch_candidate())));
+        arguments.push(number(u64::from(policy.history_messages)));
+        arguments.push(number(age_ms));
+        arguments.push(RedisValue::Double(per_ms));
+        arguments.push(number(u64::from(rate.burst)));
         for message in messages {
-            arguments.push(message.tail.clone());
-            arguments.push(message.client_id.clone().unwrap_or_default());
+            arguments.push(RedisValue::String(message.tail.clone()));
+            arguments.push(match &message.client_id {
+                Some(id) => RedisValue::String(Str::from(id.as_str())),
+                None => RedisValue::String(Str::from_static("")),
+            });
         }
         let answer: Vec<RedisValue> = self
             .script
-            .evalsha_with_reload(
-                self.bus.publisher(),
-                vec![
-                    keys.producer_seq(producer_id),
-                    keys.producer_channel(producer_id),
-                    keys.producer_recent_ids(producer_id),
-                    keys.producer_recent_id_order(producer_id),
-                    keys.producer_history(producer_id),
-                    keys.producer_epoch(producer_id),
-                    keys.producer_rate(producer_id),
-                ],
-                arguments,
-            )
+            .evalsha_with_reload(self.bus.publisher(), producer.keys.clone(), arguments)
             .await?;
         parse_answer(answer, messages.len())
     }
