@@ -1,12 +1,12 @@
 //! The RedisBridge actor: the dispatcher of the deployment's control channel.
 //!
-//! It subscribes to `<prefix>:control` on the instance's Redis subscriber (retrying until Redis
-//! answers), decodes each message into a [`ControlEnvelope`], and forwards it to every actor
-//! that registered with [`RegisterControlListener`]; it also tells registered actors when the
-//! subscriber reconnected (they may have missed events). The subscriber client re-subscribes by
-//! itself after a reconnect. Producer channels on the same subscriber belong to the stream
-//! fan-out (`stream::fanout`). The bridge runs under `actix::Supervisor`, which restarts it,
-//! with its state, if it stops.
+//! It subscribes to `<prefix>:control` on the instance's control-lane Redis subscriber
+//! (retrying until Redis answers), decodes each message into a [`ControlEnvelope`], and
+//! forwards it to every actor that registered with [`RegisterControlListener`]; it also tells
+//! registered actors when that subscriber reconnected (they may have missed events). The
+//! subscriber client re-subscribes by itself after a reconnect. Producer channels are on the
+//! data lane's subscriber, the stream fan-out's (`stream::fanout`). The bridge runs under
+//! `actix::Supervisor`, which restarts it, with its state, if it stops.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use nodegrid_protocol::stream::{Encoding, ServerFrame, close};
 use nodegrid_services::bus::{
-    BusError, Lane, PROBE_RETRY, RedisBus, RedisMessage, new_probe_token, probe_seq, probe_token,
+    BusError, Lane, PROBE_RETRY, RedisBus, RedisMessage, new_probe_token, probe_token,
 };
 use nodegrid_services::streams::history::{
     HistoryPage, StreamHistory, frame_epoch, frame_seq, frame_ts,
@@ -198,8 +198,9 @@ struct ProducerChannel {
     /// The last `seq` seen on the channel: where a session that has had nothing yet catches up
     /// from.
     last_seq: Option<u64>,
-    /// The producer's `seq` when this instance's probe was published, which the probe carries:
-    /// where such a session catches up from if the channel has seen nothing since.
+    /// The producer's `seq` when this instance's latest probe was published (the probe's
+    /// script answers it): where such a session catches up from if the channel has seen
+    /// nothing since.
     live_from: Option<u64>,
 }
 
@@ -467,6 +468,12 @@ impl StreamFanout {
         async move { bus.subscribe_and_probe_producer(producer_id, token).await }
         .into_actor(self)
         .map(move |outcome, fanout, ctx| {
+            // The answer of the latest subscription (a later one still waiting answers later).
+            if let (Ok(seq), Some(state)) = (&outcome, fanout.producers.get_mut(&producer_id))
+                && (state.probe == Some(token) || state.probe.is_none())
+            {
+                state.live_from = Some(*seq);
+            }
             let waiting = move |fanout: &StreamFanout| {
                 fanout
                     .producers
@@ -478,7 +485,7 @@ impl StreamFanout {
                 return;
             }
             let retry = match outcome {
-                Ok(()) => PROBE_RETRY,
+                Ok(_) => PROBE_RETRY,
                 Err(error) => {
                     tracing::warn!(producer_id, %error, "producer channel subscription failed; retrying");
                     SUBSCRIBE_RETRY
@@ -652,18 +659,15 @@ impl StreamHandler<Result<RedisMessage, BroadcastStreamRecvError>> for StreamFan
                 else {
                     return;
                 };
-                let payload = message.value.as_bytes();
-                match payload.and_then(probe_token) {
+                match message.value.as_bytes().and_then(probe_token) {
                     // Every instance's probes reach every subscriber of the channel; only
                     // this one's own tells it something.
                     Some(token) => {
-                        let Some(state) = self.producers.get_mut(&producer_id) else {
-                            return;
-                        };
-                        if state.probe == Some(token) {
-                            if let Some(seq) = payload.and_then(probe_seq) {
-                                state.live_from = Some(seq);
-                            }
+                        let mine = self
+                            .producers
+                            .get(&producer_id)
+                            .is_some_and(|state| state.probe == Some(token));
+                        if mine {
                             self.channel_live(producer_id, ctx);
                         }
                     }
