@@ -306,3 +306,65 @@ async fn heartbeats_provisions_children_and_measures_their_signed_heartbeats() {
     assert_eq!(report["errors"], serde_json::json!({}), "{report}");
     app.shut_down().await.unwrap();
 }
+
+#[actix_web::test]
+async fn the_http_scenario_counts_every_answer_and_its_bytes() {
+    let app = spawn_app().await;
+    let expected = app.get("/health").await.bytes().await.unwrap().len() as u64;
+    let report = bench(&[
+        "--target",
+        &app.address,
+        "--scenario",
+        "http",
+        "--path",
+        "/health",
+        "--rate",
+        "200",
+        "--connections",
+        "4",
+        "--seconds",
+        "1",
+        "--header",
+        "Accept-Encoding: gzip",
+    ])
+    .await;
+    let requests = report["requests"].as_u64().unwrap();
+    assert!(requests >= 150, "{report:#}");
+    assert_eq!(report["ok"], requests, "{report:#}");
+    assert_eq!(report["errors"], serde_json::json!({}));
+    assert_eq!(report["mean_body_bytes"], expected);
+    assert_eq!(
+        report["headers"],
+        serde_json::json!(["Accept-Encoding: gzip"])
+    );
+    // Answers other than 2xx are counted by status, and the connection goes on.
+    let missing = bench(&[
+        "--target",
+        &app.address,
+        "--scenario",
+        "http",
+        "--path",
+        "/no/such/path",
+        "--rate",
+        "20",
+        "--connections",
+        "2",
+        "--seconds",
+        "1",
+    ])
+    .await;
+    let requests = missing["requests"].as_u64().unwrap();
+    assert_eq!(missing["ok"], 0);
+    let counted: u64 = missing["errors"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|count| count.as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, requests, "{missing:#}");
+    assert!(
+        missing["errors"]["404"].as_u64().unwrap() > 0,
+        "{missing:#}"
+    );
+    app.shut_down().await.unwrap();
+}

@@ -627,6 +627,76 @@ async fn offline_nodes_reach_the_graveyard_and_an_admin_prunes_them_on_every_ins
 }
 
 #[actix_web::test]
+async fn a_page_is_sent_gzip_encoded_to_clients_that_accept_it() {
+    let sim = sim(SimOptions {
+        seeds: 2,
+        pods: 300,
+        seed: 8,
+        ..SimOptions::default()
+    });
+    let database = Arc::new(fresh_database().await);
+    let app = spawn_app_with(database.clone(), settings_for(&database, &sim)).await;
+    first_cycle(&app).await;
+    let path = "/api/xandeum/pnodes?status=all&limit=100";
+    let fetch = |accept: &'static str| {
+        let request = app.http.get(format!("{}{path}", app.address));
+        let request = if accept.is_empty() {
+            request
+        } else {
+            request.header("accept-encoding", accept)
+        };
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            let headers = response.headers().clone();
+            let vary = headers
+                .get_all("vary")
+                .iter()
+                .map(|value| value.to_str().unwrap().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+                .join(", ");
+            assert!(vary.contains("accept-encoding"), "Vary: {vary}");
+            let encoding = headers
+                .get("content-encoding")
+                .map(|value| value.to_str().unwrap().to_owned());
+            (encoding, response.bytes().await.unwrap())
+        }
+    };
+    let (plain_encoding, plain) = fetch("").await;
+    assert_eq!(plain_encoding, None);
+    let (encoding, compressed) = fetch("br, gzip, deflate").await;
+    assert_eq!(encoding.as_deref(), Some("gzip"));
+    assert!(
+        compressed.len() * 4 < plain.len(),
+        "{} bytes compressed of {}",
+        compressed.len(),
+        plain.len()
+    );
+    let mut decoded = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(&compressed[..]),
+        &mut decoded,
+    )
+    .unwrap();
+    let (plain, decoded): (Value, Value) = (
+        serde_json::from_slice(&plain).unwrap(),
+        serde_json::from_slice(&decoded).unwrap(),
+    );
+    // The same page; only the answer's clock may have moved on by a second.
+    assert_eq!(decoded["pnodes"], plain["pnodes"]);
+    assert_eq!(decoded["pagination"], plain["pagination"]);
+    assert_eq!(decoded["pnodes"].as_array().unwrap().len(), 100);
+    // gzip refused, or not offered: the page as it is.
+    for accept in ["gzip;q=0", "identity", "br"] {
+        let (encoding, body) = fetch(accept).await;
+        assert_eq!(encoding, None, "Accept-Encoding: {accept}");
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["pnodes"], plain["pnodes"], "Accept-Encoding: {accept}");
+    }
+    sim.stop().await;
+}
+
+#[actix_web::test]
 async fn filters_sorting_and_pagination_are_consistent_and_validated() {
     let sim = sim(SimOptions {
         seeds: 3,

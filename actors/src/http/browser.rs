@@ -121,6 +121,8 @@ fn decorate(
 ) {
     // A page of the server's own (the GraphQL query page) states its own policy.
     let own_policy = headers.contains_key(header::CONTENT_SECURITY_POLICY);
+    // Appended: a handler may vary on more (`/pnodes` on `Accept-Encoding`).
+    headers.append(header::VARY, HeaderValue::from_static("Origin"));
     let mut set = |name: HeaderName, value: &str| {
         if let Ok(value) = HeaderValue::from_str(value) {
             headers.insert(name, value);
@@ -135,7 +137,6 @@ fn decorate(
             if docs { DOCS_CSP } else { API_CSP },
         );
     }
-    set(header::VARY, "Origin");
     if let Some(origin) = allowed_origin {
         set(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
         set(header::ACCESS_CONTROL_EXPOSE_HEADERS, "Retry-After");

@@ -32,11 +32,15 @@ use actix_web::web;
 
 use self::routing::get_only;
 
-/// Registers every route of the server.
+/// Registers every route of the server. The router tries them in this order, a pattern with
+/// parameters by a regular expression, so the public `/api/xandeum` scope (by far the most
+/// requested, one prefix test for all its routes) comes before the many parameterised admin
+/// routes; no two modules' paths overlap, so the order changes no answer.
 pub fn routes(config: &mut web::ServiceConfig) {
     config
         .service(get_only("/health", probes::health))
         .service(get_only("/ready", probes::ready))
+        .configure(pnodes::routes)
         .configure(identity::routes)
         .configure(admin::routes)
         .configure(sockets::routes)
@@ -47,7 +51,6 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .configure(children::routes)
         .configure(child::routes)
         .configure(nodes::routes)
-        .configure(pnodes::routes)
         .configure(console::routes)
         .configure(openapi::routes);
 }

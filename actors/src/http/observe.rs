@@ -1,5 +1,7 @@
 //! Request observation: one counter, one latency histogram and one log line per request.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
@@ -37,7 +39,7 @@ pub async fn observe_request(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     let method = method_label(request.method());
-    // Paths are the client's text: cut short in logs, and never the query (it may hold a token).
+    // Copied: the router needs the request unshared (a clone of it makes routing panic).
     let path: String = request.path().chars().take(MAX_LOGGED_PATH_CHARS).collect();
     let outcome = next.call(request).await;
     let elapsed = started.elapsed();
@@ -49,13 +51,7 @@ pub async fn observe_request(
         Err(error) => (error.as_response_error().status_code().as_u16(), None),
     };
     let route = route.unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
-    let labels = [
-        ("method", method.to_owned()),
-        ("route", route.clone()),
-        ("status", status.to_string()),
-    ];
-    metrics::counter!(HTTP_REQUESTS_TOTAL, &labels).increment(1);
-    metrics::histogram!(HTTP_REQUEST_DURATION_SECONDS, &labels).record(elapsed.as_secs_f64());
+    count(method, &route, status, elapsed.as_secs_f64());
     let latency_ms = elapsed.as_secs_f64() * 1_000.0;
     // Probes and scrapes arrive every few seconds; keep them out of the info log.
     if matches!(route.as_str(), "/health" | "/ready" | "/metrics") && status < 500 {
@@ -64,4 +60,44 @@ pub async fn observe_request(
         tracing::info!(%method, %route, %path, status, latency_ms, "request");
     }
     outcome
+}
+
+/// The request counter and latency histogram of one method, route and status.
+struct RouteMetrics {
+    requests: metrics::Counter,
+    latency: metrics::Histogram,
+}
+
+thread_local! {
+    /// This worker thread's handles, by method and status, then route: registering a series
+    /// (building its key, hashing it, looking it up) costs more than the request it counts, so
+    /// it is done once per series and thread. Bounded as the labels are: methods and routes
+    /// are fixed sets, statuses three digits.
+    static ROUTE_METRICS: RefCell<HashMap<(&'static str, u16), RoutesMetrics>> =
+        RefCell::default();
+}
+
+/// The handles of one method and status, by route.
+type RoutesMetrics = HashMap<String, RouteMetrics>;
+
+fn count(method: &'static str, route: &str, status: u16, seconds: f64) {
+    ROUTE_METRICS.with_borrow_mut(|by_method_status| {
+        let by_route = by_method_status.entry((method, status)).or_default();
+        if !by_route.contains_key(route) {
+            let labels = [
+                ("method", method.to_owned()),
+                ("route", route.to_owned()),
+                ("status", status.to_string()),
+            ];
+            let handles = RouteMetrics {
+                requests: metrics::counter!(HTTP_REQUESTS_TOTAL, &labels),
+                latency: metrics::histogram!(HTTP_REQUEST_DURATION_SECONDS, &labels),
+            };
+            by_route.insert(route.to_owned(), handles);
+        }
+        if let Some(handles) = by_route.get(route) {
+            handles.requests.increment(1);
+            handles.latency.record(seconds);
+        }
+    });
 }

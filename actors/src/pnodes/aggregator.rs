@@ -16,6 +16,7 @@ use nodegrid_protocol::registry::{NodeStatus, NodeType};
 use nodegrid_services::bus::RedisBus;
 use nodegrid_services::lease::Leadership;
 use nodegrid_services::pnodes::PnodeSettings;
+use nodegrid_services::pnodes::background;
 use nodegrid_services::pnodes::changes;
 use nodegrid_services::pnodes::cycle::{CycleStats, Registry, SeedPoll, apply_cycle};
 use nodegrid_services::pnodes::store::{
@@ -238,37 +239,14 @@ fn unix_now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-/// Runs a cycle's computation on a thread of its own at a lower priority (nice ≈ 9), so that
-/// the request threads of the same instance come first when the cores are busy: the cycle can
-/// wait some milliseconds, a request should not. `None` if it panicked.
+/// Runs a cycle's computation on a thread of its own below the request threads (see
+/// [`background`]): the cycle can wait some milliseconds, a request should not. `None` if it
+/// panicked.
 async fn on_cycle_thread<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Option<T> {
-    let (done, result) = tokio::sync::oneshot::channel();
-    let spawned = std::thread::Builder::new()
-        .name("pnode-cycle".into())
-        .spawn(move || {
-            let lower = thread_priority::ThreadPriorityValue::try_from(CYCLE_PRIORITY)
-                .map(thread_priority::ThreadPriority::Crossplatform)
-                .map_err(|error| error.to_string())
-                .and_then(|priority| {
-                    thread_priority::set_current_thread_priority(priority)
-                        .map_err(|error| error.to_string())
-                });
-            if let Err(error) = lower {
-                tracing::debug!(%error, "the pNode cycle runs at the usual priority");
-            }
-            let _ = done.send(work());
-        });
-    if let Err(error) = spawned {
-        tracing::warn!(%error, "cannot start the pNode cycle's thread");
-        return None;
-    }
-    result.await.ok()
+    background::run("pnode-cycle", work).await
 }
-
-/// The cycle thread's priority on thread-priority's 0–99 scale: niceness 9 on Linux.
-const CYCLE_PRIORITY: u8 = 23;
 
 /// Unchanged rows a cycle may write: twice what goes round every node once per steady period
 /// at this interval (so a backlog drains), and at least a hundred.
@@ -298,7 +276,7 @@ async fn resume_from_store(
     let settings = context.settings.clone();
     // Without the stored view the next cycle's changes would be counted from nothing (every
     // node "appeared"): a failure here fails the cycle, which is retried.
-    let view = tokio::task::spawn_blocking(move || {
+    let view = on_cycle_thread(move || {
         NetworkView::build(
             &record,
             &settings.analytics,
@@ -306,7 +284,7 @@ async fn resume_from_store(
         )
     })
     .await
-    .map_err(|_| StoreError::Codec("the stored snapshot's view could not be built".into()))?;
+    .ok_or_else(|| StoreError::Codec("the stored snapshot's view could not be built".into()))?;
     Ok((registry, cycle, Arc::new(view)))
 }
 
@@ -561,7 +539,7 @@ enum Serve {
 /// Builds the view of `record` off the actor thread and serves it.
 async fn publish_record(context: &Arc<AggregatorContext>, record: SnapshotRecord, serve: Serve) {
     let settings = context.settings.clone();
-    let built = tokio::task::spawn_blocking(move || {
+    let built = on_cycle_thread(move || {
         let view = NetworkView::build(
             &record,
             &settings.analytics,
@@ -570,7 +548,7 @@ async fn publish_record(context: &Arc<AggregatorContext>, record: SnapshotRecord
         (record, view)
     })
     .await;
-    if let Ok((record, view)) = built {
+    if let Some((record, view)) = built {
         let (record, view) = (Arc::new(record), Arc::new(view));
         match serve {
             Serve::IfNewer => context.cell.set_if_newer(record, view),

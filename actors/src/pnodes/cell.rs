@@ -8,6 +8,7 @@ use bytes::Bytes;
 use nodegrid_protocol::pnode_api::changes::{PnodeChange, PnodeSocketMessage};
 use nodegrid_protocol::pnode_api::network::SnapshotSummary;
 use nodegrid_services::pnodes::api::snapshot_summary;
+use nodegrid_services::pnodes::background::{Retirable, retire};
 use nodegrid_services::pnodes::view::{NetworkView, SnapshotRecord};
 use tokio::sync::broadcast;
 
@@ -20,6 +21,12 @@ const UPDATES_BUFFERED: usize = 16;
 struct Served {
     record: Option<Arc<SnapshotRecord>>,
     view: Arc<NetworkView>,
+}
+
+impl Retirable for Served {
+    fn still_read(&self) -> bool {
+        self.view.still_read() || self.record.as_ref().is_some_and(Retirable::still_read)
+    }
 }
 
 /// A newly served cycle, as the live sockets need it: small (a socket that falls behind holds
@@ -113,13 +120,14 @@ impl SnapshotCell {
 
     pub fn set(&self, record: Arc<SnapshotRecord>, view: Arc<NetworkView>) {
         observe(&view);
-        {
-            let mut served = self.served.write().unwrap_or_else(PoisonError::into_inner);
-            *served = Served {
+        let replaced = std::mem::replace(
+            &mut *self.served.write().unwrap_or_else(PoisonError::into_inner),
+            Served {
                 record: Some(record.clone()),
                 view: view.clone(),
-            };
-        }
+            },
+        );
+        retire(Box::new(replaced));
         self.announce(&record, &view);
     }
 
@@ -139,18 +147,23 @@ impl SnapshotCell {
         view: Arc<NetworkView>,
         take: fn(i64, i64) -> bool,
     ) {
-        let newer = {
+        let (newer, replaced) = {
             let mut served = self.served.write().unwrap_or_else(PoisonError::into_inner);
             if !take(view.cycle, served.view.cycle) {
                 return;
             }
             let newer = view.cycle > served.view.cycle;
-            *served = Served {
-                record: Some(record.clone()),
-                view: view.clone(),
-            };
-            newer
+            let replaced = std::mem::replace(
+                &mut *served,
+                Served {
+                    record: Some(record.clone()),
+                    view: view.clone(),
+                },
+            );
+            (newer, replaced)
         };
+        // Freed after the lock is let go, and not by a request: see `retire`.
+        retire(Box::new(replaced));
         observe(&view);
         // An edit of the served cycle (a prune) is not a cycle of its own.
         if newer {

@@ -11,11 +11,15 @@ use serde::Serialize;
 use super::measure::{new_histogram, own_cpu, server_cpu, server_peak_rss};
 use super::options::BenchOptions;
 use super::plan::BenchError;
+use super::raw_http::RawGet;
 use super::report::Latency;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct HttpReport {
     pub url: String,
+    /// The headers sent with every request, `Name: value`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<String>,
     pub target_rate: f64,
     pub connections: usize,
     pub seconds: f64,
@@ -30,6 +34,41 @@ pub struct HttpReport {
     pub server_cpu_seconds: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_peak_rss_mib: Option<f64>,
+}
+
+/// How long one request may take before it counts as a `timeout`.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a worker makes its requests: over `http://` with the minimal client of
+/// [`super::raw_http`], otherwise (TLS) with reqwest.
+enum Getter {
+    Raw(RawGet),
+    Client(reqwest::Client, String),
+}
+
+impl Getter {
+    /// The answer's status and body length, or the kind of failure.
+    async fn get(&mut self) -> Result<(u16, usize), &'static str> {
+        match self {
+            Getter::Raw(raw) => raw
+                .get()
+                .await
+                .map(|answer| (answer.status, answer.body_bytes))
+                .map_err(|error| error.kind()),
+            Getter::Client(client, url) => {
+                let response = client.get(url.as_str()).send().await.map_err(|error| {
+                    if error.is_timeout() {
+                        "timeout"
+                    } else {
+                        "connect"
+                    }
+                })?;
+                let status = response.status().as_u16();
+                let body = response.bytes().await.map_err(|_| "body")?;
+                Ok((status, body.len()))
+            }
+        }
+    }
 }
 
 /// What one worker of an open-loop run counted.
@@ -57,13 +96,31 @@ pub async fn run(options: &BenchOptions) -> Result<(), BenchError> {
     let cpu_before = (own_cpu(), server_cpu(&options.server_pid));
     let started = Instant::now();
     let mut workers = Vec::with_capacity(connections);
+    let parsed =
+        reqwest::Url::parse(&url).map_err(|error| BenchError::Setup(format!("{url}: {error}")))?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (name, value) in &options.headers {
+        let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|error| BenchError::Setup(format!("header {name}: {error}")))?;
+        let value = reqwest::header::HeaderValue::from_str(value)
+            .map_err(|error| BenchError::Setup(format!("header {name}: {error}")))?;
+        headers.append(name, value);
+    }
     for index in 0..connections {
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(1)
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|error| BenchError::Setup(format!("HTTP client: {error}")))?;
-        let url = url.clone();
+        let mut getter = if parsed.scheme() == "http" {
+            Getter::Raw(
+                RawGet::new(&parsed, &options.headers, REQUEST_TIMEOUT)
+                    .map_err(BenchError::Setup)?,
+            )
+        } else {
+            let client = reqwest::Client::builder()
+                .default_headers(headers.clone())
+                .pool_max_idle_per_host(1)
+                .timeout(REQUEST_TIMEOUT)
+                .build()
+                .map_err(|error| BenchError::Setup(format!("HTTP client: {error}")))?;
+            Getter::Client(client, url.clone())
+        };
         let mut histogram = new_histogram()?;
         // Spread the workers' ticks over one period.
         let offset = period.mul_f64(index as f64 / connections as f64);
@@ -74,26 +131,13 @@ pub async fn run(options: &BenchOptions) -> Result<(), BenchError> {
             while scheduled < started + duration {
                 tokio::time::sleep_until(scheduled.into()).await;
                 requests += 1;
-                match client.get(&url).send().await {
-                    Ok(response) => {
-                        let status = response.status();
-                        match response.bytes().await {
-                            Ok(body) if status.is_success() => {
-                                ok += 1;
-                                body_bytes += body.len() as u64;
-                            }
-                            Ok(_) => *errors.entry(status.as_u16().to_string()).or_default() += 1,
-                            Err(_) => *errors.entry("body".into()).or_default() += 1,
-                        }
+                match getter.get().await {
+                    Ok((status, bytes)) if (200..300).contains(&status) => {
+                        ok += 1;
+                        body_bytes += bytes as u64;
                     }
-                    Err(error) => {
-                        let kind = if error.is_timeout() {
-                            "timeout"
-                        } else {
-                            "connect"
-                        };
-                        *errors.entry(kind.into()).or_default() += 1;
-                    }
+                    Ok((status, _)) => *errors.entry(status.to_string()).or_default() += 1,
+                    Err(kind) => *errors.entry(kind.into()).or_default() += 1,
                 }
                 let latency = scheduled.elapsed().as_micros().max(1) as u64;
                 let _ = histogram.record(latency.min(100_000_000));
@@ -139,6 +183,11 @@ pub(super) async fn finish(
     let ms = |quantile: f64| total.value_at_quantile(quantile) as f64 / 1_000.0;
     let report = HttpReport {
         url,
+        headers: options
+            .headers
+            .iter()
+            .map(|(name, value)| format!("{name}: {value}"))
+            .collect(),
         target_rate: options.rate,
         connections,
         seconds: elapsed,
@@ -181,8 +230,13 @@ fn print(report: &HttpReport, options: &BenchOptions) {
         );
         println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
         println!(
-            "| `{}` | {:.0} | {:.0} | {} | {:?} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |",
+            "| `{}`{} | {:.0} | {:.0} | {} | {:?} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |",
             report.url,
+            report
+                .headers
+                .iter()
+                .map(|header| format!(" with `{header}`"))
+                .collect::<String>(),
             report.target_rate,
             report.achieved_rate,
             report.ok,
@@ -200,8 +254,13 @@ fn print(report: &HttpReport, options: &BenchOptions) {
         return;
     }
     println!(
-        "http GET {}: {} requests in {:.1} s ({:.0}/s of {:.0}/s asked, {} connections), {} ok, errors {:?}",
+        "http GET {}{}: {} requests in {:.1} s ({:.0}/s of {:.0}/s asked, {} connections), {} ok, errors {:?}",
         report.url,
+        report
+            .headers
+            .iter()
+            .map(|header| format!(" with {header}"))
+            .collect::<String>(),
         report.requests,
         report.seconds,
         report.achieved_rate,

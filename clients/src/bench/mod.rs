@@ -20,6 +20,7 @@ mod mqtt;
 mod nodegrid;
 pub mod options;
 mod plan;
+mod raw_http;
 mod report;
 
 use self::measure::{Watched, server_peak_rss, server_rss};

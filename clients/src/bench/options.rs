@@ -79,6 +79,11 @@ pub struct BenchOptions {
     /// `http`: the path (and query) to GET.
     #[arg(long, default_value = "/api/xandeum/pnodes?limit=100")]
     pub path: String,
+    /// `http`: a header sent with every request, `Name: value` (repeatable), e.g.
+    /// `--header 'Accept-Encoding: gzip'` to be answered compressed; bodies are counted as
+    /// they arrive, not decoded.
+    #[arg(long = "header", value_parser = parse_header)]
+    pub headers: Vec<(String, String)>,
     /// `http`: concurrent connections the rate is spread over.
     #[arg(long, default_value_t = 16)]
     pub connections: usize,
@@ -101,4 +106,16 @@ pub struct BenchOptions {
     /// Print the report as a Markdown table: a header, then a row per target.
     #[arg(long)]
     pub markdown: bool,
+}
+
+/// `Name: value` → (name, value).
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once(':')
+        .ok_or_else(|| format!("`{text}` is not `Name: value`"))?;
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(format!("`{text}` names no header"));
+    }
+    Ok((name.to_owned(), value.trim().to_owned()))
 }

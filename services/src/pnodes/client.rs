@@ -10,6 +10,7 @@ use nodegrid_protocol::prpc::{
 use serde_json::Value;
 
 use super::Seed;
+use super::background;
 use super::cycle::SeedPoll;
 
 /// Why one call failed.
@@ -25,6 +26,9 @@ pub enum CallError {
     TooLarge(usize),
     #[error(transparent)]
     Answer(#[from] RpcAnswerError),
+    /// The thread that reads answers could not be started, or stopped while reading.
+    #[error("the answer could not be read")]
+    Unread,
 }
 
 impl CallError {
@@ -38,6 +42,7 @@ impl CallError {
             CallError::Answer(RpcAnswerError::NotJson(_)) => "not_json",
             CallError::Answer(RpcAnswerError::Rpc { .. }) => "rpc_error",
             CallError::Answer(RpcAnswerError::NoResult) => "no_result",
+            CallError::Unread => "unread",
         }
     }
 }
@@ -67,9 +72,10 @@ impl PrpcClient {
         })
     }
 
-    /// One JSON-RPC call: its `result`, or why not. The whole call (connect, send, read) is
-    /// bounded by the timeout; the body is read in chunks and refused past the cap.
-    pub async fn call(&self, seed: &Seed, method: &str) -> Result<Value, CallError> {
+    /// One JSON-RPC call's answer, unread: the body, or why there is none. The whole call
+    /// (connect, send, read) is bounded by the timeout; the body is read in chunks and refused
+    /// past the cap.
+    async fn fetch(&self, seed: &Seed, method: &str) -> Result<Vec<u8>, CallError> {
         let request = RpcRequest::new(method, 1);
         let work = async {
             let mut response = self
@@ -93,7 +99,7 @@ impl PrpcClient {
                 }
                 body.extend_from_slice(&chunk);
             }
-            Ok(prpc::parse_answer(&body)?)
+            Ok(body)
         };
         tokio::time::timeout(self.timeout, work)
             .await
@@ -101,7 +107,9 @@ impl PrpcClient {
     }
 
     /// The seed's version, stats and pods, the three calls at once; `get-pods` when the seed
-    /// does not know `get-pods-with-stats`. The poll succeeds when the pods could be had.
+    /// does not know `get-pods-with-stats`. The poll succeeds when the pods could be had. The
+    /// answers (a pod list is megabytes of JSON) are read on a background thread, below the
+    /// threads that serve requests.
     pub async fn poll(
         &self,
         seed: &Seed,
@@ -109,36 +117,67 @@ impl PrpcClient {
     ) -> (SeedPoll, Vec<(&'static str, CallError)>) {
         let started = Instant::now();
         let (version, stats, pods) = tokio::join!(
-            self.call(seed, METHOD_GET_VERSION),
-            self.call(seed, METHOD_GET_STATS),
-            self.call(seed, METHOD_GET_PODS_WITH_STATS),
+            self.fetch(seed, METHOD_GET_VERSION),
+            self.fetch(seed, METHOD_GET_STATS),
+            self.fetch(seed, METHOD_GET_PODS_WITH_STATS),
         );
+        let read = background::run("pnode-read", move || {
+            let mut tally = ParseTally::default();
+            let version =
+                read_answer(version).map(|result| prpc::parse_version(&result, &mut tally));
+            let stats = read_answer(stats).map(|result| prpc::parse_stats(&result, &mut tally));
+            let pods = read_answer(pods).map(|result| prpc::parse_pods(&result, &mut tally));
+            (version, stats, pods, tally)
+        })
+        .await;
+        let (version, stats, pods, mut tally) = read.unwrap_or_else(|| {
+            (
+                Err(CallError::Unread),
+                Err(CallError::Unread),
+                Err(CallError::Unread),
+                ParseTally::default(),
+            )
+        });
         let (pods, pods_method) = match pods {
             Err(CallError::Answer(RpcAnswerError::Rpc { code, .. }))
                 if code == METHOD_NOT_FOUND =>
             {
-                (self.call(seed, METHOD_GET_PODS).await, METHOD_GET_PODS)
+                let body = self.fetch(seed, METHOD_GET_PODS).await;
+                let read = background::run("pnode-read", move || {
+                    let mut tally = ParseTally::default();
+                    let pods =
+                        read_answer(body).map(|result| prpc::parse_pods(&result, &mut tally));
+                    (pods, tally)
+                })
+                .await;
+                let pods = match read {
+                    Some((pods, read_tally)) => {
+                        tally.add(read_tally);
+                        pods
+                    }
+                    None => Err(CallError::Unread),
+                };
+                (pods, METHOD_GET_PODS)
             }
             other => (other, METHOD_GET_PODS_WITH_STATS),
         };
-        let mut tally = ParseTally::default();
         let mut failures = Vec::new();
         let version = match version {
-            Ok(result) => prpc::parse_version(&result, &mut tally),
+            Ok(version) => version,
             Err(error) => {
                 failures.push((METHOD_GET_VERSION, error));
                 None
             }
         };
         let stats = match stats {
-            Ok(result) => Some(prpc::parse_stats(&result, &mut tally)),
+            Ok(stats) => Some(stats),
             Err(error) => {
                 failures.push((METHOD_GET_STATS, error));
                 None
             }
         };
         let (pods, error) = match pods {
-            Ok(result) => (Some(prpc::parse_pods(&result, &mut tally)), None),
+            Ok(pods) => (Some(pods), None),
             Err(error) => {
                 let message = format!("{pods_method}: {error}");
                 failures.push((pods_method, error));
@@ -158,4 +197,9 @@ impl PrpcClient {
         };
         (poll, failures)
     }
+}
+
+/// A call's `result`, read from its body.
+fn read_answer(body: Result<Vec<u8>, CallError>) -> Result<Value, CallError> {
+    Ok(prpc::parse_answer(&body?)?)
 }

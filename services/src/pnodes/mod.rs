@@ -8,6 +8,7 @@
 
 pub mod alerts;
 pub mod api;
+pub mod background;
 pub mod changes;
 pub mod client;
 pub mod cycle;

@@ -1,6 +1,6 @@
 //! `/pnodes`, `/recommendations` and `/pnodes/compare`.
 
-use actix_web::http::header::ContentType;
+use actix_web::http::header::{self, AcceptEncoding, ContentType, Encoding};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use nodegrid_protocol::error::ErrorBody;
@@ -34,15 +34,32 @@ pub async fn pnodes(
     let request = query.into_inner().check()?;
     let view = current(&state)?;
     let second = now();
-    let body = view.pages.get_or_build(http.query_string(), second, || {
+    let page = view.pages.get_or_build(http.query_string(), second, || {
         let page = api::nodes::pnodes_page(&view, request, second);
         serde_json::to_vec(&page)
             .map(Bytes::from)
             .map_err(ApiError::internal)
     })?;
-    Ok(HttpResponse::Ok()
+    let mut response = HttpResponse::Ok();
+    response
         .content_type(ContentType::json())
-        .body(body))
+        .insert_header((header::VARY, "accept-encoding"));
+    match accepts_gzip(&http).then(|| page.gzip()).flatten() {
+        Some(gzip) => Ok(response
+            .insert_header((header::CONTENT_ENCODING, "gzip"))
+            .body(gzip)),
+        None => Ok(response.body(page.json())),
+    }
+}
+
+/// Whether the client prefers gzip to the answer as it is (`Accept-Encoding`, q-values
+/// honoured); an unreadable header counts as none.
+fn accepts_gzip(http: &HttpRequest) -> bool {
+    let offered = [Encoding::gzip(), Encoding::identity()];
+    <AcceptEncoding as header::Header>::parse(http)
+        .ok()
+        .and_then(|accepted| accepted.negotiate(offered.iter()))
+        == Some(Encoding::gzip())
 }
 
 #[utoipa::path(get, path = "/api/xandeum/recommendations", tag = "pnodes",

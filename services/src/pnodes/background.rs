@@ -1,0 +1,137 @@
+//! Where the pNode side's heavy work runs: below the request threads' priority.
+//!
+//! An instance serves `/api/xandeum` from the same cores that parse the seeds' answers
+//! (megabytes of JSON a cycle), compute the cycle and free the snapshot it replaces. All of
+//! that can wait some milliseconds; a request should not. So it runs on threads at niceness 9
+//! ([`BACKGROUND_PRIORITY`]): [`run`] gives a piece of work a thread of its own, and
+//! [`retire`] frees what a swap replaced once the requests still reading it are done.
+
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+/// The priority of background threads on thread-priority's 0–99 scale: niceness 9 on Linux.
+pub const BACKGROUND_PRIORITY: u8 = 23;
+
+/// How long a replaced value waits for its last readers before it is freed anyway.
+const RETIRE_WAIT: Duration = Duration::from_secs(10);
+/// How often the retiring thread looks whether the readers are done.
+const RETIRE_POLL: Duration = Duration::from_millis(20);
+
+/// Lowers the calling thread to [`BACKGROUND_PRIORITY`]; where the system refuses, the work
+/// runs at the usual priority (logged at debug).
+pub fn lower_current_thread() {
+    let lowered = thread_priority::ThreadPriorityValue::try_from(BACKGROUND_PRIORITY)
+        .map(thread_priority::ThreadPriority::Crossplatform)
+        .map_err(|error| error.to_string())
+        .and_then(|priority| {
+            thread_priority::set_current_thread_priority(priority)
+                .map_err(|error| error.to_string())
+        });
+    if let Err(error) = lowered {
+        tracing::debug!(%error, "pNode background work runs at the usual priority");
+    }
+}
+
+/// Runs `work` on a thread of its own below the request threads, and waits for it without
+/// blocking the caller's runtime. `None` if it panicked or no thread could be started.
+pub async fn run<T: Send + 'static>(
+    name: &'static str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            lower_current_thread();
+            let _ = done.send(work());
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, thread = name, "cannot start a pNode background thread");
+        return None;
+    }
+    result.await.ok()
+}
+
+/// Something shared with readers, freed when they are done with it.
+pub trait Retirable: Send + 'static {
+    /// Whether a reader still holds a share of it.
+    fn still_read(&self) -> bool;
+}
+
+impl<T: Send + Sync + 'static> Retirable for Arc<T> {
+    fn still_read(&self) -> bool {
+        Arc::strong_count(self) > 1
+    }
+}
+
+/// Frees `replaced` on the retiring thread, below the request threads, once no reader holds
+/// a share of it (or after [`RETIRE_WAIT`]): a snapshot of 10,000 nodes takes milliseconds to
+/// free, which would otherwise fall on whichever request dropped the last share. Freed here
+/// at once when the retiring thread cannot be started.
+pub fn retire(replaced: Box<dyn Retirable>) {
+    static RETIRING: OnceLock<Option<Mutex<RetiringQueue>>> = OnceLock::new();
+    let sender = RETIRING.get_or_init(|| {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("pnode-retire".into())
+            .spawn(move || retire_loop(receiver))
+            .map_err(|error| tracing::warn!(%error, "cannot start the pNode retiring thread"))
+            .ok()
+            .map(|_| Mutex::new(sender))
+    });
+    if let Some(sender) = sender {
+        let sent = sender
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .send(replaced);
+        // The thread is gone (it panicked): free it here, as without it.
+        drop(sent);
+    }
+}
+
+/// Where [`retire`] hands replaced values to the retiring thread.
+type RetiringQueue = Sender<Box<dyn Retirable>>;
+
+fn retire_loop(receiver: Receiver<Box<dyn Retirable>>) {
+    lower_current_thread();
+    while let Ok(replaced) = receiver.recv() {
+        let since = Instant::now();
+        while replaced.still_read() && since.elapsed() < RETIRE_WAIT {
+            std::thread::sleep(RETIRE_POLL);
+        }
+        drop(replaced);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records the name of the thread that drops it.
+    struct Tracked(Arc<Mutex<Option<String>>>);
+
+    impl Drop for Tracked {
+        fn drop(&mut self) {
+            let name = std::thread::current().name().map(str::to_owned);
+            *self.0.lock().unwrap() = Some(name.unwrap_or_default());
+        }
+    }
+
+    #[test]
+    fn a_retired_value_is_freed_on_the_retiring_thread_once_its_readers_let_go() {
+        let dropped_on = Arc::new(Mutex::new(None));
+        let served = Arc::new(Tracked(dropped_on.clone()));
+        let reader = served.clone();
+        retire(Box::new(served));
+        // The retiring thread holds its share until it sees the reader's gone, so the reader's
+        // drop is never the last one.
+        drop(reader);
+        let since = Instant::now();
+        while dropped_on.lock().unwrap().is_none() {
+            assert!(since.elapsed() < Duration::from_secs(5), "never freed");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(dropped_on.lock().unwrap().as_deref(), Some("pnode-retire"));
+    }
+}
