@@ -4,6 +4,8 @@
 #
 #   1. the aggregation cycle for 10,000 pods gossiped by 9 simulated seeds, Postgres writes
 #      included (the server's own cycle timer, read from its log);
+#   0. the machine's floor: how late a thread wakes from a timed sleep, nothing else running
+#      (`nodegrid bench --scenario wakeup`); every latency below holds at least two wake-ups;
 #   2. GET /api/xandeum/pnodes?limit=100 at 10,000 nodes under load up to 10,000 requests/s,
 #      with `nodegrid bench --scenario http` (open loop: latency from each request's scheduled
 #      time), plain and with `Accept-Encoding: gzip`; each 20 s run spans two cycles, so the
@@ -28,6 +30,11 @@ ensure_cargo
 ensure_postgres
 ensure_redis
 cargo build --release --locked --bin nodegrid >&2
+
+# The machine's own floor, before anything else runs: how late a thread wakes from a sleep.
+say "nodegrid bench --scenario wakeup --rate 1000 --seconds $seconds"
+floor=$(target/release/nodegrid bench --scenario wakeup --rate 1000 --seconds "$seconds" --markdown)
+echo "$floor"
 
 work=$(mktemp -d)
 database=nodegrid_pbench_$$
@@ -101,6 +108,10 @@ section=$(mktemp)
   echo "| the same, after the first cycle | $(stat_after ms) |"
   echo "| of which the Postgres transaction, ms | $(stat write_ms) |"
   echo "| polling one seed (three calls, ~4,500 pods answered), mean ms | $poll |"
+  echo
+  echo "The machine's floor, measured first with nothing else running (\`nodegrid bench --scenario wakeup --rate 1000 --seconds $seconds\`): how late a thread wakes from a timed sleep."
+  echo
+  echo "$floor"
   echo
   echo "$header"
   printf '%s\n' "${rows[@]}"

@@ -328,8 +328,9 @@ async fn the_http_scenario_counts_every_answer_and_its_bytes() {
         "Accept-Encoding: gzip",
     ])
     .await;
+    // The schedule is exact: rate × seconds requests, however late some are.
     let requests = report["requests"].as_u64().unwrap();
-    assert!(requests >= 150, "{report:#}");
+    assert_eq!(requests, 200, "{report:#}");
     assert_eq!(report["ok"], requests, "{report:#}");
     assert_eq!(report["errors"], serde_json::json!({}));
     assert_eq!(report["mean_body_bytes"], expected);
@@ -367,4 +368,14 @@ async fn the_http_scenario_counts_every_answer_and_its_bytes() {
         "{missing:#}"
     );
     app.shut_down().await.unwrap();
+}
+
+#[actix_web::test]
+async fn the_wakeup_scenario_measures_every_wake_up_of_its_schedule() {
+    let report = bench(&["--scenario", "wakeup", "--rate", "500", "--seconds", "1"]).await;
+    assert_eq!(report["wakeups"], 500, "{report:#}");
+    let late = &report["lateness_ms"];
+    let p50 = late["p50"].as_f64().unwrap();
+    assert!(p50 > 0.0, "{report:#}");
+    assert!(late["max"].as_f64().unwrap() >= p50, "{report:#}");
 }

@@ -1077,3 +1077,120 @@ async fn the_outbox_is_pruned_to_what_the_event_stream_keeps() {
     assert_eq!(kept, (5..=8).collect::<Vec<i64>>());
     app.shut_down().await.unwrap();
 }
+
+#[actix_web::test]
+async fn a_report_of_thousands_creates_and_updates_each_node_once_with_concurrent_reporters() {
+    use nodegrid_protocol::registry::{NodeStatus, NodeType};
+    use nodegrid_services::db::Database;
+    use nodegrid_services::registry::{NodeRegistry, RegistrySettings};
+
+    let database = Arc::new(fresh_database().await);
+    let app = spawn_app_with(database.clone(), test_settings(&database.url)).await;
+    // Fewer pooled connections than reporters: each chunk holds one, never two.
+    let registry = NodeRegistry::new(
+        Database::connect(&database.url, 2).await.unwrap(),
+        app.bus.clone(),
+        RegistrySettings {
+            events_kept: 100_000,
+        },
+    );
+    let name = |n: usize| format!("10.7.{}.{}:9001", n / 250, n % 250);
+    let status = |n: usize| {
+        if n.is_multiple_of(25) {
+            NodeStatus::Unknown
+        } else {
+            NodeStatus::Up
+        }
+    };
+    // More than one chunk; the first name reported twice, its last status kept.
+    let mut first: Vec<(String, NodeStatus)> = (0..2_400).map(|n| (name(n), status(n))).collect();
+    first.insert(0, (name(0), NodeStatus::Down));
+    assert_eq!(
+        registry.report_many(NodeType::Pnode, first).await.unwrap(),
+        2_400
+    );
+    let db = crate::helpers::connect(&database.url).await;
+    let counts = db
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE last_seen IS NULL),
+                    count(*) FILTER (WHERE status = 'UP'), max(revision)
+             FROM nodes WHERE type = 'PNODE'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(counts.get::<_, i64>(0), 2_400);
+    assert_eq!(counts.get::<_, i64>(1), 96, "UNKNOWN nodes were never seen");
+    assert_eq!(
+        counts.get::<_, i64>(2),
+        2_304,
+        "the last status of a name counts"
+    );
+    assert_eq!(counts.get::<_, i64>(3), 1);
+    let created: Vec<String> = db
+        .query(
+            "SELECT node->>'name' FROM node_events WHERE event_type = 'CREATED' ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let expected: Vec<String> = (0..2_400).map(name).collect();
+    assert_eq!(
+        created, expected,
+        "one event per node, in the order reported"
+    );
+
+    // Four reporters at once over a pool of two, each turning a quarter DOWN and saying the
+    // rest again: only the changed nodes get an event and a new revision.
+    let before: f64 = db
+        .query_one(
+            "SELECT extract(epoch FROM max(last_seen))::float8 FROM nodes",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let events = futures_util::future::join_all((0..4).map(|quarter| {
+        let registry = &registry;
+        async move {
+            let reports = (0..2_400)
+                .filter(|n| n % 4 == quarter)
+                .map(|n| {
+                    let changed = (n / 4) % 2 == 0 && status(n) == NodeStatus::Up;
+                    (name(n), if changed { NodeStatus::Down } else { status(n) })
+                })
+                .collect();
+            registry
+                .report_many(NodeType::Pnode, reports)
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    let down = (0..2_400)
+        .filter(|n| (n / 4) % 2 == 0 && status(*n) == NodeStatus::Up)
+        .count();
+    assert_eq!(events.iter().sum::<usize>(), down);
+    let after = db
+        .query_one(
+            "SELECT count(*) FILTER (WHERE status = 'DOWN' AND revision = 2),
+                    count(*) FILTER (WHERE revision = 1 AND extract(epoch FROM last_seen) > $1::float8),
+                    (SELECT count(*) FROM node_events WHERE event_type = 'UPDATED'
+                         AND changed_fields = '{status,last_seen}')
+             FROM nodes WHERE type = 'PNODE'",
+            &[&before],
+        )
+        .await
+        .unwrap();
+    assert_eq!(after.get::<_, i64>(0), down as i64);
+    assert_eq!(
+        after.get::<_, i64>(1),
+        (2_400 - down) as i64,
+        "a status said again marks the node seen"
+    );
+    assert_eq!(after.get::<_, i64>(2), down as i64);
+    app.shut_down().await.unwrap();
+}

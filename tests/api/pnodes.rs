@@ -697,6 +697,67 @@ async fn a_page_is_sent_gzip_encoded_to_clients_that_accept_it() {
 }
 
 #[actix_web::test]
+async fn hot_pages_are_made_ahead_and_answer_for_their_own_second() {
+    let sim = sim(SimOptions {
+        seeds: 2,
+        pods: 300,
+        seed: 9,
+        ..SimOptions::default()
+    });
+    let database = Arc::new(fresh_database().await);
+    let app = spawn_app_with(database.clone(), settings_for(&database, &sim)).await;
+    first_cycle(&app).await;
+    let path = "/api/xandeum/pnodes?status=all&limit=50&sort_by=uptime";
+    let made_ahead = || async {
+        counter(
+            &metrics(&app).await,
+            "nodegrid_pnode_pages_made_total",
+            "by=\"ahead\"",
+        )
+    };
+    let before = made_ahead().await;
+    let (_, reference) = get(&app, path).await;
+    // Asked ~20 times a second, gzip-encoded, for a few seconds: the page is hot, made ahead
+    // for each next second; every answer is the page of the second it was asked in.
+    let mut answered = 0;
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < until || made_ahead().await <= before {
+        assert!(
+            answered < 400,
+            "no page was made ahead in {answered} requests"
+        );
+        let asked = chrono::Utc::now().timestamp();
+        let response = app
+            .http
+            .get(format!("{}{path}", app.address))
+            .header("accept-encoding", "gzip")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.headers()["content-encoding"], "gzip");
+        let compressed = response.bytes().await.unwrap();
+        let answered_at = chrono::Utc::now().timestamp();
+        let mut decoded = Vec::new();
+        std::io::Read::read_to_end(
+            &mut flate2::read::GzDecoder::new(&compressed[..]),
+            &mut decoded,
+        )
+        .unwrap();
+        let page: Value = serde_json::from_slice(&decoded).unwrap();
+        let timestamp = page["timestamp"].as_i64().unwrap();
+        assert!(
+            (asked..=answered_at).contains(&timestamp),
+            "asked in {asked}, answered in {answered_at}, the page is of {timestamp}"
+        );
+        assert_eq!(page["pnodes"], reference["pnodes"]);
+        assert_eq!(page["pagination"], reference["pagination"]);
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sim.stop().await;
+}
+
+#[actix_web::test]
 async fn filters_sorting_and_pagination_are_consistent_and_validated() {
     let sim = sim(SimOptions {
         seeds: 3,

@@ -2,7 +2,8 @@
 //! from), swapped whole when a newer cycle arrives, and announced to this instance's live
 //! sockets.
 
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 use nodegrid_protocol::pnode_api::changes::{PnodeChange, PnodeSocketMessage};
@@ -69,6 +70,57 @@ impl CycleServed {
 pub struct SnapshotCell {
     served: Arc<RwLock<Served>>,
     updates: broadcast::Sender<Arc<CycleServed>>,
+    swaps: Arc<Swaps>,
+}
+
+/// How many times the served snapshot was replaced, for threads that wait for it.
+#[derive(Default)]
+struct Swaps {
+    count: Mutex<u64>,
+    changed: Condvar,
+}
+
+impl Swaps {
+    fn happened(&self) {
+        *self.count.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        self.changed.notify_all();
+    }
+}
+
+/// A cell seen from a thread of its own, which must not keep it alive: see
+/// [`SnapshotCell::watch`].
+pub struct CellWatch {
+    served: Weak<RwLock<Served>>,
+    swaps: Arc<Swaps>,
+}
+
+impl CellWatch {
+    /// The served view; `None` once the cell is gone.
+    pub fn view(&self) -> Option<Arc<NetworkView>> {
+        let served = self.served.upgrade()?;
+        let view = served
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .view
+            .clone();
+        Some(view)
+    }
+
+    /// Waits until the snapshot is replaced after the `seen`-th replacement, or `timeout`
+    /// passes; returns the number of replacements so far.
+    pub fn wait_for_swap(&self, seen: u64, timeout: Duration) -> u64 {
+        let count = self
+            .swaps
+            .count
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (count, _) = self
+            .swaps
+            .changed
+            .wait_timeout_while(count, timeout, |count| *count == seen)
+            .unwrap_or_else(PoisonError::into_inner);
+        *count
+    }
 }
 
 impl Default for SnapshotCell {
@@ -76,11 +128,20 @@ impl Default for SnapshotCell {
         SnapshotCell {
             served: Arc::default(),
             updates: broadcast::channel(UPDATES_BUFFERED).0,
+            swaps: Arc::default(),
         }
     }
 }
 
 impl SnapshotCell {
+    /// A handle for a thread that follows the served snapshot without keeping the cell alive.
+    pub fn watch(&self) -> CellWatch {
+        CellWatch {
+            served: Arc::downgrade(&self.served),
+            swaps: self.swaps.clone(),
+        }
+    }
+
     /// Each cycle served from now on.
     pub fn updates(&self) -> broadcast::Receiver<Arc<CycleServed>> {
         self.updates.subscribe()
@@ -128,6 +189,7 @@ impl SnapshotCell {
             },
         );
         retire(Box::new(replaced));
+        self.swaps.happened();
         self.announce(&record, &view);
     }
 
@@ -164,6 +226,7 @@ impl SnapshotCell {
         };
         // Freed after the lock is let go, and not by a request: see `retire`.
         retire(Box::new(replaced));
+        self.swaps.happened();
         observe(&view);
         // An edit of the served cycle (a prune) is not a cycle of its own.
         if newer {

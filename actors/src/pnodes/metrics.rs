@@ -17,6 +17,7 @@ pub const PRUNED: &str = "nodegrid_pnode_pruned_rows_total";
 pub const LIVE_SOCKETS: &str = "nodegrid_pnode_live_sockets";
 pub const API_REQUESTS: &str = "nodegrid_pnode_api_requests_total";
 pub const GRAPHQL_ERRORS: &str = "nodegrid_pnode_graphql_errors_total";
+pub const PAGES_MADE: &str = "nodegrid_pnode_pages_made_total";
 
 pub fn describe() {
     describe_counter!(
@@ -71,6 +72,10 @@ pub fn describe() {
     describe_counter!(
         GRAPHQL_ERRORS,
         "GraphQL requests to /api/xandeum/graphql answered with errors (invalid, too deep or complex, refused arguments)."
+    );
+    describe_counter!(
+        PAGES_MADE,
+        "/api/xandeum/pnodes pages serialised, by who made them (request: a request waited for it; ahead: made before its second by the pages thread)."
     );
     describe_gauge!(
         LIVE_SOCKETS,

@@ -1,12 +1,13 @@
 //! pNode analytics at runtime: a [`poller::PnodePoller`] per seed, the
 //! [`aggregator::PnodeAggregator`] that runs the cycle on the leader and keeps every instance's
-//! snapshot current, the [`SnapshotCell`] the API reads, and the GraphQL schema over it
-//! ([`graphql`]).
+//! snapshot current, the [`SnapshotCell`] the API reads, the thread that makes its hot pages
+//! ahead ([`pages`]), and the GraphQL schema over it ([`graphql`]).
 
 pub mod aggregator;
 pub mod cell;
 pub mod graphql;
 pub mod metrics;
+pub mod pages;
 pub mod poller;
 
 use std::sync::Arc;
@@ -77,6 +78,7 @@ pub fn start(
 ) -> Result<(PnodeRuntime, Option<LeaseKeeper>), ClientSetupError> {
     let store = PnodeStore::new(database);
     let cell = SnapshotCell::default();
+    pages::start(&cell);
     let (pollers, keeper) = if settings.seeds.is_empty() {
         tracing::info!(
             "pNode polling is off: no pRPC seeds are configured (set --pnode-seeds or NODEGRID_PNODE_SEEDS to host[:port] seeds, or to the preset xandeum-public, to turn it on)"

@@ -13,6 +13,7 @@ use super::options::BenchOptions;
 use super::plan::BenchError;
 use super::raw_http::RawGet;
 use super::report::Latency;
+use super::schedule;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct HttpReport {
@@ -87,15 +88,10 @@ pub async fn run(options: &BenchOptions) -> Result<(), BenchError> {
         .ok_or_else(|| BenchError::Setup("--target names no server".into()))?;
     let url = format!("{}{}", base.trim_end_matches('/'), options.path);
     let connections = options.connections.max(1);
-    let per_worker_rate = options.rate / connections as f64;
-    if per_worker_rate <= 0.0 {
+    if options.rate <= 0.0 {
         return Err(BenchError::Setup("--rate must be positive".into()));
     }
-    let period = Duration::from_secs_f64(1.0 / per_worker_rate);
     let duration = Duration::from_secs(options.seconds);
-    let cpu_before = (own_cpu(), server_cpu(&options.server_pid));
-    let started = Instant::now();
-    let mut workers = Vec::with_capacity(connections);
     let parsed =
         reqwest::Url::parse(&url).map_err(|error| BenchError::Setup(format!("{url}: {error}")))?;
     let mut headers = reqwest::header::HeaderMap::new();
@@ -106,8 +102,10 @@ pub async fn run(options: &BenchOptions) -> Result<(), BenchError> {
             .map_err(|error| BenchError::Setup(format!("header {name}: {error}")))?;
         headers.append(name, value);
     }
-    for index in 0..connections {
-        let mut getter = if parsed.scheme() == "http" {
+    // Connections are set up before the schedule starts: their first requests are due then.
+    let mut getters = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        let getter = if parsed.scheme() == "http" {
             Getter::Raw(
                 RawGet::new(&parsed, &options.headers, REQUEST_TIMEOUT)
                     .map_err(BenchError::Setup)?,
@@ -121,15 +119,19 @@ pub async fn run(options: &BenchOptions) -> Result<(), BenchError> {
                 .map_err(|error| BenchError::Setup(format!("HTTP client: {error}")))?;
             Getter::Client(client, url.clone())
         };
+        getters.push(getter);
+    }
+    let cpu_before = (own_cpu(), server_cpu(&options.server_pid));
+    let started = Instant::now();
+    let schedule = schedule::start(connections, options.rate, started, duration)
+        .map_err(|error| BenchError::Setup(format!("cannot start the schedule: {error}")))?;
+    let mut workers = Vec::with_capacity(connections);
+    for (mut getter, mut due) in getters.into_iter().zip(schedule) {
         let mut histogram = new_histogram()?;
-        // Spread the workers' ticks over one period.
-        let offset = period.mul_f64(index as f64 / connections as f64);
         workers.push(tokio::spawn(async move {
             let (mut requests, mut ok, mut body_bytes) = (0, 0, 0);
             let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-            let mut scheduled = started + offset;
-            while scheduled < started + duration {
-                tokio::time::sleep_until(scheduled.into()).await;
+            while let Some(scheduled) = due.recv().await {
                 requests += 1;
                 match getter.get().await {
                     Ok((status, bytes)) if (200..300).contains(&status) => {
@@ -141,7 +143,6 @@ pub async fn run(options: &BenchOptions) -> Result<(), BenchError> {
                 }
                 let latency = scheduled.elapsed().as_micros().max(1) as u64;
                 let _ = histogram.record(latency.min(100_000_000));
-                scheduled += period;
             }
             WorkerResult {
                 histogram,

@@ -22,6 +22,8 @@ pub mod options;
 mod plan;
 mod raw_http;
 mod report;
+mod schedule;
+mod wakeup;
 
 use self::measure::{Watched, server_peak_rss, server_rss};
 pub use self::options::{BenchOptions, Scenario};
@@ -39,6 +41,9 @@ pub async fn run(options: BenchOptions) -> Result<(), BenchError> {
     }
     if options.scenario == Scenario::Heartbeats {
         return heartbeats::run(&options).await;
+    }
+    if options.scenario == Scenario::Wakeup {
+        return wakeup::run(&options).await;
     }
     let plan = Plan {
         producers: match options.scenario {

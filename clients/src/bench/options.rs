@@ -19,6 +19,9 @@ pub enum Scenario {
     /// Signed child heartbeats at `--rate` a second in all, over `--children` children it
     /// provisions first (needs an admin's credentials), over `--connections` connections.
     Heartbeats,
+    /// No server: how late a thread wakes from a timed sleep on this machine, `--rate` times a
+    /// second for `--seconds` — the floor under the latencies the other scenarios measure.
+    Wakeup,
 }
 
 #[derive(Debug, Clone, Args)]

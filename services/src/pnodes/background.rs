@@ -2,8 +2,9 @@
 //!
 //! An instance serves `/api/xandeum` from the same cores that parse the seeds' answers
 //! (megabytes of JSON a cycle), compute the cycle and free the snapshot it replaces. All of
-//! that can wait some milliseconds; a request should not. So it runs on threads at niceness 9
-//! ([`BACKGROUND_PRIORITY`]): [`run`] gives a piece of work a thread of its own, and
+//! that can wait some milliseconds; a request should not. So it runs on threads in Linux's
+//! `SCHED_IDLE` class (niceness 9, [`BACKGROUND_PRIORITY`], where that is refused): [`run`]
+//! gives a piece of work a thread of its own, and
 //! [`retire`] frees what a swap replaced once the requests still reading it are done.
 
 use std::sync::mpsc::{Receiver, Sender};
@@ -18,8 +19,10 @@ const RETIRE_WAIT: Duration = Duration::from_secs(10);
 /// How often the retiring thread looks whether the readers are done.
 const RETIRE_POLL: Duration = Duration::from_millis(20);
 
-/// Lowers the calling thread to [`BACKGROUND_PRIORITY`]; where the system refuses, the work
-/// runs at the usual priority (logged at debug).
+/// Lowers the calling thread to [`BACKGROUND_PRIORITY`], and on Linux to the `SCHED_IDLE`
+/// class: a request thread that wakes always takes the core at once, rather than when the
+/// background thread's share is used. Where the system refuses, the work runs at the usual
+/// priority (logged at debug).
 pub fn lower_current_thread() {
     let lowered = thread_priority::ThreadPriorityValue::try_from(BACKGROUND_PRIORITY)
         .map(thread_priority::ThreadPriority::Crossplatform)
@@ -30,6 +33,21 @@ pub fn lower_current_thread() {
         });
     if let Err(error) = lowered {
         tracing::debug!(%error, "pNode background work runs at the usual priority");
+    }
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::unix::{
+            NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
+            thread_native_id,
+        };
+        let idle = set_thread_priority_and_policy(
+            thread_native_id(),
+            thread_priority::ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+        );
+        if let Err(error) = idle {
+            tracing::debug!(%error, "pNode background work runs at niceness 9, not SCHED_IDLE");
+        }
     }
 }
 

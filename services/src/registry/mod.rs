@@ -29,9 +29,9 @@ use crate::bus::RedisBus;
 use crate::db::{Database, DbError};
 use crate::identity::store::AuditRecord;
 
-/// Nodes reported per transaction by [`NodeRegistry::report_many`]: the registry's lock is
-/// held for one chunk at a time.
-const REPORT_CHUNK: usize = 250;
+/// Nodes reported per transaction by [`NodeRegistry::report_many`] (a few set-based statements
+/// each): the registry's lock is held for one chunk at a time.
+const REPORT_CHUNK: usize = 1000;
 
 #[derive(Clone)]
 pub struct NodeRegistry {
@@ -180,8 +180,10 @@ impl NodeRegistry {
             .map(|_| ())
     }
 
-    /// [`report`](Self::report) for many nodes of one type, a few hundred per transaction
-    /// (a pNode cycle's changes, a sweep's devices); returns how many events it recorded. A
+    /// [`report`](Self::report) for many nodes of one type, up to [`REPORT_CHUNK`] per
+    /// transaction and a few statements each, whatever their number (a pNode cycle's changes,
+    /// ten thousand on a deployment's first cycle; a sweep's devices); returns how many events
+    /// it recorded. A name reported twice counts once, with its last status. A
     /// name the registry cannot hold (a long imported username) is left out, not an error
     /// that would stop the others.
     pub async fn report_many(
@@ -205,20 +207,17 @@ impl NodeRegistry {
                 let mut client = self.database.client().await?;
                 let transaction = client.transaction().await.map_err(DbError::from)?;
                 store::lock(&transaction).await?;
-                let mut outgoing = Vec::new();
-                for (name, status) in chunk {
-                    let change =
-                        store::report(&transaction, node_type, name.clone(), *status).await?;
-                    if let Some(change) = change
-                        && let Some(event_type) = change.event
-                    {
-                        outgoing
-                            .extend(store::insert_event(&transaction, event_type, &change).await?);
-                        metrics::counter!(REGISTRY_MUTATIONS_TOTAL, "event" => event_type.as_str())
-                            .increment(1);
-                        events += 1;
-                    }
+                let changes = store::report_many(&transaction, node_type, chunk).await?;
+                let recorded: Vec<(NodeEventType, &NodeChange)> = changes
+                    .iter()
+                    .filter_map(|change| change.event.map(|event| (event, change)))
+                    .collect();
+                let outgoing = store::insert_events(&transaction, &recorded).await?;
+                for (event_type, _) in &recorded {
+                    metrics::counter!(REGISTRY_MUTATIONS_TOTAL, "event" => event_type.as_str())
+                        .increment(1);
                 }
+                events += recorded.len();
                 crate::webhooks::enqueue(&transaction, &outgoing).await?;
                 transaction.commit().await.map_err(DbError::from)?;
             }

@@ -1,6 +1,6 @@
 //! The registry's SQL.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
@@ -208,45 +208,120 @@ pub(super) async fn delete(
     }))
 }
 
-/// Creates the node named `name` of `node_type`, or updates its status.
-pub(super) async fn report(
+/// Reports of one transaction, set-based (a few statements whatever their number): creates
+/// the nodes of `node_type` that do not exist, sets the status of those whose status
+/// differs, and marks the others seen. The changes are returned in the order of `reports`;
+/// a name reported twice counts once, with its last status.
+pub(super) async fn report_many(
     client: &impl GenericClient,
     node_type: NodeType,
-    name: String,
-    status: NodeStatus,
-) -> Result<Option<NodeChange>, RegistryError> {
-    let sql = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE type = $1 AND name = $2 FOR UPDATE");
-    let existing = client
-        .query_opt(&sql, &[&node_type.as_str(), &name])
-        .await?;
-    match existing {
-        Some(row) => {
-            let id: Uuid = row.try_get(0)?;
-            update(
-                client,
-                id,
-                UpdateNodeRequest {
-                    status: Some(status),
-                    ..UpdateNodeRequest::default()
-                },
-            )
-            .await
-        }
-        None => {
-            insert(
-                client,
-                NodeWrite {
-                    id: Uuid::new_v4(),
-                    node_type,
-                    name,
-                    status,
-                    labels: BTreeMap::new(),
-                    metadata: serde_json::json!({}),
-                },
-            )
-            .await
+    reports: &[(String, NodeStatus)],
+) -> Result<Vec<NodeChange>, RegistryError> {
+    let mut latest: HashMap<&str, NodeStatus> = HashMap::with_capacity(reports.len());
+    let mut order: Vec<&str> = Vec::with_capacity(reports.len());
+    for (name, status) in reports {
+        if latest.insert(name.as_str(), *status).is_none() {
+            order.push(name.as_str());
         }
     }
+    let sql =
+        format!("SELECT {NODE_COLUMNS} FROM nodes WHERE type = $1 AND name = ANY($2) FOR UPDATE");
+    let mut existing: HashMap<String, Node> = HashMap::with_capacity(order.len());
+    for row in client.query(&sql, &[&node_type.as_str(), &order]).await? {
+        let node = node_from_row(&row)?;
+        existing.insert(node.name.clone(), node);
+    }
+    let (mut new_ids, mut new_names, mut new_statuses) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut changed_ids, mut changed_statuses, mut seen_ids) =
+        (Vec::new(), Vec::new(), Vec::new());
+    for name in &order {
+        let status = latest[name];
+        match existing.get(*name) {
+            None => {
+                new_ids.push(Uuid::new_v4());
+                new_names.push(*name);
+                new_statuses.push(status.as_str());
+            }
+            Some(node) if node.status != status => {
+                changed_ids.push(node.id);
+                changed_statuses.push(status.as_str());
+            }
+            Some(node) => seen_ids.push(node.id),
+        }
+    }
+    let mut after: HashMap<String, NodeChange> = HashMap::new();
+    if !new_ids.is_empty() {
+        let sql = format!(
+            "INSERT INTO nodes (id, type, name, status, labels, metadata, last_seen) \
+             SELECT id, $1, name, status, '{{}}', '{{}}', \
+                    CASE WHEN status = 'UNKNOWN' THEN NULL ELSE now() END \
+             FROM unnest($2::UUID[], $3::TEXT[], $4::TEXT[]) AS t(id, name, status) \
+             RETURNING {NODE_COLUMNS}"
+        );
+        let rows = client
+            .query(
+                &sql,
+                &[&node_type.as_str(), &new_ids, &new_names, &new_statuses],
+            )
+            .await?;
+        for row in rows {
+            let node = node_from_row(&row)?;
+            after.insert(
+                node.name.clone(),
+                NodeChange {
+                    node,
+                    event: Some(NodeEventType::Created),
+                    changed_fields: Vec::new(),
+                },
+            );
+        }
+    }
+    if !changed_ids.is_empty() {
+        // As [`update`] with a status: the status changed, and the node was seen now.
+        let sql = format!(
+            "UPDATE nodes AS n SET status = u.status, last_seen = now(), updated_at = now(), \
+                 revision = n.revision + 1 \
+             FROM unnest($1::UUID[], $2::TEXT[]) AS u(id, status) WHERE n.id = u.id \
+             RETURNING {}",
+            qualified_columns("n")
+        );
+        for row in client
+            .query(&sql, &[&changed_ids, &changed_statuses])
+            .await?
+        {
+            let node = node_from_row(&row)?;
+            after.insert(
+                node.name.clone(),
+                NodeChange {
+                    node,
+                    event: Some(NodeEventType::Updated),
+                    changed_fields: vec!["status", "last_seen"],
+                },
+            );
+        }
+    }
+    if !seen_ids.is_empty() {
+        // A status said again is still news of the node: when it was last seen.
+        client
+            .execute(
+                "UPDATE nodes SET last_seen = now() WHERE id = ANY($1)",
+                &[&seen_ids],
+            )
+            .await?;
+    }
+    Ok(order
+        .iter()
+        .filter_map(|name| after.remove(*name))
+        .collect())
+}
+
+/// [`NODE_COLUMNS`], each prefixed with `alias`.
+fn qualified_columns(alias: &str) -> String {
+    NODE_COLUMNS
+        .split(", ")
+        .map(|column| format!("{alias}.{column}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The names of `node_type`'s `UP` nodes that are not in `keep`.
@@ -328,30 +403,64 @@ pub(super) async fn insert_event(
     event_type: NodeEventType,
     change: &NodeChange,
 ) -> Result<Option<OutgoingEvent>, RegistryError> {
-    let node = serde_json::to_value(&change.node)
-        .map_err(|error| RegistryError::Validation(format!("node not encodable: {error}")))?;
-    let fields: Vec<&str> = change.changed_fields.clone();
+    insert_events(client, &[(event_type, change)])
+        .await
+        .map(|mut events| events.pop())
+}
+
+/// The outbox rows of many changes, in one statement and in the order given; returns their
+/// webhook events.
+pub(super) async fn insert_events(
+    client: &impl GenericClient,
+    changes: &[(NodeEventType, &NodeChange)],
+) -> Result<Vec<OutgoingEvent>, RegistryError> {
+    if changes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut types = Vec::with_capacity(changes.len());
+    let mut ids = Vec::with_capacity(changes.len());
+    let mut fields = Vec::with_capacity(changes.len());
+    let mut nodes = Vec::with_capacity(changes.len());
+    for (event_type, change) in changes {
+        types.push(event_type.as_str());
+        ids.push(change.node.id);
+        fields.push(change.changed_fields.join(","));
+        nodes.push(
+            serde_json::to_value(&change.node).map_err(|error| {
+                RegistryError::Validation(format!("node not encodable: {error}"))
+            })?,
+        );
+    }
     client
         .execute(
             "INSERT INTO node_events (event_type, node_id, changed_fields, node) \
-             VALUES ($1, $2, $3, $4)",
-            &[&event_type.as_str(), &change.node.id, &fields, &node],
+             SELECT et, id, string_to_array(cf, ','), n \
+             FROM unnest($1::TEXT[], $2::UUID[], $3::TEXT[], $4::JSONB[]) \
+                  WITH ORDINALITY AS t(et, id, cf, n, ord) \
+             ORDER BY ord",
+            &[&types, &ids, &fields, &nodes],
         )
         .await?;
-    let webhook_type = match event_type {
-        NodeEventType::Created => "node.created",
-        NodeEventType::Updated => "node.updated",
-        NodeEventType::Deleted => "node.deleted",
-        NodeEventType::Reset => return Ok(None),
-    };
-    Ok(Some(OutgoingEvent {
-        event_type: webhook_type,
-        data: serde_json::json!({
-            "node_id": change.node.id,
-            "changed_fields": fields,
-            "node": node,
-        }),
-    }))
+    Ok(changes
+        .iter()
+        .zip(nodes)
+        .filter_map(|((event_type, change), node)| {
+            let webhook_type = match event_type {
+                NodeEventType::Created => "node.created",
+                NodeEventType::Updated => "node.updated",
+                NodeEventType::Deleted => "node.deleted",
+                NodeEventType::Reset => return None,
+            };
+            Some(OutgoingEvent {
+                event_type: webhook_type,
+                data: serde_json::json!({
+                    "node_id": change.node.id,
+                    "changed_fields": change.changed_fields,
+                    "node": node,
+                }),
+            })
+        })
+        .collect())
 }
 
 /// Nodes by status.

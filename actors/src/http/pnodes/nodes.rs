@@ -2,7 +2,6 @@
 
 use actix_web::http::header::{self, AcceptEncoding, ContentType, Encoding};
 use actix_web::{HttpRequest, HttpResponse, web};
-use bytes::Bytes;
 use nodegrid_protocol::error::ErrorBody;
 use nodegrid_protocol::pnode_api::node::NodeView;
 use nodegrid_protocol::pnode_api::nodes::{
@@ -10,14 +9,17 @@ use nodegrid_protocol::pnode_api::nodes::{
 };
 use nodegrid_protocol::pnode_api::queries::{CompareQuery, PnodesQuery, RecommendationsQuery};
 use nodegrid_services::pnodes::api;
+use nodegrid_services::pnodes::api::page_cache::Source;
 
 use super::shared::{current, now};
 use crate::http::error::ApiError;
+use crate::pnodes::metrics::PAGES_MADE;
 use crate::state::AppState;
 
 /// The filtered, sorted page of nodes. The sort orders are precomputed per cycle; a request
 /// walks one of them once, filtering, and copies the page's pre-serialised nodes — once per
-/// query and second: the same query in the same second gets the same bytes (`PageCache`).
+/// query and second: the same query in the same second gets the same bytes (`PageCache`), and
+/// a query asked often is made ahead for the next second (`crate::pnodes::pages`).
 #[utoipa::path(get, path = "/api/xandeum/pnodes", tag = "pnodes",
     params(PnodesQuery),
     responses(
@@ -34,12 +36,14 @@ pub async fn pnodes(
     let request = query.into_inner().check()?;
     let view = current(&state)?;
     let second = now();
-    let page = view.pages.get_or_build(http.query_string(), second, || {
-        let page = api::nodes::pnodes_page(&view, request, second);
-        serde_json::to_vec(&page)
-            .map(Bytes::from)
-            .map_err(ApiError::internal)
-    })?;
+    let (page, source) =
+        view.pages
+            .get_or_build(http.query_string(), second, request, |request| {
+                api::nodes::pnodes_json(&view, request, second).map_err(ApiError::internal)
+            })?;
+    if source == Source::Built {
+        ::metrics::counter!(PAGES_MADE, "by" => "request").increment(1);
+    }
     let mut response = HttpResponse::Ok();
     response
         .content_type(ContentType::json())

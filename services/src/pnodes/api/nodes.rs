@@ -1,6 +1,7 @@
 //! `/pnodes`, the filtered and sorted page of nodes, and `/recommendations`, the best online
 //! nodes to stake with.
 
+use bytes::Bytes;
 use nodegrid_protocol::pnode_api::nodes::{
     Pagination, PnodesResponse, Recommendation, RecommendationsResponse,
 };
@@ -10,6 +11,7 @@ use nodegrid_protocol::pnode_api::queries::{
 };
 use serde_json::value::RawValue;
 
+use super::page_cache::{HotPage, Page};
 use super::{network_stats, snapshot_summary};
 use crate::pnodes::scoring::round2;
 use crate::pnodes::view::{NetworkView, NodeView};
@@ -31,6 +33,34 @@ pub fn pnodes_page(
         pnodes: page.iter().map(|&index| &*view.node_json[index]).collect(),
         timestamp: now,
     }
+}
+
+/// [`pnodes_page`] serialised: the bytes a `/pnodes` request is answered with.
+pub fn pnodes_json(
+    view: &NetworkView,
+    request: PnodesRequest,
+    now: i64,
+) -> Result<Bytes, serde_json::Error> {
+    serde_json::to_vec(&pnodes_page(view, request, now)).map(Bytes::from)
+}
+
+/// Makes the `hot` pages of `view` for `second` ahead of its requests, and keeps them in the
+/// view's page cache (see [`super::page_cache`]); returns how many were made.
+pub fn make_pages_ahead(
+    view: &NetworkView,
+    hot: Vec<HotPage<PnodesRequest>>,
+    second: i64,
+) -> usize {
+    let made: Vec<_> = hot
+        .into_iter()
+        .filter_map(|hot| {
+            let json = pnodes_json(view, hot.answers.clone(), second).ok()?;
+            Some((hot.query, Page::ahead(json, hot.answers, hot.gzip)))
+        })
+        .collect();
+    let count = made.len();
+    view.pages.prepare(second, made);
+    count
 }
 
 /// Which nodes a `/pnodes` request answers (their indexes in `view.nodes`, in the order
