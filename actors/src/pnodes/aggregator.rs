@@ -23,7 +23,7 @@ use nodegrid_services::pnodes::store::{
     CycleWrite, PnodeStore, StoreError, WriteOutcome, encode_record_head, finish_record,
 };
 use nodegrid_services::pnodes::view::{NetworkView, SnapshotRecord};
-use nodegrid_services::pnodes::writes::{STEADY_WRITE_EVERY_SECS, WriteTracker};
+use nodegrid_services::pnodes::writes::{CycleWrites, STEADY_WRITE_EVERY_SECS, WriteTracker};
 use nodegrid_services::registry::NodeRegistry;
 use serde::Serialize;
 use tokio::sync::watch;
@@ -308,6 +308,8 @@ async fn cycle_once(
     let started = Instant::now();
     let settings = context.settings.clone();
     let next_cycle = cycle + 1;
+    let retention = i64::try_from(context.settings.retention.as_secs()).unwrap_or(i64::MAX);
+    let planner = context.clone();
     let built = on_cycle_thread(move || {
         let mut registry = registry;
         let mut clock = Instant::now();
@@ -352,14 +354,36 @@ async fn cycle_once(
         // The rest of the record, and its compression.
         let encoded = head.and_then(|head| finish_record(head, &record));
         let encode_ms = lap();
+        // Which rows the transaction writes (hashing every node's fields): planned here, not
+        // on the actor's thread, and only for a record that can be written.
+        let writes = match &encoded {
+            Ok(_) => planner
+                .writes
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .plan(
+                    &record.entries,
+                    &view,
+                    now,
+                    now.saturating_sub(retention),
+                    steady_budget(record.entries.len(), settings.interval),
+                ),
+            Err(_) => CycleWrites::default(),
+        };
+        let plan_ms = lap();
         tracing::debug!(
             merge_ms,
             view_ms,
             diff_ms,
             encode_ms,
+            plan_ms,
             "pNode cycle computed"
         );
-        (registry, stats, Some((record, view, events, encoded)))
+        (
+            registry,
+            stats,
+            Some((record, view, events, encoded, writes)),
+        )
     })
     .await;
     let Some((registry, stats, built)) = built else {
@@ -376,7 +400,7 @@ async fn cycle_once(
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         write_ms: 0,
     };
-    let Some((record, view, events, encoded)) = built else {
+    let Some((record, view, events, encoded, writes)) = built else {
         metrics::counter!(CYCLES, "outcome" => "skipped").increment(1);
         tracing::warn!(
             seeds = stats.seeds_failed,
@@ -384,23 +408,11 @@ async fn cycle_once(
         );
         return (Some(registry), cycle, Ok(report("skipped", &stats, cycle)));
     };
-    let retention = i64::try_from(context.settings.retention.as_secs()).unwrap_or(i64::MAX);
     let write_started = Instant::now();
     let encoded = match encoded {
         Ok(encoded) => encoded,
         Err(error) => return (Some(registry), cycle, Err(CycleError::Store(error))),
     };
-    let writes = context
-        .writes
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .plan(
-            &record.entries,
-            &view,
-            now,
-            now.saturating_sub(retention),
-            steady_budget(record.entries.len(), context.settings.interval),
-        );
     let written = context
         .store
         .write_cycle(
@@ -504,8 +516,12 @@ async fn report_to_registry(context: &Arc<AggregatorContext>, view: &NetworkView
                 } else {
                     NodeStatus::Up
                 };
-                (reported.insert(node.address.clone(), status) != Some(status))
-                    .then(|| (node.address.clone(), status))
+                // Looked up first: ten thousand unchanged nodes a cycle copy no address.
+                if reported.get(node.address.as_str()) == Some(&status) {
+                    return None;
+                }
+                reported.insert(node.address.clone(), status);
+                Some((node.address.clone(), status))
             })
             .collect()
     };

@@ -22,7 +22,6 @@ pub mod options;
 mod plan;
 mod raw_http;
 mod report;
-mod schedule;
 mod wakeup;
 
 use self::measure::{Watched, server_peak_rss, server_rss};
