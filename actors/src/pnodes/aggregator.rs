@@ -700,14 +700,13 @@ mod tests {
             .await
             .flatten()
             .expect("the thread's /proc entry");
-        // After the command name, the line goes on from field 3: field 41 is the scheduling
-        // policy, 5 being SCHED_IDLE (a waking request thread always takes the core).
+        // After the command name, field 19 of the line is the niceness.
         let fields: Vec<&str> = stat
             .rsplit_once(')')
             .expect("stat line")
             .1
             .split_whitespace()
             .collect();
-        assert_eq!(fields[41 - 3], "5", "{stat}");
+        assert_eq!(fields[16], "19", "{stat}");
     }
 }

@@ -2,52 +2,33 @@
 //!
 //! An instance serves `/api/xandeum` from the same cores that parse the seeds' answers
 //! (megabytes of JSON a cycle), compute the cycle and free the snapshot it replaces. All of
-//! that can wait some milliseconds; a request should not. So it runs on threads in Linux's
-//! `SCHED_IDLE` class (niceness 9, [`BACKGROUND_PRIORITY`], where that is refused): [`run`]
-//! gives a piece of work a thread of its own, and
-//! [`retire`] frees what a swap replaced once the requests still reading it are done.
+//! that can wait some milliseconds; a request should not. So it runs on threads at the lowest
+//! priority, niceness 19: [`run`] gives a piece of work a thread of its own, and [`retire`]
+//! frees what a swap replaced once the requests still reading it are done.
+//!
+//! Not `SCHED_IDLE`: it was tried, and a thread of that class that is preempted while it holds
+//! a lock the whole process shares (the allocator's, the address space's when it maps or
+//! unmaps memory, the page cache's) keeps request threads waiting for as long as the cores are
+//! busy — one 20 s run at 1,000 requests/s had a 130 ms stall. At niceness 19 the thread
+//! still gets a small share, so such a wait ends within milliseconds.
 
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
-
-/// The priority of background threads on thread-priority's 0–99 scale: niceness 9 on Linux.
-pub const BACKGROUND_PRIORITY: u8 = 23;
 
 /// How long a replaced value waits for its last readers before it is freed anyway.
 const RETIRE_WAIT: Duration = Duration::from_secs(10);
 /// How often the retiring thread looks whether the readers are done.
 const RETIRE_POLL: Duration = Duration::from_millis(20);
 
-/// Lowers the calling thread to [`BACKGROUND_PRIORITY`], and on Linux to the `SCHED_IDLE`
-/// class: a request thread that wakes always takes the core at once, rather than when the
-/// background thread's share is used. Where the system refuses, the work runs at the usual
-/// priority (logged at debug).
+/// Lowers the calling thread to the lowest priority (niceness 19 on Linux); where the system
+/// refuses, the work runs at the usual priority (logged at debug).
 pub fn lower_current_thread() {
-    let lowered = thread_priority::ThreadPriorityValue::try_from(BACKGROUND_PRIORITY)
-        .map(thread_priority::ThreadPriority::Crossplatform)
-        .map_err(|error| error.to_string())
-        .and_then(|priority| {
-            thread_priority::set_current_thread_priority(priority)
-                .map_err(|error| error.to_string())
-        });
+    let lowered =
+        thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min)
+            .map_err(|error| error.to_string());
     if let Err(error) = lowered {
         tracing::debug!(%error, "pNode background work runs at the usual priority");
-    }
-    #[cfg(target_os = "linux")]
-    {
-        use thread_priority::unix::{
-            NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
-            thread_native_id,
-        };
-        let idle = set_thread_priority_and_policy(
-            thread_native_id(),
-            thread_priority::ThreadPriority::Min,
-            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
-        );
-        if let Err(error) = idle {
-            tracing::debug!(%error, "pNode background work runs at niceness 9, not SCHED_IDLE");
-        }
     }
 }
 
