@@ -334,6 +334,11 @@ async fn the_http_scenario_counts_every_answer_and_its_bytes() {
     assert_eq!(report["ok"], requests, "{report:#}");
     assert_eq!(report["errors"], serde_json::json!({}));
     assert_eq!(report["mean_body_bytes"], expected);
+    // What the hypervisor took meanwhile, read from /proc/stat: never negative.
+    assert!(
+        report["stolen_cpu_seconds"].as_f64().unwrap() >= 0.0,
+        "{report:#}"
+    );
     assert_eq!(
         report["headers"],
         serde_json::json!(["Accept-Encoding: gzip"])

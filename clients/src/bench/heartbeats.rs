@@ -134,6 +134,7 @@ pub async fn run(options: &BenchOptions) -> Result<(), BenchError> {
     let period = Duration::from_secs_f64(connections as f64 / options.rate);
     let duration = Duration::from_secs(options.seconds);
     let cpu_before = (own_cpu(), server_cpu(&options.server_pid));
+    let stolen_before = super::measure::stolen_cpu();
     let started = Instant::now();
     let mut workers = Vec::with_capacity(connections);
     for worker in 0..connections {
@@ -213,5 +214,13 @@ pub async fn run(options: &BenchOptions) -> Result<(), BenchError> {
         }));
     }
     let url = format!("{base}/api/child/heartbeat ({} children)", children.len());
-    finish(url, options, connections, started, cpu_before, workers).await
+    finish(
+        url,
+        options,
+        connections,
+        started,
+        (cpu_before, stolen_before),
+        workers,
+    )
+    .await
 }

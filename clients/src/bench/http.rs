@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::measure::{new_histogram, own_cpu, server_cpu, server_peak_rss};
+use super::measure::{new_histogram, own_cpu, server_cpu, server_peak_rss, stolen_cpu};
 use super::options::BenchOptions;
 use super::plan::BenchError;
 use super::raw_http::RawGet;
@@ -40,6 +40,9 @@ pub struct HttpReport {
     pub bench_cpu_seconds: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_cpu_seconds: Option<f64>,
+    /// CPU time the hypervisor took from this machine during the run (Linux guests).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stolen_cpu_seconds: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_peak_rss_mib: Option<f64>,
 }
@@ -131,6 +134,7 @@ pub async fn run(options: &BenchOptions) -> Result<(), BenchError> {
         getters.push(getter);
     }
     let cpu_before = (own_cpu(), server_cpu(&options.server_pid));
+    let stolen_before = stolen_cpu();
     let started = Instant::now();
     let mut workers = Vec::with_capacity(connections);
     for (index, mut getter) in getters.into_iter().enumerate() {
@@ -171,7 +175,15 @@ pub async fn run(options: &BenchOptions) -> Result<(), BenchError> {
             }
         }));
     }
-    finish(url, options, connections, started, cpu_before, workers).await
+    finish(
+        url,
+        options,
+        connections,
+        started,
+        (cpu_before, stolen_before),
+        workers,
+    )
+    .await
 }
 
 /// Merges the workers of an open-loop run, and prints the report.
@@ -180,7 +192,7 @@ pub(super) async fn finish(
     options: &BenchOptions,
     connections: usize,
     started: Instant,
-    cpu_before: (Option<f64>, Option<f64>),
+    (cpu_before, stolen_before): ((Option<f64>, Option<f64>), Option<f64>),
     workers: Vec<tokio::task::JoinHandle<WorkerResult>>,
 ) -> Result<(), BenchError> {
     let mut total = new_histogram()?;
@@ -231,6 +243,9 @@ pub(super) async fn finish(
             _ => None,
         },
         server_peak_rss_mib: server_peak_rss(&options.server_pid),
+        stolen_cpu_seconds: stolen_before
+            .zip(stolen_cpu())
+            .map(|(before, after)| after - before),
     };
     print(&report, options);
     Ok(())
@@ -245,11 +260,11 @@ fn print(report: &HttpReport, options: &BenchOptions) {
     }
     if options.markdown {
         println!(
-            "| url | target req/s | achieved req/s | ok | errors | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | body bytes | server CPU s |"
+            "| url | target req/s | achieved req/s | ok | errors | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | body bytes | server CPU s | stolen CPU s |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         println!(
-            "| `{}`{} | {:.0} | {:.0} | {} | {:?} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |",
+            "| `{}`{} | {:.0} | {:.0} | {} | {:?} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
             report.url,
             report
                 .headers
@@ -269,6 +284,9 @@ fn print(report: &HttpReport, options: &BenchOptions) {
             report
                 .server_cpu_seconds
                 .map_or("-".to_owned(), |s| format!("{s:.1}")),
+            report
+                .stolen_cpu_seconds
+                .map_or("-".to_owned(), |s| format!("{s:.2}")),
         );
         return;
     }

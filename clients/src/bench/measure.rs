@@ -68,6 +68,21 @@ pub(super) fn own_cpu() -> Option<f64> {
     cpu_of("self")
 }
 
+/// CPU time the machine's hypervisor gave to others while this machine's CPUs wanted to run
+/// (the `steal` column of `/proc/stat`, in seconds; Linux counts it in USER_HZ, 100 a second):
+/// a run whose latencies jump while it grows was waiting for the host, not for the server.
+pub(super) fn stolen_cpu() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: u64 = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .nth(8)?
+        .parse()
+        .ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
 pub(super) fn server_cpu(pids: &[u32]) -> Option<f64> {
     if pids.is_empty() {
         return None;
