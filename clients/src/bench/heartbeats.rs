@@ -15,8 +15,8 @@ use nodegrid_protocol::children::lease::{
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::http::{WorkerResult, finish};
-use super::measure::{new_histogram, own_cpu, server_cpu};
+use super::http::{RunStart, WorkerResult, finish};
+use super::measure::new_histogram;
 use super::options::BenchOptions;
 use super::plan::BenchError;
 use crate::child::mother::Mother;
@@ -133,9 +133,8 @@ pub async fn run(options: &BenchOptions) -> Result<(), BenchError> {
     let connections = options.connections.max(1);
     let period = Duration::from_secs_f64(connections as f64 / options.rate);
     let duration = Duration::from_secs(options.seconds);
-    let cpu_before = (own_cpu(), server_cpu(&options.server_pid));
-    let stolen_before = super::measure::stolen_cpu();
-    let started = Instant::now();
+    let start = RunStart::now(&options.server_pid);
+    let started = start.started;
     let mut workers = Vec::with_capacity(connections);
     for worker in 0..connections {
         let (children, keys, base) = (children.clone(), keys.clone(), base.clone());
@@ -214,13 +213,5 @@ pub async fn run(options: &BenchOptions) -> Result<(), BenchError> {
         }));
     }
     let url = format!("{base}/api/child/heartbeat ({} children)", children.len());
-    finish(
-        url,
-        options,
-        connections,
-        started,
-        (cpu_before, stolen_before),
-        workers,
-    )
-    .await
+    finish(url, options, connections, start, workers).await
 }

@@ -133,9 +133,8 @@ pub async fn run(options: &BenchOptions) -> Result<(), BenchError> {
         };
         getters.push(getter);
     }
-    let cpu_before = (own_cpu(), server_cpu(&options.server_pid));
-    let stolen_before = stolen_cpu();
-    let started = Instant::now();
+    let start = RunStart::now(&options.server_pid);
+    let started = start.started;
     let mut workers = Vec::with_capacity(connections);
     for (index, mut getter) in getters.into_iter().enumerate() {
         let mut histogram = new_histogram()?;
@@ -175,15 +174,26 @@ pub async fn run(options: &BenchOptions) -> Result<(), BenchError> {
             }
         }));
     }
-    finish(
-        url,
-        options,
-        connections,
-        started,
-        (cpu_before, stolen_before),
-        workers,
-    )
-    .await
+    finish(url, options, connections, start, workers).await
+}
+
+/// What an open-loop run measures at its start, for the differences its report gives.
+pub(super) struct RunStart {
+    pub started: Instant,
+    own_cpu: Option<f64>,
+    server_cpu: Option<f64>,
+    stolen_cpu: Option<f64>,
+}
+
+impl RunStart {
+    pub fn now(server_pid: &[u32]) -> RunStart {
+        RunStart {
+            own_cpu: own_cpu(),
+            server_cpu: server_cpu(server_pid),
+            stolen_cpu: stolen_cpu(),
+            started: Instant::now(),
+        }
+    }
 }
 
 /// Merges the workers of an open-loop run, and prints the report.
@@ -191,8 +201,7 @@ pub(super) async fn finish(
     url: String,
     options: &BenchOptions,
     connections: usize,
-    started: Instant,
-    (cpu_before, stolen_before): ((Option<f64>, Option<f64>), Option<f64>),
+    start: RunStart,
     workers: Vec<tokio::task::JoinHandle<WorkerResult>>,
 ) -> Result<(), BenchError> {
     let mut total = new_histogram()?;
@@ -210,8 +219,7 @@ pub(super) async fn finish(
             *errors.entry(code).or_default() += count;
         }
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    let ms = |quantile: f64| total.value_at_quantile(quantile) as f64 / 1_000.0;
+    let elapsed = start.started.elapsed().as_secs_f64();
     let report = HttpReport {
         url,
         headers: options
@@ -227,23 +235,18 @@ pub(super) async fn finish(
         achieved_rate: requests as f64 / elapsed.max(0.001),
         errors,
         mean_body_bytes: body_bytes.checked_div(ok).unwrap_or(0),
-        latency_ms: Latency {
-            p50: ms(0.5),
-            p90: ms(0.9),
-            p99: ms(0.99),
-            p999: ms(0.999),
-            max: total.max() as f64 / 1_000.0,
-        },
-        bench_cpu_seconds: match (cpu_before.0, own_cpu()) {
+        latency_ms: Latency::of(&total),
+        bench_cpu_seconds: match (start.own_cpu, own_cpu()) {
             (Some(before), Some(after)) => after - before,
             _ => 0.0,
         },
-        server_cpu_seconds: match (cpu_before.1, server_cpu(&options.server_pid)) {
+        server_cpu_seconds: match (start.server_cpu, server_cpu(&options.server_pid)) {
             (Some(before), Some(after)) => Some(after - before),
             _ => None,
         },
         server_peak_rss_mib: server_peak_rss(&options.server_pid),
-        stolen_cpu_seconds: stolen_before
+        stolen_cpu_seconds: start
+            .stolen_cpu
             .zip(stolen_cpu())
             .map(|(before, after)| after - before),
     };

@@ -55,6 +55,23 @@ pub struct Latency {
     pub max: f64,
 }
 
+impl Latency {
+    /// The percentiles of a histogram of microseconds, in milliseconds (zeros when empty).
+    pub fn of(histogram: &Histogram<u64>) -> Latency {
+        if histogram.is_empty() {
+            return Latency::default();
+        }
+        let ms = |quantile: f64| histogram.value_at_quantile(quantile) as f64 / 1_000.0;
+        Latency {
+            p50: ms(0.5),
+            p90: ms(0.9),
+            p99: ms(0.99),
+            p999: ms(0.999),
+            max: histogram.max() as f64 / 1_000.0,
+        }
+    }
+}
+
 /// Waits for the producers (each answers its index and how many it sent) and then the
 /// consumers, and puts together what the run measured.
 pub async fn finish(
@@ -105,7 +122,6 @@ impl Outcome {
         let sent = self.tally.sent.load(Ordering::Relaxed);
         let delivered = self.tally.delivered.load(Ordering::Relaxed);
         let seconds = self.sending_seconds.max(0.001);
-        let quantile = |q: f64| self.histogram.value_at_quantile(q) as f64 / 1_000.0;
         Report {
             target,
             scenario,
@@ -128,17 +144,7 @@ impl Outcome {
                 .lock()
                 .map(|errors| errors.clone())
                 .unwrap_or_default(),
-            latency_ms: if self.histogram.is_empty() {
-                Latency::default()
-            } else {
-                Latency {
-                    p50: quantile(0.5),
-                    p90: quantile(0.9),
-                    p99: quantile(0.99),
-                    p999: quantile(0.999),
-                    max: self.histogram.max() as f64 / 1_000.0,
-                }
-            },
+            latency_ms: Latency::of(&self.histogram),
             bench_cpu_seconds: self.cpu.own,
             server_cpu_seconds: self.cpu.server,
             redis_cpu_seconds: self.cpu.redis,

@@ -44,17 +44,10 @@ pub async fn run(options: &BenchOptions) -> Result<(), BenchError> {
     })
     .await
     .map_err(|error| BenchError::Setup(format!("the sleeping thread failed: {error}")))?;
-    let ms = |quantile: f64| measured.value_at_quantile(quantile) as f64 / 1_000.0;
     let report = WakeupReport {
         rate: options.rate,
         wakeups: measured.len(),
-        lateness_ms: Latency {
-            p50: ms(0.5),
-            p90: ms(0.9),
-            p99: ms(0.99),
-            p999: ms(0.999),
-            max: measured.max() as f64 / 1_000.0,
-        },
+        lateness_ms: Latency::of(&measured),
     };
     let late = &report.lateness_ms;
     if options.json {

@@ -244,14 +244,13 @@ impl<R: Clone> PageCache<R> {
         if second < pages.second || made.is_empty() {
             return;
         }
-        let room = MAX_PAGES;
         let into = if second == pages.second {
             &mut pages.by_query
         } else {
             &mut pages.ahead.insert((second, HashMap::new())).1
         };
         for (query, page) in made {
-            if into.len() >= room {
+            if into.len() >= MAX_PAGES {
                 break;
             }
             into.entry(query).or_insert_with(|| Arc::new(page));
