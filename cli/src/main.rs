@@ -257,10 +257,11 @@ fn main() -> ExitCode {
 fn run_bench(options: BenchOptions) -> ExitCode {
     let filter = std::env::var("NODEGRID_LOG").unwrap_or_else(|_| "warn".to_owned());
     telemetry::init_tracing(nodegrid_services::config::LogFormat::Human, &filter);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = options.threads {
+        runtime.worker_threads(threads.max(1));
+    }
+    let runtime = match runtime.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("nodegrid bench: cannot start: {error}");

@@ -326,6 +326,9 @@ async fn the_http_scenario_counts_every_answer_and_its_bytes() {
         "1",
         "--header",
         "Accept-Encoding: gzip",
+        // As `scripts/bench-pnodes.sh` runs it: the generator on one thread.
+        "--threads",
+        "1",
     ])
     .await;
     // The schedule is exact: rate × seconds requests, however late some are.

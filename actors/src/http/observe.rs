@@ -39,8 +39,10 @@ pub async fn observe_request(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     let method = method_label(request.method());
-    // Copied: the router needs the request unshared (a clone of it makes routing panic).
-    let path: String = request.path().chars().take(MAX_LOGGED_PATH_CHARS).collect();
+    // Copied: the router needs the request unshared (a clone of it makes routing panic). Only
+    // when the line is written: at `warn` a request copies nothing for its log.
+    let path: Option<String> = tracing::enabled!(tracing::Level::INFO)
+        .then(|| request.path().chars().take(MAX_LOGGED_PATH_CHARS).collect());
     let outcome = next.call(request).await;
     let elapsed = started.elapsed();
     let (status, route) = match &outcome {
@@ -54,6 +56,7 @@ pub async fn observe_request(
     count(method, &route, status, elapsed.as_secs_f64());
     let latency_ms = elapsed.as_secs_f64() * 1_000.0;
     // Probes and scrapes arrive every few seconds; keep them out of the info log.
+    let path = path.as_deref().unwrap_or_default();
     if matches!(route.as_str(), "/health" | "/ready" | "/metrics") && status < 500 {
         tracing::debug!(%method, %route, %path, status, latency_ms, "request");
     } else {

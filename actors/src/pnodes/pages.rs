@@ -4,7 +4,9 @@
 //!
 //! It wakes [`AHEAD`] before each second and when the served snapshot is replaced: a new
 //! snapshot starts with an empty page cache, so the pages hot in the one it replaced are made
-//! for it at once. It runs below the request threads (`background::lower_current_thread`);
+//! for it at once. It looks again [`LATE`] before the second, for pages that became hot after
+//! the first look (a client that began asking late in the second: otherwise the first request
+//! of its next second would make the page, with the requests behind it waiting). It runs below the request threads (`background::lower_current_thread`);
 //! if it is late, requests make their pages as they would without it.
 
 use std::sync::{Arc, Weak};
@@ -21,6 +23,8 @@ use super::metrics::PAGES_MADE;
 
 /// How long before its second a hot page is made.
 pub const AHEAD: Duration = Duration::from_millis(250);
+/// How long before its second a page that became hot after the first look is made.
+pub const LATE: Duration = Duration::from_millis(50);
 
 /// Starts the pages thread of `cell`; it ends when the cell is gone.
 pub fn start(cell: &SnapshotCell) {
@@ -53,8 +57,9 @@ struct Ahead {
     view: Weak<NetworkView>,
     /// The pages hot in it when last asked.
     hot: Vec<HotPage<PnodesRequest>>,
-    /// The last second pages were made for in `view`.
+    /// The last second pages were made for in `view`, at the first look and at the late one.
     made_for: i64,
+    late_for: i64,
 }
 
 impl Ahead {
@@ -64,6 +69,7 @@ impl Ahead {
         let second = now_ms.div_euclid(1_000);
         let into = Duration::from_millis(u64::try_from(now_ms.rem_euclid(1_000)).unwrap_or(0));
         let due_at = Duration::from_secs(1).saturating_sub(AHEAD);
+        let late_at = Duration::from_secs(1).saturating_sub(LATE);
         if view.cycle == 0 {
             return Duration::from_secs(1);
         }
@@ -72,7 +78,7 @@ impl Ahead {
             // (and for the next second too when that is due).
             self.view = Arc::downgrade(view);
             made(make_pages_ahead(view, self.hot.clone(), second));
-            self.made_for = 0;
+            (self.made_for, self.late_for) = (0, 0);
             if into >= due_at {
                 made(make_pages_ahead(view, self.hot.clone(), second + 1));
                 self.made_for = second + 1;
@@ -83,10 +89,26 @@ impl Ahead {
             self.made_for = second + 1;
             made(make_pages_ahead(view, self.hot.clone(), second + 1));
         }
-        if into >= due_at {
-            Duration::from_secs(1) - into + due_at
-        } else {
+        if into >= late_at && self.late_for <= second {
+            self.late_for = second + 1;
+            let known = &self.hot;
+            let more: Vec<_> = view
+                .pages
+                .hot(second)
+                .into_iter()
+                .filter(|page| known.iter().all(|hot| hot.query != page.query))
+                .collect();
+            if !more.is_empty() {
+                self.hot.extend(more.iter().cloned());
+                made(make_pages_ahead(view, more, second + 1));
+            }
+        }
+        if into < due_at {
             due_at - into
+        } else if into < late_at {
+            late_at - into
+        } else {
+            Duration::from_secs(1) - into + due_at
         }
     }
 }
@@ -112,9 +134,14 @@ mod tests {
     }
 
     fn ask(view: &NetworkView, second: i64) -> Source {
+        ask_as(view, "limit=100", second)
+    }
+
+    /// Asks for the default page under the cache key `query`.
+    fn ask_as(view: &NetworkView, query: &str, second: i64) -> Source {
         let request = PnodesQuery::default().check().unwrap();
         view.pages
-            .get_or_build("limit=100", second, request, |request| {
+            .get_or_build(query, second, request, |request| {
                 pnodes_json(view, request, second)
             })
             .unwrap()
@@ -129,11 +156,12 @@ mod tests {
         assert_eq!(ahead.step(&first, 100_200), Duration::from_millis(550));
         assert_eq!(ask(&first, 100), Source::Built);
         assert_eq!(ask(&first, 100), Source::Cached);
-        assert_eq!(ahead.step(&first, 100_760), Duration::from_millis(990));
+        assert_eq!(ahead.step(&first, 100_760), Duration::from_millis(190));
         assert!(first.pages.has(101));
+        assert_eq!(ahead.step(&first, 100_950), Duration::from_millis(800));
         assert_eq!(ask(&first, 101), Source::Cached, "made ahead");
         // A page asked once is not made again.
-        assert_eq!(ahead.step(&first, 101_800), Duration::from_millis(950));
+        assert_eq!(ahead.step(&first, 101_800), Duration::from_millis(150));
         assert!(!first.pages.has(102));
 
         // Hot again, then a new snapshot: it starts with the pages hot in the last one.
@@ -143,6 +171,13 @@ mod tests {
         let second = served(2);
         assert_eq!(ahead.step(&second, 103_100), Duration::from_millis(650));
         assert_eq!(ask(&second, 103), Source::Cached);
+
+        // A page that became hot after the first look is made at the late one.
+        assert_eq!(ahead.step(&second, 103_760), Duration::from_millis(190));
+        assert_eq!(ask_as(&second, "late", 103), Source::Built);
+        assert_eq!(ask_as(&second, "late", 103), Source::Cached);
+        assert_eq!(ahead.step(&second, 103_955), Duration::from_millis(795));
+        assert_eq!(ask_as(&second, "late", 104), Source::Cached, "made late");
         // Before the first snapshot there is nothing to make.
         assert_eq!(
             Ahead::default().step(&served(0), 103_900),

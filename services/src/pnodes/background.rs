@@ -3,8 +3,14 @@
 //! An instance serves `/api/xandeum` from the same cores that parse the seeds' answers
 //! (megabytes of JSON a cycle), compute the cycle and free the snapshot it replaces. All of
 //! that can wait some milliseconds; a request should not. So it runs on threads at the lowest
-//! priority, niceness 19: [`run`] gives a piece of work a thread of its own, and [`retire`]
+//! priority, niceness 19: [`run`] hands a piece of work to the work thread, and [`retire`]
 //! frees what a swap replaced once the requests still reading it are done.
+//!
+//! One work thread, one piece at a time: while it works, at most one core is taken from the
+//! request threads. A thread of its own per piece (nine seeds' answers read at once) was tried
+//! first: each new thread starts level with the others in the scheduler's reckoning, so it
+//! runs a whole time slice before a waking request thread gets the core back, and with two of
+//! them on two cores requests waited 2–5 ms (seen with `perf sched` at 10,000 requests/s).
 //!
 //! Not `SCHED_IDLE`: it was tried, and a thread of that class that is preempted while it holds
 //! a lock the whole process shares (the allocator's, the address space's when it maps or
@@ -32,24 +38,52 @@ pub fn lower_current_thread() {
     }
 }
 
-/// Runs `work` on a thread of its own below the request threads, and waits for it without
-/// blocking the caller's runtime. `None` if it panicked or no thread could be started.
+/// A piece of work for the work thread, and what it is (for the log, should it panic).
+type Work = (&'static str, Box<dyn FnOnce() + Send>);
+
+/// Runs `work` (`what` names it) on the work thread below the request threads, after the
+/// pieces handed over before it, and waits for it without blocking the caller's runtime.
+/// `None` if it panicked or the work thread could not be started.
 pub async fn run<T: Send + 'static>(
-    name: &'static str,
+    what: &'static str,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Option<T> {
+    static WORKER: OnceLock<Option<Mutex<Sender<Work>>>> = OnceLock::new();
+    let worker = WORKER.get_or_init(|| {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("pnode-work".into())
+            .spawn(move || work_loop(receiver))
+            .map_err(|error| tracing::warn!(%error, "cannot start the pNode work thread"))
+            .ok()
+            .map(|_| Mutex::new(sender))
+    });
     let (done, result) = tokio::sync::oneshot::channel();
-    let spawned = std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            lower_current_thread();
-            let _ = done.send(work());
-        });
-    if let Err(error) = spawned {
-        tracing::warn!(%error, thread = name, "cannot start a pNode background thread");
+    let piece: Box<dyn FnOnce() + Send> = Box::new(move || {
+        let _ = done.send(work());
+    });
+    let handed = worker.as_ref().is_some_and(|sender| {
+        sender
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .send((what, piece))
+            .is_ok()
+    });
+    if !handed {
         return None;
     }
     result.await.ok()
+}
+
+/// The work thread: each piece in turn; one that panics is logged (its caller gets `None`,
+/// as its answer is dropped unsent) and the next goes on.
+fn work_loop(receiver: Receiver<Work>) {
+    lower_current_thread();
+    while let Ok((what, piece)) = receiver.recv() {
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(piece)).is_err() {
+            tracing::warn!(work = what, "a pNode background piece of work panicked");
+        }
+    }
 }
 
 /// Something shared with readers, freed when they are done with it.
@@ -115,6 +149,27 @@ mod tests {
             let name = std::thread::current().name().map(str::to_owned);
             *self.0.lock().unwrap() = Some(name.unwrap_or_default());
         }
+    }
+
+    #[tokio::test]
+    async fn pieces_of_work_run_in_turn_on_the_work_thread_and_outlive_a_panic() {
+        let thread = || std::thread::current().name().map(str::to_owned);
+        assert_eq!(
+            run("name", thread).await.flatten().as_deref(),
+            Some("pnode-work")
+        );
+        // Handed over together, done in the order handed over.
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let piece = |n: u32| {
+            let order = order.clone();
+            run("order", move || order.lock().unwrap().push(n))
+        };
+        let (first, second, third) = tokio::join!(piece(1), piece(2), piece(3));
+        assert!(first.is_some() && second.is_some() && third.is_some());
+        assert_eq!(*order.lock().unwrap(), [1, 2, 3]);
+        let panicked: Option<()> = run("panics", || panic!("a piece that fails")).await;
+        assert!(panicked.is_none());
+        assert_eq!(run("after", || 7).await, Some(7), "the thread goes on");
     }
 
     #[test]

@@ -88,7 +88,13 @@ impl PrpcClient {
             if !response.status().is_success() {
                 return Err(CallError::Status(response.status().as_u16()));
             }
-            let mut body = Vec::new();
+            // Sized once from the stated length (a pod list is megabytes: growing by doubling
+            // copies it twice over); a stated length past the cap is refused unread.
+            let stated = response.content_length().unwrap_or(0);
+            if stated > self.max_answer_bytes as u64 {
+                return Err(CallError::TooLarge(self.max_answer_bytes));
+            }
+            let mut body = Vec::with_capacity(stated as usize);
             while let Some(chunk) = response
                 .chunk()
                 .await

@@ -237,8 +237,9 @@ impl<R: Clone> PageCache<R> {
     }
 
     /// Keeps `made` (pages made ahead) for `second`: served from its first request on. Pages
-    /// for a second already begun are added where no request has made one; for a second past,
-    /// they are dropped.
+    /// for a second already begun are added where no request has made one; for a later second,
+    /// added to those made for it before (pages made ahead for another second are dropped);
+    /// for a second past, they are dropped.
     pub fn prepare(&self, second: i64, made: Vec<(Box<str>, Page<R>)>) {
         let mut pages = self.lock();
         if second < pages.second || made.is_empty() {
@@ -247,7 +248,10 @@ impl<R: Clone> PageCache<R> {
         let into = if second == pages.second {
             &mut pages.by_query
         } else {
-            &mut pages.ahead.insert((second, HashMap::new())).1
+            match &mut pages.ahead {
+                Some((at, made_before)) if *at == second => made_before,
+                ahead => &mut ahead.insert((second, HashMap::new())).1,
+            }
         };
         for (query, page) in made {
             if into.len() >= MAX_PAGES {
@@ -401,6 +405,9 @@ mod tests {
             .collect();
         cache.prepare(6, made);
         assert!(cache.has(6));
+        // Made later for the same second: added to those made before.
+        let late = Page::ahead(Bytes::from("late at 6"), "late", false);
+        cache.prepare(6, vec![("limit=2".into(), late)]);
         // Still second 5: its own pages are served, the ones made ahead wait.
         let (now, _) = cache.get_or_build("limit=100", 5, "page", never).unwrap();
         assert_eq!(now.json(), "page");
@@ -411,6 +418,11 @@ mod tests {
             (Bytes::from("page at 6"), Source::Cached)
         );
         assert!(ahead.gzip.get().is_some_and(Option::is_some));
+        let (late, source) = cache.get_or_build("limit=2", 6, "late", never).unwrap();
+        assert_eq!(
+            (late.json(), source),
+            (Bytes::from("late at 6"), Source::Cached)
+        );
         // Not hot in 5, not made ahead.
         assert_eq!(
             cache.get_or_build("limit=1", 6, "once", build).unwrap().1,
