@@ -38,6 +38,21 @@ pub fn lower_current_thread() {
     }
 }
 
+/// Starts the thread `name` running `body` on what is sent to it; `None` (logged) if the
+/// system would not start it.
+fn start_thread<T: Send + 'static>(
+    name: &'static str,
+    body: fn(Receiver<T>),
+) -> Option<Mutex<Sender<T>>> {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || body(receiver))
+        .map_err(|error| tracing::warn!(%error, thread = name, "cannot start a pNode thread"))
+        .ok()
+        .map(|_| Mutex::new(sender))
+}
+
 /// A piece of work for the work thread, and what it is (for the log, should it panic).
 type Work = (&'static str, Box<dyn FnOnce() + Send>);
 
@@ -49,15 +64,7 @@ pub async fn run<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Option<T> {
     static WORKER: OnceLock<Option<Mutex<Sender<Work>>>> = OnceLock::new();
-    let worker = WORKER.get_or_init(|| {
-        let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("pnode-work".into())
-            .spawn(move || work_loop(receiver))
-            .map_err(|error| tracing::warn!(%error, "cannot start the pNode work thread"))
-            .ok()
-            .map(|_| Mutex::new(sender))
-    });
+    let worker = WORKER.get_or_init(|| start_thread("pnode-work", work_loop));
     let (done, result) = tokio::sync::oneshot::channel();
     let piece: Box<dyn FnOnce() + Send> = Box::new(move || {
         let _ = done.send(work());
@@ -104,15 +111,7 @@ impl<T: Send + Sync + 'static> Retirable for Arc<T> {
 /// at once when the retiring thread cannot be started.
 pub fn retire(replaced: Box<dyn Retirable>) {
     static RETIRING: OnceLock<Option<Mutex<RetiringQueue>>> = OnceLock::new();
-    let sender = RETIRING.get_or_init(|| {
-        let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("pnode-retire".into())
-            .spawn(move || retire_loop(receiver))
-            .map_err(|error| tracing::warn!(%error, "cannot start the pNode retiring thread"))
-            .ok()
-            .map(|_| Mutex::new(sender))
-    });
+    let sender = RETIRING.get_or_init(|| start_thread("pnode-retire", retire_loop));
     if let Some(sender) = sender {
         let sent = sender
             .lock()
